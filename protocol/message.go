@@ -1,0 +1,166 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Result values of a reply.
+const (
+	ResultSuccess = "success"
+	ResultFailure = "failure"
+)
+
+// MessageTypeObjectEvent is the messageType of every event.
+const MessageTypeObjectEvent = "objectEvent"
+
+// Request is a command sent by a client.
+type Request struct {
+	Command   string          `json:"command"`
+	Target    string          `json:"target"`
+	Data      json.RawMessage `json:"data,omitempty"`
+	RequestID string          `json:"requestId,omitempty"`
+}
+
+// Failure describes why a command failed.
+type Failure struct {
+	Code    FailureCode `json:"code"`
+	Message string      `json:"message"`
+	Context string      `json:"context,omitempty"`
+}
+
+func (f *Failure) Error() string { return string(f.Code) + ": " + f.Message }
+
+// Failf builds a Failure with a formatted message.
+func Failf(code FailureCode, format string, args ...any) *Failure {
+	return &Failure{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Reply answers one request. On success Data is the request's data or the
+// command's result; on failure Original is the request as received.
+type Reply struct {
+	Command   string          `json:"command"`
+	Target    string          `json:"target"`
+	Result    string          `json:"result"`
+	Data      json.RawMessage `json:"data,omitempty"`
+	Failure   *Failure        `json:"failure,omitempty"`
+	Original  json.RawMessage `json:"original,omitempty"`
+	RequestID string          `json:"requestId,omitempty"`
+}
+
+// Event is an object event pushed by the broker. Seq is per session, starts at
+// 1 and strictly increases; Timestamp is Unix milliseconds.
+type Event struct {
+	MessageType string          `json:"messageType"`
+	Target      string          `json:"target"`
+	Name        string          `json:"name"`
+	Data        json.RawMessage `json:"data"`
+	Seq         uint64          `json:"seq"`
+	Timestamp   int64           `json:"timestamp"`
+}
+
+// Inbound is a decoded client frame: either a well-formed request, or the
+// failure that answers it together with what must be echoed back.
+type Inbound struct {
+	Request Request
+	// Original is the frame as received: the JSON object itself, or for
+	// INVALID_JSON the text encoded as a JSON string.
+	Original json.RawMessage
+	Failure  *Failure
+}
+
+// DecodeRequest parses one client frame. It never panics; every malformed
+// input yields an Inbound with Failure set and as much of the request as could
+// be recovered (command, target, requestId) so that the reply can echo them.
+func DecodeRequest(frame []byte) Inbound {
+	var fields map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(frame))
+	if err := dec.Decode(&fields); err != nil || fields == nil || dec.More() {
+		msg := "frame is not a JSON object"
+		if err != nil {
+			msg = "frame is not valid JSON: " + err.Error()
+		}
+		text, _ := json.Marshal(string(frame))
+		return Inbound{Original: text, Failure: &Failure{Code: CodeInvalidJSON, Message: msg}}
+	}
+	in := Inbound{Original: json.RawMessage(bytes.TrimSpace(frame))}
+	// Recover what can be echoed before validating, so that even a failure
+	// reply carries the client's command, target and requestId.
+	var typeErr error
+	str := func(name string, dst *string) {
+		raw, ok := fields[name]
+		if !ok || isNull(raw) {
+			return
+		}
+		if err := json.Unmarshal(raw, dst); err != nil && typeErr == nil {
+			typeErr = fmt.Errorf("field %q must be a string", name)
+		}
+	}
+	str("command", &in.Request.Command)
+	str("target", &in.Request.Target)
+	str("requestId", &in.Request.RequestID)
+	if typeErr != nil {
+		in.Failure = &Failure{Code: CodeInvalidRequest, Message: typeErr.Error()}
+		return in
+	}
+	if data, ok := fields["data"]; ok && !isNull(data) {
+		if len(data) == 0 || data[0] != '{' {
+			in.Failure = Failf(CodeInvalidRequest, "field \"data\" must be an object")
+			return in
+		}
+		in.Request.Data = data
+	}
+	switch {
+	case in.Request.Command == "":
+		in.Failure = Failf(CodeInvalidRequest, "field \"command\" is required")
+	case len(in.Request.RequestID) > MaxIDLength:
+		in.Failure = Failf(CodeInvalidRequest, "field \"requestId\" is longer than %d bytes", MaxIDLength)
+	}
+	return in
+}
+
+func isNull(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }
+
+// DecodeData unmarshals a command's data into dst. Absent data decodes as an
+// empty object. Type errors are reported as INVALID_REQUEST naming the field.
+func DecodeData(data json.RawMessage, dst any) *Failure {
+	if len(data) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(data, dst); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return Failf(CodeInvalidRequest, "field \"data.%s\" must be %s, not %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
+		}
+		return Failf(CodeInvalidRequest, "invalid data: %v", err)
+	}
+	return nil
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "string":
+		return "a string"
+	case "bool":
+		return "a boolean"
+	case "struct", "map":
+		return "an object"
+	case "slice", "array":
+		return "an array"
+	default:
+		return "a number"
+	}
+}
+
+// SuccessReply builds a success reply echoing the request.
+func SuccessReply(req Request, data json.RawMessage) Reply {
+	return Reply{Command: req.Command, Target: req.Target, Result: ResultSuccess, Data: data, RequestID: req.RequestID}
+}
+
+// FailureReply builds a failure reply carrying the original frame.
+func FailureReply(in Inbound, f *Failure) Reply {
+	return Reply{Command: in.Request.Command, Target: in.Request.Target, Result: ResultFailure,
+		Failure: f, Original: in.Original, RequestID: in.Request.RequestID}
+}
