@@ -1,0 +1,232 @@
+package channel
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/looplab/fsm"
+
+	"github.com/ctibroker/ctibroker/protocol"
+)
+
+// Interval is one entry of a channel's timeline: the channel was in State with
+// Status and reason from Start to End (zero while the interval is open).
+type Interval struct {
+	State      string    `json:"state"`
+	Status     string    `json:"status"`
+	ReasonCode string    `json:"reasonCode"`
+	ReasonName string    `json:"reasonName"`
+	Start      time.Time `json:"start"`
+	End        time.Time `json:"end"`
+}
+
+// Channel is one channel of a session. See the package doc for ownership.
+type Channel struct {
+	spec   protocol.ChannelSpec
+	group  string
+	queues []string
+	m      *fsm.FSM
+	reason Reason
+
+	// lastIdle is the ready/not-ready status the agent last chose, which
+	// after-call work returns to when acw.then is "previous".
+	lastIdle Intent
+
+	interactions map[string]time.Time
+	timeline     []Interval
+	timelineCap  int
+}
+
+// New creates an INACTIVE channel. timelineCap bounds the timeline; the oldest
+// intervals are dropped beyond it.
+func New(spec protocol.ChannelSpec, group string, now time.Time, timelineCap int) *Channel {
+	if spec.ModelType == "" {
+		spec.ModelType = spec.Type
+	}
+	c := &Channel{
+		spec:         spec,
+		group:        group,
+		m:            newMachine(initialState),
+		lastIdle:     Intent{Event: EvReady},
+		interactions: map[string]time.Time{},
+		timelineCap:  max(timelineCap, 2),
+	}
+	c.record(now)
+	return c
+}
+
+// ID returns the channel id.
+func (c *Channel) ID() string { return c.spec.ID }
+
+// Group returns the channel group id, empty for a standalone channel.
+func (c *Channel) Group() string { return c.group }
+
+// Spec returns the channel's description.
+func (c *Channel) Spec() protocol.ChannelSpec { return c.spec }
+
+// Queues returns the queues the channel was activated on.
+func (c *Channel) Queues() []string { return c.queues }
+
+// Machine returns the current machine state.
+func (c *Channel) Machine() string { return c.m.Current() }
+
+// Reason returns the current reason.
+func (c *Channel) Reason() Reason { return c.reason }
+
+// Active reports whether the agent is logged into the channel.
+func (c *Channel) Active() bool {
+	s, _ := Display(c.m.Current())
+	return s == protocol.StateActive
+}
+
+// InInteraction reports whether an interaction is in progress.
+func (c *Channel) InInteraction() bool { return len(c.interactions) > 0 }
+
+// Info returns the data of channel.infochanged.
+func (c *Channel) Info() protocol.ChannelInfo {
+	state, status := Display(c.m.Current())
+	return protocol.ChannelInfo{State: state, AgentStatus: protocol.AgentStatus{
+		Status: status, LastReasonCode: c.reason.Code, LastReasonName: c.reason.Name}}
+}
+
+// Snapshot returns the channel's entry of state.updated.
+func (c *Channel) Snapshot() protocol.ChannelState {
+	state, status := Display(c.m.Current())
+	return protocol.ChannelState{ID: c.spec.ID, Group: c.group, Name: c.spec.Name, Type: c.spec.Type,
+		State: state, Status: status, ReasonCode: c.reason.Code, ReasonName: c.reason.Name,
+		Since: c.timeline[len(c.timeline)-1].Start.UnixMilli()}
+}
+
+// Timeline returns a copy of the timeline, oldest first.
+func (c *Channel) Timeline() []Interval { return append([]Interval(nil), c.timeline...) }
+
+// Check reports whether intent is legal now, and whether it would change
+// nothing (same state, status and reason), without changing anything.
+func (c *Channel) Check(in Intent) (noop bool, f *protocol.Failure) {
+	cur := c.m.Current()
+	dst, ok := destination(in.Event, cur)
+	if !ok || !c.m.Can(string(in.Event)) {
+		state, status := Display(cur)
+		if state == protocol.StateActive {
+			return false, protocol.Failf(protocol.CodeInvalidState, "%s is not allowed: channel %s is %s (%s)", in.Command, c.spec.ID, state, status)
+		}
+		return false, protocol.Failf(protocol.CodeInvalidState, "%s is not allowed: channel %s is %s", in.Command, c.spec.ID, state)
+	}
+	return dst == cur && c.nextReason(in.Event, dst, in.Reason) == c.reason, nil
+}
+
+// nextReason is the reason after ev leads to dst with r.
+func (c *Channel) nextReason(ev Event, dst string, r Reason) Reason {
+	switch ev {
+	case EvInteractionStart, EvInteractionEnd, EvEndpointTaken, EvEndpointFreed:
+		return c.reason
+	case EvInteractionEndACW:
+		if dst != sACW {
+			return c.reason
+		}
+	case EvReady, EvActivate:
+		return Reason{}
+	}
+	return r
+}
+
+// Apply fires ev with reason r (ignored by events that keep the reason). It
+// reports whether the channel's state, status or reason changed.
+func (c *Channel) Apply(in Intent, now time.Time) (changed bool, err error) {
+	cur := c.m.Current()
+	dst, ok := destination(in.Event, cur)
+	if !ok {
+		return false, fmt.Errorf("channel %s: event %s not allowed in state %s", c.spec.ID, in.Event, cur)
+	}
+	if err := fire(c.m, in.Event); err != nil {
+		return false, fmt.Errorf("channel %s: %w", c.spec.ID, err)
+	}
+	reason := c.nextReason(in.Event, dst, in.Reason)
+	switch in.Event {
+	case EvActivate:
+		c.queues = in.Queues
+	case EvDeactivate:
+		c.queues = nil
+		clear(c.interactions)
+	}
+	return c.settle(reason, now), nil
+}
+
+// Force puts the channel into a state the switch reports, bypassing the
+// machine's rules: the switch is the truth about what the agent is doing, and
+// an agent desktop must not show a state the switch does not have.
+func (c *Channel) Force(machineState string, r Reason, now time.Time) bool {
+	if c.m.Current() != machineState {
+		c.m.SetState(machineState)
+	}
+	if !c.Active() {
+		clear(c.interactions)
+	}
+	return c.settle(r, now)
+}
+
+func (c *Channel) settle(r Reason, now time.Time) bool {
+	c.reason = r
+	switch c.m.Current() {
+	case sReady, sBusyReady:
+		c.lastIdle = Intent{Command: protocol.CmdChannelReady, Event: EvReady}
+	case sNotReady, sBusyNotReady:
+		c.lastIdle = Intent{Command: protocol.CmdChannelNotReady, Event: EvNotReady, Reason: r}
+	}
+	return c.record(now)
+}
+
+// StartInteraction records an interaction the switch started on the channel.
+// Only the first concurrent interaction changes the status.
+func (c *Channel) StartInteraction(id string, now time.Time) (changed bool, err error) {
+	if !c.Active() {
+		return false, fmt.Errorf("channel %s: interaction %s started while %s", c.spec.ID, id, c.m.Current())
+	}
+	if _, dup := c.interactions[id]; dup {
+		return false, nil
+	}
+	c.interactions[id] = now
+	if len(c.interactions) > 1 {
+		return false, nil
+	}
+	return c.Apply(Intent{Event: EvInteractionStart}, now)
+}
+
+// EndInteraction records the end of an interaction; the last one to end
+// returns the channel to the pending status, or to after-call work with
+// autoACW (acwReason names it).
+func (c *Channel) EndInteraction(id string, autoACW bool, acwReason Reason, now time.Time) (changed bool, err error) {
+	if _, ok := c.interactions[id]; !ok {
+		return false, fmt.Errorf("channel %s: no interaction %s in progress", c.spec.ID, id)
+	}
+	delete(c.interactions, id)
+	if len(c.interactions) > 0 {
+		return false, nil
+	}
+	if autoACW {
+		return c.Apply(Intent{Event: EvInteractionEndACW, Reason: acwReason}, now)
+	}
+	return c.Apply(Intent{Event: EvInteractionEnd}, now)
+}
+
+// PreviousIdle returns the intent that restores the ready/not-ready status the
+// agent had before after-call work.
+func (c *Channel) PreviousIdle() Intent { return c.lastIdle }
+
+// record opens a new timeline interval when state, status or reason changed.
+func (c *Channel) record(now time.Time) bool {
+	state, status := Display(c.m.Current())
+	next := Interval{State: state, Status: status, ReasonCode: c.reason.Code, ReasonName: c.reason.Name, Start: now}
+	if n := len(c.timeline); n > 0 {
+		last := &c.timeline[n-1]
+		if last.State == next.State && last.Status == next.Status && last.ReasonCode == next.ReasonCode {
+			return false
+		}
+		last.End = now
+	}
+	if len(c.timeline) >= c.timelineCap {
+		c.timeline = append(c.timeline[:0], c.timeline[len(c.timeline)-c.timelineCap+1:]...)
+	}
+	c.timeline = append(c.timeline, next)
+	return true
+}
