@@ -94,7 +94,7 @@ func (c *Channel) Snapshot() protocol.ChannelState {
 	state, status := Display(c.m.Current())
 	return protocol.ChannelState{ID: c.spec.ID, Group: c.group, Name: c.spec.Name, Type: c.spec.Type,
 		State: state, Status: status, ReasonCode: c.reason.Code, ReasonName: c.reason.Name,
-		Since: c.timeline[len(c.timeline)-1].Start.UnixMilli()}
+		Since: c.timeline[len(c.timeline)-1].Start.UnixMilli(), Queues: c.queues}
 }
 
 // Timeline returns a copy of the timeline, oldest first.

@@ -45,6 +45,16 @@ func labelName(labels []protocol.Label) string {
 	return ""
 }
 
+// Find names a not-ready code the switch reported, selectable or not.
+func (c *Catalog) Find(code string) (Reason, bool) {
+	for _, r := range c.NotReady {
+		if r.ID == code || r.Code == code {
+			return Reason{Code: r.ID, Name: labelName(r.Labels)}, true
+		}
+	}
+	return Reason{}, false
+}
+
 // NotReadyReason resolves an agent-selected not-ready code.
 func (c *Catalog) NotReadyReason(code string) (Reason, *protocol.Failure) {
 	if strings.EqualFold(code, protocol.ReasonACW) {

@@ -170,14 +170,15 @@ type ChannelRemoved struct {
 
 // ChannelState is one channel in state.updated.
 type ChannelState struct {
-	ID         string `json:"id"`
-	Group      string `json:"group,omitempty"`
-	Name       string `json:"name"`
-	Type       string `json:"type"`
-	State      string `json:"state"`
-	Status     string `json:"status"`
-	ReasonCode string `json:"reasonCode"`
-	ReasonName string `json:"reasonName"`
+	ID         string   `json:"id"`
+	Group      string   `json:"group,omitempty"`
+	Name       string   `json:"name"`
+	Type       string   `json:"type"`
+	State      string   `json:"state"`
+	Status     string   `json:"status"`
+	ReasonCode string   `json:"reasonCode"`
+	ReasonName string   `json:"reasonName"`
+	Queues     []string `json:"queues,omitempty"`
 	// Since is when the current (state, status, reason) interval started, Unix ms.
 	Since int64 `json:"since"`
 }
@@ -235,19 +236,19 @@ type SessionEnded struct {
 
 // Label is a localized name of a catalog entry.
 type Label struct {
-	Language    string `json:"language" koanf:"language"`
-	Country     string `json:"country" koanf:"country"`
-	Name        string `json:"name" koanf:"name"`
-	Description string `json:"description" koanf:"description"`
+	Language    string `json:"language"`
+	Country     string `json:"country"`
+	Name        string `json:"name"`
+	Description string `json:"description"`
 }
 
 // ReasonCode is one entry of the not-ready catalog.
 type ReasonCode struct {
-	ID         string   `json:"reasonCodeId" koanf:"id"`
-	Code       string   `json:"reasonCodeCode" koanf:"code"`
-	Selectable bool     `json:"selectable" koanf:"selectable"`
-	Extensions []string `json:"extensions" koanf:"extensions"`
-	Labels     []Label  `json:"labels" koanf:"labels"`
+	ID         string   `json:"reasonCodeId"`
+	Code       string   `json:"reasonCodeCode"`
+	Selectable bool     `json:"selectable"`
+	Extensions []string `json:"extensions"`
+	Labels     []Label  `json:"labels"`
 }
 
 // NotReadyReasons is the data of session.externalnotreadyreasons.updated.
@@ -257,10 +258,10 @@ type NotReadyReasons struct {
 
 // LogoutReason is one entry of the logout catalog.
 type LogoutReason struct {
-	ID         string   `json:"logoutReasonId" koanf:"id"`
-	Code       string   `json:"logoutReasonCode" koanf:"code"`
-	Extensions []string `json:"extensions" koanf:"extensions"`
-	Labels     []Label  `json:"labels" koanf:"labels"`
+	ID         string   `json:"logoutReasonId"`
+	Code       string   `json:"logoutReasonCode"`
+	Extensions []string `json:"extensions"`
+	Labels     []Label  `json:"labels"`
 }
 
 // LogoutReasons is the data of session.externallogoutreasons.updated.
@@ -270,8 +271,8 @@ type LogoutReasons struct {
 
 // Destination is a dialable destination of an address book entry.
 type Destination struct {
-	Label string `json:"label" koanf:"label"`
-	Value string `json:"value" koanf:"value"`
+	Label string `json:"label"`
+	Value string `json:"value"`
 }
 
 // Entry types of the address book.

@@ -1,0 +1,141 @@
+package sim
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/ctibroker/ctibroker/adapters"
+	"github.com/ctibroker/ctibroker/protocol"
+)
+
+// ControlRequest is the body of POST /v1/sim/events.
+type ControlRequest struct {
+	Event       string                `json:"event"`
+	Agent       string                `json:"agent"`
+	Channel     string                `json:"channel"`
+	Interaction string                `json:"interaction"`
+	State       string                `json:"state"`
+	Status      string                `json:"status"`
+	Reason      string                `json:"reason"`
+	Error       string                `json:"error"`
+	Endpoint    adapters.Endpoint     `json:"endpoint"`
+	Holder      string                `json:"holder"`
+	Fault       string                `json:"fault"`
+	Count       int                   `json:"count"`
+	ReasonCodes []protocol.ReasonCode `json:"reasonCodes"`
+}
+
+// maxControlBody bounds a control request.
+const maxControlBody = 64 << 10
+
+var interactionSeq atomic.Uint64
+
+// ControlHandler serves POST /v1/sim/events:
+//
+//	{"event":"interaction.start","agent":"a","channel":"c","interaction":"i"?}
+//	{"event":"interaction.end","agent":"a","channel":"c","interaction":"i"}
+//	{"event":"agentleg.failed","agent":"a","error":"no answer"}
+//	{"event":"status.forced","agent":"a","channel":"c","state":"ACTIVE","status":"ready","reason":""}
+//	{"event":"endpoint.taken"|"endpoint.freed","endpoint":{"type":"TELEPHONY","name":"1001"},"holder":"deskphone"}
+//	{"event":"catalog.changed","reasonCodes":[...]}
+//	{"event":"addressbook.changed"}
+//	{"event":"fault","agent":"a","fault":"error"|"timeout"|"panic","count":1}
+//
+// It answers 202 with {"interaction":id} for interaction.start, 202 {} for the
+// others, 400 for a bad request, 409 when the switch state does not allow it.
+func (s *Switch) ControlHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req ControlRequest
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxControlBody))
+		if err == nil {
+			err = json.Unmarshal(body, &req)
+		}
+		if err != nil {
+			controlError(w, http.StatusBadRequest, fmt.Sprintf("invalid body: %v", err))
+			return
+		}
+		status, resp, err := s.control(req)
+		if err != nil {
+			controlError(w, status, err.Error())
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		_ = json.NewEncoder(w).Encode(resp)
+	})
+}
+
+func (s *Switch) control(req ControlRequest) (int, map[string]string, error) {
+	need := func(fields ...string) error {
+		for i := 0; i < len(fields); i += 2 {
+			if fields[i+1] == "" {
+				return fmt.Errorf("field %q is required for %s", fields[i], req.Event)
+			}
+		}
+		return nil
+	}
+	ev := adapters.Event{Kind: adapters.EventKind(req.Event), AgentID: req.Agent, ChannelID: req.Channel,
+		InteractionID: req.Interaction, State: req.State, Status: req.Status, ReasonCode: req.Reason,
+		Endpoint: req.Endpoint, Holder: req.Holder, Error: req.Error}
+	var err error
+	switch ev.Kind {
+	case adapters.InteractionStarted:
+		err = need("agent", req.Agent, "channel", req.Channel)
+		if ev.InteractionID == "" {
+			ev.InteractionID = "sim-" + strconv.FormatUint(interactionSeq.Add(1), 10)
+		}
+	case adapters.InteractionEnded:
+		err = need("agent", req.Agent, "channel", req.Channel, "interaction", req.Interaction)
+	case adapters.AgentLegFailed:
+		err = need("agent", req.Agent, "error", req.Error)
+	case adapters.StatusForced:
+		err = need("agent", req.Agent, "channel", req.Channel, "state", req.State)
+	case adapters.EndpointTaken, adapters.EndpointFreed:
+		err = need("endpoint.type", req.Endpoint.Type, "endpoint.name", req.Endpoint.Name)
+		if ev.Holder == "" {
+			ev.Holder = "switch"
+		}
+	case adapters.CatalogChanged:
+		if req.ReasonCodes != nil {
+			if err := s.SetNotReadyReasons(req.ReasonCodes); err != nil {
+				return http.StatusServiceUnavailable, nil, err
+			}
+			return 0, map[string]string{}, nil
+		}
+	case adapters.AddressBookChanged:
+	case "fault":
+		if err := need("agent", req.Agent, "fault", req.Fault); err != nil {
+			return http.StatusBadRequest, nil, err
+		}
+		if err := s.InjectFault(req.Agent, req.Fault, req.Count); err != nil {
+			return http.StatusBadRequest, nil, err
+		}
+		return 0, map[string]string{}, nil
+	default:
+		err = fmt.Errorf("unknown event %q", req.Event)
+	}
+	if err != nil {
+		return http.StatusBadRequest, nil, err
+	}
+	if err := s.Emit(ev); err != nil {
+		code := http.StatusConflict
+		if err == ErrBusy {
+			code = http.StatusServiceUnavailable
+		}
+		return code, nil, err
+	}
+	if ev.Kind == adapters.InteractionStarted {
+		return 0, map[string]string{"interaction": ev.InteractionID}, nil
+	}
+	return 0, map[string]string{}, nil
+}
+
+func controlError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": http.StatusText(status), "message": msg}})
+}

@@ -1,0 +1,359 @@
+// Package sim is the embedded simulated switch: the default adapter, used for
+// demos and tests. It keeps the agents' logins like a switch would (so a new
+// session finds the channels the agent is already logged into), serves the
+// catalogs and address book from configuration, and injects latency, random
+// failures and scripted faults on request. Its HTTP control API lets tests and
+// demos make things happen on the "switch".
+//
+// Concurrency: all switch state is guarded by Switch.mu; calls block only in
+// their simulated latency, never while holding it.
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ctibroker/ctibroker/adapters"
+	"github.com/ctibroker/ctibroker/protocol"
+)
+
+// Config configures the simulated switch (config section "sim").
+type Config struct {
+	// Latency is added to every call.
+	Latency time.Duration `koanf:"latency"`
+	// FailRate is the probability (0..1) that a state-changing call fails.
+	FailRate        float64                 `koanf:"failrate"`
+	NotReadyReasons []protocol.ReasonCode   `koanf:"notreadyreasons"`
+	LogoutReasons   []protocol.LogoutReason `koanf:"logoutreasons"`
+	AddressBooks    []protocol.AddressBook  `koanf:"addressbooks"`
+	// Agents lists agents known to the switch, by agent id.
+	Agents map[string]Agent `koanf:"agents"`
+	// EventBuffer bounds the switch events not yet read by the broker.
+	EventBuffer int `koanf:"eventbuffer"`
+}
+
+// Agent is an agent known to the switch.
+type Agent struct {
+	Teams []string `koanf:"teams"`
+	// Logins are channels the agent is logged into when the switch starts.
+	Logins []PreLogin `koanf:"logins"`
+}
+
+// PreLogin is a channel the agent is logged into at start.
+type PreLogin struct {
+	ID     string `koanf:"id"`
+	Name   string `koanf:"name"`
+	Type   string `koanf:"type"`
+	Group  string `koanf:"group"`
+	Status string `koanf:"status"`
+	Reason string `koanf:"reason"`
+}
+
+// Fault kinds for scripted failures.
+const (
+	FaultError   = "error"
+	FaultTimeout = "timeout"
+	FaultPanic   = "panic"
+)
+
+// ErrRefused is returned for injected failures.
+var ErrRefused = errors.New("simulated switch refused the request")
+
+type login struct {
+	adapters.Login
+	interactions int
+}
+
+// Switch is the simulated switch.
+type Switch struct {
+	cfg    Config
+	events chan adapters.Event
+
+	mu       sync.Mutex
+	logins   map[string]map[string]*login // agent -> channel id -> login
+	faults   map[string][]string          // agent -> pending faults, in order
+	catalogs struct {
+		notReady []protocol.ReasonCode
+		logout   []protocol.LogoutReason
+		books    []protocol.AddressBook
+	}
+	closed bool
+}
+
+var _ adapters.Adapter = (*Switch)(nil)
+
+// New creates a simulated switch.
+func New(cfg Config) (*Switch, error) {
+	if cfg.FailRate < 0 || cfg.FailRate > 1 {
+		return nil, fmt.Errorf("sim.failrate: %v is not between 0 and 1", cfg.FailRate)
+	}
+	if cfg.EventBuffer <= 0 {
+		cfg.EventBuffer = 1024
+	}
+	s := &Switch{cfg: cfg, events: make(chan adapters.Event, cfg.EventBuffer),
+		logins: map[string]map[string]*login{}, faults: map[string][]string{}}
+	s.catalogs.notReady = cfg.NotReadyReasons
+	s.catalogs.logout = cfg.LogoutReasons
+	s.catalogs.books = cfg.AddressBooks
+	for agent, a := range cfg.Agents {
+		for _, p := range a.Logins {
+			status := p.Status
+			if status == "" {
+				status = protocol.StatusNotReady
+			}
+			if err := protocol.ValidateID(p.ID); err != nil {
+				return nil, fmt.Errorf("sim.agents.%s.logins: %w", agent, err)
+			}
+			s.agentLogins(agent)[p.ID] = &login{Login: adapters.Login{GroupID: p.Group, GroupName: p.Group,
+				Channel: protocol.ChannelSpec{ID: p.ID, Name: p.Name, Type: p.Type},
+				State:   protocol.StateActive, Status: status, ReasonCode: p.Reason}}
+		}
+	}
+	return s, nil
+}
+
+func (s *Switch) agentLogins(agent string) map[string]*login {
+	m := s.logins[agent]
+	if m == nil {
+		m = map[string]*login{}
+		s.logins[agent] = m
+	}
+	return m
+}
+
+// call simulates the round trip to the switch: latency, scripted faults and
+// random failures.
+func (s *Switch) call(ctx context.Context, agent string, mutating bool) error {
+	s.mu.Lock()
+	var fault string
+	if q := s.faults[agent]; len(q) > 0 {
+		fault, s.faults[agent] = q[0], q[1:]
+	}
+	s.mu.Unlock()
+	switch fault {
+	case FaultPanic:
+		panic("simulated switch: injected panic")
+	case FaultTimeout:
+		<-ctx.Done()
+		return ctx.Err()
+	case FaultError:
+		return ErrRefused
+	}
+	if s.cfg.Latency > 0 {
+		t := time.NewTimer(s.cfg.Latency)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if mutating && s.cfg.FailRate > 0 && rand.Float64() < s.cfg.FailRate {
+		return ErrRefused
+	}
+	return nil
+}
+
+// InjectFault makes the agent's next count calls fail with kind.
+func (s *Switch) InjectFault(agent, kind string, count int) error {
+	switch kind {
+	case FaultError, FaultTimeout, FaultPanic:
+	default:
+		return fmt.Errorf("unknown fault %q (error, timeout, panic)", kind)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for range max(count, 1) {
+		s.faults[agent] = append(s.faults[agent], kind)
+	}
+	return nil
+}
+
+// Logins implements adapters.Adapter.
+func (s *Switch) Logins(ctx context.Context, agentID string) ([]adapters.Login, error) {
+	if err := s.call(ctx, agentID, false); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]adapters.Login, 0, len(s.logins[agentID]))
+	for _, l := range s.logins[agentID] {
+		cp := l.Login
+		if l.interactions > 0 {
+			cp.Status = "busy_" + cp.Status
+		}
+		out = append(out, cp)
+	}
+	slices.SortFunc(out, func(a, b adapters.Login) int {
+		if a.GroupID != b.GroupID {
+			if a.GroupID < b.GroupID {
+				return -1
+			}
+			return 1
+		}
+		if a.Channel.ID < b.Channel.ID {
+			return -1
+		}
+		return 1
+	})
+	return out, nil
+}
+
+// Activate implements adapters.Adapter.
+func (s *Switch) Activate(ctx context.Context, ch adapters.ChannelRef, queues []string) error {
+	if err := s.call(ctx, ch.AgentID, true); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.agentLogins(ch.AgentID)[ch.Channel.ID] = &login{Login: adapters.Login{GroupID: ch.GroupID, GroupName: ch.GroupID,
+		Channel: ch.Channel, State: protocol.StateActive, Status: protocol.StatusNotReady, Queues: queues}}
+	return nil
+}
+
+// Deactivate implements adapters.Adapter.
+func (s *Switch) Deactivate(ctx context.Context, ch adapters.ChannelRef, _ string) error {
+	if err := s.call(ctx, ch.AgentID, true); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.logins[ch.AgentID], ch.Channel.ID)
+	return nil
+}
+
+// SetReady implements adapters.Adapter.
+func (s *Switch) SetReady(ctx context.Context, ch adapters.ChannelRef) error {
+	return s.setStatus(ctx, ch, protocol.StatusReady, "")
+}
+
+// SetNotReady implements adapters.Adapter.
+func (s *Switch) SetNotReady(ctx context.Context, ch adapters.ChannelRef, reasonCode string) error {
+	if reasonCode == protocol.ReasonACW {
+		return s.setStatus(ctx, ch, protocol.StatusAfterCallWork, reasonCode)
+	}
+	return s.setStatus(ctx, ch, protocol.StatusNotReady, reasonCode)
+}
+
+func (s *Switch) setStatus(ctx context.Context, ch adapters.ChannelRef, status, reason string) error {
+	if err := s.call(ctx, ch.AgentID, true); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.logins[ch.AgentID][ch.Channel.ID]
+	if l == nil {
+		return fmt.Errorf("agent %s is not logged into channel %s", ch.AgentID, ch.Channel.ID)
+	}
+	l.Status, l.ReasonCode = status, reason
+	return nil
+}
+
+// NotReadyReasons implements adapters.Adapter.
+func (s *Switch) NotReadyReasons(ctx context.Context, agentID string) ([]protocol.ReasonCode, error) {
+	if err := s.call(ctx, agentID, false); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.catalogs.notReady), nil
+}
+
+// LogoutReasons implements adapters.Adapter.
+func (s *Switch) LogoutReasons(ctx context.Context, agentID string) ([]protocol.LogoutReason, error) {
+	if err := s.call(ctx, agentID, false); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.catalogs.logout), nil
+}
+
+// AddressBook implements adapters.Adapter.
+func (s *Switch) AddressBook(ctx context.Context, agentID string) (protocol.AddressBooks, error) {
+	if err := s.call(ctx, agentID, false); err != nil {
+		return protocol.AddressBooks{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Callers fill in live properties: give them their own copy.
+	books := make([]protocol.AddressBook, len(s.catalogs.books))
+	for i, b := range s.catalogs.books {
+		books[i] = protocol.AddressBook{Name: b.Name, Groups: cloneGroups(b.Groups), Entries: slices.Clone(b.Entries)}
+	}
+	return protocol.AddressBooks{AddressBooks: books}, nil
+}
+
+func cloneGroups(gs []protocol.Group) []protocol.Group {
+	out := make([]protocol.Group, len(gs))
+	for i, g := range gs {
+		out[i] = protocol.Group{Name: g.Name, Groups: cloneGroups(g.Groups), Entries: slices.Clone(g.Entries)}
+	}
+	return out
+}
+
+// Teams returns the teams the switch maps the agent to.
+func (s *Switch) Teams(agentID string) []string { return slices.Clone(s.cfg.Agents[agentID].Teams) }
+
+// Events implements adapters.Adapter.
+func (s *Switch) Events() <-chan adapters.Event { return s.events }
+
+// Close implements adapters.Adapter.
+func (s *Switch) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		s.closed = true
+		close(s.events)
+	}
+	return nil
+}
+
+// ErrBusy is returned by Emit when the broker does not read events fast enough.
+var ErrBusy = errors.New("simulated switch: event buffer full")
+
+// Emit applies ev to the switch's own state and sends it to the broker.
+func (s *Switch) Emit(ev adapters.Event) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("simulated switch is closed")
+	}
+	l := s.logins[ev.AgentID][ev.ChannelID]
+	switch ev.Kind {
+	case adapters.InteractionStarted, adapters.InteractionEnded:
+		if l == nil {
+			return fmt.Errorf("agent %q is not logged into channel %q", ev.AgentID, ev.ChannelID)
+		}
+		if ev.Kind == adapters.InteractionStarted {
+			l.interactions++
+		} else if l.interactions > 0 {
+			l.interactions--
+		}
+	case adapters.StatusForced:
+		if ev.State != protocol.StateActive {
+			delete(s.logins[ev.AgentID], ev.ChannelID)
+		} else if l != nil {
+			l.Status, l.ReasonCode = ev.Status, ev.ReasonCode
+		}
+	}
+	select {
+	case s.events <- ev:
+		return nil
+	default:
+		return ErrBusy
+	}
+}
+
+// SetNotReadyReasons replaces the not-ready catalog and tells the broker.
+func (s *Switch) SetNotReadyReasons(r []protocol.ReasonCode) error {
+	s.mu.Lock()
+	s.catalogs.notReady = r
+	s.mu.Unlock()
+	return s.Emit(adapters.Event{Kind: adapters.CatalogChanged})
+}

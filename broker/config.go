@@ -1,0 +1,332 @@
+package broker
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/env/v2"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/providers/posflag"
+	"github.com/knadh/koanf/providers/rawbytes"
+	"github.com/knadh/koanf/v2"
+	"github.com/spf13/pflag"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/ctibroker/ctibroker/adapters/sim"
+	"github.com/ctibroker/ctibroker/session"
+)
+
+// DefaultsYAML holds every configuration key with its default and its
+// documentation. It is the one place where defaults and limits live.
+//
+//go:embed defaults.yaml
+var DefaultsYAML []byte
+
+// Config is the broker configuration.
+type Config struct {
+	Listen      string                       `koanf:"listen"`
+	Auth        AuthConfig                   `koanf:"auth"`
+	Log         LogConfig                    `koanf:"log"`
+	WS          WSConfig                     `koanf:"ws"`
+	Limits      LimitsConfig                 `koanf:"limits"`
+	Session     SessionConfig                `koanf:"session"`
+	Adapter     AdapterConfig                `koanf:"adapter"`
+	ACW         map[string]session.ACWPolicy `koanf:"acw"`
+	AddressBook AddressBookConfig            `koanf:"addressbook"`
+	Shutdown    ShutdownConfig               `koanf:"shutdown"`
+	Sim         sim.Config                   `koanf:"sim"`
+}
+
+// Auth modes.
+const (
+	AuthNone = "none"
+	AuthJWT  = "jwt"
+)
+
+// AuthConfig configures authentication.
+type AuthConfig struct {
+	Mode string `koanf:"mode"`
+	JWT  struct {
+		Secret string `koanf:"secret"`
+	} `koanf:"jwt"`
+}
+
+// LogConfig configures logging.
+type LogConfig struct {
+	Level  string `koanf:"level"`
+	Format string `koanf:"format"`
+}
+
+// WSConfig configures the WebSocket endpoint.
+type WSConfig struct {
+	Origins      []string      `koanf:"origins"`
+	MaxMessage   int64         `koanf:"maxmessage"`
+	PingInterval time.Duration `koanf:"pinginterval"`
+	PingTimeout  time.Duration `koanf:"pingtimeout"`
+	WriteTimeout time.Duration `koanf:"writetimeout"`
+}
+
+// LimitsConfig holds the per-connection and per-session bounds.
+type LimitsConfig struct {
+	SendQueue    int     `koanf:"sendqueue"`
+	CommandRate  float64 `koanf:"commandrate"`
+	CommandBurst int     `koanf:"commandburst"`
+	Inbox        int     `koanf:"inbox"`
+	History      int     `koanf:"history"`
+	Timeline     int     `koanf:"timeline"`
+	RequestIDs   int     `koanf:"requestids"`
+}
+
+// SessionConfig configures session lifetimes and policies.
+type SessionConfig struct {
+	Grace        time.Duration `koanf:"grace"`
+	OnExpire     string        `koanf:"onexpire"`
+	MultiConnect string        `koanf:"multiconnect"`
+	RequestIDTTL time.Duration `koanf:"requestidttl"`
+}
+
+// AdapterConfig selects and bounds the CTI adapter.
+type AdapterConfig struct {
+	Kind    string        `koanf:"kind"`
+	Timeout time.Duration `koanf:"timeout"`
+}
+
+// AddressBookConfig configures the live address book.
+type AddressBookConfig struct {
+	Interval          time.Duration `koanf:"interval"`
+	DefaultHandleTime time.Duration `koanf:"defaulthandletime"`
+}
+
+// ShutdownConfig configures graceful shutdown.
+type ShutdownConfig struct {
+	Timeout time.Duration `koanf:"timeout"`
+}
+
+// EnvPrefix prefixes every environment variable the broker reads.
+const EnvPrefix = "CTIBROKER_"
+
+// Flags defines the command-line flags that override configuration keys. The
+// flag name maps to the key by replacing "-" with ".".
+func Flags(fs *pflag.FlagSet) {
+	fs.String("config", "", "YAML configuration file")
+	fs.String("listen", "", "address to listen on (listen)")
+	fs.String("log-level", "", "log level: debug, info, warn, error (log.level)")
+	fs.String("log-format", "", "log format: json or console (log.format)")
+	fs.String("auth-mode", "", "authentication: none or jwt (auth.mode)")
+}
+
+// LoadConfig reads defaults, the --config file, the environment (environ,
+// as from os.Environ) and the flags, in increasing precedence, and validates
+// the result. Errors are one line naming the offending key.
+func LoadConfig(fs *pflag.FlagSet, environ []string) (Config, error) {
+	k := koanf.New(".")
+	if err := k.Load(rawbytes.Provider(DefaultsYAML), yaml.Parser()); err != nil {
+		return Config{}, fmt.Errorf("config: built-in defaults: %w", err)
+	}
+	if path, _ := fs.GetString("config"); path != "" {
+		if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
+			return Config{}, fmt.Errorf("config: %s: %w", path, err)
+		}
+	}
+	if err := k.Load(env.Provider(".", env.Opt{
+		Prefix:      EnvPrefix,
+		EnvironFunc: func() []string { return environ },
+		TransformFunc: func(key, value string) (string, any) {
+			key = strings.ToLower(strings.TrimPrefix(key, EnvPrefix))
+			return strings.ReplaceAll(key, "__", "."), value
+		},
+	}), nil); err != nil {
+		return Config{}, fmt.Errorf("config: environment: %w", err)
+	}
+	// posflag with the koanf instance: flags the user did not set do not
+	// override the file or the environment.
+	if err := k.Load(posflag.ProviderWithFlag(fs, ".", k, func(f *pflag.Flag) (string, any) {
+		if f.Name == "config" || !f.Changed {
+			return "", nil
+		}
+		return strings.ReplaceAll(f.Name, "-", "."), posflag.FlagVal(fs, f)
+	}), nil); err != nil {
+		return Config{}, fmt.Errorf("config: flags: %w", err)
+	}
+	for _, key := range k.Keys() {
+		if !knownKey(reflect.TypeOf(Config{}), strings.Split(key, ".")) {
+			return Config{}, fmt.Errorf("config: unknown key %q", key)
+		}
+	}
+	var cfg Config
+	err := k.UnmarshalWithConf("", &cfg, koanf.UnmarshalConf{DecoderConfig: &mapstructure.DecoderConfig{
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.StringToSliceHookFunc(",")),
+		WeaklyTypedInput: true,
+		ErrorUnused:      true,
+		TagName:          "koanf",
+		Result:           &cfg,
+	}})
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %s", decodeErrorLine(err))
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return cfg, nil
+}
+
+// knownKey reports whether a flattened koanf key names a field of t. Map
+// fields accept any key at their level; list values are checked by the decoder.
+func knownKey(t reflect.Type, parts []string) bool {
+	for len(parts) > 0 {
+		switch t.Kind() {
+		case reflect.Map:
+			t, parts = t.Elem(), parts[1:]
+			continue
+		case reflect.Struct:
+		default:
+			return false
+		}
+		found := false
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if strings.EqualFold(f.Tag.Get("koanf"), parts[0]) || (f.Tag.Get("koanf") == "" && strings.EqualFold(f.Name, parts[0])) {
+				t, parts, found = f.Type, parts[1:], true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+var decodeErrRe = regexp.MustCompile(`'([^']*)'`)
+
+// decodeErrorLine turns mapstructure's multi-line error into one line that
+// names the key.
+func decodeErrorLine(err error) string {
+	lines := strings.Split(err.Error(), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		l := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(lines[i]), "*"))
+		if l == "" || strings.HasPrefix(l, "decoding failed") {
+			continue
+		}
+		if m := decodeErrRe.FindStringSubmatch(l); m != nil && m[1] != "" {
+			rest := strings.TrimSpace(strings.Replace(l, m[0], "", 1))
+			rest = strings.TrimPrefix(rest, "error decoding")
+			return fmt.Sprintf("%s: %s", m[1], strings.TrimLeft(strings.TrimSpace(rest), ": "))
+		}
+		return l
+	}
+	return err.Error()
+}
+
+// Validate checks values the decoder cannot.
+func (c Config) Validate() error {
+	oneOf := func(key, v string, allowed ...string) error {
+		if !slices.Contains(allowed, v) {
+			return fmt.Errorf("%s: %q is not one of %s", key, v, strings.Join(allowed, ", "))
+		}
+		return nil
+	}
+	positive := map[string]float64{
+		"ws.maxmessage": float64(c.WS.MaxMessage), "limits.sendqueue": float64(c.Limits.SendQueue),
+		"limits.inbox": float64(c.Limits.Inbox), "limits.history": float64(c.Limits.History),
+		"limits.timeline": float64(c.Limits.Timeline), "limits.requestids": float64(c.Limits.RequestIDs),
+		"ws.pinginterval": float64(c.WS.PingInterval), "ws.pingtimeout": float64(c.WS.PingTimeout),
+		"ws.writetimeout": float64(c.WS.WriteTimeout), "session.grace": float64(c.Session.Grace),
+		"session.requestidttl": float64(c.Session.RequestIDTTL), "adapter.timeout": float64(c.Adapter.Timeout),
+		"shutdown.timeout": float64(c.Shutdown.Timeout), "addressbook.defaulthandletime": float64(c.AddressBook.DefaultHandleTime),
+	}
+	keys := make([]string, 0, len(positive))
+	for k := range positive {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if positive[k] <= 0 {
+			return fmt.Errorf("%s: must be positive", k)
+		}
+	}
+	if c.Limits.CommandRate < 0 || c.Limits.CommandBurst < 0 {
+		return errors.New("limits.commandrate: must not be negative")
+	}
+	if c.Limits.CommandRate > 0 && c.Limits.CommandBurst < 1 {
+		return errors.New("limits.commandburst: must be at least 1 when limits.commandrate is set")
+	}
+	checks := []error{
+		oneOf("auth.mode", c.Auth.Mode, AuthNone, AuthJWT),
+		oneOf("log.format", c.Log.Format, "json", "console"),
+		oneOf("session.onexpire", c.Session.OnExpire, session.OnExpireDeactivate, session.OnExpireKeep),
+		oneOf("session.multiconnect", c.Session.MultiConnect, session.MultiConnectTakeover, session.MultiConnectReject),
+		oneOf("adapter.kind", c.Adapter.Kind, "sim"),
+	}
+	for _, err := range checks {
+		if err != nil {
+			return err
+		}
+	}
+	if _, err := zapcore.ParseLevel(c.Log.Level); err != nil {
+		return fmt.Errorf("log.level: %q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	for typ, p := range c.ACW {
+		if err := oneOf("acw."+typ+".then", p.Then, session.ACWThenReady, session.ACWThenPrevious); err != nil {
+			return err
+		}
+		if p.Timeout < 0 {
+			return fmt.Errorf("acw.%s.timeout: must not be negative", typ)
+		}
+	}
+	if c.Sim.FailRate < 0 || c.Sim.FailRate > 1 {
+		return fmt.Errorf("sim.failrate: %v is not between 0 and 1", c.Sim.FailRate)
+	}
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %q is not host:port: %v", c.Listen, err)
+	}
+	switch c.Auth.Mode {
+	case AuthJWT:
+		if c.Auth.JWT.Secret == "" {
+			return errors.New("auth.jwt.secret: required when auth.mode is jwt (set CTIBROKER_AUTH__JWT__SECRET)")
+		}
+		if len(c.Auth.JWT.Secret) < 32 {
+			return errors.New("auth.jwt.secret: must be at least 32 bytes for HS256")
+		}
+	case AuthNone:
+		if !isLoopback(host) {
+			return fmt.Errorf("auth.mode: none is only allowed on a loopback listen address, not %q", c.Listen)
+		}
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// SessionOptions maps the configuration to session options.
+func (c Config) SessionOptions() session.Options {
+	acw := map[string]session.ACWPolicy{}
+	for k, v := range c.ACW {
+		acw[strings.ToLower(k)] = v
+	}
+	return session.Options{
+		Grace: c.Session.Grace, OnExpire: c.Session.OnExpire, MultiConnect: c.Session.MultiConnect,
+		HistorySize: c.Limits.History, TimelineSize: c.Limits.Timeline, InboxSize: c.Limits.Inbox,
+		AdapterTimeout: c.Adapter.Timeout, RequestIDTTL: c.Session.RequestIDTTL, RequestIDLimit: c.Limits.RequestIDs,
+		ACW: acw, AddressBookInterval: c.AddressBook.Interval, DefaultHandleTime: c.AddressBook.DefaultHandleTime,
+	}
+}

@@ -1,0 +1,179 @@
+package broker
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+
+	"github.com/ctibroker/ctibroker/protocol"
+	"github.com/ctibroker/ctibroker/session"
+)
+
+// wsConn is one client WebSocket. Goroutines: the HTTP handler's goroutine is
+// the reader (serve), writeLoop is the only writer of the socket and the only
+// goroutine that closes it. Others talk to it through Send and Close, which
+// never block.
+type wsConn struct {
+	ws     *websocket.Conn
+	remote string
+	cfg    WSConfig
+	log    *zap.Logger
+
+	send     chan []byte
+	closeReq chan closeRequest // capacity 1: the first close wins
+	closing  atomic.Bool
+	done     chan struct{} // closed when writeLoop returned
+	ctx      context.Context
+	cancel   context.CancelFunc
+	closedBy atomic.Int32 // close code the broker sent, 0 if none
+}
+
+type closeRequest struct {
+	code   protocol.CloseCode
+	reason string
+	// drain sends the queued messages first.
+	drain bool
+}
+
+var _ session.Conn = (*wsConn)(nil)
+
+func newWSConn(parent context.Context, ws *websocket.Conn, remote string, cfg WSConfig, queue int, log *zap.Logger) *wsConn {
+	ctx, cancel := context.WithCancel(parent)
+	return &wsConn{ws: ws, remote: remote, cfg: cfg, log: log,
+		send: make(chan []byte, queue), closeReq: make(chan closeRequest, 1),
+		done: make(chan struct{}), ctx: ctx, cancel: cancel}
+}
+
+// Send implements session.Conn.
+func (c *wsConn) Send(msg []byte) bool {
+	if c.closing.Load() {
+		return false
+	}
+	select {
+	case c.send <- msg:
+		return true
+	default:
+		c.requestClose(closeRequest{code: protocol.CloseTryAgainLater, reason: "slow consumer: send queue full"})
+		return false
+	}
+}
+
+// Close implements session.Conn: queued messages are sent first.
+func (c *wsConn) Close(code protocol.CloseCode, reason string) {
+	c.requestClose(closeRequest{code: code, reason: reason, drain: true})
+}
+
+// RemoteAddr implements session.Conn.
+func (c *wsConn) RemoteAddr() string { return c.remote }
+
+func (c *wsConn) requestClose(r closeRequest) {
+	if c.closing.Swap(true) {
+		return
+	}
+	c.closeReq <- r
+}
+
+// writeLoop writes queued messages, pings, and finally closes the socket.
+func (c *wsConn) writeLoop() {
+	defer close(c.done)
+	defer c.cancel()
+	ping := time.NewTicker(c.cfg.PingInterval)
+	defer ping.Stop()
+	pingDone := make(chan error, 1)
+	pinging := false
+	for {
+		select {
+		case msg := <-c.send:
+			if !c.write(msg) {
+				return
+			}
+		case r := <-c.closeReq:
+			if r.drain {
+				for drained := false; !drained; {
+					select {
+					case msg := <-c.send:
+						if !c.write(msg) {
+							return
+						}
+					default:
+						drained = true
+					}
+				}
+			}
+			c.closedBy.Store(int32(r.code))
+			c.log.Debug("closing connection", zap.Int("code", int(r.code)), zap.String("reason", r.reason))
+			// Close waits for the peer's close frame for a bounded time.
+			_ = c.ws.Close(websocket.StatusCode(r.code), r.reason)
+			return
+		case <-ping.C:
+			if pinging {
+				continue
+			}
+			pinging = true
+			go func() {
+				ctx, cancel := context.WithTimeout(c.ctx, c.cfg.PingTimeout)
+				defer cancel()
+				// Ping needs the reader (serve) running to see the pong.
+				pingDone <- c.ws.Ping(ctx)
+			}()
+		case err := <-pingDone:
+			pinging = false
+			if err != nil {
+				c.log.Info("peer did not answer ping", zap.Error(err))
+				_ = c.ws.CloseNow()
+				return
+			}
+		case <-c.ctx.Done():
+			_ = c.ws.CloseNow()
+			return
+		}
+	}
+}
+
+func (c *wsConn) write(msg []byte) bool {
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.WriteTimeout)
+	defer cancel()
+	if err := c.ws.Write(ctx, websocket.MessageText, msg); err != nil {
+		c.log.Debug("write failed", zap.Error(err))
+		c.closing.Store(true)
+		_ = c.ws.CloseNow()
+		return false
+	}
+	return true
+}
+
+// wait blocks until writeLoop has finished (and with it any ping goroutine's
+// context has been cancelled).
+func (c *wsConn) wait() { <-c.done }
+
+// readLoop reads frames, decodes them and submits them to the session in
+// order until the socket closes.
+func (c *wsConn) readLoop(s *session.Session, limiter *rate.Limiter) {
+	for {
+		typ, frame, err := c.ws.Read(c.ctx)
+		if err != nil {
+			if status := websocket.CloseStatus(err); status == websocket.StatusMessageTooBig {
+				c.closedBy.Store(int32(protocol.CloseMessageTooBig))
+			}
+			c.log.Debug("read ended", zap.Error(err))
+			return
+		}
+		var in protocol.Inbound
+		if typ != websocket.MessageText {
+			in = protocol.DecodeRequest(nil)
+			in.Failure.Message = "binary frames are not accepted: send JSON text frames"
+		} else {
+			in = protocol.DecodeRequest(frame)
+		}
+		if in.Failure == nil && limiter != nil && !limiter.Allow() {
+			in.Failure = protocol.Failf(protocol.CodeRateLimited, "more than the allowed commands per second; slow down")
+		}
+		if err := s.Submit(c.ctx, c, in); err != nil {
+			return
+		}
+	}
+}

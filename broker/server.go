@@ -1,0 +1,258 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+
+	"github.com/ctibroker/ctibroker/adapters"
+	"github.com/ctibroker/ctibroker/adapters/sim"
+	"github.com/ctibroker/ctibroker/protocol"
+	"github.com/ctibroker/ctibroker/session"
+)
+
+// Server is one broker node: HTTP endpoints, WebSocket connections, sessions
+// and the adapter.
+type Server struct {
+	cfg     Config
+	log     *zap.Logger
+	audit   *zap.Logger
+	auth    *Authenticator
+	adapter adapters.Adapter
+	sim     *sim.Switch
+	manager *session.Manager
+
+	// base is the parent context of every connection; cancelling it tears
+	// everything down. Handlers must not use r.Context() after Accept.
+	base     context.Context
+	cancel   context.CancelFunc
+	draining atomic.Bool
+
+	mu    sync.Mutex
+	conns map[*wsConn]struct{}
+	wg    sync.WaitGroup // connection handlers
+}
+
+// New builds a server from cfg. It starts nothing; see Serve.
+func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
+	sw, err := sim.New(cfg.Sim)
+	if err != nil {
+		return nil, err
+	}
+	base, cancel := context.WithCancel(context.Background())
+	s := &Server{cfg: cfg, log: log, audit: audit, auth: NewAuthenticator(cfg.Auth),
+		adapter: sw, sim: sw, base: base, cancel: cancel, conns: map[*wsConn]struct{}{}}
+	s.manager = session.NewManager(cfg.SessionOptions(), s.adapter, log, audit)
+	return s, nil
+}
+
+// Manager returns the session manager.
+func (s *Server) Manager() *session.Manager { return s.manager }
+
+// Handler returns the HTTP routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/ws", s.serveWS)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.serveReady)
+	if s.sim != nil {
+		mux.Handle("POST /v1/sim/events", s.sim.ControlHandler())
+	}
+	return mux
+}
+
+func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
+	if s.draining.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "sessions": s.manager.SessionCount()})
+}
+
+// Serve serves on ln until ctx is cancelled, then shuts down gracefully:
+// readiness turns false, every connection is closed with 1001 after its
+// queued messages, and everything stops within shutdown.timeout.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if s.cfg.Auth.Mode == AuthNone {
+		s.log.Warn("auth.mode is none: agents are trusted by their ?agent= parameter; loopback only, never in production")
+	}
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(s.log)}
+	managerDone := make(chan struct{})
+	go func() {
+		defer close(managerDone)
+		s.manager.Run(s.base)
+	}()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	s.log.Info("broker listening", zap.String("addr", ln.Addr().String()), zap.String("auth", s.cfg.Auth.Mode), zap.String("adapter", s.cfg.Adapter.Kind))
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+	}
+	s.log.Info("shutting down", zap.Duration("timeout", s.cfg.Shutdown.Timeout))
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.Shutdown.Timeout)
+	defer cancel()
+	s.draining.Store(true)
+	_ = srv.Shutdown(sctx) // stops accepting; hijacked WebSockets are ours to close
+	s.closeAll(protocol.CloseGoingAway, "broker shutting down")
+	if werr := waitGroup(sctx, &s.wg); werr != nil {
+		s.log.Warn("connections did not drain in time; closing them", zap.Error(werr))
+	}
+	s.cancel()
+	_ = waitGroup(context.Background(), &s.wg)
+	if merr := s.manager.Shutdown(sctx); merr != nil {
+		s.log.Warn("sessions did not stop in time", zap.Error(merr))
+	}
+	_ = s.adapter.Close()
+	<-managerDone
+	s.log.Info("stopped")
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+func waitGroup(ctx context.Context, wg *sync.WaitGroup) error {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Server) closeAll(code protocol.CloseCode, reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.Close(code, reason)
+	}
+}
+
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "broker is shutting down")
+		return
+	}
+	id, expires, err := s.auth.Identify(r)
+	if err != nil {
+		writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", err.Error())
+		return
+	}
+	var since *uint64
+	if v := r.URL.Query().Get("since"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "INVALID_REQUEST", "query parameter since: not a sequence number")
+			return
+		}
+		since = &n
+	}
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.WS.Origins})
+	if err != nil {
+		s.log.Info("websocket upgrade failed", zap.String("remote", r.RemoteAddr), zap.Error(err))
+		return
+	}
+	ws.SetReadLimit(s.cfg.WS.MaxMessage)
+	log := s.log.With(zap.String("agent", id.AgentID), zap.String("remote", r.RemoteAddr))
+	c := newWSConn(s.base, ws, r.RemoteAddr, s.cfg.WS, s.cfg.Limits.SendQueue, log)
+	if !s.track(c) {
+		_ = ws.Close(websocket.StatusCode(protocol.CloseGoingAway), "broker shutting down")
+		return
+	}
+	defer s.untrack(c)
+	go c.writeLoop()
+	defer c.wait()
+
+	actx, cancel := context.WithTimeout(c.ctx, s.cfg.Adapter.Timeout+time.Second)
+	sess, err := s.manager.Attach(actx, id, c, since)
+	cancel()
+	if err != nil {
+		code, reason := protocol.CloseTryAgainLater, "session unavailable: "+err.Error()
+		switch {
+		case errors.Is(err, session.ErrAlreadyConnected):
+			code, reason = protocol.CloseAlreadyConnected, "the agent is already connected"
+		case errors.Is(err, session.ErrShuttingDown):
+			code, reason = protocol.CloseGoingAway, "broker shutting down"
+		}
+		log.Info("attach refused", zap.Error(err), zap.Int("close", int(code)))
+		c.Close(code, reason)
+		go func() { _, _, _ = ws.Read(c.ctx) }() // the close handshake needs a reader
+		return
+	}
+	c.log = log.With(zap.String("session", sess.ID()))
+	defer sess.Detach(c)
+	if !expires.IsZero() {
+		t := time.AfterFunc(time.Until(expires), func() { c.Close(protocol.CloseUnauthorized, "token expired") })
+		defer t.Stop()
+	}
+	var limiter *rate.Limiter
+	if s.cfg.Limits.CommandRate > 0 {
+		limiter = rate.NewLimiter(rate.Limit(s.cfg.Limits.CommandRate), s.cfg.Limits.CommandBurst)
+	}
+	c.log.Info("connected")
+	c.readLoop(sess, limiter)
+	c.log.Info("disconnected", zap.Int("close", int(c.closedBy.Load())))
+	if !c.closing.Load() {
+		c.cancel()
+	}
+	// Otherwise a close was requested: writeLoop drains, closes and returns
+	// by itself, bounded by the write timeout and the close handshake.
+}
+
+func (s *Server) track(c *wsConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining.Load() {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c *wsConn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
+}
+
+// ListenAndServe listens on cfg.Listen and serves until ctx is cancelled.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
+	}
+	return s.Serve(ctx, ln)
+}

@@ -1,0 +1,259 @@
+package session
+
+import (
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ctibroker/ctibroker/adapters"
+	"github.com/ctibroker/ctibroker/protocol"
+)
+
+// Presence is an agent's live state as other sessions see it.
+type Presence struct {
+	AgentID   string
+	SessionID string
+	Teams     []string
+	Status    string
+	Channels  []protocol.ChannelState
+}
+
+// directory is the broker-wide view shared between sessions: who holds which
+// switch endpoint, every agent's live presence, the sessions watching the
+// address book in real time, and per-skill handle times.
+//
+// Locking: mu guards every field. Methods never call into a session while
+// holding mu except Session.post, which only appends to the session's own
+// note queue and never calls back.
+type directory struct {
+	mu        sync.RWMutex
+	endpoints map[adapters.Endpoint]string // endpoint -> holder (agent id, or "switch:<who>")
+	watchers  map[adapters.Endpoint]map[*Session]struct{}
+	presence  map[string]Presence
+	realtime  map[*Session]struct{}
+	aht       map[string]time.Duration // skill -> moving average of handle time
+	ahtInit   time.Duration
+}
+
+func newDirectory(defaultAHT time.Duration) *directory {
+	return &directory{
+		endpoints: map[adapters.Endpoint]string{},
+		watchers:  map[adapters.Endpoint]map[*Session]struct{}{},
+		presence:  map[string]Presence{},
+		realtime:  map[*Session]struct{}{},
+		aht:       map[string]time.Duration{},
+		ahtInit:   defaultAHT,
+	}
+}
+
+func endpointOf(spec protocol.ChannelSpec) adapters.Endpoint {
+	return adapters.Endpoint{Type: spec.Type, Name: spec.Name}
+}
+
+// holder returns who holds the endpoint, "" when free.
+func (d *directory) holder(ep adapters.Endpoint) string {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.endpoints[ep]
+}
+
+// claim gives the endpoint to holder unless someone else holds it; it returns
+// the current holder on refusal. force takes it regardless (the switch says so).
+func (d *directory) claim(ep adapters.Endpoint, holder string, force bool) (string, bool) {
+	d.mu.Lock()
+	cur := d.endpoints[ep]
+	if cur != "" && cur != holder && !force {
+		d.mu.Unlock()
+		return cur, false
+	}
+	d.endpoints[ep] = holder
+	ws := d.watchersLocked(ep)
+	d.mu.Unlock()
+	if cur != holder {
+		notifyEndpoint(ws, ep)
+	}
+	return holder, true
+}
+
+// release frees the endpoint if holder holds it.
+func (d *directory) release(ep adapters.Endpoint, holder string) {
+	d.mu.Lock()
+	if d.endpoints[ep] != holder {
+		d.mu.Unlock()
+		return
+	}
+	delete(d.endpoints, ep)
+	ws := d.watchersLocked(ep)
+	d.mu.Unlock()
+	notifyEndpoint(ws, ep)
+}
+
+func (d *directory) watchersLocked(ep adapters.Endpoint) []*Session {
+	out := make([]*Session, 0, len(d.watchers[ep]))
+	for s := range d.watchers[ep] {
+		out = append(out, s)
+	}
+	return out
+}
+
+func notifyEndpoint(ws []*Session, ep adapters.Endpoint) {
+	for _, s := range ws {
+		s.post(func(s *Session) { s.onEndpointChanged(ep) })
+	}
+}
+
+// watch registers s for changes of ep; unwatch undoes it.
+func (d *directory) watch(ep adapters.Endpoint, s *Session) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	m := d.watchers[ep]
+	if m == nil {
+		m = map[*Session]struct{}{}
+		d.watchers[ep] = m
+	}
+	m[s] = struct{}{}
+}
+
+func (d *directory) unwatch(ep adapters.Endpoint, s *Session) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.watchers[ep], s)
+	if len(d.watchers[ep]) == 0 {
+		delete(d.watchers, ep)
+	}
+}
+
+// publish records an agent's presence (or removes it when p.Status is "") and
+// tells the real-time address book watchers.
+func (d *directory) publish(p Presence) {
+	d.mu.Lock()
+	if p.Status == "" {
+		delete(d.presence, p.AgentID)
+	} else {
+		d.presence[p.AgentID] = p
+	}
+	ws := make([]*Session, 0, len(d.realtime))
+	for s := range d.realtime {
+		ws = append(ws, s)
+	}
+	d.mu.Unlock()
+	for _, s := range ws {
+		s.markAddressBookDirty()
+	}
+}
+
+// Presences returns every live agent's presence, sorted by agent id.
+func (d *directory) presences() []Presence {
+	d.mu.RLock()
+	out := make([]Presence, 0, len(d.presence))
+	for _, p := range d.presence {
+		out = append(out, p)
+	}
+	d.mu.RUnlock()
+	slices.SortFunc(out, func(a, b Presence) int {
+		switch {
+		case a.AgentID < b.AgentID:
+			return -1
+		case a.AgentID > b.AgentID:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+func (d *directory) setRealtime(s *Session, on bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if on {
+		d.realtime[s] = struct{}{}
+	} else {
+		delete(d.realtime, s)
+	}
+}
+
+// observeHandleTime folds one interaction's duration into the skill's average
+// (exponential moving average, weight 1/8 like TCP's SRTT).
+func (d *directory) observeHandleTime(skills []string, took time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, sk := range skills {
+		cur, ok := d.aht[sk]
+		if !ok {
+			cur = d.ahtInit
+		}
+		d.aht[sk] = cur + (took-cur)/8
+	}
+}
+
+// fillAddressBook writes live properties into the entries: an agent entry's
+// state is the agent's aggregate status; a skill entry counts the ACTIVE
+// channels of that media type activated on the skill's queue, ready ones as
+// available, others as unavailable. EWT is 0 while someone is available,
+// otherwise the skill's average handle time divided by the staffed agents;
+// it is left out when nobody is staffed.
+func (d *directory) fillAddressBook(books *protocol.AddressBooks) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	var fill func(entries []protocol.Entry)
+	fill = func(entries []protocol.Entry) {
+		for i := range entries {
+			e := &entries[i]
+			switch e.Type {
+			case protocol.EntryAgent:
+				if e.Properties.AgentID == "" {
+					continue
+				}
+				e.Properties.State = protocol.StatusLoggedOut
+				if p, ok := d.presence[e.Properties.AgentID]; ok {
+					e.Properties.State = p.Status
+				}
+			case protocol.EntrySkill:
+				avail, unavail := d.countSkillLocked(e.Properties.Skill, e.Properties.MediaType)
+				e.Properties.NumAvailable, e.Properties.NumUnavailable = &avail, &unavail
+				e.Properties.EWT = ""
+				switch {
+				case avail > 0:
+					e.Properties.EWT = "0"
+				case unavail > 0:
+					aht, ok := d.aht[e.Properties.Skill]
+					if !ok {
+						aht = d.ahtInit
+					}
+					e.Properties.EWT = strconv.Itoa(int((aht / time.Duration(unavail)).Round(time.Second).Seconds()))
+				}
+			}
+		}
+	}
+	var walk func(groups []protocol.Group)
+	walk = func(groups []protocol.Group) {
+		for i := range groups {
+			fill(groups[i].Entries)
+			walk(groups[i].Groups)
+		}
+	}
+	for i := range books.AddressBooks {
+		fill(books.AddressBooks[i].Entries)
+		walk(books.AddressBooks[i].Groups)
+	}
+}
+
+func (d *directory) countSkillLocked(skill, mediaType string) (avail, unavail int) {
+	if skill == "" {
+		return 0, 0
+	}
+	for _, p := range d.presence {
+		for _, c := range p.Channels {
+			if c.State != protocol.StateActive || (mediaType != "" && c.Type != mediaType) || !slices.Contains(c.Queues, skill) {
+				continue
+			}
+			if c.Status == protocol.StatusReady {
+				avail++
+			} else {
+				unavail++
+			}
+		}
+	}
+	return avail, unavail
+}

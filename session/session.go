@@ -1,0 +1,555 @@
+package session
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ctibroker/ctibroker/adapters"
+	"github.com/ctibroker/ctibroker/channel"
+	"github.com/ctibroker/ctibroker/protocol"
+)
+
+type command struct {
+	conn Conn
+	in   protocol.Inbound
+}
+
+// Session is one agent's session. See the package doc for ownership.
+type Session struct {
+	m       *Manager
+	id      string
+	agentID string
+	teams   []string
+	log     *zap.Logger
+
+	cmds    chan command
+	notesMu sync.Mutex
+	notes   []func(*Session)
+	closed  bool
+	wake    chan struct{}
+	done    chan struct{}
+	err     error // why the session could not start; set before done closes
+
+	abDirty atomic.Bool
+
+	// Owned by the run goroutine.
+	conn         Conn
+	channels     []*channel.Channel
+	groups       []string
+	seq          uint64
+	hist         *history
+	replies      *replies
+	outbox       [][]byte
+	stateDirty   bool
+	presenceSent bool
+	catalog      *channel.Catalog
+	book         *protocol.AddressBooks
+	realtime     bool
+	lastBook     []byte
+	lastBookAt   time.Time
+	grace        *time.Timer
+	graceC       <-chan time.Time
+	acwGen       map[string]uint64
+	acwTimers    map[string]*time.Timer
+	started      map[string]time.Time // interaction id -> start, for handle times
+	endWith      *protocol.CloseCode  // end the session after this op's messages
+	ended        bool
+}
+
+func newSession(m *Manager, id string, ident Identity) *Session {
+	return &Session{
+		m: m, id: id, agentID: ident.AgentID, teams: ident.Teams,
+		log:     m.log.With(zap.String("agent", ident.AgentID), zap.String("session", id)),
+		cmds:    make(chan command, max(m.opts.InboxSize, 1)),
+		wake:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		hist:    newHistory(m.opts.HistorySize),
+		replies: newReplies(m.opts.RequestIDTTL, m.opts.RequestIDLimit),
+		acwGen:  map[string]uint64{}, acwTimers: map[string]*time.Timer{},
+		started: map[string]time.Time{},
+	}
+}
+
+// ID returns the session id.
+func (s *Session) ID() string { return s.id }
+
+// AgentID returns the agent owning the session.
+func (s *Session) AgentID() string { return s.agentID }
+
+// Done is closed when the session has ended.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Submit queues a client command. It blocks while the session's inbox is
+// full, which slows the client's reader down instead of dropping commands.
+func (s *Session) Submit(ctx context.Context, conn Conn, in protocol.Inbound) error {
+	select {
+	case s.cmds <- command{conn, in}:
+		return nil
+	case <-s.done:
+		return ErrSessionEnded
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Detach tells the session that conn is gone.
+func (s *Session) Detach(conn Conn) {
+	s.post(func(s *Session) { s.detach(conn) })
+}
+
+// post queues a note for the session goroutine. It never blocks and returns
+// false when the session has ended.
+func (s *Session) post(f func(*Session)) bool {
+	s.notesMu.Lock()
+	if s.closed {
+		s.notesMu.Unlock()
+		return false
+	}
+	s.notes = append(s.notes, f)
+	s.notesMu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+func (s *Session) run() {
+	defer s.cleanup()
+	if err := s.init(); err != nil {
+		s.err = err
+		s.log.Warn("session could not start", zap.Error(err))
+		return
+	}
+	s.log.Info("session started")
+	for !s.ended {
+		select {
+		case c := <-s.cmds:
+			s.handleCommand(c)
+		case <-s.wake:
+			s.drainNotes()
+		case <-s.graceC:
+			s.graceC = nil
+			s.expire()
+		case <-s.m.stop:
+			return
+		}
+		s.flush()
+		if s.endWith != nil {
+			s.finish(*s.endWith, "session ended")
+		}
+	}
+}
+
+func (s *Session) drainNotes() {
+	s.notesMu.Lock()
+	notes := s.notes
+	s.notes = nil
+	s.notesMu.Unlock()
+	for _, f := range notes {
+		s.safely("note", func() { f(s) })
+		if s.ended {
+			return
+		}
+	}
+}
+
+// safely runs f and turns a panic (an adapter bug, say) into a log line.
+func (s *Session) safely(what string, f func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic recovered", zap.String("in", what), zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+		}
+	}()
+	f()
+}
+
+func (s *Session) cleanup() {
+	s.notesMu.Lock()
+	s.closed = true
+	s.notes = nil
+	s.notesMu.Unlock()
+	s.m.remove(s)
+	for _, c := range s.channels {
+		s.m.dir.unwatch(endpointOf(c.Spec()), s)
+	}
+	s.m.dir.setRealtime(s, false)
+	if s.presenceSent {
+		s.m.dir.publish(Presence{AgentID: s.agentID})
+	}
+	for _, t := range s.acwTimers {
+		t.Stop()
+	}
+	if s.grace != nil {
+		s.grace.Stop()
+	}
+	close(s.done)
+}
+
+// init recreates the channels the agent is already logged into on the switch.
+func (s *Session) init() error {
+	var logins []adapters.Login
+	if f := s.call(func(ctx context.Context) (err error) {
+		logins, err = s.m.adapter.Logins(ctx, s.agentID)
+		return err
+	}); f != nil {
+		return fmt.Errorf("reading the agent's logins from the switch: %s", f.Message)
+	}
+	now := time.Now()
+	for _, l := range logins {
+		if protocol.ValidateID(l.Channel.ID) != nil || s.channel(l.Channel.ID) != nil ||
+			(l.GroupID != "" && protocol.ValidateID(l.GroupID) != nil) {
+			s.log.Warn("ignoring an invalid or duplicate login reported by the switch", zap.String("channel", l.Channel.ID), zap.String("group", l.GroupID))
+			continue
+		}
+		if l.GroupID != "" && !s.hasGroup(l.GroupID) {
+			s.groups = append(s.groups, l.GroupID)
+		}
+		c := s.newChannel(l.Channel, l.GroupID, now)
+		if l.State == protocol.StateActive {
+			state, err := channel.MachineState(l.State, l.Status)
+			if err != nil {
+				s.log.Warn("switch reported an unknown status", zap.String("channel", l.Channel.ID), zap.Error(err))
+				state, _ = channel.MachineState(protocol.StateActive, protocol.StatusNotReady)
+			}
+			s.m.dir.claim(endpointOf(l.Channel), s.agentID, true)
+			c.Force(state, s.reasonFor(l.ReasonCode), now)
+			s.syncACWTimer(c)
+		}
+	}
+	s.stateDirty = true
+	return nil
+}
+
+func (s *Session) hasGroup(id string) bool {
+	for _, g := range s.groups {
+		if g == id {
+			return true
+		}
+	}
+	return false
+}
+
+// attach makes conn the session's connection and sends it the initial events.
+func (s *Session) attach(conn Conn, since *uint64, created bool) error {
+	if s.conn != nil && s.conn != conn {
+		if s.m.opts.MultiConnect == MultiConnectReject {
+			return ErrAlreadyConnected
+		}
+		s.log.Info("connection taken over", zap.String("old_remote", s.conn.RemoteAddr()), zap.String("remote", conn.RemoteAddr()))
+		s.conn.Close(protocol.CloseTakenOver, "session taken over by another connection")
+	}
+	s.conn = conn
+	if s.grace != nil {
+		s.grace.Stop()
+		s.grace, s.graceC = nil, nil
+	}
+	s.log.Info("connection attached", zap.String("remote", conn.RemoteAddr()), zap.Bool("created", created))
+	if since != nil && !created {
+		if missed, ok := s.hist.since(*since, s.seq); ok {
+			for _, msg := range missed {
+				s.deliver(msg)
+			}
+			s.emitInitialized(true)
+			return nil
+		}
+	}
+	for _, c := range s.channels {
+		s.emitCreated(c)
+	}
+	s.emitInitialized(!created)
+	return nil
+}
+
+func (s *Session) emitInitialized(resumed bool) {
+	s.emit(s.id, protocol.EvSessionInitialized, protocol.SessionInitialized{
+		SessionID: s.id, AgentID: s.agentID, Resumed: resumed, Teams: s.teams, Seq: s.seq + 1})
+}
+
+func (s *Session) detach(conn Conn) {
+	if s.conn != conn {
+		return
+	}
+	s.conn = nil
+	s.log.Info("connection detached", zap.String("remote", conn.RemoteAddr()), zap.Duration("grace", s.m.opts.Grace))
+	s.startGrace()
+}
+
+func (s *Session) startGrace() {
+	if s.grace != nil {
+		s.grace.Stop()
+	}
+	s.grace = time.NewTimer(s.m.opts.Grace)
+	s.graceC = s.grace.C
+}
+
+// expire ends a session whose grace period passed without a connection.
+func (s *Session) expire() {
+	if s.conn != nil {
+		return
+	}
+	if s.m.opts.OnExpire == OnExpireDeactivate {
+		for _, c := range s.channels {
+			if !c.Active() {
+				continue
+			}
+			if f := s.adapterApply(c, channel.Intent{Command: "session.expire", Event: channel.EvDeactivate}); f != nil {
+				s.log.Warn("could not deactivate channel of expired session", zap.String("channel", c.ID()), zap.String("failure", f.Error()))
+				continue
+			}
+			s.applyIntent(c, channel.Intent{Command: "session.expire", Event: channel.EvDeactivate}, "session.expired")
+		}
+	}
+	s.m.audit.Info("session expired", zap.String("agent", s.agentID), zap.String("session", s.id), zap.String("onexpire", s.m.opts.OnExpire))
+	s.ended = true
+}
+
+// finish ends the session after its last messages were queued.
+func (s *Session) finish(code protocol.CloseCode, reason string) {
+	if s.conn != nil {
+		s.conn.Close(code, reason)
+		s.conn = nil
+	}
+	s.ended = true
+}
+
+// deliver sends an encoded message to the connection, if any.
+func (s *Session) deliver(msg []byte) {
+	if s.conn == nil {
+		return
+	}
+	if !s.conn.Send(msg) {
+		s.log.Warn("slow consumer: connection closed, session kept", zap.String("remote", s.conn.RemoteAddr()))
+		s.conn = nil
+		s.startGrace()
+	}
+}
+
+// emit records an event in the history and queues it behind the current
+// op's reply.
+func (s *Session) emit(target, name string, data any) {
+	raw, err := json.Marshal(data)
+	if err != nil {
+		s.log.Error("cannot encode event data", zap.String("event", name), zap.Error(err))
+		return
+	}
+	s.seq++
+	msg, err := json.Marshal(protocol.Event{MessageType: protocol.MessageTypeObjectEvent, Target: target,
+		Name: name, Data: raw, Seq: s.seq, Timestamp: time.Now().UnixMilli()})
+	if err != nil {
+		s.log.Error("cannot encode event", zap.String("event", name), zap.Error(err))
+		return
+	}
+	s.hist.add(s.seq, msg)
+	s.outbox = append(s.outbox, msg)
+}
+
+// stateUpdated emits state.updated once after a batch of channel changes.
+func (s *Session) stateUpdated() {
+	if !s.stateDirty {
+		return
+	}
+	s.stateDirty = false
+	st := s.state()
+	s.emit(s.id, protocol.EvStateUpdated, st)
+	s.presenceSent = true
+	s.m.dir.publish(Presence{AgentID: s.agentID, SessionID: s.id, Teams: s.teams, Status: st.Status, Channels: st.Channels})
+}
+
+func (s *Session) state() protocol.StateUpdated {
+	chans := make([]protocol.ChannelState, len(s.channels))
+	for i, c := range s.channels {
+		chans[i] = c.Snapshot()
+	}
+	return protocol.StateUpdated{AgentID: s.agentID, Status: protocol.AggregateStatus(chans), Channels: chans}
+}
+
+func (s *Session) flush() {
+	s.stateUpdated()
+	for _, msg := range s.outbox {
+		s.deliver(msg)
+	}
+	clear(s.outbox)
+	s.outbox = s.outbox[:0]
+}
+
+func (s *Session) handleCommand(c command) {
+	if c.conn != s.conn {
+		return // from a connection that was taken over or closed
+	}
+	now := time.Now()
+	id := c.in.Request.RequestID
+	if c.in.Failure == nil && id != "" {
+		if msg, ok := s.replies.get(id, now); ok {
+			s.deliver(msg)
+			return
+		}
+	}
+	reply := s.execute(c.in)
+	msg, err := json.Marshal(reply)
+	if err != nil {
+		s.log.Error("cannot encode reply", zap.Error(err))
+		msg, _ = json.Marshal(protocol.FailureReply(c.in, protocol.Failf(protocol.CodeInternal, "reply could not be encoded")))
+	}
+	if c.in.Failure == nil && id != "" && cacheable(reply) {
+		s.replies.put(id, msg, now)
+	}
+	s.deliver(msg)
+}
+
+// cacheable: transient failures are not remembered, so that a retry with the
+// same requestId is applied once the switch recovers.
+func cacheable(r protocol.Reply) bool {
+	if r.Failure == nil {
+		return true
+	}
+	switch r.Failure.Code {
+	case protocol.CodeAdapterError, protocol.CodeTimeout, protocol.CodeRateLimited, protocol.CodeInternal:
+		return false
+	}
+	return true
+}
+
+func (s *Session) execute(in protocol.Inbound) (reply protocol.Reply) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic while handling a command", zap.String("command", in.Request.Command), zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			reply = protocol.FailureReply(in, &protocol.Failure{Code: protocol.CodeInternal,
+				Message: "internal error; the command was not applied", Context: fmt.Sprint(r)})
+		}
+	}()
+	if in.Failure != nil {
+		return protocol.FailureReply(in, in.Failure)
+	}
+	req := in.Request
+	doc, ok := protocol.LookupCommand(req.Command)
+	if !ok {
+		return protocol.FailureReply(in, protocol.Failf(protocol.CodeUnknownCommand, "unknown command %q", req.Command))
+	}
+	tgt, err := protocol.ParseTarget(req.Target)
+	if err != nil {
+		return protocol.FailureReply(in, protocol.Failf(protocol.CodeInvalidTarget, "%v", err))
+	}
+	if tgt.Session != s.id {
+		if owner := s.m.owner(tgt.Session); owner != "" && owner != s.agentID {
+			return protocol.FailureReply(in, protocol.Failf(protocol.CodeForbidden, "session %s belongs to another agent", tgt.Session))
+		}
+		return protocol.FailureReply(in, protocol.Failf(protocol.CodeNotFound, "no session %s", tgt.Session))
+	}
+	var data json.RawMessage
+	var f *protocol.Failure
+	switch doc.Target {
+	case protocol.TargetSession:
+		if !tgt.IsSession() {
+			return protocol.FailureReply(in, protocol.Failf(protocol.CodeInvalidTarget, "%s targets a session, not %q", req.Command, req.Target))
+		}
+		data, f = s.sessionCommand(req)
+	default:
+		if tgt.IsSession() {
+			return protocol.FailureReply(in, protocol.Failf(protocol.CodeInvalidTarget, "%s targets a channel: <session>.<channel> or <session>.<group>.<channel>", req.Command))
+		}
+		var c *channel.Channel
+		if c, f = s.resolve(tgt); f == nil {
+			f = s.channelCommand(c, req)
+			data = req.Data
+		}
+	}
+	if f != nil {
+		return protocol.FailureReply(in, f)
+	}
+	return protocol.SuccessReply(req, data)
+}
+
+func (s *Session) resolve(t protocol.Target) (*channel.Channel, *protocol.Failure) {
+	c := s.channel(t.Channel)
+	if c == nil || c.Group() != t.Group {
+		if t.Group != "" && !s.hasGroup(t.Group) {
+			return nil, protocol.Failf(protocol.CodeNotFound, "no channel group %s in session %s", t.Group, s.id)
+		}
+		return nil, protocol.Failf(protocol.CodeNotFound, "no channel %s", t.String())
+	}
+	return c, nil
+}
+
+func (s *Session) channel(id string) *channel.Channel {
+	for _, c := range s.channels {
+		if c.ID() == id {
+			return c
+		}
+	}
+	return nil
+}
+
+func (s *Session) channelTarget(c *channel.Channel) string {
+	if c.Group() == "" {
+		return s.id + "." + c.ID()
+	}
+	return s.id + "." + c.Group() + "." + c.ID()
+}
+
+// call runs an adapter call with the adapter deadline and maps its error.
+func (s *Session) call(f func(ctx context.Context) error) *protocol.Failure {
+	ctx, cancel := context.WithTimeout(context.Background(), s.m.opts.AdapterTimeout)
+	defer cancel()
+	err := f(ctx)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, context.DeadlineExceeded):
+		return protocol.Failf(protocol.CodeTimeout, "the switch did not answer within %s", s.m.opts.AdapterTimeout)
+	default:
+		return protocol.Failf(protocol.CodeAdapterError, "the switch refused: %v", err)
+	}
+}
+
+func (s *Session) ref(c *channel.Channel) adapters.ChannelRef {
+	return adapters.ChannelRef{AgentID: s.agentID, GroupID: c.Group(), Channel: c.Spec()}
+}
+
+// loadCatalog returns the cached reason catalogs, fetching them once.
+func (s *Session) loadCatalog() (*channel.Catalog, *protocol.Failure) {
+	if s.catalog != nil {
+		return s.catalog, nil
+	}
+	cat := &channel.Catalog{}
+	if f := s.call(func(ctx context.Context) (err error) {
+		if cat.NotReady, err = s.m.adapter.NotReadyReasons(ctx, s.agentID); err != nil {
+			return err
+		}
+		cat.Logout, err = s.m.adapter.LogoutReasons(ctx, s.agentID)
+		return err
+	}); f != nil {
+		return nil, f
+	}
+	s.catalog = cat
+	return cat, nil
+}
+
+// reasonFor names a reason code reported by the switch, best effort.
+func (s *Session) reasonFor(code string) channel.Reason {
+	if code == "" {
+		return channel.Reason{}
+	}
+	if strings.EqualFold(code, protocol.ReasonACW) {
+		r, _ := (&channel.Catalog{}).NotReadyReason(protocol.ReasonACW)
+		if cat, f := s.loadCatalog(); f == nil {
+			r, _ = cat.NotReadyReason(protocol.ReasonACW)
+		}
+		return r
+	}
+	if cat, f := s.loadCatalog(); f == nil {
+		if r, ok := cat.Find(code); ok {
+			return r
+		}
+	}
+	return channel.Reason{Code: code}
+}

@@ -1,0 +1,232 @@
+package session
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ctibroker/ctibroker/adapters"
+	"github.com/ctibroker/ctibroker/channel"
+	"github.com/ctibroker/ctibroker/protocol"
+)
+
+// onSwitchEvent applies something that happened on the switch.
+func (s *Session) onSwitchEvent(ev adapters.Event) {
+	switch ev.Kind {
+	case adapters.InteractionStarted, adapters.InteractionEnded:
+		s.onInteraction(ev)
+	case adapters.StatusForced:
+		s.onStatusForced(ev)
+	case adapters.AgentLegFailed:
+		s.emit(s.id, protocol.EvAgentLegFailed, protocol.AgentLegFailed{Error: ev.Error, Channel: ev.ChannelID})
+		s.m.audit.Info("agent leg failed", zap.String("agent", s.agentID), zap.String("session", s.id), zap.String("error", ev.Error))
+	case adapters.CatalogChanged:
+		s.catalog = nil
+		cat, f := s.loadCatalog()
+		if f != nil {
+			s.log.Warn("could not reload the reason catalogs", zap.String("failure", f.Error()))
+			return
+		}
+		s.emitCatalog(protocol.CmdNotReadyReasons, cat)
+		s.emitCatalog(protocol.CmdLogoutReasons, cat)
+	case adapters.AddressBookChanged:
+		s.book = nil
+		s.refreshAddressBook()
+	}
+}
+
+func (s *Session) onInteraction(ev adapters.Event) {
+	c := s.channel(ev.ChannelID)
+	if c == nil {
+		s.log.Warn("interaction on an unknown channel", zap.String("channel", ev.ChannelID), zap.String("interaction", ev.InteractionID))
+		return
+	}
+	before := c.Info()
+	now := time.Now()
+	var changed bool
+	var err error
+	key := c.ID() + "\x00" + ev.InteractionID
+	if ev.Kind == adapters.InteractionStarted {
+		changed, err = c.StartInteraction(ev.InteractionID, now)
+		if err == nil {
+			s.started[key] = now
+		}
+	} else {
+		policy := s.acwPolicy(c)
+		changed, err = c.EndInteraction(ev.InteractionID, policy.Auto, s.reasonFor(protocol.ReasonACW), now)
+		if at, ok := s.started[key]; ok {
+			delete(s.started, key)
+			s.m.dir.observeHandleTime(c.Queues(), now.Sub(at))
+		}
+	}
+	if err != nil {
+		s.log.Warn("switch interaction event does not fit the channel", zap.Error(err))
+		return
+	}
+	if changed {
+		s.changed(c, before, "switch."+string(ev.Kind))
+	}
+}
+
+func (s *Session) onStatusForced(ev adapters.Event) {
+	c := s.channel(ev.ChannelID)
+	if c == nil {
+		s.log.Warn("forced status on an unknown channel", zap.String("channel", ev.ChannelID))
+		return
+	}
+	state, err := channel.MachineState(ev.State, ev.Status)
+	if err != nil {
+		s.log.Warn("switch forced an unknown status", zap.Error(err))
+		return
+	}
+	ep := endpointOf(c.Spec())
+	before := c.Info()
+	if ev.State == protocol.StateActive {
+		s.m.dir.claim(ep, s.agentID, true)
+	}
+	if c.Force(state, s.reasonFor(ev.ReasonCode), time.Now()) {
+		s.changed(c, before, "switch.forced")
+	}
+	if ev.State != protocol.StateActive {
+		s.m.dir.release(ep, s.agentID)
+	}
+}
+
+// onEndpointChanged makes channels UNAVAILABLE while another agent (or a
+// device outside the broker) holds their endpoint, and INACTIVE again after.
+func (s *Session) onEndpointChanged(ep adapters.Endpoint) {
+	holder := s.m.dir.holder(ep)
+	for _, c := range s.channels {
+		if endpointOf(c.Spec()) != ep {
+			continue
+		}
+		ev := channel.EvEndpointFreed
+		if holder != "" && holder != s.agentID {
+			ev = channel.EvEndpointTaken
+		}
+		in := channel.Intent{Command: string(ev), Event: ev}
+		if _, f := c.Check(in); f != nil {
+			continue // e.g. taken while INACTIVE only; ACTIVE channels keep their login
+		}
+		s.applyIntent(c, in, "endpoint:"+holder)
+	}
+}
+
+func (s *Session) acwPolicy(c *channel.Channel) ACWPolicy {
+	if p, ok := s.m.opts.ACW[strings.ToLower(c.Spec().Type)]; ok {
+		return p
+	}
+	return s.m.opts.ACW["default"]
+}
+
+// syncACWTimer starts the after-call-work timeout when the channel is in
+// after-call work, and stops it otherwise.
+func (s *Session) syncACWTimer(c *channel.Channel) {
+	inACW := c.Machine() == protocol.StatusAfterCallWork
+	if _, running := s.acwTimers[c.ID()]; running == inACW {
+		return
+	}
+	s.stopACWTimer(c)
+	p := s.acwPolicy(c)
+	if !inACW || p.Timeout <= 0 {
+		return
+	}
+	id := c.ID()
+	s.acwGen[id]++
+	gen := s.acwGen[id]
+	s.acwTimers[id] = time.AfterFunc(p.Timeout, func() {
+		s.post(func(s *Session) { s.onACWTimeout(id, gen) })
+	})
+}
+
+func (s *Session) stopACWTimer(c *channel.Channel) {
+	if t, ok := s.acwTimers[c.ID()]; ok {
+		t.Stop()
+		delete(s.acwTimers, c.ID())
+		s.acwGen[c.ID()]++
+	}
+}
+
+func (s *Session) onACWTimeout(id string, gen uint64) {
+	if s.acwGen[id] != gen {
+		return // stale: the channel left after-call work meanwhile
+	}
+	delete(s.acwTimers, id)
+	c := s.channel(id)
+	if c == nil || c.Machine() != protocol.StatusAfterCallWork {
+		return
+	}
+	in := channel.Intent{Command: protocol.CmdChannelReady, Event: channel.EvReady}
+	if s.acwPolicy(c).Then == ACWThenPrevious {
+		in = c.PreviousIdle()
+	}
+	if _, f := c.Check(in); f != nil {
+		return
+	}
+	if f := s.adapterApply(c, in); f != nil {
+		s.log.Warn("after-call work timeout: the switch refused to end it", zap.String("channel", id), zap.String("failure", f.Error()))
+		return
+	}
+	s.applyIntent(c, in, "acw.timeout")
+}
+
+// addressBook returns the encoded address book with live properties.
+func (s *Session) addressBook() ([]byte, *protocol.Failure) {
+	if s.book == nil {
+		var book protocol.AddressBooks
+		if f := s.call(func(ctx context.Context) (err error) {
+			book, err = s.m.adapter.AddressBook(ctx, s.agentID)
+			return err
+		}); f != nil {
+			return nil, f
+		}
+		if book.AddressBooks == nil {
+			book.AddressBooks = []protocol.AddressBook{}
+		}
+		s.book = &book
+	}
+	s.m.dir.fillAddressBook(s.book)
+	msg, err := json.Marshal(s.book)
+	if err != nil {
+		return nil, protocol.Failf(protocol.CodeInternal, "address book could not be encoded: %v", err)
+	}
+	return msg, nil
+}
+
+// markAddressBookDirty may be called from any goroutine. Updates are
+// coalesced: at most one refresh is pending, and refreshes of one session are
+// at least AddressBookInterval apart.
+func (s *Session) markAddressBookDirty() {
+	if !s.abDirty.CompareAndSwap(false, true) {
+		return
+	}
+	s.post(func(s *Session) {
+		wait := s.m.opts.AddressBookInterval - time.Since(s.lastBookAt)
+		if wait <= 0 {
+			s.refreshAddressBook()
+			return
+		}
+		time.AfterFunc(wait, func() { s.post(func(s *Session) { s.refreshAddressBook() }) })
+	})
+}
+
+func (s *Session) refreshAddressBook() {
+	s.abDirty.Store(false)
+	if !s.realtime {
+		return
+	}
+	msg, f := s.addressBook()
+	if f != nil {
+		s.log.Warn("could not refresh the address book", zap.String("failure", f.Error()))
+		return
+	}
+	s.lastBookAt = time.Now()
+	if string(msg) == string(s.lastBook) {
+		return
+	}
+	s.lastBook = msg
+	s.emit(s.id, protocol.EvAddressBookUpdated, json.RawMessage(msg))
+}
