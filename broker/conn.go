@@ -164,8 +164,7 @@ func (c *wsConn) readLoop(s *session.Session, limiter *rate.Limiter) {
 		}
 		var in protocol.Inbound
 		if typ != websocket.MessageText {
-			in = protocol.DecodeRequest(nil)
-			in.Failure.Message = "binary frames are not accepted: send JSON text frames"
+			in = protocol.RejectFrame(frame, "binary frames are not accepted: send JSON text frames")
 		} else {
 			in = protocol.DecodeRequest(frame)
 		}

@@ -82,8 +82,7 @@ func DecodeRequest(frame []byte) Inbound {
 		if err != nil {
 			msg = "frame is not valid JSON: " + err.Error()
 		}
-		text, _ := json.Marshal(string(frame))
-		return Inbound{Original: text, Failure: &Failure{Code: CodeInvalidJSON, Message: msg}}
+		return RejectFrame(frame, msg)
 	}
 	in := Inbound{Original: json.RawMessage(bytes.TrimSpace(frame))}
 	// Recover what can be echoed before validating, so that even a failure
@@ -119,6 +118,13 @@ func DecodeRequest(frame []byte) Inbound {
 		in.Failure = Failf(CodeInvalidRequest, "field \"requestId\" is longer than %d bytes", MaxIDLength)
 	}
 	return in
+}
+
+// RejectFrame answers a frame that cannot be a request at all (a binary
+// frame): INVALID_JSON with the frame echoed as a JSON string.
+func RejectFrame(frame []byte, message string) Inbound {
+	text, _ := json.Marshal(string(frame))
+	return Inbound{Original: text, Failure: &Failure{Code: CodeInvalidJSON, Message: message}}
 }
 
 func isNull(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }

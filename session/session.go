@@ -226,7 +226,7 @@ func (s *Session) init() error {
 			s.syncACWTimer(c)
 		}
 	}
-	s.stateDirty = true
+	s.publishPresence(s.state())
 	return nil
 }
 
@@ -361,6 +361,10 @@ func (s *Session) stateUpdated() {
 	s.stateDirty = false
 	st := s.state()
 	s.emit(s.id, protocol.EvStateUpdated, st)
+	s.publishPresence(st)
+}
+
+func (s *Session) publishPresence(st protocol.StateUpdated) {
 	s.presenceSent = true
 	s.m.dir.publish(Presence{AgentID: s.agentID, SessionID: s.id, Teams: s.teams, Status: st.Status, Channels: st.Channels})
 }

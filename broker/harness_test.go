@@ -1,0 +1,243 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/spf13/pflag"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/ctibroker/ctibroker/protocol"
+)
+
+// testBroker is a real broker serving on a free loopback port.
+type testBroker struct {
+	srv  *Server
+	addr string
+	stop func()
+}
+
+// startBroker starts a broker configured by environment-style assignments
+// (CTIBROKER_SESSION__GRACE=1s) over the built-in defaults.
+func startBroker(tb testing.TB, env ...string) *testBroker {
+	tb.Helper()
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	Flags(fs)
+	cfg, err := LoadConfig(fs, env)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	log := zaptest.NewLogger(tb, zaptest.Level(zap.WarnLevel))
+	srv, err := New(cfg, log, log)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	b := &testBroker{srv: srv, addr: ln.Addr().String()}
+	var stopped bool
+	b.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				tb.Errorf("Serve: %v", err)
+			}
+		case <-time.After(cfg.Shutdown.Timeout + 5*time.Second):
+			tb.Errorf("broker did not stop within shutdown.timeout")
+		}
+	}
+	tb.Cleanup(b.stop)
+	return b
+}
+
+func (b *testBroker) url(path string) string { return "http://" + b.addr + path }
+
+// sim posts a control event to the simulated switch and returns the status
+// and decoded body.
+func (b *testBroker) sim(tb testing.TB, body string) (int, map[string]any) {
+	tb.Helper()
+	resp, err := http.Post(b.url("/v1/sim/events"), "application/json", strings.NewReader(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+// client is a real WebSocket client; a goroutine reads every frame into msgs.
+type client struct {
+	ws     *websocket.Conn
+	msgs   chan []byte
+	closed chan error // receives the read error once the connection ends
+}
+
+const msgTimeout = 5 * time.Second
+
+func dial(tb testing.TB, b *testBroker, query string, header http.Header) (*client, error) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), msgTimeout)
+	defer cancel()
+	ws, resp, err := websocket.Dial(ctx, "ws://"+b.addr+"/v1/ws?"+query, &websocket.DialOptions{HTTPHeader: header})
+	if err != nil {
+		if resp != nil {
+			return nil, fmt.Errorf("dial: HTTP %d: %w", resp.StatusCode, err)
+		}
+		return nil, err
+	}
+	ws.SetReadLimit(-1)
+	c := &client{ws: ws, msgs: make(chan []byte, 4096), closed: make(chan error, 1)}
+	go func() {
+		for {
+			_, data, err := ws.Read(context.Background())
+			if err != nil {
+				c.closed <- err
+				close(c.msgs)
+				return
+			}
+			c.msgs <- data
+		}
+	}()
+	tb.Cleanup(func() { _ = ws.CloseNow() })
+	return c, nil
+}
+
+func mustDial(tb testing.TB, b *testBroker, query string) *client {
+	tb.Helper()
+	c, err := dial(tb, b, query, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+func (c *client) sendRaw(tb testing.TB, typ websocket.MessageType, data []byte) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), msgTimeout)
+	defer cancel()
+	if err := c.ws.Write(ctx, typ, data); err != nil {
+		tb.Fatalf("write: %v", err)
+	}
+}
+
+func (c *client) send(tb testing.TB, v any) {
+	tb.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c.sendRaw(tb, websocket.MessageText, b)
+}
+
+// next returns the next message, failing after msgTimeout.
+func (c *client) next(tb testing.TB) map[string]any {
+	tb.Helper()
+	select {
+	case data, ok := <-c.msgs:
+		if !ok {
+			tb.Fatalf("connection closed while waiting for a message: %v", <-c.closed)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(data, &m); err != nil {
+			tb.Fatalf("server sent invalid JSON %q: %v", data, err)
+		}
+		return m
+	case <-time.After(msgTimeout):
+		tb.Fatal("no message within timeout")
+	}
+	return nil
+}
+
+// until reads messages until one matches pred, returning it.
+func (c *client) until(tb testing.TB, pred func(map[string]any) bool) map[string]any {
+	tb.Helper()
+	deadline := time.Now().Add(msgTimeout)
+	for time.Now().Before(deadline) {
+		if m := c.next(tb); pred(m) {
+			return m
+		}
+	}
+	tb.Fatal("no matching message within timeout")
+	return nil
+}
+
+func isEvent(name string) func(map[string]any) bool {
+	return func(m map[string]any) bool { return m["name"] == name }
+}
+
+// waitClose waits for the server to close the connection and returns its
+// close code, draining messages sent before.
+func (c *client) waitClose(tb testing.TB) websocket.StatusCode {
+	tb.Helper()
+	timeout := time.After(msgTimeout)
+	for {
+		select {
+		case _, ok := <-c.msgs:
+			if !ok {
+				return websocket.CloseStatus(<-c.closed)
+			}
+		case <-timeout:
+			tb.Fatal("connection not closed within timeout")
+		}
+	}
+}
+
+// request sends a command and returns its reply, skipping events before it.
+func (c *client) request(tb testing.TB, command, target string, data any) map[string]any {
+	tb.Helper()
+	req := map[string]any{"command": command, "target": target}
+	if data != nil {
+		req["data"] = data
+	}
+	c.send(tb, req)
+	return c.until(tb, func(m map[string]any) bool { return m["result"] != nil })
+}
+
+// attach dials an agent and returns the client and its session id.
+func attach(tb testing.TB, b *testBroker, query string) (*client, string) {
+	tb.Helper()
+	c := mustDial(tb, b, query)
+	init := c.until(tb, isEvent(protocol.EvSessionInitialized))
+	return c, init["target"].(string)
+}
+
+// eventually polls cond until it holds or the timeout passes.
+func eventually(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(msgTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func compactJSON(tb testing.TB, s string) string {
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, []byte(s)); err != nil {
+		tb.Fatalf("invalid JSON %q: %v", s, err)
+	}
+	return buf.String()
+}
+
