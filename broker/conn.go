@@ -21,7 +21,8 @@ type wsConn struct {
 	ws     *websocket.Conn
 	remote string
 	cfg    WSConfig
-	log    *zap.Logger
+	// log gains the session id once attached, while writeLoop runs.
+	log atomic.Pointer[zap.Logger]
 
 	send     chan []byte
 	closeReq chan closeRequest // capacity 1: the first close wins
@@ -43,9 +44,11 @@ var _ session.Conn = (*wsConn)(nil)
 
 func newWSConn(parent context.Context, ws *websocket.Conn, remote string, cfg WSConfig, queue int, log *zap.Logger) *wsConn {
 	ctx, cancel := context.WithCancel(parent)
-	return &wsConn{ws: ws, remote: remote, cfg: cfg, log: log,
+	c := &wsConn{ws: ws, remote: remote, cfg: cfg,
 		send: make(chan []byte, queue), closeReq: make(chan closeRequest, 1),
 		done: make(chan struct{}), ctx: ctx, cancel: cancel}
+	c.log.Store(log)
+	return c
 }
 
 // Send implements session.Conn.
@@ -105,7 +108,7 @@ func (c *wsConn) writeLoop() {
 				}
 			}
 			c.closedBy.Store(int32(r.code))
-			c.log.Debug("closing connection", zap.Int("code", int(r.code)), zap.String("reason", r.reason))
+			c.log.Load().Debug("closing connection", zap.Int("code", int(r.code)), zap.String("reason", r.reason))
 			// Close waits for the peer's close frame for a bounded time.
 			_ = c.ws.Close(websocket.StatusCode(r.code), r.reason)
 			return
@@ -123,7 +126,7 @@ func (c *wsConn) writeLoop() {
 		case err := <-pingDone:
 			pinging = false
 			if err != nil {
-				c.log.Info("peer did not answer ping", zap.Error(err))
+				c.log.Load().Info("peer did not answer ping", zap.Error(err))
 				_ = c.ws.CloseNow()
 				return
 			}
@@ -138,7 +141,7 @@ func (c *wsConn) write(msg []byte) bool {
 	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.WriteTimeout)
 	defer cancel()
 	if err := c.ws.Write(ctx, websocket.MessageText, msg); err != nil {
-		c.log.Debug("write failed", zap.Error(err))
+		c.log.Load().Debug("write failed", zap.Error(err))
 		c.closing.Store(true)
 		_ = c.ws.CloseNow()
 		return false
@@ -159,7 +162,7 @@ func (c *wsConn) readLoop(s *session.Session, limiter *rate.Limiter) {
 			if status := websocket.CloseStatus(err); status == websocket.StatusMessageTooBig {
 				c.closedBy.Store(int32(protocol.CloseMessageTooBig))
 			}
-			c.log.Debug("read ended", zap.Error(err))
+			c.log.Load().Debug("read ended", zap.Error(err))
 			return
 		}
 		var in protocol.Inbound

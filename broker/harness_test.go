@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -30,9 +29,14 @@ type testBroker struct {
 // (CTIBROKER_SESSION__GRACE=1s) over the built-in defaults.
 func startBroker(tb testing.TB, env ...string) *testBroker {
 	tb.Helper()
-	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
-	Flags(fs)
-	cfg, err := LoadConfig(fs, env)
+	return startBrokerYAML(tb, "", env...)
+}
+
+// startBrokerYAML starts a broker with a YAML config file (for what the
+// environment cannot express, such as lists) and environment assignments.
+func startBrokerYAML(tb testing.TB, yaml string, env ...string) *testBroker {
+	tb.Helper()
+	cfg, err := loadTB(tb, yaml, env)
 	if err != nil {
 		tb.Fatal(err)
 	}

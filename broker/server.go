@@ -200,7 +200,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		go func() { _, _, _ = ws.Read(c.ctx) }() // the close handshake needs a reader
 		return
 	}
-	c.log = log.With(zap.String("session", sess.ID()))
+	log = log.With(zap.String("session", sess.ID()))
+	c.log.Store(log)
 	defer sess.Detach(c)
 	if !expires.IsZero() {
 		t := time.AfterFunc(time.Until(expires), func() { c.Close(protocol.CloseUnauthorized, "token expired") })
@@ -210,9 +211,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.Limits.CommandRate > 0 {
 		limiter = rate.NewLimiter(rate.Limit(s.cfg.Limits.CommandRate), s.cfg.Limits.CommandBurst)
 	}
-	c.log.Info("connected")
+	log.Info("connected")
 	c.readLoop(sess, limiter)
-	c.log.Info("disconnected", zap.Int("close", int(c.closedBy.Load())))
+	log.Info("disconnected", zap.Int("close", int(c.closedBy.Load())))
 	if !c.closing.Load() {
 		c.cancel()
 	}

@@ -1,0 +1,326 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/ctibroker/ctibroker/protocol"
+)
+
+const testSecret = "0123456789abcdef0123456789abcdef"
+
+func TestJWTAuthentication(t *testing.T) {
+	b := startBroker(t, "CTIBROKER_AUTH__MODE=jwt", "CTIBROKER_AUTH__JWT__SECRET="+testSecret)
+	now := time.Now()
+	valid, err := MintToken(testSecret, "alice", RoleAgent, []string{"sales"}, time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, _ := MintToken(testSecret, "alice", RoleAgent, nil, time.Minute, now.Add(-time.Hour))
+	forged, _ := MintToken(strings.Repeat("x", 32), "alice", RoleAgent, nil, time.Hour, now)
+	bearer := func(tok string) http.Header { return http.Header{"Authorization": {"Bearer " + tok}} }
+	tests := []struct {
+		name   string
+		query  string
+		header http.Header
+		ok     bool
+	}{
+		{"bearer", "", bearer(valid), true},
+		{"query", "access_token=" + valid, nil, true},
+		{"missing", "", nil, false},
+		{"agent param is not auth", "agent=alice", nil, false},
+		{"expired", "", bearer(expired), false},
+		{"wrong secret", "", bearer(forged), false},
+		{"garbage", "", bearer("not.a.jwt"), false},
+		{"basic scheme", "", http.Header{"Authorization": {"Basic " + valid}}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := dial(t, b, tt.query, tt.header)
+			if !tt.ok {
+				if err == nil || !strings.Contains(err.Error(), "HTTP 401") {
+					t.Fatalf("dial = %v, want HTTP 401 before the upgrade", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			init := c.until(t, isEvent(protocol.EvSessionInitialized))
+			data := init["data"].(map[string]any)
+			if data["agentId"] != "alice" || fmt.Sprint(data["teams"]) != "[sales]" {
+				t.Fatalf("session.initialized data = %v", data)
+			}
+		})
+	}
+	// The 401 body says why, in the REST error shape.
+	resp, err := http.Get(b.url("/v1/ws"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 401 || !strings.Contains(string(body), `"code":"UNAUTHORIZED"`) {
+		t.Fatalf("GET /v1/ws without token: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestTokenExpiryClosesConnection(t *testing.T) {
+	b := startBroker(t, "CTIBROKER_AUTH__MODE=jwt", "CTIBROKER_AUTH__JWT__SECRET="+testSecret)
+	tok, _ := MintToken(testSecret, "alice", RoleAgent, nil, 1500*time.Millisecond, time.Now())
+	c, _ := attach(t, b, "access_token="+tok)
+	if code := c.waitClose(t); code != websocket.StatusCode(protocol.CloseUnauthorized) {
+		t.Fatalf("closed with %d, want %d", code, protocol.CloseUnauthorized)
+	}
+}
+
+func TestOriginCheck(t *testing.T) {
+	b := startBroker(t, "CTIBROKER_WS__ORIGINS=crm.example.com")
+	if _, err := dial(t, b, "agent=alice", http.Header{"Origin": {"https://evil.example.net"}}); err == nil || !strings.Contains(err.Error(), "HTTP 403") {
+		t.Fatalf("foreign origin: %v, want HTTP 403", err)
+	}
+	c, err := dial(t, b, "agent=alice", http.Header{"Origin": {"https://crm.example.com"}})
+	if err != nil {
+		t.Fatalf("allowed origin refused: %v", err)
+	}
+	c.until(t, isEvent(protocol.EvSessionInitialized))
+}
+
+func TestBadQueryParameters(t *testing.T) {
+	b := startBroker(t)
+	for _, q := range []string{"", "agent=", "agent=a.b", "agent=alice&since=minus1"} {
+		_, err := dial(t, b, q, nil)
+		if err == nil || !(strings.Contains(err.Error(), "HTTP 401") || strings.Contains(err.Error(), "HTTP 400")) {
+			t.Errorf("query %q: %v, want 400/401", q, err)
+		}
+	}
+}
+
+func TestOversizeFrameCloses1009(t *testing.T) {
+	b := startBroker(t, "CTIBROKER_WS__MAXMESSAGE=1024")
+	c, sid := attach(t, b, "agent=alice")
+	big := fmt.Sprintf(`{"command":"channel.ready","target":%q,"data":{"pad":%q}}`, sid+".x", strings.Repeat("x", 2048))
+	c.sendRaw(t, websocket.MessageText, []byte(big))
+	if code := c.waitClose(t); code != websocket.StatusMessageTooBig {
+		t.Fatalf("closed with %d, want 1009", code)
+	}
+	// The session lives on: a reconnect resumes it.
+	c2, sid2 := attach(t, b, "agent=alice")
+	if sid2 != sid {
+		t.Fatalf("session %s not resumed (got %s)", sid, sid2)
+	}
+	_ = c2
+}
+
+func TestRepliesInCommandOrder(t *testing.T) {
+	b := startBroker(t, "CTIBROKER_SIM__LATENCY=1ms")
+	c, sid := attach(t, b, "agent=alice")
+	c.request(t, protocol.CmdAddChannel, sid, map[string]any{"channel": map[string]string{"id": "p", "name": "1", "type": "TELEPHONY"}})
+	c.until(t, isEvent(protocol.EvStateUpdated))
+	// Pipeline commands without waiting: replies must come in order, each
+	// before its own events, with seq strictly increasing.
+	cmds := []string{protocol.CmdChannelActivate, protocol.CmdChannelReady, protocol.CmdChannelNotReady, protocol.CmdChannelReady, protocol.CmdChannelDeactivate}
+	const rounds = 20
+	for i := range rounds {
+		for j, cmd := range cmds {
+			var data any
+			if cmd == protocol.CmdChannelNotReady {
+				data = map[string]string{"reasoncode": "lunch"}
+			}
+			c.send(t, map[string]any{"command": cmd, "target": sid + ".p", "data": data, "requestId": fmt.Sprintf("%d-%d", i, j)})
+		}
+	}
+	var lastSeq float64
+	eventsSinceReply := 0
+	for i := range rounds {
+		for j, cmd := range cmds {
+			var reply map[string]any
+			for reply == nil {
+				m := c.next(t)
+				if m["result"] != nil {
+					reply = m
+					continue
+				}
+				seq := m["seq"].(float64)
+				if seq <= lastSeq {
+					t.Fatalf("seq %v after %v", seq, lastSeq)
+				}
+				lastSeq = seq
+				eventsSinceReply++
+			}
+			if reply["requestId"] != fmt.Sprintf("%d-%d", i, j) || reply["command"] != cmd || reply["result"] != "success" {
+				t.Fatalf("reply %v, want success of %s %d-%d", reply, cmd, i, j)
+			}
+			if (i > 0 || j > 0) && eventsSinceReply != 2 {
+				t.Fatalf("%d events between replies, want infochanged+state.updated", eventsSinceReply)
+			}
+			eventsSinceReply = 0
+		}
+	}
+}
+
+func TestPreLoggedChannelsAreCreatedFirst(t *testing.T) {
+	b := startBrokerYAML(t, `
+sim:
+  agents:
+    carol:
+      teams: [support]
+      logins:
+        - {id: phone, name: "3001", type: TELEPHONY, status: ready}
+        - {id: mail, name: carol@example.com, type: EMAIL, group: digital, status: not_ready, reason: lunch}
+`)
+	c := mustDial(t, b, "agent=carol")
+	var names []string
+	var infos []string
+	for {
+		m := c.next(t)
+		names = append(names, m["name"].(string)+" "+m["target"].(string))
+		if m["name"] == protocol.EvChannelInfoChanged {
+			infos = append(infos, fmt.Sprint(m["data"]))
+		}
+		if m["name"] == protocol.EvSessionInitialized {
+			break
+		}
+	}
+	sid := strings.Fields(names[len(names)-1])[1]
+	want := []string{
+		"channel.created " + sid, "channel.infochanged " + sid + ".phone", "channel.initialized " + sid + ".phone",
+		"channel.created " + sid + ".digital", "channel.infochanged " + sid + ".digital.mail", "channel.initialized " + sid + ".digital.mail",
+		"session.initialized " + sid,
+	}
+	if strings.Join(names, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("initial events:\n%s\nwant:\n%s", strings.Join(names, "\n"), strings.Join(want, "\n"))
+	}
+	if !strings.Contains(infos[1], "lastReasonCode:lunch lastReasonName:Lunch status:not_ready") || !strings.Contains(infos[0], "status:ready") ||
+		!strings.Contains(infos[0], "ACTIVE") {
+		t.Fatalf("pre-logged channel states: %v", infos)
+	}
+	// The switch state is live: the agent can go not-ready right away.
+	if r := c.request(t, protocol.CmdChannelNotReady, sid+".phone", map[string]string{"reasoncode": "break"}); r["result"] != "success" {
+		t.Fatalf("notready on pre-logged channel: %v", r)
+	}
+}
+
+func TestGraceExpiryDeactivatesOnSwitch(t *testing.T) {
+	b := startBroker(t, "CTIBROKER_SESSION__GRACE=300ms")
+	c, sid := attach(t, b, "agent=alice")
+	c.request(t, protocol.CmdAddChannel, sid, map[string]any{"channel": map[string]string{"id": "p", "name": "1001", "type": "TELEPHONY"}})
+	if r := c.request(t, protocol.CmdChannelActivate, sid+".p", nil); r["result"] != "success" {
+		t.Fatal(r)
+	}
+	logins := func() int {
+		ls, err := b.srv.sim.Logins(context.Background(), "alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ls)
+	}
+	if logins() != 1 {
+		t.Fatal("activation did not reach the switch")
+	}
+	_ = c.ws.Close(websocket.StatusNormalClosure, "")
+	eventually(t, "session expiry", func() bool { return b.srv.manager.SessionCount() == 0 })
+	if n := logins(); n != 0 {
+		t.Fatalf("switch still has %d logins after the session expired", n)
+	}
+	// A new connection gets a new session.
+	_, sid2 := attach(t, b, "agent=alice")
+	if sid2 == sid {
+		t.Fatal("expired session resumed")
+	}
+}
+
+func TestGraceKeepPolicyLeavesSwitchState(t *testing.T) {
+	b := startBroker(t, "CTIBROKER_SESSION__GRACE=200ms", "CTIBROKER_SESSION__ONEXPIRE=keep")
+	c, sid := attach(t, b, "agent=alice")
+	c.request(t, protocol.CmdAddChannel, sid, map[string]any{"channel": map[string]string{"id": "p", "name": "1001", "type": "TELEPHONY"}})
+	c.request(t, protocol.CmdChannelActivate, sid+".p", nil)
+	c.request(t, protocol.CmdChannelReady, sid+".p", nil)
+	_ = c.ws.Close(websocket.StatusNormalClosure, "")
+	eventually(t, "session expiry", func() bool { return b.srv.manager.SessionCount() == 0 })
+	// The next session learns the login from the switch, in its state.
+	c2 := mustDial(t, b, "agent=alice")
+	info := c2.until(t, isEvent(protocol.EvChannelInfoChanged))
+	if s := fmt.Sprint(info["data"]); !strings.Contains(s, "ACTIVE") || !strings.Contains(s, "status:ready") {
+		t.Fatalf("recreated channel: %s", s)
+	}
+}
+
+func TestSlowConsumerClosedSessionKept(t *testing.T) {
+	b := startBroker(t, "CTIBROKER_LIMITS__SENDQUEUE=4", "CTIBROKER_LIMITS__COMMANDRATE=0", "CTIBROKER_WS__WRITETIMEOUT=1s")
+	c, sid := attach(t, b, "agent=alice")
+	c.request(t, protocol.CmdAddChannel, sid, map[string]any{"channel": map[string]string{"id": "p", "name": "1", "type": "TELEPHONY"}})
+	// A second connection that never reads takes the session over; then it
+	// asks for far more than its queue and socket buffers hold (the address
+	// book reply is over a kilobyte).
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws://"+b.addr+"/v1/ws?agent=alice", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	if code := c.waitClose(t); code != websocket.StatusCode(protocol.CloseTakenOver) {
+		t.Fatalf("first connection closed with %d, want %d", code, protocol.CloseTakenOver)
+	}
+	req, _ := json.Marshal(map[string]any{"command": protocol.CmdAddressBook, "target": sid, "data": map[string]bool{"realtime": false}})
+	for i := 0; i < 50000 && connCount(b) > 0; i++ {
+		wctx, wcancel := context.WithTimeout(ctx, time.Second)
+		err := ws.Write(wctx, websocket.MessageText, req)
+		wcancel()
+		if err != nil {
+			break
+		}
+	}
+	eventually(t, "slow-consumer close", func() bool { return connCount(b) == 0 })
+	if n := b.srv.manager.SessionCount(); n != 1 {
+		t.Fatalf("%d sessions after the slow-consumer close, want the session kept", n)
+	}
+	_, sid2 := attach(t, b, "agent=alice")
+	if sid2 != sid {
+		t.Fatalf("session not kept after slow-consumer close: %s != %s", sid2, sid)
+	}
+}
+
+func connCount(b *testBroker) int {
+	b.srv.mu.Lock()
+	defer b.srv.mu.Unlock()
+	return len(b.srv.conns)
+}
+
+func TestGracefulShutdownCloses1001(t *testing.T) {
+	b := startBroker(t)
+	c, _ := attach(t, b, "agent=alice")
+	status := func(path string) int {
+		resp, err := http.Get(b.url(path))
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if status("/healthz") != 200 || status("/readyz") != 200 {
+		t.Fatal("health endpoints not OK")
+	}
+	done := make(chan struct{})
+	go func() {
+		b.stop()
+		close(done)
+	}()
+	if code := c.waitClose(t); code != websocket.StatusGoingAway {
+		t.Fatalf("closed with %d on shutdown, want 1001", code)
+	}
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("shutdown did not finish")
+	}
+}
