@@ -115,8 +115,16 @@ type ShutdownConfig struct {
 // EnvPrefix prefixes every environment variable the broker reads.
 const EnvPrefix = "CTIBROKER_"
 
-// Flags defines the command-line flags that override configuration keys. The
-// flag name maps to the key by replacing "-" with ".".
+// configFlags maps the command-line flags that override configuration keys
+// to their keys.
+var configFlags = map[string]string{
+	"listen":     "listen",
+	"log-level":  "log.level",
+	"log-format": "log.format",
+	"auth-mode":  "auth.mode",
+}
+
+// Flags defines --config and the flags that override configuration keys.
 func Flags(fs *pflag.FlagSet) {
 	fs.String("config", "", "YAML configuration file")
 	fs.String("listen", "", "address to listen on (listen)")
@@ -151,10 +159,11 @@ func LoadConfig(fs *pflag.FlagSet, environ []string) (Config, error) {
 	// posflag with the koanf instance: flags the user did not set do not
 	// override the file or the environment.
 	if err := k.Load(posflag.ProviderWithFlag(fs, ".", k, func(f *pflag.Flag) (string, any) {
-		if f.Name == "config" || !f.Changed {
+		key, ok := configFlags[f.Name]
+		if !ok || !f.Changed {
 			return "", nil
 		}
-		return strings.ReplaceAll(f.Name, "-", "."), posflag.FlagVal(fs, f)
+		return key, posflag.FlagVal(fs, f)
 	}), nil); err != nil {
 		return Config{}, fmt.Errorf("config: flags: %w", err)
 	}

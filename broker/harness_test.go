@@ -244,4 +244,3 @@ func compactJSON(tb testing.TB, s string) string {
 	}
 	return buf.String()
 }
-

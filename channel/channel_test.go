@@ -13,7 +13,9 @@ import (
 var t0 = time.UnixMilli(1_700_000_000_000)
 
 func testCatalog() *Catalog {
-	en := func(name string) []protocol.Label { return []protocol.Label{{Language: "en", Country: "US", Name: name}} }
+	en := func(name string) []protocol.Label {
+		return []protocol.Label{{Language: "en", Country: "US", Name: name}}
+	}
 	return &Catalog{
 		NotReady: []protocol.ReasonCode{
 			{ID: "lunch", Code: "10", Selectable: true, Labels: en("Lunch")},

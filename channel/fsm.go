@@ -13,14 +13,14 @@ import (
 // Machine states. Each ACTIVE status is a state of its own so that the machine
 // alone decides legality; Display maps a state to the wire (state, status).
 const (
-	sInactive        = "inactive"
-	sUnavailable     = "unavailable"
-	sReady           = "ready"
-	sNotReady        = "not_ready"
-	sACW             = "after_call_work"
-	sBusyReady       = "busy_ready"
-	sBusyNotReady    = "busy_not_ready"
-	sBusyACW         = "busy_after_call_work"
+	sInactive     = "inactive"
+	sUnavailable  = "unavailable"
+	sReady        = "ready"
+	sNotReady     = "not_ready"
+	sACW          = "after_call_work"
+	sBusyReady    = "busy_ready"
+	sBusyNotReady = "busy_not_ready"
+	sBusyACW      = "busy_after_call_work"
 	initialState  = sInactive
 )
 

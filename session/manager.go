@@ -114,7 +114,7 @@ func NewManager(opts Options, adapter adapters.Adapter, log, audit *zap.Logger) 
 	return &Manager{opts: opts, adapter: adapter, log: log, audit: audit,
 		dir:     newDirectory(opts.DefaultHandleTime),
 		byAgent: map[string]*Session{}, byID: map[string]*Session{},
-		stop:    make(chan struct{})}
+		stop: make(chan struct{})}
 }
 
 // Run routes switch events to sessions until ctx ends, Shutdown is called or

@@ -1,0 +1,35 @@
+# ctibroker. `make run` starts a broker on 127.0.0.1:8080 with the embedded
+# defaults; `make test` runs every test with the race detector.
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: run build test vet fmt lint fuzz readme-fsm clean
+
+run:
+	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/ctibroker serve --log-format console
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ctibroker ./cmd/ctibroker
+
+test: lint
+	$(GO) test -race -count=1 -timeout 8m ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Short fuzzing runs of every decoder (FUZZTIME=1m for longer).
+FUZZTIME ?= 15s
+fuzz:
+	$(GO) test ./protocol -run '^$$' -fuzz FuzzDecodeRequest -fuzztime $(FUZZTIME)
+	$(GO) test ./protocol -run '^$$' -fuzz FuzzParseTarget -fuzztime $(FUZZTIME)
+
+# Rewrites the state diagram embedded in README.md from `ctibroker fsm`.
+readme-fsm:
+	@$(GO) run ./cmd/ctibroker fsm > /tmp/ctibroker-fsm.mmd
+	@python3 -c 'import re,sys; r=open("README.md").read(); m=open("/tmp/ctibroker-fsm.mmd").read(); open("README.md","w").write(re.sub(r"```mermaid\n.*?```", lambda _: "```mermaid\n"+m+"```", r, count=1, flags=re.S))'
+
+clean:
+	rm -rf bin
