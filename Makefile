@@ -25,6 +25,7 @@ FUZZTIME ?= 15s
 fuzz:
 	$(GO) test ./protocol -run '^$$' -fuzz FuzzDecodeRequest -fuzztime $(FUZZTIME)
 	$(GO) test ./protocol -run '^$$' -fuzz FuzzParseTarget -fuzztime $(FUZZTIME)
+	$(GO) test ./channel -run '^$$' -fuzz FuzzParseCommand -fuzztime $(FUZZTIME)
 
 # Rewrites the state diagram embedded in README.md from `ctibroker fsm`.
 readme-fsm:

@@ -324,3 +324,27 @@ func TestGracefulShutdownCloses1001(t *testing.T) {
 		t.Fatal("shutdown did not finish")
 	}
 }
+
+func TestAdapterPanicNeverKillsTheBroker(t *testing.T) {
+	b := startBroker(t, "CTIBROKER_SESSION__GRACE=200ms")
+	// A panic while reading the agent's logins: the attach fails, cleanly.
+	if code, _ := b.sim(t, `{"event":"fault","agent":"alice","fault":"panic"}`); code != 202 {
+		t.Fatal(code)
+	}
+	c := mustDial(t, b, "agent=alice")
+	if code := c.waitClose(t); code != websocket.StatusCode(protocol.CloseTryAgainLater) {
+		t.Fatalf("closed with %d, want %d", code, protocol.CloseTryAgainLater)
+	}
+	// A panic while the expired session logs the agent out.
+	c, sid := attach(t, b, "agent=alice")
+	c.request(t, protocol.CmdAddChannel, sid, map[string]any{"channel": map[string]string{"id": "p", "name": "1", "type": "TELEPHONY"}})
+	c.request(t, protocol.CmdChannelActivate, sid+".p", nil)
+	b.sim(t, `{"event":"fault","agent":"alice","fault":"panic"}`)
+	_ = c.ws.Close(websocket.StatusNormalClosure, "")
+	eventually(t, "session expiry", func() bool { return b.srv.manager.SessionCount() == 0 })
+	// Still serving.
+	_, sid2 := attach(t, b, "agent=alice")
+	if sid2 == sid {
+		t.Fatal("expired session resumed")
+	}
+}

@@ -79,6 +79,10 @@ func (c *Channel) Active() bool {
 	return s == protocol.StateActive
 }
 
+// InAfterCallWork reports whether the agent is in after-call work (and no
+// interaction is in progress).
+func (c *Channel) InAfterCallWork() bool { return c.m.Current() == sACW }
+
 // InInteraction reports whether an interaction is in progress.
 func (c *Channel) InInteraction() bool { return len(c.interactions) > 0 }
 

@@ -75,14 +75,14 @@ type Inbound struct {
 // input yields an Inbound with Failure set and as much of the request as could
 // be recovered (command, target, requestId) so that the reply can echo them.
 func DecodeRequest(frame []byte) Inbound {
+	// Validate the whole frame first: a decoder would stop after the first
+	// value and accept trailing garbage, which could then not be echoed.
 	var fields map[string]json.RawMessage
-	dec := json.NewDecoder(bytes.NewReader(frame))
-	if err := dec.Decode(&fields); err != nil || fields == nil || dec.More() {
-		msg := "frame is not a JSON object"
-		if err != nil {
-			msg = "frame is not valid JSON: " + err.Error()
-		}
-		return RejectFrame(frame, msg)
+	if !json.Valid(frame) {
+		return RejectFrame(frame, "frame is not valid JSON")
+	}
+	if err := json.Unmarshal(frame, &fields); err != nil || fields == nil {
+		return RejectFrame(frame, "frame is not a JSON object")
 	}
 	in := Inbound{Original: json.RawMessage(bytes.TrimSpace(frame))}
 	// Recover what can be echoed before validating, so that even a failure

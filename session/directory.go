@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ctibroker/ctibroker/adapters"
@@ -23,28 +24,36 @@ type Presence struct {
 // switch endpoint, every agent's live presence, the sessions watching the
 // address book in real time, and per-skill handle times.
 //
-// Locking: mu guards every field. Methods never call into a session while
-// holding mu except Session.post, which only appends to the session's own
-// note queue and never calls back.
+// Locking: the publish path, taken on every state change, is lock-free
+// (presence is a sync.Map, realtime a copy-on-write slice). mu guards the
+// endpoint maps, taken on activation, deactivation and channel creation;
+// rtMu serializes changes of the realtime slice; ahtMu guards aht. Methods
+// never call into a session while holding a lock except Session.post, which
+// only appends to the session's own note queue and never calls back.
 type directory struct {
 	mu        sync.RWMutex
 	endpoints map[adapters.Endpoint]string // endpoint -> holder (agent id, or "switch:<who>")
 	watchers  map[adapters.Endpoint]map[*Session]struct{}
-	presence  map[string]Presence
-	realtime  map[*Session]struct{}
-	aht       map[string]time.Duration // skill -> moving average of handle time
-	ahtInit   time.Duration
+
+	presence sync.Map // agent id -> Presence
+
+	rtMu     sync.Mutex
+	realtime atomic.Pointer[[]*Session]
+
+	ahtMu   sync.Mutex
+	aht     map[string]time.Duration // skill -> moving average of handle time
+	ahtInit time.Duration
 }
 
 func newDirectory(defaultAHT time.Duration) *directory {
-	return &directory{
+	d := &directory{
 		endpoints: map[adapters.Endpoint]string{},
 		watchers:  map[adapters.Endpoint]map[*Session]struct{}{},
-		presence:  map[string]Presence{},
-		realtime:  map[*Session]struct{}{},
 		aht:       map[string]time.Duration{},
 		ahtInit:   defaultAHT,
 	}
+	d.realtime.Store(&[]*Session{})
+	return d
 }
 
 func endpointOf(spec protocol.ChannelSpec) adapters.Endpoint {
@@ -127,30 +136,23 @@ func (d *directory) unwatch(ep adapters.Endpoint, s *Session) {
 // publish records an agent's presence (or removes it when p.Status is "") and
 // tells the real-time address book watchers.
 func (d *directory) publish(p Presence) {
-	d.mu.Lock()
 	if p.Status == "" {
-		delete(d.presence, p.AgentID)
+		d.presence.Delete(p.AgentID)
 	} else {
-		d.presence[p.AgentID] = p
+		d.presence.Store(p.AgentID, p)
 	}
-	ws := make([]*Session, 0, len(d.realtime))
-	for s := range d.realtime {
-		ws = append(ws, s)
-	}
-	d.mu.Unlock()
-	for _, s := range ws {
+	for _, s := range *d.realtime.Load() {
 		s.markAddressBookDirty()
 	}
 }
 
 // Presences returns every live agent's presence, sorted by agent id.
 func (d *directory) presences() []Presence {
-	d.mu.RLock()
-	out := make([]Presence, 0, len(d.presence))
-	for _, p := range d.presence {
-		out = append(out, p)
-	}
-	d.mu.RUnlock()
+	var out []Presence
+	d.presence.Range(func(_, v any) bool {
+		out = append(out, v.(Presence))
+		return true
+	})
 	slices.SortFunc(out, func(a, b Presence) int {
 		switch {
 		case a.AgentID < b.AgentID:
@@ -164,20 +166,25 @@ func (d *directory) presences() []Presence {
 }
 
 func (d *directory) setRealtime(s *Session, on bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if on {
-		d.realtime[s] = struct{}{}
-	} else {
-		delete(d.realtime, s)
+	d.rtMu.Lock()
+	defer d.rtMu.Unlock()
+	cur := *d.realtime.Load()
+	i := slices.Index(cur, s)
+	switch {
+	case on && i < 0:
+		next := append(slices.Clone(cur), s)
+		d.realtime.Store(&next)
+	case !on && i >= 0:
+		next := slices.Delete(slices.Clone(cur), i, i+1)
+		d.realtime.Store(&next)
 	}
 }
 
 // observeHandleTime folds one interaction's duration into the skill's average
 // (exponential moving average, weight 1/8 like TCP's SRTT).
 func (d *directory) observeHandleTime(skills []string, took time.Duration) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	d.ahtMu.Lock()
+	defer d.ahtMu.Unlock()
 	for _, sk := range skills {
 		cur, ok := d.aht[sk]
 		if !ok {
@@ -194,8 +201,8 @@ func (d *directory) observeHandleTime(skills []string, took time.Duration) {
 // otherwise the skill's average handle time divided by the staffed agents;
 // it is left out when nobody is staffed.
 func (d *directory) fillAddressBook(books *protocol.AddressBooks) {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
+	d.ahtMu.Lock()
+	defer d.ahtMu.Unlock()
 	var fill func(entries []protocol.Entry)
 	fill = func(entries []protocol.Entry) {
 		for i := range entries {
@@ -206,11 +213,11 @@ func (d *directory) fillAddressBook(books *protocol.AddressBooks) {
 					continue
 				}
 				e.Properties.State = protocol.StatusLoggedOut
-				if p, ok := d.presence[e.Properties.AgentID]; ok {
-					e.Properties.State = p.Status
+				if p, ok := d.presence.Load(e.Properties.AgentID); ok {
+					e.Properties.State = p.(Presence).Status
 				}
 			case protocol.EntrySkill:
-				avail, unavail := d.countSkillLocked(e.Properties.Skill, e.Properties.MediaType)
+				avail, unavail := d.countSkill(e.Properties.Skill, e.Properties.MediaType)
 				e.Properties.NumAvailable, e.Properties.NumUnavailable = &avail, &unavail
 				e.Properties.EWT = ""
 				switch {
@@ -239,12 +246,12 @@ func (d *directory) fillAddressBook(books *protocol.AddressBooks) {
 	}
 }
 
-func (d *directory) countSkillLocked(skill, mediaType string) (avail, unavail int) {
+func (d *directory) countSkill(skill, mediaType string) (avail, unavail int) {
 	if skill == "" {
 		return 0, 0
 	}
-	for _, p := range d.presence {
-		for _, c := range p.Channels {
+	d.presence.Range(func(_, v any) bool {
+		for _, c := range v.(Presence).Channels {
 			if c.State != protocol.StateActive || (mediaType != "" && c.Type != mediaType) || !slices.Contains(c.Queues, skill) {
 				continue
 			}
@@ -254,6 +261,7 @@ func (d *directory) countSkillLocked(skill, mediaType string) (avail, unavail in
 				unavail++
 			}
 		}
-	}
+		return true
+	})
 	return avail, unavail
 }

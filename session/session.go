@@ -125,7 +125,9 @@ func (s *Session) post(f func(*Session)) bool {
 
 func (s *Session) run() {
 	defer s.cleanup()
-	if err := s.init(); err != nil {
+	err := errors.New("panic while starting the session")
+	s.safely("init", func() { err = s.init() })
+	if err != nil {
 		s.err = err
 		s.log.Warn("session could not start", zap.Error(err))
 		return
@@ -139,7 +141,8 @@ func (s *Session) run() {
 			s.drainNotes()
 		case <-s.graceC:
 			s.graceC = nil
-			s.expire()
+			s.safely("expire", s.expire)
+			s.ended = true
 		case <-s.m.stop:
 			return
 		}
@@ -294,9 +297,6 @@ func (s *Session) startGrace() {
 
 // expire ends a session whose grace period passed without a connection.
 func (s *Session) expire() {
-	if s.conn != nil {
-		return
-	}
 	if s.m.opts.OnExpire == OnExpireDeactivate {
 		for _, c := range s.channels {
 			if !c.Active() {
@@ -310,7 +310,6 @@ func (s *Session) expire() {
 		}
 	}
 	s.m.audit.Info("session expired", zap.String("agent", s.agentID), zap.String("session", s.id), zap.String("onexpire", s.m.opts.OnExpire))
-	s.ended = true
 }
 
 // finish ends the session after its last messages were queued.

@@ -125,7 +125,7 @@ func (s *Session) acwPolicy(c *channel.Channel) ACWPolicy {
 // syncACWTimer starts the after-call-work timeout when the channel is in
 // after-call work, and stops it otherwise.
 func (s *Session) syncACWTimer(c *channel.Channel) {
-	inACW := c.Machine() == protocol.StatusAfterCallWork
+	inACW := c.InAfterCallWork()
 	if _, running := s.acwTimers[c.ID()]; running == inACW {
 		return
 	}
@@ -156,7 +156,7 @@ func (s *Session) onACWTimeout(id string, gen uint64) {
 	}
 	delete(s.acwTimers, id)
 	c := s.channel(id)
-	if c == nil || c.Machine() != protocol.StatusAfterCallWork {
+	if c == nil || !c.InAfterCallWork() {
 		return
 	}
 	in := channel.Intent{Command: protocol.CmdChannelReady, Event: channel.EvReady}
