@@ -1,0 +1,112 @@
+// Package store keeps what must survive a broker node: each live session's
+// state snapshot, its bounded event stream (for since= replay on any node),
+// its timeline, recent replies by requestId, the agent -> session index, and
+// the lease that makes exactly one node the session's owner.
+//
+// Commit is the only write of session state. It is atomic and fenced: it
+// applies only if the committing node holds the session's lease and the
+// record is at the expected version, so two nodes can never both apply a
+// change, and it publishes the committed events on their bus topics in the
+// same step.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors of Commit and the lease operations.
+var (
+	// ErrNotOwner: another node holds the session's lease.
+	ErrNotOwner = errors.New("store: session is owned by another node")
+	// ErrConflict: the record is not at the expected version.
+	ErrConflict = errors.New("store: version conflict")
+)
+
+// Event is one committed event: its session seq, the encoded event, and the
+// envelope published on the bus.
+type Event struct {
+	Seq      uint64
+	Payload  []byte
+	Envelope []byte
+}
+
+// Reply is a reply remembered under its requestId.
+type Reply struct {
+	RequestID string
+	Msg       []byte
+}
+
+// Commit is one atomic change of a session.
+type Commit struct {
+	SessionID string
+	AgentID   string
+	Node      string
+	// Version is the version the record is expected to be at; the commit
+	// moves it to Version+1.
+	Version uint64
+	// Snapshot replaces the state snapshot (nil keeps the old one).
+	Snapshot []byte
+	Events   []Event
+	// Topics are the bus topics every event is published on.
+	Topics   []string
+	Timeline [][]byte
+	Replies  []Reply
+}
+
+// Record is a session as stored.
+type Record struct {
+	SessionID string
+	AgentID   string
+	Version   uint64
+	Snapshot  []byte
+}
+
+// Limits bound what the store keeps.
+type Limits struct {
+	// Events kept per session stream.
+	Events int
+	// Timeline entries kept per session.
+	Timeline int
+	// TTL of a session's keys, refreshed by every commit and lease renewal:
+	// a session whose owner died and that nobody resumes disappears after it.
+	TTL time.Duration
+	// ReplyTTL is how long replies are remembered by requestId.
+	ReplyTTL time.Duration
+}
+
+// Store is the durable session store.
+type Store interface {
+	// Durable reports whether what is stored survives this process. When
+	// false, callers may skip building snapshots.
+	Durable() bool
+	// Claim makes sid the agent's live session unless one is already
+	// registered; it returns the live session id either way.
+	Claim(ctx context.Context, agentID, sid string) (string, error)
+	// SessionOf returns the agent's live session id, "" when none.
+	SessionOf(ctx context.Context, agentID string) (string, error)
+	// Acquire takes the session's lease for node unless another node holds
+	// it; it returns the holder.
+	Acquire(ctx context.Context, sid, agentID, node string, ttl time.Duration) (owner string, err error)
+	// Renew extends node's lease; ErrNotOwner when node lost it.
+	Renew(ctx context.Context, sid, agentID, node string, ttl time.Duration) error
+	// Release gives the lease up if node holds it.
+	Release(ctx context.Context, sid, node string) error
+	// Load returns the session's record; false when there is none.
+	Load(ctx context.Context, sid string) (Record, bool, error)
+	// Commit applies c atomically (see the package doc).
+	Commit(ctx context.Context, c Commit) error
+	// EventsSince returns the events with seq > since, up to last, in order;
+	// false when the stream no longer holds all of them.
+	EventsSince(ctx context.Context, sid string, since, last uint64) ([][]byte, bool, error)
+	// Timeline returns the session's timeline entries, oldest first.
+	Timeline(ctx context.Context, sid string) ([][]byte, error)
+	// Reply returns a remembered reply.
+	Reply(ctx context.Context, sid, requestID string) ([]byte, bool, error)
+	// End deletes the session and its agent index entry.
+	End(ctx context.Context, agentID, sid string) error
+	// Ping checks the store is reachable.
+	Ping(ctx context.Context) error
+	Close() error
+}

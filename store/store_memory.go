@@ -1,0 +1,210 @@
+package store
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/ctibroker/ctibroker/bus"
+)
+
+// Memory is the in-process store: nothing survives the process, and the
+// lease is always this node's. Sessions skip building snapshots for it.
+//
+// Locking: mu guards every map; bus publishing happens after it is released.
+type Memory struct {
+	limits Limits
+	bus    bus.Bus
+
+	mu       sync.Mutex
+	agents   map[string]string
+	leases   map[string]lease
+	sessions map[string]*memSession
+}
+
+type lease struct {
+	node    string
+	expires time.Time
+}
+
+type memSession struct {
+	agent    string
+	version  uint64
+	snapshot []byte
+	events   *ring
+	timeline *ring
+	replies  map[string]memReply
+}
+
+type memReply struct {
+	msg []byte
+	at  time.Time
+}
+
+var _ Store = (*Memory)(nil)
+
+// NewMemory creates an in-process store publishing on b.
+func NewMemory(limits Limits, b bus.Bus) *Memory {
+	return &Memory{limits: limits, bus: b, agents: map[string]string{}, leases: map[string]lease{}, sessions: map[string]*memSession{}}
+}
+
+// Durable implements Store.
+func (m *Memory) Durable() bool { return false }
+
+// Claim implements Store.
+func (m *Memory) Claim(_ context.Context, agentID, sid string) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cur, ok := m.agents[agentID]; ok {
+		return cur, nil
+	}
+	m.agents[agentID] = sid
+	return sid, nil
+}
+
+// SessionOf implements Store.
+func (m *Memory) SessionOf(_ context.Context, agentID string) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.agents[agentID], nil
+}
+
+// Acquire implements Store.
+func (m *Memory) Acquire(_ context.Context, sid, _, node string, ttl time.Duration) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if l, ok := m.leases[sid]; ok && l.node != node && time.Now().Before(l.expires) {
+		return l.node, nil
+	}
+	m.leases[sid] = lease{node, time.Now().Add(ttl)}
+	return node, nil
+}
+
+// Renew implements Store.
+func (m *Memory) Renew(_ context.Context, sid, _, node string, ttl time.Duration) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if l, ok := m.leases[sid]; !ok || l.node != node {
+		return ErrNotOwner
+	}
+	m.leases[sid] = lease{node, time.Now().Add(ttl)}
+	return nil
+}
+
+// Release implements Store.
+func (m *Memory) Release(_ context.Context, sid, node string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.leases[sid].node == node {
+		delete(m.leases, sid)
+	}
+	return nil
+}
+
+// Load implements Store.
+func (m *Memory) Load(_ context.Context, sid string) (Record, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.sessions[sid]
+	if !ok {
+		return Record{}, false, nil
+	}
+	return Record{SessionID: sid, AgentID: s.agent, Version: s.version, Snapshot: s.snapshot}, true, nil
+}
+
+// Commit implements Store.
+func (m *Memory) Commit(ctx context.Context, c Commit) error {
+	m.mu.Lock()
+	if l, ok := m.leases[c.SessionID]; !ok || l.node != c.Node {
+		m.mu.Unlock()
+		return ErrNotOwner
+	}
+	s := m.sessions[c.SessionID]
+	if s == nil {
+		s = &memSession{agent: c.AgentID, events: newRing(m.limits.Events), timeline: newRing(m.limits.Timeline), replies: map[string]memReply{}}
+		m.sessions[c.SessionID] = s
+	}
+	if s.version != c.Version {
+		m.mu.Unlock()
+		return ErrConflict
+	}
+	s.version++
+	if c.Snapshot != nil {
+		s.snapshot = c.Snapshot
+	}
+	for _, e := range c.Events {
+		s.events.add(e.Seq, e.Payload)
+	}
+	for _, t := range c.Timeline {
+		s.timeline.add(0, t)
+	}
+	now := time.Now()
+	for id, r := range s.replies {
+		if now.Sub(r.at) > m.limits.ReplyTTL {
+			delete(s.replies, id)
+		}
+	}
+	for _, r := range c.Replies {
+		s.replies[r.RequestID] = memReply{r.Msg, now}
+	}
+	m.mu.Unlock()
+	for _, e := range c.Events {
+		for _, t := range c.Topics {
+			_ = m.bus.Publish(ctx, t, e.Envelope)
+		}
+	}
+	return nil
+}
+
+// EventsSince implements Store.
+func (m *Memory) EventsSince(_ context.Context, sid string, since, last uint64) ([][]byte, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.sessions[sid]
+	if s == nil {
+		return nil, since == last, nil
+	}
+	out, ok := s.events.since(since, last)
+	return out, ok, nil
+}
+
+// Timeline implements Store.
+func (m *Memory) Timeline(_ context.Context, sid string) ([][]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.sessions[sid]
+	if s == nil {
+		return nil, nil
+	}
+	return s.timeline.all(), nil
+}
+
+// Reply implements Store.
+func (m *Memory) Reply(_ context.Context, sid, requestID string) ([]byte, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s := m.sessions[sid]; s != nil {
+		if r, ok := s.replies[requestID]; ok && time.Since(r.at) <= m.limits.ReplyTTL {
+			return r.msg, true, nil
+		}
+	}
+	return nil, false, nil
+}
+
+// End implements Store.
+func (m *Memory) End(_ context.Context, agentID, sid string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.agents[agentID] == sid {
+		delete(m.agents, agentID)
+	}
+	delete(m.sessions, sid)
+	delete(m.leases, sid)
+	return nil
+}
+
+// Ping implements Store.
+func (m *Memory) Ping(context.Context) error { return nil }
+
+// Close implements Store.
+func (m *Memory) Close() error { return nil }

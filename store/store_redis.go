@@ -1,0 +1,278 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis is the Redis store. Key layout (P = redis.prefix, documented in
+// docs/redis.md); every key of a session shares the {sid} hash tag so that
+// the commit script touches a single Cluster slot:
+//
+//	P agent:{agent}          string  the agent's live session id      TTL
+//	P sess:{sid}             hash    v (version), snap, agent          TTL
+//	P sess:{sid}:ev          stream  events, ID "<seq>-0", field e     MAXLEN, TTL
+//	P sess:{sid}:tl          list    timeline entries                  LTRIM, TTL
+//	P sess:{sid}:lease       string  owner node id                     lease TTL
+//	P sess:{sid}:req:<id>    string  reply to a requestId              reply TTL
+type Redis struct {
+	c      redis.UniversalClient
+	prefix string
+	limits Limits
+}
+
+var _ Store = (*Redis)(nil)
+
+// NewRedis creates a Redis store. Bus topics passed to Commit are published
+// on prefix+topic, as the Redis bus subscribes to them.
+func NewRedis(c redis.UniversalClient, prefix string, limits Limits) *Redis {
+	return &Redis{c: c, prefix: prefix, limits: limits}
+}
+
+func (r *Redis) agentKey(agent string) string { return r.prefix + "agent:{" + agent + "}" }
+func (r *Redis) sessKey(sid string) string    { return r.prefix + "sess:{" + sid + "}" }
+
+// Durable implements Store.
+func (r *Redis) Durable() bool { return true }
+
+// Claim implements Store.
+func (r *Redis) Claim(ctx context.Context, agentID, sid string) (string, error) {
+	ok, err := r.c.SetNX(ctx, r.agentKey(agentID), sid, r.limits.TTL).Result()
+	if err != nil {
+		return "", fmt.Errorf("claim session of %s: %w", agentID, err)
+	}
+	if ok {
+		return sid, nil
+	}
+	cur, err := r.c.Get(ctx, r.agentKey(agentID)).Result()
+	if errors.Is(err, redis.Nil) {
+		// It expired in between: try once more.
+		return r.Claim(ctx, agentID, sid)
+	}
+	if err != nil {
+		return "", fmt.Errorf("claim session of %s: %w", agentID, err)
+	}
+	return cur, nil
+}
+
+// SessionOf implements Store.
+func (r *Redis) SessionOf(ctx context.Context, agentID string) (string, error) {
+	sid, err := r.c.Get(ctx, r.agentKey(agentID)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("session of %s: %w", agentID, err)
+	}
+	return sid, nil
+}
+
+var acquireScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur == false or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return ARGV[1]
+end
+return cur`)
+
+// Acquire implements Store.
+func (r *Redis) Acquire(ctx context.Context, sid, agentID, node string, ttl time.Duration) (string, error) {
+	owner, err := acquireScript.Run(ctx, r.c, []string{r.sessKey(sid) + ":lease"}, node, ttl.Milliseconds()).Text()
+	if err != nil {
+		return "", fmt.Errorf("acquire lease of %s: %w", sid, err)
+	}
+	if owner == node {
+		_ = r.c.PExpire(ctx, r.agentKey(agentID), r.limits.TTL).Err()
+	}
+	return owner, nil
+}
+
+var renewScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+for i = 2, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+return 1`)
+
+// Renew implements Store. It also refreshes the TTL of the session's keys.
+func (r *Redis) Renew(ctx context.Context, sid, agentID, node string, ttl time.Duration) error {
+	k := r.sessKey(sid)
+	ok, err := renewScript.Run(ctx, r.c, []string{k + ":lease", k, k + ":ev", k + ":tl"}, node, ttl.Milliseconds(), r.limits.TTL.Milliseconds()).Int()
+	if err != nil {
+		return fmt.Errorf("renew lease of %s: %w", sid, err)
+	}
+	if ok == 0 {
+		return ErrNotOwner
+	}
+	_ = r.c.PExpire(ctx, r.agentKey(agentID), r.limits.TTL).Err()
+	return nil
+}
+
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`)
+
+// Release implements Store.
+func (r *Redis) Release(ctx context.Context, sid, node string) error {
+	if err := releaseScript.Run(ctx, r.c, []string{r.sessKey(sid) + ":lease"}, node).Err(); err != nil {
+		return fmt.Errorf("release lease of %s: %w", sid, err)
+	}
+	return nil
+}
+
+// Load implements Store.
+func (r *Redis) Load(ctx context.Context, sid string) (Record, bool, error) {
+	m, err := r.c.HGetAll(ctx, r.sessKey(sid)).Result()
+	if err != nil {
+		return Record{}, false, fmt.Errorf("load %s: %w", sid, err)
+	}
+	if len(m) == 0 {
+		return Record{}, false, nil
+	}
+	v, err := strconv.ParseUint(m["v"], 10, 64)
+	if err != nil {
+		return Record{}, false, fmt.Errorf("load %s: bad version %q", sid, m["v"])
+	}
+	return Record{SessionID: sid, AgentID: m["agent"], Version: v, Snapshot: []byte(m["snap"])}, true, nil
+}
+
+// commitScript applies a Commit: fenced by the lease and the version, then
+// snapshot, events (stream + publish), timeline and replies, all refreshed
+// to the session TTL. ARGV layout is built by Commit.
+var commitScript = redis.NewScript(`
+local owner = redis.call('GET', KEYS[3])
+if owner ~= ARGV[1] then return redis.error_reply('NOTOWNER ' .. tostring(owner)) end
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if v ~= tonumber(ARGV[2]) then return redis.error_reply('CONFLICT ' .. v) end
+local ttl = ARGV[4]
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[1], 'v', v + 1, 'agent', ARGV[7], 'snap', ARGV[3])
+else
+  redis.call('HSET', KEYS[1], 'v', v + 1, 'agent', ARGV[7])
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+local nE, nT, nL, nR = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local i = 13
+local topics = {}
+for t = 1, nT do topics[t] = ARGV[i]; i = i + 1 end
+for e = 1, nE do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], ARGV[i] .. '-0', 'e', ARGV[i + 1])
+  for t = 1, nT do redis.call('PUBLISH', topics[t], ARGV[i + 2]) end
+  i = i + 3
+end
+if nE > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+for l = 1, nL do redis.call('RPUSH', KEYS[4], ARGV[i]); i = i + 1 end
+if nL > 0 then
+  redis.call('LTRIM', KEYS[4], -tonumber(ARGV[6]), -1)
+  redis.call('PEXPIRE', KEYS[4], ttl)
+end
+for r = 1, nR do redis.call('SET', KEYS[4 + r], ARGV[i], 'PX', ARGV[12]); i = i + 1 end
+return v + 1`)
+
+// Commit implements Store.
+func (r *Redis) Commit(ctx context.Context, c Commit) error {
+	k := r.sessKey(c.SessionID)
+	keys := make([]string, 4, 4+len(c.Replies))
+	keys[0], keys[1], keys[2], keys[3] = k, k+":ev", k+":lease", k+":tl"
+	args := make([]any, 0, 12+len(c.Topics)+3*len(c.Events)+len(c.Timeline)+len(c.Replies))
+	args = append(args, c.Node, c.Version, c.Snapshot, r.limits.TTL.Milliseconds(), r.limits.Events, r.limits.Timeline,
+		c.AgentID, len(c.Events), len(c.Topics), len(c.Timeline), len(c.Replies), r.limits.ReplyTTL.Milliseconds())
+	for _, t := range c.Topics {
+		args = append(args, r.prefix+t)
+	}
+	for _, e := range c.Events {
+		args = append(args, e.Seq, e.Payload, e.Envelope)
+	}
+	for _, t := range c.Timeline {
+		args = append(args, t)
+	}
+	for _, rep := range c.Replies {
+		keys = append(keys, k+":req:"+rep.RequestID)
+		args = append(args, rep.Msg)
+	}
+	err := commitScript.Run(ctx, r.c, keys, args...).Err()
+	switch {
+	case err == nil:
+		return nil
+	case strings.HasPrefix(err.Error(), "NOTOWNER"):
+		return fmt.Errorf("commit %s: %w (%s)", c.SessionID, ErrNotOwner, err)
+	case strings.HasPrefix(err.Error(), "CONFLICT"):
+		return fmt.Errorf("commit %s: %w (%s)", c.SessionID, ErrConflict, err)
+	}
+	return fmt.Errorf("commit %s: %w", c.SessionID, err)
+}
+
+// EventsSince implements Store.
+func (r *Redis) EventsSince(ctx context.Context, sid string, since, last uint64) ([][]byte, bool, error) {
+	if since > last {
+		return nil, false, nil
+	}
+	if since == last {
+		return nil, true, nil
+	}
+	msgs, err := r.c.XRangeN(ctx, r.sessKey(sid)+":ev", "("+strconv.FormatUint(since, 10)+"-0", strconv.FormatUint(last, 10)+"-0", int64(last-since)).Result()
+	if err != nil {
+		return nil, false, fmt.Errorf("events of %s: %w", sid, err)
+	}
+	if uint64(len(msgs)) != last-since {
+		return nil, false, nil // trimmed (or expired)
+	}
+	out := make([][]byte, len(msgs))
+	for i, m := range msgs {
+		e, _ := m.Values["e"].(string)
+		out[i] = []byte(e)
+	}
+	return out, true, nil
+}
+
+// Timeline implements Store.
+func (r *Redis) Timeline(ctx context.Context, sid string) ([][]byte, error) {
+	items, err := r.c.LRange(ctx, r.sessKey(sid)+":tl", 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("timeline of %s: %w", sid, err)
+	}
+	out := make([][]byte, len(items))
+	for i, it := range items {
+		out[i] = []byte(it)
+	}
+	return out, nil
+}
+
+// Reply implements Store.
+func (r *Redis) Reply(ctx context.Context, sid, requestID string) ([]byte, bool, error) {
+	msg, err := r.c.Get(ctx, r.sessKey(sid)+":req:"+requestID).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("reply %s of %s: %w", requestID, sid, err)
+	}
+	return msg, true, nil
+}
+
+var endAgentScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`)
+
+// End implements Store. Remembered replies expire by themselves.
+func (r *Redis) End(ctx context.Context, agentID, sid string) error {
+	if err := endAgentScript.Run(ctx, r.c, []string{r.agentKey(agentID)}, sid).Err(); err != nil {
+		return fmt.Errorf("end %s: %w", sid, err)
+	}
+	k := r.sessKey(sid)
+	if err := r.c.Del(ctx, k, k+":ev", k+":tl", k+":lease").Err(); err != nil {
+		return fmt.Errorf("end %s: %w", sid, err)
+	}
+	return nil
+}
+
+// Ping implements Store.
+func (r *Redis) Ping(ctx context.Context) error { return r.c.Ping(ctx).Err() }
+
+// Close implements Store.
+func (r *Redis) Close() error { return nil }

@@ -1,0 +1,259 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/ctibroker/ctibroker/bus"
+	"github.com/ctibroker/ctibroker/internal/redistest"
+)
+
+var limits = Limits{Events: 5, Timeline: 3, TTL: time.Minute, ReplyTTL: time.Minute}
+
+type backend struct {
+	name string
+	make func(tb testing.TB) (Store, bus.Bus)
+}
+
+var backends = []backend{
+	{"memory", func(tb testing.TB) (Store, bus.Bus) {
+		b := bus.NewMemory()
+		return NewMemory(limits, b), b
+	}},
+	{"redis", func(tb testing.TB) (Store, bus.Bus) {
+		srv := redistest.Start(tb)
+		c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+		b := bus.NewRedis(c, "t:", zap.NewNop())
+		tb.Cleanup(func() { _ = b.Close(); _ = c.Close() })
+		return NewRedis(c, "t:", limits), b
+	}},
+}
+
+func forEach(t *testing.T, f func(t *testing.T, s Store, b bus.Bus)) {
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			s, b := be.make(t)
+			f(t, s, b)
+		})
+	}
+}
+
+func ev(seq uint64) Event {
+	p := []byte(fmt.Sprintf(`{"seq":%d}`, seq))
+	return Event{Seq: seq, Payload: p, Envelope: p}
+}
+
+func TestStoreCommitFencedByLeaseAndVersion(t *testing.T) {
+	forEach(t, func(t *testing.T, s Store, _ bus.Bus) {
+		ctx := context.Background()
+		if owner, err := s.Acquire(ctx, "s1", "alice", "A", time.Minute); err != nil || owner != "A" {
+			t.Fatalf("Acquire = %q, %v", owner, err)
+		}
+		if owner, _ := s.Acquire(ctx, "s1", "alice", "B", time.Minute); owner != "A" {
+			t.Fatalf("B acquired a held lease: owner %q", owner)
+		}
+		if err := s.Commit(ctx, Commit{SessionID: "s1", AgentID: "alice", Node: "B", Version: 0, Snapshot: []byte("x")}); !errors.Is(err, ErrNotOwner) {
+			t.Fatalf("commit by a non-owner: %v", err)
+		}
+		if err := s.Commit(ctx, Commit{SessionID: "s1", AgentID: "alice", Node: "A", Version: 0, Snapshot: []byte("v1"), Events: []Event{ev(1), ev(2)}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Commit(ctx, Commit{SessionID: "s1", AgentID: "alice", Node: "A", Version: 0, Snapshot: []byte("stale")}); !errors.Is(err, ErrConflict) {
+			t.Fatalf("commit at a stale version: %v", err)
+		}
+		if err := s.Commit(ctx, Commit{SessionID: "s1", AgentID: "alice", Node: "A", Version: 1, Events: []Event{ev(3)}}); err != nil {
+			t.Fatal(err)
+		}
+		rec, ok, err := s.Load(ctx, "s1")
+		if err != nil || !ok || rec.Version != 2 || rec.AgentID != "alice" {
+			t.Fatalf("Load = %+v, %v, %v", rec, ok, err)
+		}
+		if s.Durable() && string(rec.Snapshot) != "v1" {
+			t.Fatalf("nil snapshot replaced the stored one: %q", rec.Snapshot)
+		}
+		if err := s.Renew(ctx, "s1", "alice", "B", time.Minute); !errors.Is(err, ErrNotOwner) {
+			t.Fatalf("B renewed A's lease: %v", err)
+		}
+		if err := s.Release(ctx, "s1", "A"); err != nil {
+			t.Fatal(err)
+		}
+		if owner, _ := s.Acquire(ctx, "s1", "alice", "B", time.Minute); owner != "B" {
+			t.Fatalf("after release, owner %q", owner)
+		}
+		if err := s.Commit(ctx, Commit{SessionID: "s1", AgentID: "alice", Node: "A", Version: 2}); !errors.Is(err, ErrNotOwner) {
+			t.Fatalf("old owner committed after losing the lease: %v", err)
+		}
+	})
+}
+
+func TestStoreLeaseExpires(t *testing.T) {
+	forEach(t, func(t *testing.T, s Store, _ bus.Bus) {
+		ctx := context.Background()
+		_, _ = s.Acquire(ctx, "s1", "alice", "A", 100*time.Millisecond)
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			owner, err := s.Acquire(ctx, "s1", "alice", "B", time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if owner == "B" {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the lease of a dead owner never expired")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+}
+
+func TestStoreEventsSince(t *testing.T) {
+	forEach(t, func(t *testing.T, s Store, _ bus.Bus) {
+		ctx := context.Background()
+		_, _ = s.Acquire(ctx, "s1", "a", "A", time.Minute)
+		for v := uint64(0); v < 7; v++ {
+			if err := s.Commit(ctx, Commit{SessionID: "s1", AgentID: "a", Node: "A", Version: v, Events: []Event{ev(v + 1)}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// 7 events, at least 5 kept: Redis trims approximately (MAXLEN ~),
+		// so since=0 may still be answerable there; when it is, it must be
+		// complete.
+		tests := []struct {
+			since  uint64
+			n      int
+			ok     bool
+			approx bool
+		}{{7, 0, true, false}, {6, 1, true, false}, {3, 4, true, false}, {0, 0, false, true}, {8, 0, false, false}}
+		for _, tt := range tests {
+			got, ok, err := s.EventsSince(ctx, "s1", tt.since, 7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.approx && s.Durable() && ok {
+				tt.ok, tt.n = true, 7
+			}
+			if ok != tt.ok || len(got) != tt.n {
+				t.Errorf("EventsSince(%d) = %d events, %v; want %d, %v", tt.since, len(got), ok, tt.n, tt.ok)
+			}
+			for i, e := range got {
+				if want := fmt.Sprintf(`{"seq":%d}`, tt.since+uint64(i)+1); string(e) != want {
+					t.Errorf("event %d = %s, want %s", i, e, want)
+				}
+			}
+		}
+	})
+}
+
+func TestStoreClaimRepliesTimelineEnd(t *testing.T) {
+	forEach(t, func(t *testing.T, s Store, _ bus.Bus) {
+		ctx := context.Background()
+		if sid, _ := s.Claim(ctx, "alice", "s1"); sid != "s1" {
+			t.Fatalf("Claim = %s", sid)
+		}
+		if sid, _ := s.Claim(ctx, "alice", "s2"); sid != "s1" {
+			t.Fatalf("second Claim = %s, want the live s1", sid)
+		}
+		_, _ = s.Acquire(ctx, "s1", "alice", "A", time.Minute)
+		err := s.Commit(ctx, Commit{SessionID: "s1", AgentID: "alice", Node: "A", Version: 0,
+			Timeline: [][]byte{[]byte("t1"), []byte("t2"), []byte("t3"), []byte("t4")},
+			Replies:  []Reply{{RequestID: "r1", Msg: []byte("reply1")}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tl, _ := s.Timeline(ctx, "s1")
+		if fmt.Sprintf("%s", tl) != "[t2 t3 t4]" {
+			t.Fatalf("timeline = %s, want the last 3", tl)
+		}
+		if r, ok, _ := s.Reply(ctx, "s1", "r1"); !ok || string(r) != "reply1" {
+			t.Fatalf("Reply = %s, %v", r, ok)
+		}
+		if _, ok, _ := s.Reply(ctx, "s1", "r2"); ok {
+			t.Fatal("unknown requestId found")
+		}
+		if err := s.End(ctx, "alice", "s1"); err != nil {
+			t.Fatal(err)
+		}
+		if sid, _ := s.SessionOf(ctx, "alice"); sid != "" {
+			t.Fatalf("SessionOf after End = %q", sid)
+		}
+		if _, ok, _ := s.Load(ctx, "s1"); ok {
+			t.Fatal("record survived End")
+		}
+	})
+}
+
+func TestStoreCommitPublishesInOrder(t *testing.T) {
+	forEach(t, func(t *testing.T, s Store, b bus.Bus) {
+		ctx := context.Background()
+		sub, err := b.Subscribe(ctx, "agent:alice", 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		_, _ = s.Acquire(ctx, "s1", "alice", "A", time.Minute)
+		for v := uint64(0); v < 10; v++ {
+			if err := s.Commit(ctx, Commit{SessionID: "s1", AgentID: "alice", Node: "A", Version: v, Events: []Event{ev(v + 1)}, Topics: []string{"agent:alice", "all"}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := 1; i <= 10; i++ {
+			select {
+			case m := <-sub.C:
+				if want := fmt.Sprintf(`{"seq":%d}`, i); string(m.Payload) != want {
+					t.Fatalf("message %d = %s, want %s", i, m.Payload, want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("message %d not delivered", i)
+			}
+		}
+	})
+}
+
+// Two nodes race to apply changes to the same session; only the lease
+// owner's commits land, and every landed commit has a distinct version (no
+// lost update).
+func TestStoreConcurrentCommitsNoLostUpdate(t *testing.T) {
+	forEach(t, func(t *testing.T, s Store, _ bus.Bus) {
+		ctx := context.Background()
+		_, _ = s.Acquire(ctx, "s1", "a", "A", time.Minute)
+		var mu sync.Mutex
+		landed := map[string]int{}
+		var wg sync.WaitGroup
+		for _, node := range []string{"A", "A", "B", "B"} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 50 {
+					rec, _, err := s.Load(ctx, "s1")
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if err := s.Commit(ctx, Commit{SessionID: "s1", AgentID: "a", Node: node, Version: rec.Version}); err == nil {
+						mu.Lock()
+						landed[node]++
+						mu.Unlock()
+					} else if !errors.Is(err, ErrConflict) && !errors.Is(err, ErrNotOwner) {
+						t.Error(err)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		rec, _, _ := s.Load(ctx, "s1")
+		if landed["B"] != 0 {
+			t.Fatalf("a node without the lease committed %d times", landed["B"])
+		}
+		if uint64(landed["A"]) != rec.Version {
+			t.Fatalf("%d commits reported success but the version is %d: lost update", landed["A"], rec.Version)
+		}
+	})
+}
