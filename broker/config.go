@@ -19,10 +19,12 @@ import (
 	"github.com/knadh/koanf/providers/posflag"
 	"github.com/knadh/koanf/providers/rawbytes"
 	"github.com/knadh/koanf/v2"
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/pflag"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/ctibroker/ctibroker/adapters/sim"
+	"github.com/ctibroker/ctibroker/protocol"
 	"github.com/ctibroker/ctibroker/session"
 )
 
@@ -44,7 +46,32 @@ type Config struct {
 	ACW         map[string]session.ACWPolicy `koanf:"acw"`
 	AddressBook AddressBookConfig            `koanf:"addressbook"`
 	Shutdown    ShutdownConfig               `koanf:"shutdown"`
+	Redis       RedisConfig                  `koanf:"redis"`
+	Node        NodeConfig                   `koanf:"node"`
 	Sim         sim.Config                   `koanf:"sim"`
+}
+
+// RedisConfig configures the shared Redis backend.
+type RedisConfig struct {
+	URL            string        `koanf:"url"`
+	Addrs          []string      `koanf:"addrs"`
+	MasterName     string        `koanf:"mastername"`
+	Username       string        `koanf:"username"`
+	Password       string        `koanf:"password"`
+	DB             int           `koanf:"db"`
+	Prefix         string        `koanf:"prefix"`
+	Timeout        time.Duration `koanf:"timeout"`
+	LeaseTTL       time.Duration `koanf:"leasettl"`
+	SessionTTL     time.Duration `koanf:"sessionttl"`
+	HealthInterval time.Duration `koanf:"healthinterval"`
+}
+
+// Enabled reports whether Redis is configured.
+func (r RedisConfig) Enabled() bool { return r.URL != "" || len(r.Addrs) > 0 }
+
+// NodeConfig identifies this node.
+type NodeConfig struct {
+	ID string `koanf:"id"`
 }
 
 // Auth modes.
@@ -255,6 +282,8 @@ func (c Config) Validate() error {
 		"ws.writetimeout": float64(c.WS.WriteTimeout), "session.grace": float64(c.Session.Grace),
 		"session.requestidttl": float64(c.Session.RequestIDTTL), "adapter.timeout": float64(c.Adapter.Timeout),
 		"shutdown.timeout": float64(c.Shutdown.Timeout), "addressbook.defaulthandletime": float64(c.AddressBook.DefaultHandleTime),
+		"redis.timeout": float64(c.Redis.Timeout), "redis.leasettl": float64(c.Redis.LeaseTTL),
+		"redis.sessionttl": float64(c.Redis.SessionTTL), "redis.healthinterval": float64(c.Redis.HealthInterval),
 	}
 	keys := make([]string, 0, len(positive))
 	for k := range positive {
@@ -293,6 +322,19 @@ func (c Config) Validate() error {
 		}
 		if p.Timeout < 0 {
 			return fmt.Errorf("acw.%s.timeout: must not be negative", typ)
+		}
+	}
+	if c.Redis.URL != "" && len(c.Redis.Addrs) > 0 {
+		return errors.New("redis.url: set either redis.url or redis.addrs, not both")
+	}
+	if c.Redis.URL != "" {
+		if _, err := redis.ParseURL(c.Redis.URL); err != nil {
+			return fmt.Errorf("redis.url: %v", err)
+		}
+	}
+	if c.Node.ID != "" {
+		if err := protocol.ValidateID(c.Node.ID); err != nil {
+			return fmt.Errorf("node.id: %v", err)
 		}
 	}
 	if c.Sim.FailRate < 0 || c.Sim.FailRate > 1 {
@@ -337,5 +379,6 @@ func (c Config) SessionOptions() session.Options {
 		HistorySize: c.Limits.History, TimelineSize: c.Limits.Timeline, InboxSize: c.Limits.Inbox,
 		AdapterTimeout: c.Adapter.Timeout, RequestIDTTL: c.Session.RequestIDTTL, RequestIDLimit: c.Limits.RequestIDs,
 		ACW: acw, AddressBookInterval: c.AddressBook.Interval, DefaultHandleTime: c.AddressBook.DefaultHandleTime,
+		Node: c.Node.ID, LeaseTTL: c.Redis.LeaseTTL, StoreTimeout: c.Redis.Timeout, HealthInterval: c.Redis.HealthInterval,
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/ctibroker/ctibroker/internal/redistest"
 	"github.com/ctibroker/ctibroker/protocol"
 )
 
@@ -74,6 +75,22 @@ func startBrokerYAML(tb testing.TB, yaml string, env ...string) *testBroker {
 }
 
 func (b *testBroker) url(path string) string { return "http://" + b.addr + path }
+
+// redisEnv configures a broker for the test's Redis, with short timers so
+// that failures are detected quickly.
+func redisEnv(rs *redistest.Server) []string {
+	return []string{"CTIBROKER_REDIS__URL=" + rs.URL(), "CTIBROKER_REDIS__LEASETTL=1s",
+		"CTIBROKER_REDIS__TIMEOUT=500ms", "CTIBROKER_REDIS__HEALTHINTERVAL=100ms"}
+}
+
+func (b *testBroker) readyz() int {
+	resp, err := http.Get(b.url("/readyz"))
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
 
 // sim posts a control event to the simulated switch and returns the status
 // and decoded body.

@@ -2,24 +2,31 @@ package broker
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
 	"github.com/ctibroker/ctibroker/adapters"
 	"github.com/ctibroker/ctibroker/adapters/sim"
+	"github.com/ctibroker/ctibroker/bus"
 	"github.com/ctibroker/ctibroker/protocol"
 	"github.com/ctibroker/ctibroker/session"
+	"github.com/ctibroker/ctibroker/store"
 )
 
 // Server is one broker node: HTTP endpoints, WebSocket connections, sessions
@@ -32,6 +39,9 @@ type Server struct {
 	adapter adapters.Adapter
 	sim     *sim.Switch
 	manager *session.Manager
+	store   store.Store
+	bus     bus.Bus
+	redis   redis.UniversalClient // nil without Redis
 
 	// base is the parent context of every connection; cancelling it tears
 	// everything down. Handlers must not use r.Context() after Accept.
@@ -50,11 +60,54 @@ func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Node.ID == "" {
+		cfg.Node.ID = defaultNodeID()
+	}
 	base, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, log: log, audit: audit, auth: NewAuthenticator(cfg.Auth),
-		adapter: sw, sim: sw, base: base, cancel: cancel, conns: map[*wsConn]struct{}{}}
-	s.manager = session.NewManager(cfg.SessionOptions(), s.adapter, log, audit)
+	s := &Server{cfg: cfg, log: log.With(zap.String("node", cfg.Node.ID)), audit: audit.With(zap.String("node", cfg.Node.ID)),
+		auth: NewAuthenticator(cfg.Auth), adapter: sw, sim: sw, base: base, cancel: cancel, conns: map[*wsConn]struct{}{}}
+	limits := store.Limits{Events: cfg.Limits.History, Timeline: cfg.Limits.Timeline, TTL: cfg.Redis.SessionTTL, ReplyTTL: cfg.Session.RequestIDTTL}
+	if cfg.Redis.Enabled() {
+		s.redis = newRedisClient(cfg.Redis)
+		s.bus = bus.NewRedis(s.redis, cfg.Redis.Prefix, s.log)
+		s.store = store.NewRedis(s.redis, cfg.Redis.Prefix, limits)
+	} else {
+		s.bus = bus.NewMemory()
+		s.store = store.NewMemory(limits, s.bus)
+	}
+	s.manager = session.NewManager(cfg.SessionOptions(), s.adapter, s.store, s.bus, s.log, s.audit)
 	return s, nil
+}
+
+func newRedisClient(c RedisConfig) redis.UniversalClient {
+	opts := &redis.UniversalOptions{Addrs: c.Addrs, MasterName: c.MasterName, Username: c.Username, Password: c.Password,
+		DB: c.DB, DialTimeout: c.Timeout, ReadTimeout: c.Timeout, WriteTimeout: c.Timeout}
+	if c.URL != "" {
+		u, _ := redis.ParseURL(c.URL) // validated with the configuration
+		opts.Addrs, opts.DB, opts.TLSConfig = []string{u.Addr}, u.DB, u.TLSConfig
+		if u.Username != "" || u.Password != "" {
+			opts.Username, opts.Password = u.Username, u.Password
+		}
+	}
+	return redis.NewUniversalClient(opts)
+}
+
+// SetRedisLogger sends go-redis's own log lines (reconnects, dial failures)
+// to log. go-redis has one logger per process, so the binary sets it once.
+func SetRedisLogger(log *zap.Logger) { redis.SetLogger(redisLogger{log.Named("redis")}) }
+
+type redisLogger struct{ log *zap.Logger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.log.Warn(fmt.Sprintf(format, v...))
+}
+
+func defaultNodeID() string {
+	host, _ := os.Hostname()
+	host = strings.NewReplacer(".", "-", " ", "-").Replace(host)
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
 }
 
 // Manager returns the session manager.
@@ -75,11 +128,14 @@ func (s *Server) Handler() http.Handler {
 }
 
 func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
-	if s.draining.Load() {
+	switch {
+	case s.draining.Load():
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
-		return
+	case !s.manager.Healthy():
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "store unavailable"})
+	default:
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "sessions": s.manager.SessionCount(), "node": s.cfg.Node.ID})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "sessions": s.manager.SessionCount()})
 }
 
 // Serve serves on ln until ctx is cancelled, then shuts down gracefully:
@@ -93,7 +149,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	managerDone := make(chan struct{})
 	go func() {
 		defer close(managerDone)
-		s.manager.Run(s.base)
+		if err := s.manager.Run(s.base); err != nil {
+			s.log.Error("session manager stopped", zap.Error(err))
+		}
 	}()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -119,7 +177,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.log.Warn("sessions did not stop in time", zap.Error(merr))
 	}
 	_ = s.adapter.Close()
+	s.cancel()
 	<-managerDone
+	_ = s.bus.Close()
+	_ = s.store.Close()
+	if s.redis != nil {
+		_ = s.redis.Close()
+	}
 	s.log.Info("stopped")
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
@@ -184,7 +248,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	go c.writeLoop()
 	defer c.wait()
 
-	actx, cancel := context.WithTimeout(c.ctx, s.cfg.Adapter.Timeout+time.Second)
+	// Opening a session may wait for a dead node's lease to expire.
+	actx, cancel := context.WithTimeout(c.ctx, s.cfg.Redis.LeaseTTL+2*s.cfg.Redis.Timeout+s.cfg.Adapter.Timeout)
 	sess, err := s.manager.Attach(actx, id, c, since)
 	cancel()
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -17,6 +18,7 @@ import (
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"
 
+	"github.com/ctibroker/ctibroker/internal/redistest"
 	"github.com/ctibroker/ctibroker/protocol"
 )
 
@@ -34,6 +36,12 @@ import (
 //	NAME close                     NAME closes its connection
 //	NAME closed CODE               the server closes NAME with CODE
 //	sim STATUS JSON                POST JSON to the sim control API, expect STATUS
+//	only redis                     run this transcript only against Redis
+//	redis stop | redis start       kill / restart the Redis server
+//	wait ready | wait unready      poll GET /readyz until it answers 200 / 503
+//
+// Every transcript runs against the in-memory store and against a real
+// Redis (skipped loudly without redis-server, unless CTIBROKER_REQUIRE_REDIS=1).
 //
 // In expected JSON, string values may hold placeholders: {{name}} binds a
 // variable on first use and must equal it after; "{{*}}" matches anything;
@@ -51,7 +59,7 @@ type step struct {
 	arg  string
 }
 
-func parseTranscript(tb testing.TB, path string) (env []string, steps []step) {
+func parseTranscript(tb testing.TB, path string) (env []string, steps []step, redisOnly bool) {
 	tb.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -78,6 +86,10 @@ func parseTranscript(tb testing.TB, path string) (env []string, steps []step) {
 		switch {
 		case fields[0] == "config":
 			env = append(env, strings.TrimSpace(strings.TrimPrefix(line, "config")))
+		case line == "only redis":
+			redisOnly = true
+		case fields[0] == "redis" || fields[0] == "wait":
+			steps = append(steps, step{n, "", fields[0], fields[1]})
 		case fields[0] == "connect":
 			parts := strings.SplitN(line, " ", 3)
 			steps = append(steps, step{n, parts[1], "connect", parts[2]})
@@ -97,7 +109,7 @@ func parseTranscript(tb testing.TB, path string) (env []string, steps []step) {
 			tb.Fatalf("%s:%d: cannot parse %q", path, n, line)
 		}
 	}
-	return env, steps
+	return env, steps, redisOnly
 }
 
 type transcriptRun struct {
@@ -261,15 +273,25 @@ func TestTranscripts(t *testing.T) {
 		t.Fatalf("no transcripts: %v", err)
 	}
 	for _, path := range files {
-		t.Run(strings.TrimSuffix(filepath.Base(path), ".txt"), func(t *testing.T) {
-			t.Parallel()
-			runTranscript(t, path)
-		})
+		for _, backend := range []string{"memory", "redis"} {
+			t.Run(strings.TrimSuffix(filepath.Base(path), ".txt")+"/"+backend, func(t *testing.T) {
+				t.Parallel()
+				runTranscript(t, path, backend)
+			})
+		}
 	}
 }
 
-func runTranscript(t *testing.T, path string) {
-	env, steps := parseTranscript(t, path)
+func runTranscript(t *testing.T, path, backend string) {
+	env, steps, redisOnly := parseTranscript(t, path)
+	if redisOnly && backend != "redis" {
+		t.Skip("transcript runs against Redis only")
+	}
+	var rs *redistest.Server
+	if backend == "redis" {
+		rs = redistest.Start(t)
+		env = append(redisEnv(rs), env...)
+	}
 	b := startBroker(t, env...)
 	r := &transcriptRun{tb: t, vars: map[string]any{}, lastSeq: map[string]float64{}}
 	conns := map[string]*client{}
@@ -277,7 +299,7 @@ func runTranscript(t *testing.T, path string) {
 	for _, s := range steps {
 		r.where = fmt.Sprintf("%s:%d", filepath.Base(path), s.line)
 		c := conns[s.conn]
-		if s.verb != "connect" && s.verb != "sim" && c == nil {
+		if s.conn != "" && s.verb != "connect" && c == nil {
 			t.Fatalf("%s: unknown connection %q", r.where, s.conn)
 		}
 		switch s.verb {
@@ -310,6 +332,18 @@ func runTranscript(t *testing.T, path string) {
 				t.Fatalf("%s: closed with %d, want %s", r.where, got, s.arg)
 			}
 			open[s.conn] = false
+		case "redis":
+			if s.arg == "stop" {
+				rs.Stop()
+			} else {
+				rs.StartAgain()
+			}
+		case "wait":
+			want := http.StatusOK
+			if s.arg == "unready" {
+				want = http.StatusServiceUnavailable
+			}
+			eventually(t, "/readyz "+s.arg, func() bool { return b.readyz() == want })
 		case "sim":
 			status, body, _ := strings.Cut(s.arg, " ")
 			code, resp := b.sim(t, r.subst(body))
@@ -343,7 +377,7 @@ func TestTranscriptsCoverProtocol(t *testing.T) {
 	codes := map[string]bool{}
 	events := map[string]bool{}
 	for _, path := range files {
-		_, steps := parseTranscript(t, path)
+		_, steps, _ := parseTranscript(t, path)
 		for _, s := range steps {
 			if s.verb != "<" {
 				continue

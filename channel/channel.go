@@ -2,6 +2,7 @@ package channel
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/looplab/fsm"
@@ -35,6 +36,8 @@ type Channel struct {
 	interactions map[string]time.Time
 	timeline     []Interval
 	timelineCap  int
+	// fresh counts the intervals recorded since TakeNew last ran.
+	fresh int
 }
 
 // New creates an INACTIVE channel. timelineCap bounds the timeline; the oldest
@@ -232,5 +235,51 @@ func (c *Channel) record(now time.Time) bool {
 		c.timeline = append(c.timeline[:0], c.timeline[len(c.timeline)-c.timelineCap+1:]...)
 	}
 	c.timeline = append(c.timeline, next)
+	c.fresh = min(c.fresh+1, len(c.timeline))
 	return true
+}
+
+// TakeNew returns the intervals opened since the last call (the end of an
+// interval is the start of the next), for the caller to persist.
+func (c *Channel) TakeNew() []Interval {
+	out := append([]Interval(nil), c.timeline[len(c.timeline)-c.fresh:]...)
+	c.fresh = 0
+	return out
+}
+
+// Saved is a channel's persistent state. The timeline is persisted
+// separately, interval by interval (TakeNew); Since restores the open one.
+type Saved struct {
+	Spec         protocol.ChannelSpec `json:"spec"`
+	Group        string               `json:"group,omitempty"`
+	Queues       []string             `json:"queues,omitempty"`
+	Machine      string               `json:"machine"`
+	Reason       Reason               `json:"reason"`
+	LastIdle     Intent               `json:"lastIdle"`
+	Interactions map[string]time.Time `json:"interactions,omitempty"`
+	Since        time.Time            `json:"since"`
+}
+
+// Save returns the channel's persistent state.
+func (c *Channel) Save() Saved {
+	return Saved{Spec: c.spec, Group: c.group, Queues: c.queues, Machine: c.m.Current(), Reason: c.reason,
+		LastIdle: c.lastIdle, Interactions: c.interactions, Since: c.timeline[len(c.timeline)-1].Start}
+}
+
+// Restore rebuilds a channel from its saved state.
+func Restore(s Saved, timelineCap int) (*Channel, error) {
+	if !slices.Contains(machineStates, s.Machine) {
+		return nil, fmt.Errorf("channel %s: unknown saved state %q", s.Spec.ID, s.Machine)
+	}
+	c := New(s.Spec, s.Group, s.Since, timelineCap)
+	c.m.SetState(s.Machine)
+	c.queues, c.reason, c.lastIdle = s.Queues, s.Reason, s.LastIdle
+	for id, at := range s.Interactions {
+		c.interactions[id] = at
+	}
+	c.timeline = c.timeline[:0]
+	c.fresh = 0
+	c.record(s.Since)
+	c.fresh = 0
+	return c, nil
 }

@@ -355,3 +355,44 @@ func TestMachineStateRoundTrip(t *testing.T) {
 		t.Error("unknown status accepted")
 	}
 }
+
+func TestSaveRestoreRoundTrip(t *testing.T) {
+	ch := inState(t, sReady)
+	mustApply(t, ch, protocol.CmdChannelNotReady, `{"reasoncode":"lunch"}`)
+	if _, err := ch.StartInteraction("i1", t0.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(ch.TakeNew()); n == 0 {
+		t.Fatal("TakeNew returned nothing after changes")
+	}
+	if n := len(ch.TakeNew()); n != 0 {
+		t.Fatalf("TakeNew returned %d intervals twice", n)
+	}
+	saved := ch.Save()
+	b, err := json.Marshal(saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Saved
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Restore(back, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Info() != ch.Info() || r.Snapshot().Since != ch.Snapshot().Since || !r.InInteraction() {
+		t.Fatalf("restored %+v, want %+v", r.Snapshot(), ch.Snapshot())
+	}
+	if len(r.TakeNew()) != 0 {
+		t.Fatal("a restored channel reports its restored interval as new")
+	}
+	// The restored machine keeps working, including the pending status.
+	if _, err := r.EndInteraction("i1", false, Reason{}, t0.Add(2*time.Second)); err != nil || r.Machine() != sNotReady || r.Reason().Code != "lunch" {
+		t.Fatalf("after the interaction: %s %s %v", r.Machine(), r.Reason().Code, err)
+	}
+	back.Machine = "dancing"
+	if _, err := Restore(back, 100); err == nil {
+		t.Fatal("unknown machine state restored")
+	}
+}

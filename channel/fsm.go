@@ -45,9 +45,10 @@ const (
 )
 
 var (
-	idle   = []string{sReady, sNotReady, sACW}
-	busy   = []string{sBusyReady, sBusyNotReady, sBusyACW}
-	active = append(append([]string{}, idle...), busy...)
+	machineStates = []string{sInactive, sUnavailable, sReady, sNotReady, sACW, sBusyReady, sBusyNotReady, sBusyACW}
+	idle          = []string{sReady, sNotReady, sACW}
+	busy          = []string{sBusyReady, sBusyNotReady, sBusyACW}
+	active        = append(append([]string{}, idle...), busy...)
 )
 
 // transitions is the whole channel state model.

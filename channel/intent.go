@@ -9,17 +9,17 @@ import (
 
 // Reason is the reason code and its readable name attached to a status.
 type Reason struct {
-	Code string
-	Name string
+	Code string `json:"code,omitempty"`
+	Name string `json:"name,omitempty"`
 }
 
 // Intent is a validated channel command: the machine event it fires and the
 // reason and queues it carries.
 type Intent struct {
-	Command string
-	Event   Event
-	Reason  Reason
-	Queues  []string
+	Command string   `json:"command,omitempty"`
+	Event   Event    `json:"event"`
+	Reason  Reason   `json:"reason"`
+	Queues  []string `json:"queues,omitempty"`
 }
 
 // Catalog holds the reason codes an agent may use. Codes match a catalog

@@ -17,6 +17,7 @@ const (
 	CodeAdapterError   FailureCode = "ADAPTER_ERROR"
 	CodeTimeout        FailureCode = "TIMEOUT"
 	CodeRateLimited    FailureCode = "RATE_LIMITED"
+	CodeUnavailable    FailureCode = "UNAVAILABLE"
 	CodeInternal       FailureCode = "INTERNAL"
 )
 
@@ -38,6 +39,7 @@ var failureCodes = []CodeDoc[FailureCode]{
 	{CodeAdapterError, "The telephony switch (CTI adapter) refused or failed the change. Nothing changed in the broker."},
 	{CodeTimeout, "The switch did not answer within `adapter.timeout`. Nothing changed in the broker."},
 	{CodeRateLimited, "The connection sends commands faster than `limits.commandrate`; the command was not applied."},
+	{CodeUnavailable, "The shared state store (Redis) is unreachable, so the change could not be stored: nothing was applied, or, if the switch had already applied it, the events follow once the store is back. Retry later."},
 	{CodeInternal, "A bug in the broker or an adapter; the command was not applied and the broker keeps running."},
 }
 

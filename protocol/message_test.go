@@ -124,8 +124,8 @@ func TestCodeTablesComplete(t *testing.T) {
 		}
 		seen[c.Code] = true
 	}
-	if len(seen) != 12 {
-		t.Fatalf("failure code table has %d codes, want the 12 of the protocol", len(seen))
+	if len(seen) != 13 {
+		t.Fatalf("failure code table has %d codes, want the 13 of the protocol", len(seen))
 	}
 	closes := map[CloseCode]bool{}
 	for _, c := range CloseCodes() {

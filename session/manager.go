@@ -7,12 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/ctibroker/ctibroker/adapters"
+	"github.com/ctibroker/ctibroker/bus"
 	"github.com/ctibroker/ctibroker/protocol"
+	"github.com/ctibroker/ctibroker/store"
 )
 
 // Multi-connect policies.
@@ -63,6 +66,16 @@ type Options struct {
 	AddressBookInterval time.Duration
 	// DefaultHandleTime seeds the per-skill average handle time used for EWT.
 	DefaultHandleTime time.Duration
+	// Node identifies this broker node in session leases.
+	Node string
+	// LeaseTTL is how long a session's lease lasts without renewal; the
+	// owner renews it every LeaseTTL/3. It bounds how long a dead node's
+	// sessions stay unreachable.
+	LeaseTTL time.Duration
+	// StoreTimeout bounds every store call.
+	StoreTimeout time.Duration
+	// HealthInterval is how often the store is pinged for readiness.
+	HealthInterval time.Duration
 }
 
 // Identity is who a connection authenticated as.
@@ -89,19 +102,24 @@ var (
 	ErrAlreadyConnected = errors.New("the agent already has a live connection")
 	ErrSessionEnded     = errors.New("session ended")
 	ErrShuttingDown     = errors.New("broker is shutting down")
+	ErrStoreUnavailable = errors.New("the session store is unavailable")
 )
 
 // Manager owns all sessions of this broker node.
 type Manager struct {
 	opts    Options
 	adapter adapters.Adapter
+	store   store.Store
+	bus     bus.Bus
 	log     *zap.Logger
 	audit   *zap.Logger
 	dir     *directory
+	healthy atomic.Bool
 
 	mu      sync.Mutex
 	byAgent map[string]*Session
 	byID    map[string]*Session
+	opening map[string]chan struct{} // agents whose session is being opened
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -110,30 +128,96 @@ type Manager struct {
 
 // NewManager creates a manager. audit receives state changes and must not be
 // sampled.
-func NewManager(opts Options, adapter adapters.Adapter, log, audit *zap.Logger) *Manager {
-	return &Manager{opts: opts, adapter: adapter, log: log, audit: audit,
+func NewManager(opts Options, adapter adapters.Adapter, st store.Store, b bus.Bus, log, audit *zap.Logger) *Manager {
+	m := &Manager{opts: opts, adapter: adapter, store: st, bus: b, log: log, audit: audit,
 		dir:     newDirectory(opts.DefaultHandleTime),
-		byAgent: map[string]*Session{}, byID: map[string]*Session{},
+		byAgent: map[string]*Session{}, byID: map[string]*Session{}, opening: map[string]chan struct{}{},
 		stop: make(chan struct{})}
+	m.healthy.Store(true)
+	return m
 }
 
-// Run routes switch events to sessions until ctx ends, Shutdown is called or
-// the adapter closes its event stream.
-func (m *Manager) Run(ctx context.Context) {
+// Healthy reports whether the session store answered its last ping.
+func (m *Manager) Healthy() bool { return m.healthy.Load() }
+
+// nodeTopic is the bus topic on which a node receives takeover requests.
+func nodeTopic(node string) string { return "node:" + node }
+
+// Run routes switch events to sessions, serves takeover requests from other
+// nodes and watches the store's health, until ctx ends or Shutdown is called.
+func (m *Manager) Run(ctx context.Context) error {
+	// Without the subscription other nodes cannot ask for a handover (they
+	// then wait for the lease to expire): keep trying until it works.
+	var sub *bus.Subscription
+	var takeovers <-chan bus.Message
+	var resync <-chan struct{}
+	subscribe := func() {
+		sctx, cancel := context.WithTimeout(ctx, m.opts.StoreTimeout)
+		defer cancel()
+		s, err := m.bus.Subscribe(sctx, nodeTopic(m.opts.Node), 1024)
+		if err != nil {
+			m.log.Warn("cannot subscribe to takeover requests yet", zap.Error(err))
+			return
+		}
+		sub, takeovers, resync = s, s.C, s.Resync
+	}
+	subscribe()
+	defer func() {
+		if sub != nil {
+			sub.Close()
+		}
+	}()
+	health := time.NewTicker(m.opts.HealthInterval)
+	defer health.Stop()
 	events := m.adapter.Events()
 	for {
 		select {
 		case ev, ok := <-events:
 			if !ok {
-				return
+				events = nil
+				continue
 			}
 			m.dispatch(ev)
+		case msg := <-takeovers:
+			if s := m.byIDLocal(string(msg.Payload)); s != nil {
+				s.post(func(s *Session) { s.handOver("taken over by another node") })
+			}
+		case <-resync:
+			// A lost takeover request is repeated by the requester, or its
+			// lease wait covers it; nothing to recover.
+		case <-health.C:
+			m.checkHealth(ctx)
+			if sub == nil {
+				subscribe()
+			}
 		case <-ctx.Done():
-			return
+			return nil
 		case <-m.stop:
-			return
+			return nil
 		}
 	}
+}
+
+func (m *Manager) checkHealth(ctx context.Context) {
+	pctx, cancel := context.WithTimeout(ctx, m.opts.StoreTimeout)
+	err := m.store.Ping(pctx)
+	cancel()
+	was := m.healthy.Swap(err == nil)
+	switch {
+	case err != nil && was:
+		m.log.Error("session store unreachable: commands fail with UNAVAILABLE until it is back", zap.Error(err))
+	case err == nil && !was:
+		m.log.Info("session store reachable again; resyncing sessions")
+		for _, s := range m.sessions() {
+			s.post(func(s *Session) { s.retrySync() })
+		}
+	}
+}
+
+func (m *Manager) byIDLocal(sid string) *Session {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.byID[sid]
 }
 
 func (m *Manager) dispatch(ev adapters.Event) {
@@ -197,54 +281,155 @@ func (m *Manager) owner(sessionID string) string {
 // the events after that seq.
 func (m *Manager) Attach(ctx context.Context, id Identity, conn Conn, since *uint64) (*Session, error) {
 	// A session found in the registry may end before it sees the attach (it
-	// expired, logged out): then retry with a fresh one.
+	// expired, logged out): wait until it has left the registry (done is
+	// closed last) and open a fresh one.
 	for range 3 {
-		s, created, err := m.sessionFor(id)
+		s, created, err := m.sessionFor(ctx, id)
 		if err != nil {
 			return nil, err
 		}
 		res := make(chan error, 1)
-		if !s.post(func(s *Session) { res <- s.attach(conn, since, created) }) {
-			continue
+		if s.post(func(s *Session) { res <- s.attach(conn, since, created) }) {
+			select {
+			case err := <-res:
+				if err != nil {
+					return nil, err
+				}
+				return s, nil
+			case <-s.done:
+				if s.err != nil {
+					return nil, s.err
+				}
+			case <-ctx.Done():
+				s.Detach(conn)
+				return nil, ctx.Err()
+			}
 		}
 		select {
-		case err := <-res:
-			if err != nil {
-				return nil, err
-			}
-			return s, nil
 		case <-s.done:
-			if s.err != nil {
-				return nil, s.err
-			}
 		case <-ctx.Done():
-			s.Detach(conn)
 			return nil, ctx.Err()
 		}
 	}
 	return nil, ErrSessionEnded
 }
 
-func (m *Manager) sessionFor(id Identity) (*Session, bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	select {
-	case <-m.stop:
-		return nil, false, ErrShuttingDown
-	default:
+// sessionFor returns the agent's local session, opening it (from the store,
+// or new) when there is none. Opening one agent's session is single-flight.
+func (m *Manager) sessionFor(ctx context.Context, id Identity) (*Session, bool, error) {
+	for {
+		m.mu.Lock()
+		select {
+		case <-m.stop:
+			m.mu.Unlock()
+			return nil, false, ErrShuttingDown
+		default:
+		}
+		if s := m.byAgent[id.AgentID]; s != nil {
+			m.mu.Unlock()
+			return s, false, nil
+		}
+		if wait, busy := m.opening[id.AgentID]; busy {
+			m.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, false, ctx.Err()
+			}
+		}
+		done := make(chan struct{})
+		m.opening[id.AgentID] = done
+		m.mu.Unlock()
+
+		s, created, err := m.open(ctx, id)
+
+		m.mu.Lock()
+		delete(m.opening, id.AgentID)
+		close(done)
+		if err == nil {
+			m.byAgent[id.AgentID] = s
+			m.byID[s.id] = s
+			m.wg.Add(1)
+			go func() {
+				defer m.wg.Done()
+				s.run()
+			}()
+		}
+		m.mu.Unlock()
+		return s, created, err
 	}
-	if s := m.byAgent[id.AgentID]; s != nil {
+}
+
+// open finds the agent's live session in the store (or registers a new one)
+// and takes its lease, asking the current owner to hand it over.
+func (m *Manager) open(ctx context.Context, id Identity) (*Session, bool, error) {
+	if !m.Healthy() {
+		return nil, false, ErrStoreUnavailable
+	}
+	sctx, cancel := context.WithTimeout(ctx, m.opts.StoreTimeout)
+	sid, err := m.store.SessionOf(sctx, id.AgentID)
+	if err == nil && sid == "" {
+		sid, err = m.store.Claim(sctx, id.AgentID, newID())
+	}
+	cancel()
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: %v", ErrStoreUnavailable, err)
+	}
+	if err := m.acquire(ctx, sid, id.AgentID); err != nil {
+		return nil, false, err
+	}
+	sctx, cancel = context.WithTimeout(ctx, m.opts.StoreTimeout)
+	rec, found, err := m.store.Load(sctx, sid)
+	cancel()
+	if err != nil {
+		m.release(sid)
+		return nil, false, fmt.Errorf("%w: %v", ErrStoreUnavailable, err)
+	}
+	s := newSession(m, sid, id)
+	if found && len(rec.Snapshot) > 0 {
+		s.record = &rec
 		return s, false, nil
 	}
-	s := newSession(m, newID(), id)
-	m.byAgent[id.AgentID] = s
-	m.byID[s.id] = s
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		s.run()
-	}()
+	s.version = rec.Version
 	return s, true, nil
+}
+
+// acquire takes the session's lease. When another node holds it, that node is
+// asked to hand the session over; if it is dead, its lease expires.
+func (m *Manager) acquire(ctx context.Context, sid, agent string) error {
+	deadline := time.Now().Add(m.opts.LeaseTTL + m.opts.StoreTimeout)
+	asked := ""
+	for {
+		sctx, cancel := context.WithTimeout(ctx, m.opts.StoreTimeout)
+		owner, err := m.store.Acquire(sctx, sid, agent, m.opts.Node, m.opts.LeaseTTL)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrStoreUnavailable, err)
+		}
+		if owner == m.opts.Node {
+			return nil
+		}
+		if owner != asked {
+			m.log.Info("session owned by another node; asking it to hand over", zap.String("session", sid), zap.String("owner", owner))
+			_ = m.bus.Publish(ctx, nodeTopic(owner), []byte(sid))
+			asked = owner
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("session %s is still owned by node %s", sid, owner)
+		}
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (m *Manager) release(sid string) {
+	ctx, cancel := context.WithTimeout(context.Background(), m.opts.StoreTimeout)
+	defer cancel()
+	_ = m.store.Release(ctx, sid, m.opts.Node)
 }
 
 func (m *Manager) remove(s *Session) {

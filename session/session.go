@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	"github.com/ctibroker/ctibroker/adapters"
 	"github.com/ctibroker/ctibroker/channel"
 	"github.com/ctibroker/ctibroker/protocol"
+	"github.com/ctibroker/ctibroker/store"
 )
 
 type command struct {
@@ -42,13 +44,24 @@ type Session struct {
 	abDirty atomic.Bool
 
 	// Owned by the run goroutine.
-	conn         Conn
-	channels     []*channel.Channel
-	groups       []string
+	conn     Conn
+	channels []*channel.Channel
+	groups   []string
+	created  time.Time
+	// seq is the last seq handed out; committed the last one stored. Events
+	// in outbox (seq committed+1..seq) are delivered only once committed.
 	seq          uint64
-	hist         *history
+	committed    uint64
+	version      uint64
+	outbox       []store.Event
+	timeline     [][]byte // timeline entries not yet committed
+	unsynced     bool     // a commit failed; retrySync is scheduled
+	record       *store.Record
+	restored     time.Time
+	topics       []string
+	envPrefix    []byte
 	replies      *replies
-	outbox       [][]byte
+	lease        *time.Ticker
 	stateDirty   bool
 	presenceSent bool
 	catalog      *channel.Catalog
@@ -63,20 +76,38 @@ type Session struct {
 	started      map[string]time.Time // interaction id -> start, for handle times
 	endWith      *protocol.CloseCode  // end the session after this op's messages
 	ended        bool
+	handedOver   bool // another node owns the session now: keep it in the store
 }
 
 func newSession(m *Manager, id string, ident Identity) *Session {
-	return &Session{
-		m: m, id: id, agentID: ident.AgentID, teams: ident.Teams,
+	s := &Session{
+		m: m, id: id, agentID: ident.AgentID, teams: ident.Teams, created: time.Now(),
 		log:     m.log.With(zap.String("agent", ident.AgentID), zap.String("session", id)),
 		cmds:    make(chan command, max(m.opts.InboxSize, 1)),
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
-		hist:    newHistory(m.opts.HistorySize),
 		replies: newReplies(m.opts.RequestIDTTL, m.opts.RequestIDLimit),
 		acwGen:  map[string]uint64{}, acwTimers: map[string]*time.Timer{},
 		started: map[string]time.Time{},
 	}
+	s.setTopics()
+	return s
+}
+
+// setTopics computes the bus topics of the session's events and the prefix
+// of their envelope, once per team change.
+func (s *Session) setTopics() {
+	s.topics = append([]string{"agent:" + s.agentID, "all"}, s.teamTopics()...)
+	agent, _ := json.Marshal(s.agentID)
+	s.envPrefix = []byte(`{"agent":` + string(agent) + `,"session":"` + s.id + `","seq":`)
+}
+
+func (s *Session) teamTopics() []string {
+	out := make([]string, len(s.teams))
+	for i, t := range s.teams {
+		out[i] = "team:" + t
+	}
+	return out
 }
 
 // ID returns the session id.
@@ -132,7 +163,9 @@ func (s *Session) run() {
 		s.log.Warn("session could not start", zap.Error(err))
 		return
 	}
-	s.log.Info("session started")
+	s.log.Info("session started", zap.Bool("restored", s.record != nil))
+	s.lease = time.NewTicker(max(s.m.opts.LeaseTTL/3, time.Millisecond))
+	defer s.lease.Stop()
 	for !s.ended {
 		select {
 		case c := <-s.cmds:
@@ -143,14 +176,43 @@ func (s *Session) run() {
 			s.graceC = nil
 			s.safely("expire", s.expire)
 			s.ended = true
+		case <-s.lease.C:
+			s.renewLease()
 		case <-s.m.stop:
+			s.handedOver = true // shutting down: another node may take the session over
 			return
 		}
 		s.flush()
-		if s.endWith != nil {
+		if s.endWith != nil && !s.unsynced {
 			s.finish(*s.endWith, "session ended")
 		}
 	}
+}
+
+func (s *Session) renewLease() {
+	ctx, cancel := context.WithTimeout(context.Background(), s.m.opts.StoreTimeout)
+	defer cancel()
+	err := s.m.store.Renew(ctx, s.id, s.agentID, s.m.opts.Node, s.m.opts.LeaseTTL)
+	if errors.Is(err, store.ErrNotOwner) {
+		s.handOver("lease lost to another node")
+	} else if err != nil {
+		s.log.Warn("could not renew the session lease", zap.Error(err))
+	}
+}
+
+// handOver gives the session up because another node owns it now. Its
+// connection is closed with 4001 and nothing is changed in the store.
+func (s *Session) handOver(reason string) {
+	if s.ended {
+		return
+	}
+	s.log.Info("session handed over", zap.String("reason", reason))
+	if s.conn != nil {
+		s.conn.Close(protocol.CloseTakenOver, reason)
+		s.conn = nil
+	}
+	s.outbox = nil
+	s.handedOver, s.ended = true, true
 }
 
 func (s *Session) drainNotes() {
@@ -181,6 +243,15 @@ func (s *Session) cleanup() {
 	s.closed = true
 	s.notes = nil
 	s.notesMu.Unlock()
+	// The store first: once the session leaves the registry, a new attach
+	// may open it from the store.
+	ctx, cancel := context.WithTimeout(context.Background(), s.m.opts.StoreTimeout)
+	if s.handedOver || s.err != nil {
+		_ = s.m.store.Release(ctx, s.id, s.m.opts.Node)
+	} else if err := s.m.store.End(ctx, s.agentID, s.id); err != nil {
+		s.log.Warn("could not delete the ended session from the store; it expires by itself", zap.Error(err))
+	}
+	cancel()
 	s.m.remove(s)
 	for _, c := range s.channels {
 		s.m.dir.unwatch(endpointOf(c.Spec()), s)
@@ -198,8 +269,74 @@ func (s *Session) cleanup() {
 	close(s.done)
 }
 
-// init recreates the channels the agent is already logged into on the switch.
+// init restores the session from its stored record, or, for a new session,
+// recreates the channels the agent is already logged into on the switch and
+// stores the session.
 func (s *Session) init() error {
+	if s.record != nil {
+		return s.restore(*s.record)
+	}
+	if err := s.initFromSwitch(); err != nil {
+		return err
+	}
+	if err := s.persist(nil, true); err != nil {
+		return fmt.Errorf("storing the new session: %w", err)
+	}
+	return nil
+}
+
+// snapshot is a session's persistent state (the store's record).
+type snapshot struct {
+	SessionID string          `json:"sessionId"`
+	AgentID   string          `json:"agentId"`
+	Teams     []string        `json:"teams,omitempty"`
+	Created   int64           `json:"created"`
+	Seq       uint64          `json:"seq"`
+	Groups    []string        `json:"groups,omitempty"`
+	Channels  []channel.Saved `json:"channels"`
+}
+
+func (s *Session) snapshot() []byte {
+	snap := snapshot{SessionID: s.id, AgentID: s.agentID, Teams: s.teams, Created: s.created.UnixMilli(),
+		Seq: s.seq, Groups: s.groups, Channels: make([]channel.Saved, len(s.channels))}
+	for i, c := range s.channels {
+		snap.Channels[i] = c.Save()
+	}
+	b, err := json.Marshal(snap)
+	if err != nil {
+		panic(fmt.Sprintf("session snapshot does not encode: %v", err)) // only plain data: a bug
+	}
+	return b
+}
+
+func (s *Session) restore(rec store.Record) error {
+	var snap snapshot
+	if err := json.Unmarshal(rec.Snapshot, &snap); err != nil {
+		return fmt.Errorf("stored session %s does not decode: %w", s.id, err)
+	}
+	for _, saved := range snap.Channels {
+		c, err := channel.Restore(saved, s.m.opts.TimelineSize)
+		if err != nil {
+			return fmt.Errorf("stored session %s: %w", s.id, err)
+		}
+		s.channels = append(s.channels, c)
+		s.m.dir.watch(endpointOf(c.Spec()), s)
+		if c.Active() {
+			s.m.dir.claim(endpointOf(c.Spec()), s.agentID, true)
+		}
+		s.syncACWTimer(c)
+	}
+	s.groups, s.seq, s.committed, s.version = snap.Groups, snap.Seq, snap.Seq, rec.Version
+	s.created, s.restored = time.UnixMilli(snap.Created), time.Now()
+	if len(s.teams) == 0 && len(snap.Teams) > 0 {
+		s.teams = snap.Teams
+		s.setTopics()
+	}
+	s.publishPresence(s.state())
+	return nil
+}
+
+func (s *Session) initFromSwitch() error {
 	var logins []adapters.Login
 	if f := s.call(func(ctx context.Context) (err error) {
 		logins, err = s.m.adapter.Logins(ctx, s.agentID)
@@ -257,8 +394,14 @@ func (s *Session) attach(conn Conn, since *uint64, created bool) error {
 		s.grace, s.graceC = nil, nil
 	}
 	s.log.Info("connection attached", zap.String("remote", conn.RemoteAddr()), zap.Bool("created", created))
-	if since != nil && !created {
-		if missed, ok := s.hist.since(*since, s.seq); ok {
+	if since != nil && !created && !s.unsynced {
+		ctx, cancel := context.WithTimeout(context.Background(), s.m.opts.StoreTimeout)
+		missed, ok, err := s.m.store.EventsSince(ctx, s.id, *since, s.committed)
+		cancel()
+		if err != nil {
+			s.log.Warn("could not read the event stream; sending full state", zap.Error(err))
+		}
+		if ok && err == nil {
 			for _, msg := range missed {
 				s.deliver(msg)
 			}
@@ -341,15 +484,20 @@ func (s *Session) emit(target, name string, data any) {
 		s.log.Error("cannot encode event data", zap.String("event", name), zap.Error(err))
 		return
 	}
-	s.seq++
 	msg, err := json.Marshal(protocol.Event{MessageType: protocol.MessageTypeObjectEvent, Target: target,
-		Name: name, Data: raw, Seq: s.seq, Timestamp: time.Now().UnixMilli()})
+		Name: name, Data: raw, Seq: s.seq + 1, Timestamp: time.Now().UnixMilli()})
 	if err != nil {
 		s.log.Error("cannot encode event", zap.String("event", name), zap.Error(err))
 		return
 	}
-	s.hist.add(s.seq, msg)
-	s.outbox = append(s.outbox, msg)
+	s.seq++
+	env := make([]byte, 0, len(s.envPrefix)+len(msg)+32)
+	env = append(env, s.envPrefix...)
+	env = strconv.AppendUint(env, s.seq, 10)
+	env = append(env, `,"event":`...)
+	env = append(env, msg...)
+	env = append(env, '}')
+	s.outbox = append(s.outbox, store.Event{Seq: s.seq, Payload: msg, Envelope: env})
 }
 
 // stateUpdated emits state.updated once after a batch of channel changes.
@@ -376,13 +524,97 @@ func (s *Session) state() protocol.StateUpdated {
 	return protocol.StateUpdated{AgentID: s.agentID, Status: protocol.AggregateStatus(chans), Channels: chans}
 }
 
+// flush commits what the op changed and then delivers its events.
 func (s *Session) flush() {
+	if s.ended && s.handedOver {
+		return
+	}
 	s.stateUpdated()
-	for _, msg := range s.outbox {
-		s.deliver(msg)
+	if err := s.persist(nil, false); err != nil {
+		return
+	}
+	s.deliverCommitted()
+}
+
+func (s *Session) deliverCommitted() {
+	for _, e := range s.outbox {
+		s.deliver(e.Payload)
 	}
 	clear(s.outbox)
 	s.outbox = s.outbox[:0]
+}
+
+// persist commits the outbox, the new timeline intervals and the state
+// snapshot (force: even without events). On a store error the events stay
+// pending (undelivered) and a retry is scheduled; when another node owns the
+// session now, it is handed over.
+func (s *Session) persist(replies []store.Reply, force bool) error {
+	for _, c := range s.channels {
+		for _, iv := range c.TakeNew() {
+			s.timeline = append(s.timeline, timelineEntry(c, iv))
+		}
+	}
+	if len(s.outbox) == 0 && len(s.timeline) == 0 && !force {
+		return nil
+	}
+	if s.unsynced && !force {
+		return errUnsynced
+	}
+	c := store.Commit{SessionID: s.id, AgentID: s.agentID, Node: s.m.opts.Node, Version: s.version,
+		Events: s.outbox, Topics: s.topics, Timeline: s.timeline, Replies: replies, LeaseTTL: s.m.opts.LeaseTTL}
+	if s.m.store.Durable() {
+		c.Snapshot = s.snapshot()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.m.opts.StoreTimeout)
+	err := s.m.store.Commit(ctx, c)
+	cancel()
+	switch {
+	case err == nil:
+		s.version++
+		s.committed = s.seq
+		s.timeline = s.timeline[:0]
+		if s.unsynced {
+			s.unsynced = false
+			s.log.Info("session state stored again after a store outage")
+		}
+		return nil
+	case errors.Is(err, store.ErrNotOwner), errors.Is(err, store.ErrConflict):
+		s.handOver(err.Error())
+		return err
+	default:
+		if !s.unsynced {
+			s.log.Error("could not store the session state; events held until the store is back", zap.Error(err))
+		}
+		s.unsynced = true
+		time.AfterFunc(s.m.opts.HealthInterval, func() { s.post(func(s *Session) { s.retrySync() }) })
+		return err
+	}
+}
+
+var errUnsynced = errors.New("session state not stored yet")
+
+// retrySync commits the events held during a store outage and delivers them.
+func (s *Session) retrySync() {
+	if !s.unsynced || s.ended {
+		return
+	}
+	if err := s.persist(nil, true); err == nil {
+		s.deliverCommitted()
+	}
+}
+
+func timelineEntry(c *channel.Channel, iv channel.Interval) []byte {
+	b, _ := json.Marshal(struct {
+		Channel string `json:"channel"`
+		Group   string `json:"group,omitempty"`
+		Type    string `json:"type"`
+		State   string `json:"state"`
+		Status  string `json:"status"`
+		Reason  string `json:"reasonCode,omitempty"`
+		Name    string `json:"reasonName,omitempty"`
+		Start   int64  `json:"start"`
+	}{c.ID(), c.Group(), c.Spec().Type, iv.State, iv.Status, iv.ReasonCode, iv.ReasonName, iv.Start.UnixMilli()})
+	return b
 }
 
 func (s *Session) handleCommand(c command) {
@@ -392,7 +624,7 @@ func (s *Session) handleCommand(c command) {
 	now := time.Now()
 	id := c.in.Request.RequestID
 	if c.in.Failure == nil && id != "" {
-		if msg, ok := s.replies.get(id, now); ok {
+		if msg, ok := s.rememberedReply(id, now); ok {
 			s.deliver(msg)
 			return
 		}
@@ -403,10 +635,46 @@ func (s *Session) handleCommand(c command) {
 		s.log.Error("cannot encode reply", zap.Error(err))
 		msg, _ = json.Marshal(protocol.FailureReply(c.in, protocol.Failf(protocol.CodeInternal, "reply could not be encoded")))
 	}
-	if c.in.Failure == nil && id != "" && cacheable(reply) {
+	remember := c.in.Failure == nil && id != "" && cacheable(reply)
+	var reps []store.Reply
+	if remember {
+		reps = []store.Reply{{RequestID: id, Msg: msg}}
+	}
+	// Nothing is acknowledged that is not stored: commit, then reply.
+	s.stateUpdated()
+	if err := s.persist(reps, false); err != nil {
+		if s.handedOver {
+			return
+		}
+		msg, _ = json.Marshal(protocol.FailureReply(c.in, protocol.Failf(protocol.CodeUnavailable,
+			"the change could not be stored (%v); its events follow once the store is back", err)))
+		s.deliver(msg)
+		return
+	}
+	if remember {
 		s.replies.put(id, msg, now)
 	}
 	s.deliver(msg)
+	s.deliverCommitted()
+}
+
+// rememberedReply finds the first reply to a requestId: in this node's
+// cache, or, for a session this node took over recently, in the store.
+func (s *Session) rememberedReply(id string, now time.Time) ([]byte, bool) {
+	if msg, ok := s.replies.get(id, now); ok {
+		return msg, true
+	}
+	if s.restored.IsZero() || now.Sub(s.restored) > s.m.opts.RequestIDTTL {
+		return nil, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.m.opts.StoreTimeout)
+	defer cancel()
+	msg, ok, err := s.m.store.Reply(ctx, s.id, id)
+	if err != nil || !ok {
+		return nil, false
+	}
+	s.replies.put(id, msg, now)
+	return msg, true
 }
 
 // cacheable: transient failures are not remembered, so that a retry with the
@@ -416,7 +684,7 @@ func cacheable(r protocol.Reply) bool {
 		return true
 	}
 	switch r.Failure.Code {
-	case protocol.CodeAdapterError, protocol.CodeTimeout, protocol.CodeRateLimited, protocol.CodeInternal:
+	case protocol.CodeAdapterError, protocol.CodeTimeout, protocol.CodeRateLimited, protocol.CodeUnavailable, protocol.CodeInternal:
 		return false
 	}
 	return true
@@ -432,6 +700,10 @@ func (s *Session) execute(in protocol.Inbound) (reply protocol.Reply) {
 	}()
 	if in.Failure != nil {
 		return protocol.FailureReply(in, in.Failure)
+	}
+	if s.unsynced || !s.m.Healthy() {
+		// Fail before touching the switch: nothing could be acknowledged.
+		return protocol.FailureReply(in, protocol.Failf(protocol.CodeUnavailable, "the session store is unreachable; retry later"))
 	}
 	req := in.Request
 	doc, ok := protocol.LookupCommand(req.Command)

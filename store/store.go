@@ -4,10 +4,13 @@
 // the lease that makes exactly one node the session's owner.
 //
 // Commit is the only write of session state. It is atomic and fenced: it
-// applies only if the committing node holds the session's lease and the
-// record is at the expected version, so two nodes can never both apply a
-// change, and it publishes the committed events on their bus topics in the
-// same step.
+// applies only if no other node holds the session's lease and the record is
+// at the expected version, so two nodes can never both apply a change, and it
+// publishes the committed events on their bus topics in the same step.
+//
+// A lease that expired while nobody else took it (a store outage longer than
+// the lease) is re-taken by Renew and Commit: the version check still fences
+// any change another node made in between.
 package store
 
 import (
@@ -53,6 +56,9 @@ type Commit struct {
 	Topics   []string
 	Timeline [][]byte
 	Replies  []Reply
+	// LeaseTTL re-takes the lease for Node when it expired and nobody else
+	// holds it (after a store outage longer than the lease, say).
+	LeaseTTL time.Duration
 }
 
 // Record is a session as stored.
@@ -89,7 +95,8 @@ type Store interface {
 	// Acquire takes the session's lease for node unless another node holds
 	// it; it returns the holder.
 	Acquire(ctx context.Context, sid, agentID, node string, ttl time.Duration) (owner string, err error)
-	// Renew extends node's lease; ErrNotOwner when node lost it.
+	// Renew extends node's lease (re-taking it when it expired and is
+	// free); ErrNotOwner when another node holds it.
 	Renew(ctx context.Context, sid, agentID, node string, ttl time.Duration) error
 	// Release gives the lease up if node holds it.
 	Release(ctx context.Context, sid, node string) error
@@ -100,6 +107,8 @@ type Store interface {
 	// EventsSince returns the events with seq > since, up to last, in order;
 	// false when the stream no longer holds all of them.
 	EventsSince(ctx context.Context, sid string, since, last uint64) ([][]byte, bool, error)
+	// LastSeq returns the seq of the session's last stored event, 0 when none.
+	LastSeq(ctx context.Context, sid string) (uint64, error)
 	// Timeline returns the session's timeline entries, oldest first.
 	Timeline(ctx context.Context, sid string) ([][]byte, error)
 	// Reply returns a remembered reply.

@@ -73,8 +73,8 @@ func (m *Memory) SessionOf(_ context.Context, agentID string) (string, error) {
 func (m *Memory) Acquire(_ context.Context, sid, _, node string, ttl time.Duration) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if l, ok := m.leases[sid]; ok && l.node != node && time.Now().Before(l.expires) {
-		return l.node, nil
+	if m.heldByOther(sid, node) {
+		return m.leases[sid].node, nil
 	}
 	m.leases[sid] = lease{node, time.Now().Add(ttl)}
 	return node, nil
@@ -84,11 +84,16 @@ func (m *Memory) Acquire(_ context.Context, sid, _, node string, ttl time.Durati
 func (m *Memory) Renew(_ context.Context, sid, _, node string, ttl time.Duration) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if l, ok := m.leases[sid]; !ok || l.node != node {
+	if m.heldByOther(sid, node) {
 		return ErrNotOwner
 	}
 	m.leases[sid] = lease{node, time.Now().Add(ttl)}
 	return nil
+}
+
+func (m *Memory) heldByOther(sid, node string) bool {
+	l, ok := m.leases[sid]
+	return ok && l.node != node && time.Now().Before(l.expires)
 }
 
 // Release implements Store.
@@ -115,7 +120,7 @@ func (m *Memory) Load(_ context.Context, sid string) (Record, bool, error) {
 // Commit implements Store.
 func (m *Memory) Commit(ctx context.Context, c Commit) error {
 	m.mu.Lock()
-	if l, ok := m.leases[c.SessionID]; !ok || l.node != c.Node {
+	if m.heldByOther(c.SessionID, c.Node) {
 		m.mu.Unlock()
 		return ErrNotOwner
 	}
@@ -127,6 +132,9 @@ func (m *Memory) Commit(ctx context.Context, c Commit) error {
 	if s.version != c.Version {
 		m.mu.Unlock()
 		return ErrConflict
+	}
+	if l, ok := m.leases[c.SessionID]; !ok || l.node != c.Node {
+		m.leases[c.SessionID] = lease{c.Node, time.Now().Add(c.LeaseTTL)}
 	}
 	s.version++
 	if c.Snapshot != nil {
@@ -166,6 +174,16 @@ func (m *Memory) EventsSince(_ context.Context, sid string, since, last uint64) 
 	}
 	out, ok := s.events.since(since, last)
 	return out, ok, nil
+}
+
+// LastSeq implements Store.
+func (m *Memory) LastSeq(_ context.Context, sid string) (uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s := m.sessions[sid]; s != nil && s.events.n > 0 {
+		return s.events.at(s.events.n - 1).seq, nil
+	}
+	return 0, nil
 }
 
 // Timeline implements Store.

@@ -94,8 +94,9 @@ func (r *Redis) Acquire(ctx context.Context, sid, agentID, node string, ttl time
 }
 
 var renewScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local cur = redis.call('GET', KEYS[1])
+if cur ~= false and cur ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 for i = 2, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
 return 1`)
 
@@ -141,14 +142,16 @@ func (r *Redis) Load(ctx context.Context, sid string) (Record, bool, error) {
 	return Record{SessionID: sid, AgentID: m["agent"], Version: v, Snapshot: []byte(m["snap"])}, true, nil
 }
 
-// commitScript applies a Commit: fenced by the lease and the version, then
+// commitScript applies a Commit: fenced by the lease (re-taken when it
+// expired and nobody else holds it) and the version, then
 // snapshot, events (stream + publish), timeline and replies, all refreshed
 // to the session TTL. ARGV layout is built by Commit.
 var commitScript = redis.NewScript(`
 local owner = redis.call('GET', KEYS[3])
-if owner ~= ARGV[1] then return redis.error_reply('NOTOWNER ' .. tostring(owner)) end
+if owner ~= false and owner ~= ARGV[1] then return redis.error_reply('NOTOWNER ' .. tostring(owner)) end
 local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if v ~= tonumber(ARGV[2]) then return redis.error_reply('CONFLICT ' .. v) end
+if owner == false then redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[13]) end
 local ttl = ARGV[4]
 if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[1], 'v', v + 1, 'agent', ARGV[7], 'snap', ARGV[3])
@@ -157,7 +160,7 @@ else
 end
 redis.call('PEXPIRE', KEYS[1], ttl)
 local nE, nT, nL, nR = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-local i = 13
+local i = 14
 local topics = {}
 for t = 1, nT do topics[t] = ARGV[i]; i = i + 1 end
 for e = 1, nE do
@@ -181,7 +184,8 @@ func (r *Redis) Commit(ctx context.Context, c Commit) error {
 	keys[0], keys[1], keys[2], keys[3] = k, k+":ev", k+":lease", k+":tl"
 	args := make([]any, 0, 12+len(c.Topics)+3*len(c.Events)+len(c.Timeline)+len(c.Replies))
 	args = append(args, c.Node, c.Version, c.Snapshot, r.limits.TTL.Milliseconds(), r.limits.Events, r.limits.Timeline,
-		c.AgentID, len(c.Events), len(c.Topics), len(c.Timeline), len(c.Replies), r.limits.ReplyTTL.Milliseconds())
+		c.AgentID, len(c.Events), len(c.Topics), len(c.Timeline), len(c.Replies), r.limits.ReplyTTL.Milliseconds(),
+		c.LeaseTTL.Milliseconds())
 	for _, t := range c.Topics {
 		args = append(args, r.prefix+t)
 	}
@@ -228,6 +232,19 @@ func (r *Redis) EventsSince(ctx context.Context, sid string, since, last uint64)
 		out[i] = []byte(e)
 	}
 	return out, true, nil
+}
+
+// LastSeq implements Store.
+func (r *Redis) LastSeq(ctx context.Context, sid string) (uint64, error) {
+	msgs, err := r.c.XRevRangeN(ctx, r.sessKey(sid)+":ev", "+", "-", 1).Result()
+	if err != nil {
+		return 0, fmt.Errorf("last seq of %s: %w", sid, err)
+	}
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	ms, _, _ := strings.Cut(msgs[0].ID, "-")
+	return strconv.ParseUint(ms, 10, 64)
 }
 
 // Timeline implements Store.

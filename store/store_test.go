@@ -114,6 +114,34 @@ func TestStoreLeaseExpires(t *testing.T) {
 	})
 }
 
+func TestStoreExpiredLeaseIsRetakenOnlyWhenFree(t *testing.T) {
+	forEach(t, func(t *testing.T, s Store, _ bus.Bus) {
+		ctx := context.Background()
+		_, _ = s.Acquire(ctx, "s1", "a", "A", 50*time.Millisecond)
+		if err := s.Commit(ctx, Commit{SessionID: "s1", AgentID: "a", Node: "A", Version: 0, LeaseTTL: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(150 * time.Millisecond) // the lease expires (an outage, say)
+		if err := s.Renew(ctx, "s1", "a", "A", time.Minute); err != nil {
+			t.Fatalf("renewing an expired, free lease: %v", err)
+		}
+		if owner, _ := s.Acquire(ctx, "s1", "a", "B", time.Minute); owner != "A" {
+			t.Fatalf("owner after renewal = %q", owner)
+		}
+		// B takes over after A's lease expires and changes the session: A's
+		// commit at its old version must not land even though the lease is free.
+		_ = s.Release(ctx, "s1", "A")
+		_, _ = s.Acquire(ctx, "s1", "a", "B", time.Minute)
+		if err := s.Commit(ctx, Commit{SessionID: "s1", AgentID: "a", Node: "B", Version: 1, LeaseTTL: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+		_ = s.Release(ctx, "s1", "B")
+		if err := s.Commit(ctx, Commit{SessionID: "s1", AgentID: "a", Node: "A", Version: 1, LeaseTTL: time.Minute}); !errors.Is(err, ErrConflict) {
+			t.Fatalf("stale commit after another node's change: %v, want ErrConflict", err)
+		}
+	})
+}
+
 func TestStoreEventsSince(t *testing.T) {
 	forEach(t, func(t *testing.T, s Store, _ bus.Bus) {
 		ctx := context.Background()
@@ -122,6 +150,9 @@ func TestStoreEventsSince(t *testing.T) {
 			if err := s.Commit(ctx, Commit{SessionID: "s1", AgentID: "a", Node: "A", Version: v, Events: []Event{ev(v + 1)}}); err != nil {
 				t.Fatal(err)
 			}
+		}
+		if last, err := s.LastSeq(ctx, "s1"); err != nil || last != 7 {
+			t.Fatalf("LastSeq = %d, %v", last, err)
 		}
 		// 7 events, at least 5 kept: Redis trims approximately (MAXLEN ~),
 		// so since=0 may still be answerable there; when it is, it must be

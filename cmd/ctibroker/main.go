@@ -80,6 +80,7 @@ func serve(args, environ []string) error {
 		return err
 	}
 	defer func() { _ = log.Sync(); _ = audit.Sync() }()
+	broker.SetRedisLogger(log)
 	srv, err := broker.New(cfg, log, audit)
 	if err != nil {
 		return err
