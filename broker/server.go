@@ -48,6 +48,10 @@ type Server struct {
 	base     context.Context
 	cancel   context.CancelFunc
 	draining atomic.Bool
+	// streams ends the event streams first at shutdown, so that the HTTP
+	// server's graceful shutdown does not wait for them.
+	streams       context.Context
+	cancelStreams context.CancelFunc
 
 	mu    sync.Mutex
 	conns map[*wsConn]struct{}
@@ -64,7 +68,8 @@ func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
 		cfg.Node.ID = defaultNodeID()
 	}
 	base, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, log: log.With(zap.String("node", cfg.Node.ID)), audit: audit.With(zap.String("node", cfg.Node.ID)),
+	streams, cancelStreams := context.WithCancel(base)
+	s := &Server{streams: streams, cancelStreams: cancelStreams, cfg: cfg, log: log.With(zap.String("node", cfg.Node.ID)), audit: audit.With(zap.String("node", cfg.Node.ID)),
 		auth: NewAuthenticator(cfg.Auth), adapter: sw, sim: sw, base: base, cancel: cancel, conns: map[*wsConn]struct{}{}}
 	limits := store.Limits{Events: cfg.Limits.History, Timeline: cfg.Limits.Timeline, TTL: cfg.Redis.SessionTTL, ReplyTTL: cfg.Session.RequestIDTTL}
 	if cfg.Redis.Enabled() {
@@ -121,6 +126,7 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.serveReady)
+	mux.HandleFunc("GET /v1/agents/{id}/events", s.serveAgentEvents)
 	if s.sim != nil {
 		mux.Handle("POST /v1/sim/events", s.sim.ControlHandler())
 	}
@@ -166,6 +172,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.Shutdown.Timeout)
 	defer cancel()
 	s.draining.Store(true)
+	s.cancelStreams()
 	_ = srv.Shutdown(sctx) // stops accepting; hijacked WebSockets are ours to close
 	s.closeAll(protocol.CloseGoingAway, "broker shutting down")
 	if werr := waitGroup(sctx, &s.wg); werr != nil {

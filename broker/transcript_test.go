@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
 	"github.com/ctibroker/ctibroker/internal/redistest"
@@ -421,6 +423,23 @@ func TestTranscriptsCoverProtocol(t *testing.T) {
 	}
 }
 
+type discardRedisLog struct{}
+
+func (discardRedisLog) Printf(context.Context, string, ...any) {}
+
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	// go-redis logs reconnect attempts to stderr by default; the outage tests
+	// provoke plenty. Assertions, not log lines, tell what happened.
+	redis.SetLogger(discardRedisLog{})
+	code := m.Run()
+	if brokerBin.dir != "" {
+		_ = os.RemoveAll(brokerBin.dir)
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak: goroutines leaked:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }

@@ -97,7 +97,7 @@ func newSession(m *Manager, id string, ident Identity) *Session {
 // setTopics computes the bus topics of the session's events and the prefix
 // of their envelope, once per team change.
 func (s *Session) setTopics() {
-	s.topics = append([]string{"agent:" + s.agentID, "all"}, s.teamTopics()...)
+	s.topics = append([]string{AgentTopic(s.agentID), AllTopic}, s.teamTopics()...)
 	agent, _ := json.Marshal(s.agentID)
 	s.envPrefix = []byte(`{"agent":` + string(agent) + `,"session":"` + s.id + `","seq":`)
 }
@@ -105,7 +105,7 @@ func (s *Session) setTopics() {
 func (s *Session) teamTopics() []string {
 	out := make([]string, len(s.teams))
 	for i, t := range s.teams {
-		out[i] = "team:" + t
+		out[i] = TeamTopic(t)
 	}
 	return out
 }

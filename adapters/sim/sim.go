@@ -248,7 +248,11 @@ func (s *Switch) setStatus(ctx context.Context, ch adapters.ChannelRef, status, 
 	defer s.mu.Unlock()
 	l := s.logins[ch.AgentID][ch.Channel.ID]
 	if l == nil {
-		return fmt.Errorf("agent %s is not logged into channel %s", ch.AgentID, ch.Channel.ID)
+		// Each broker process has its own simulated switch: with several
+		// nodes, a session taken over from another node changes logins this
+		// one never saw. A real switch is shared; the sim learns the login.
+		l = &login{Login: adapters.Login{GroupID: ch.GroupID, GroupName: ch.GroupID, Channel: ch.Channel, State: protocol.StateActive}}
+		s.agentLogins(ch.AgentID)[ch.Channel.ID] = l
 	}
 	l.Status, l.ReasonCode = status, reason
 	return nil

@@ -1,0 +1,503 @@
+package broker
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ctibroker/ctibroker/internal/redistest"
+	"github.com/ctibroker/ctibroker/protocol"
+)
+
+// Multi-node tests: real ctibroker processes sharing a real redis-server.
+
+var brokerBin struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+// binary builds cmd/ctibroker once per test run.
+func binary(tb testing.TB) string {
+	tb.Helper()
+	brokerBin.once.Do(func() {
+		brokerBin.dir, brokerBin.err = os.MkdirTemp("", "ctibroker-test-bin")
+		if brokerBin.err != nil {
+			return
+		}
+		brokerBin.path = filepath.Join(brokerBin.dir, "ctibroker")
+		out, err := exec.Command("go", "build", "-o", brokerBin.path, "../cmd/ctibroker").CombinedOutput()
+		if err != nil {
+			brokerBin.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if brokerBin.err != nil {
+		tb.Fatal(brokerBin.err)
+	}
+	return brokerBin.path
+}
+
+type node struct {
+	tb   testing.TB
+	id   string
+	env  []string
+	addr string
+	cmd  *exec.Cmd
+	log  *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startNode starts a broker process on a free loopback port.
+func startNode(tb testing.TB, rs *redistest.Server, id string, env ...string) *node {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	n := &node{tb: tb, id: id, addr: addr, env: append(append(redisEnv(rs), "CTIBROKER_LISTEN="+addr, "CTIBROKER_NODE__ID="+id,
+		"CTIBROKER_LOG__LEVEL=warn", "CTIBROKER_SESSION__GRACE=1m"), env...)}
+	n.start()
+	tb.Cleanup(n.kill)
+	return n
+}
+
+func (n *node) start() {
+	n.tb.Helper()
+	n.log = &syncBuffer{}
+	n.cmd = exec.Command(binary(n.tb), "serve")
+	n.cmd.Env = append(os.Environ(), n.env...)
+	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
+	if err := n.cmd.Start(); err != nil {
+		n.tb.Fatal(err)
+	}
+	b := n.broker()
+	deadline := time.Now().Add(15 * time.Second)
+	for b.readyz() != http.StatusOK {
+		if time.Now().After(deadline) {
+			n.tb.Fatalf("node %s not ready:\n%s", n.id, n.log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kill sends SIGKILL: no shutdown, no lease release.
+func (n *node) kill() {
+	if n.cmd == nil {
+		return
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGKILL)
+	_ = n.cmd.Wait()
+	n.cmd = nil
+}
+
+func (n *node) broker() *testBroker { return &testBroker{addr: n.addr} }
+
+// sseEvent is one Server-Sent Event.
+type sseEvent struct {
+	id, name string
+	data     map[string]any
+}
+
+// follow opens GET /v1/agents/{agent}/events and streams its events.
+func follow(tb testing.TB, addr, agent, lastEventID string) <-chan sseEvent {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/agents/"+agent+"/events", nil)
+	if lastEventID != "" {
+		req.Header.Set("Last-Event-ID", lastEventID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		tb.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		cancel()
+		tb.Fatalf("events stream: HTTP %d", resp.StatusCode)
+	}
+	out := make(chan sseEvent, 4096)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		var ev sseEvent
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case strings.HasPrefix(line, "id: "):
+				ev.id = line[4:]
+			case strings.HasPrefix(line, "event: "):
+				ev.name = line[7:]
+			case strings.HasPrefix(line, "data: "):
+				_ = json.Unmarshal([]byte(line[6:]), &ev.data)
+			case line == "" && ev.name != "":
+				out <- ev
+				ev = sseEvent{}
+			}
+		}
+	}()
+	tb.Cleanup(func() { cancel(); <-done })
+	return out
+}
+
+// seqOf returns an event's seq.
+func seqOf(m map[string]any) uint64 {
+	f, _ := m["seq"].(float64)
+	return uint64(f)
+}
+
+// recorder collects what an agent connection received: events by seq, and
+// the requestIds of success replies.
+type recorder struct {
+	mu     sync.Mutex
+	events map[uint64]string // seq -> name
+	acked  map[string]uint64 // requestId -> highest seq received before its reply
+	last   uint64
+}
+
+func newRecorder() *recorder {
+	return &recorder{events: map[uint64]string{}, acked: map[string]uint64{}}
+}
+
+func (r *recorder) add(tb testing.TB, m map[string]any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if name, ok := m["name"].(string); ok {
+		seq := seqOf(m)
+		if prev, dup := r.events[seq]; dup && prev != name {
+			tb.Errorf("seq %d delivered as %s and as %s", seq, prev, name)
+		}
+		r.events[seq] = name
+		r.last = max(r.last, seq)
+		return
+	}
+	if m["result"] == "success" {
+		if id, ok := m["requestId"].(string); ok {
+			r.acked[id] = r.last
+		}
+	}
+}
+
+func toggle(i int) (string, any) {
+	if i%2 == 0 {
+		return protocol.CmdChannelReady, nil
+	}
+	return protocol.CmdChannelNotReady, map[string]string{"reasoncode": []string{"lunch", "break"}[i/2%2]}
+}
+
+func TestClusterThreeNodesSeeTheSameEvents(t *testing.T) {
+	rs := redistest.Start(t)
+	nodes := []*node{startNode(t, rs, "n1"), startNode(t, rs, "n2"), startNode(t, rs, "n3")}
+	streams := []<-chan sseEvent{follow(t, nodes[1].addr, "alice", ""), follow(t, nodes[2].addr, "alice", ""), follow(t, nodes[0].addr, "alice", "")}
+	c, sid := attach(t, nodes[0].broker(), "agent=alice")
+	rec := newRecorder()
+	c.request(t, protocol.CmdAddChannel, sid, map[string]any{"channel": map[string]string{"id": "p", "name": "1001", "type": "TELEPHONY"}})
+	c.request(t, protocol.CmdChannelActivate, sid+".p", nil)
+	for i := range 40 {
+		cmd, data := toggle(i)
+		c.send(t, map[string]any{"command": cmd, "target": sid + ".p", "data": data, "requestId": strconv.Itoa(i)})
+	}
+	for n := 0; n < 40; {
+		m := c.next(t)
+		rec.add(t, m)
+		if m["result"] != nil {
+			n++
+		}
+	}
+	// Every listener on every node sees the agent's events after it
+	// subscribed, in seq order, each once.
+	for i, s := range streams {
+		var got []uint64
+		deadline := time.After(10 * time.Second)
+		for len(got) == 0 || got[len(got)-1] < rec.last {
+			select {
+			case ev := <-s:
+				if ev.name == "reset" {
+					t.Fatalf("listener %d: reset", i)
+				}
+				seq := seqOf(ev.data)
+				if len(got) > 0 && seq != got[len(got)-1]+1 {
+					t.Fatalf("listener %d: seq %d after %d", i, seq, got[len(got)-1])
+				}
+				if name := ev.data["name"]; rec.events[seq] != "" && name != rec.events[seq] {
+					t.Fatalf("listener %d: seq %d is %v, the agent got %s", i, seq, name, rec.events[seq])
+				}
+				got = append(got, seq)
+			case <-deadline:
+				t.Fatalf("listener %d on %s stopped at %v, agent at %d", i, nodes[(i+1)%3].id, got, rec.last)
+			}
+		}
+	}
+}
+
+func TestClusterNodeKilledMidTraffic(t *testing.T) {
+	rs := redistest.Start(t)
+	a, b := startNode(t, rs, "node-a"), startNode(t, rs, "node-b")
+	listener := follow(t, b.addr, "alice", "")
+	c, sid := attach(t, a.broker(), "agent=alice")
+	rec := newRecorder()
+	rec.add(t, map[string]any{"name": protocol.EvSessionInitialized, "seq": float64(1)})
+	for _, r := range []struct {
+		cmd, target string
+		data        any
+	}{
+		{protocol.CmdAddChannel, sid, map[string]any{"channel": map[string]string{"id": "p", "name": "1001", "type": "TELEPHONY"}}},
+		{protocol.CmdChannelActivate, sid + ".p", nil},
+	} {
+		c.send(t, map[string]any{"command": r.cmd, "target": r.target, "data": r.data})
+		for {
+			m := c.next(t)
+			rec.add(t, m)
+			if m["result"] == "success" {
+				break
+			}
+			if m["result"] != nil {
+				t.Fatal(m)
+			}
+		}
+	}
+	// Traffic: commands pipelined while node A is killed. A reader records
+	// everything the agent got until the socket dies.
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		for data := range c.msgs {
+			var m map[string]any
+			_ = json.Unmarshal(data, &m)
+			rec.add(t, m)
+		}
+	}()
+	sent := 0
+	for ; sent < 400; sent++ {
+		cmd, data := toggle(sent)
+		req, _ := json.Marshal(map[string]any{"command": cmd, "target": sid + ".p", "data": data, "requestId": strconv.Itoa(sent)})
+		if err := c.ws.Write(context.Background(), 1, req); err != nil {
+			break
+		}
+		if sent == 60 {
+			a.kill()
+		}
+		time.Sleep(time.Millisecond)
+	}
+	<-readerDone
+	rec.mu.Lock()
+	ackedBeforeKill := len(rec.acked)
+	lastSeen := rec.last
+	rec.mu.Unlock()
+	if ackedBeforeKill < 10 {
+		t.Fatalf("only %d commands acknowledged before the kill", ackedBeforeKill)
+	}
+
+	// The agent reconnects to node B: B waits out A's lease, restores the
+	// session and replays exactly the events after the last one seen.
+	c2 := mustDial(t, b.broker(), fmt.Sprintf("agent=alice&since=%d", lastSeen))
+	for {
+		m := c2.next(t)
+		rec.add(t, m)
+		if m["name"] == protocol.EvSessionInitialized {
+			data := m["data"].(map[string]any)
+			if m["target"] != sid || data["resumed"] != true {
+				t.Fatalf("not the same session resumed: %v", m)
+			}
+			break
+		}
+	}
+	// Every acknowledged command's events, and everything after, form one
+	// contiguous seq range: nothing acknowledged was lost, nothing repeated.
+	rec.mu.Lock()
+	for seq := uint64(1); seq <= rec.last; seq++ {
+		if _, ok := rec.events[seq]; !ok {
+			t.Fatalf("seq %d missing after failover (last %d)", seq, rec.last)
+		}
+	}
+	rec.mu.Unlock()
+	// The session works on B; the listener on B saw every event once, in order.
+	// "training" is a reason the traffic never used: certainly a change.
+	if r := c2.request(t, protocol.CmdChannelNotReady, sid+".p", map[string]string{"reasoncode": "training"}); r["result"] != "success" {
+		t.Fatalf("command on node B after failover: %v", r)
+	}
+	c2.until(t, isEvent(protocol.EvStateUpdated))
+	final := drainListener(t, listener, rec.last+2)
+	checkContiguous(t, final, 3) // the listener subscribed after the first events
+
+	// Node A comes back: the agent moves back to it (A asks B to hand the
+	// session over); seqs continue without duplicates.
+	a.start()
+	c3 := mustDial(t, a.broker(), fmt.Sprintf("agent=alice&since=%d", rec.last+2))
+	if code := c2.waitClose(t); int(code) != int(protocol.CloseTakenOver) {
+		t.Fatalf("node B's connection closed with %d, want %d", code, protocol.CloseTakenOver)
+	}
+	init := c3.until(t, isEvent(protocol.EvSessionInitialized))
+	if init["target"] != sid || seqOf(init) != rec.last+3 {
+		t.Fatalf("after moving back: %v (want seq %d)", init, rec.last+3)
+	}
+	if r := c3.request(t, protocol.CmdChannelReady, sid+".p", nil); r["result"] != "success" {
+		t.Fatal(r)
+	}
+	checkContiguous(t, drainListener(t, listener, seqOf(init)+2), 3)
+}
+
+// drainListener reads a listener until it reached seq `until`.
+func drainListener(t *testing.T, l <-chan sseEvent, until uint64) []uint64 {
+	t.Helper()
+	var got []uint64
+	deadline := time.After(15 * time.Second)
+	for len(got) == 0 || got[len(got)-1] < until {
+		select {
+		case ev := <-l:
+			if ev.name == "reset" {
+				t.Fatalf("listener got a reset: %v", ev)
+			}
+			got = append(got, seqOf(ev.data))
+		case <-deadline:
+			t.Fatalf("listener stopped at %v, want %d", got, until)
+		}
+	}
+	t.Logf("listener drained %d events: %d..%d (until %d)", len(got), got[0], got[len(got)-1], until)
+	return got
+}
+
+func checkContiguous(t *testing.T, seqs []uint64, minLen int) {
+	t.Helper()
+	if len(seqs) < minLen {
+		t.Fatalf("only %d events: %v", len(seqs), seqs)
+	}
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] != seqs[i-1]+1 {
+			t.Fatalf("listener seqs not contiguous at %d: %v", i, seqs)
+		}
+	}
+}
+
+// Two nodes race for the same session: connections to A and to B take it
+// over from each other again and again while sending commands. The version
+// check and the lease must keep one history: the stored stream is one
+// contiguous seq range, and every event a client received is in it, unchanged.
+func TestClusterNodesRaceForOneSession(t *testing.T) {
+	rs := redistest.Start(t)
+	env := []string{"CTIBROKER_LIMITS__HISTORY=100000", "CTIBROKER_LIMITS__COMMANDRATE=0"}
+	nodes := []*node{startNode(t, rs, "race-a", env...), startNode(t, rs, "race-b", env...)}
+	c, sid := attach(t, nodes[0].broker(), "agent=alice")
+	c.request(t, protocol.CmdAddChannel, sid, map[string]any{"channel": map[string]string{"id": "p", "name": "1001", "type": "TELEPHONY"}})
+	c.request(t, protocol.CmdChannelActivate, sid+".p", nil)
+	_ = c.ws.CloseNow()
+
+	var mu sync.Mutex
+	seen := map[uint64]string{} // seq -> event name, as received by clients
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(3 * time.Second)
+	for w, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for round := 0; time.Now().Before(deadline); round++ {
+				cl, err := dial(t, n.broker(), "agent=alice", nil)
+				if err != nil {
+					continue
+				}
+				for i := range 20 {
+					cmd, data := toggle(w + i)
+					req, _ := json.Marshal(map[string]any{"command": cmd, "target": sid + ".p", "data": data})
+					if cl.ws.Write(context.Background(), 1, req) != nil {
+						break
+					}
+				}
+				timeout := time.After(2 * time.Second)
+			read:
+				for {
+					select {
+					case data, ok := <-cl.msgs:
+						if !ok {
+							break read
+						}
+						var m map[string]any
+						_ = json.Unmarshal(data, &m)
+						if name, ok := m["name"].(string); ok {
+							mu.Lock()
+							if prev, dup := seen[seqOf(m)]; dup && prev != name {
+								t.Errorf("seq %d seen as %s and as %s", seqOf(m), prev, name)
+							}
+							seen[seqOf(m)] = name
+							mu.Unlock()
+						}
+					case <-timeout:
+						break read
+					}
+				}
+				_ = cl.ws.CloseNow()
+			}
+		}()
+	}
+	wg.Wait()
+	rc := rs.Client()
+	stream, err := rc.XRange(context.Background(), "ctibroker:sess:{"+sid+"}:ev", "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := map[uint64]string{}
+	for i, e := range stream {
+		var ev map[string]any
+		_ = json.Unmarshal([]byte(e.Values["e"].(string)), &ev)
+		seq := seqOf(ev)
+		if want := strconv.FormatUint(seq, 10) + "-0"; e.ID != want {
+			t.Fatalf("stream entry %s holds seq %d", e.ID, seq)
+		}
+		if i > 0 && seq != seqOf(mustEvent(t, stream[i-1].Values["e"]))+1 {
+			t.Fatalf("stored seqs not contiguous at %s", e.ID)
+		}
+		stored[seq] = ev["name"].(string)
+	}
+	if len(stream) < 20 {
+		t.Fatalf("only %d events stored: the race did not happen", len(stream))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for seq, name := range seen {
+		if stored[seq] != name {
+			t.Fatalf("a client received seq %d as %s, the store has %q: lost update", seq, name, stored[seq])
+		}
+	}
+	t.Logf("%d events stored, %d distinct seen by the racing clients", len(stream), len(seen))
+}
+
+func mustEvent(t *testing.T, v any) map[string]any {
+	var ev map[string]any
+	if err := json.Unmarshal([]byte(v.(string)), &ev); err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
