@@ -4,7 +4,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: run build test vet fmt lint fuzz readme-fsm clean
+.PHONY: run build test vet fmt lint fuzz bench readme-fsm clean
 
 run:
 	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/ctibroker serve --log-format console
@@ -26,6 +26,12 @@ fuzz:
 	$(GO) test ./protocol -run '^$$' -fuzz FuzzDecodeRequest -fuzztime $(FUZZTIME)
 	$(GO) test ./protocol -run '^$$' -fuzz FuzzParseTarget -fuzztime $(FUZZTIME)
 	$(GO) test ./channel -run '^$$' -fuzz FuzzParseCommand -fuzztime $(FUZZTIME)
+
+# Socket-level benchmarks, memory and Redis side by side (Redis ones need
+# redis-server). Figures and the commands that made them: docs/benchmarks.md.
+BENCHTIME ?= 3s
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count 1 ./broker
 
 # Rewrites the state diagram embedded in README.md from `ctibroker fsm`.
 readme-fsm:

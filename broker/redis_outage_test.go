@@ -14,6 +14,7 @@ import (
 func TestRedisRestartUnderTraffic(t *testing.T) {
 	rs := redistest.Start(t)
 	b := startBroker(t, append(redisEnv(rs), "CTIBROKER_LIMITS__COMMANDRATE=0")...)
+	listener := follow(t, b.addr, "alice", "")
 	c, sid := attach(t, b, "agent=alice")
 	c.request(t, protocol.CmdAddChannel, sid, map[string]any{"channel": map[string]string{"id": "p", "name": "1001", "type": "TELEPHONY"}})
 	c.request(t, protocol.CmdChannelActivate, sid+".p", nil)
@@ -77,6 +78,9 @@ func TestRedisRestartUnderTraffic(t *testing.T) {
 			t.Fatalf("seq %d never delivered (last %d)", seq, lastSeq)
 		}
 	}
+	// The listener's pub/sub connection was re-subscribed after the outage:
+	// it resynced from the stream, so it has every event, in order, once.
+	checkContiguous(t, drainListener(t, listener, lastSeq), int(lastSeq))
 	// A fresh connection (full state read back from the session) shows the
 	// last acknowledged state.
 	c2 := mustDial(t, b, "agent=alice")

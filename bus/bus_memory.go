@@ -44,5 +44,12 @@ func (b *Memory) Subscribe(_ context.Context, topic string, buf int) (*Subscript
 	return s, nil
 }
 
+// Subscribers returns the number of subscriptions to topic.
+func (b *Memory) Subscribers(topic string) int {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return len(b.subs[topic])
+}
+
 // Close implements Bus.
 func (b *Memory) Close() error { return nil }
