@@ -111,4 +111,3 @@ func reportLatency(b *testing.B, lat []time.Duration, what string) {
 	b.ReportMetric(q(0.99), what+"-p99-µs")
 	b.ReportMetric(float64(len(lat))/b.Elapsed().Seconds(), "cmds/s")
 }
-
