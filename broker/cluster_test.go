@@ -93,11 +93,24 @@ func startNode(tb testing.TB, rs *redistest.Server, id string, env ...string) *n
 	return n
 }
 
+// brokerlessEnviron is this process's environment without CTIBROKER_
+// variables: the harness's own (CTIBROKER_REQUIRE_REDIS) would be rejected
+// by the broker as an unknown configuration key, as it should be.
+func brokerlessEnviron() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, EnvPrefix) {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
 func (n *node) start() {
 	n.tb.Helper()
 	n.log = &syncBuffer{}
 	n.cmd = exec.Command(binary(n.tb), "serve")
-	n.cmd.Env = append(os.Environ(), n.env...)
+	n.cmd.Env = append(brokerlessEnviron(), n.env...)
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	if err := n.cmd.Start(); err != nil {
 		n.tb.Fatal(err)
