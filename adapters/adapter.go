@@ -54,6 +54,9 @@ type Adapter interface {
 	// Properties.AgentID and skill entries Properties.Skill so that the broker
 	// can fill in live state.
 	AddressBook(ctx context.Context, agentID string) (protocol.AddressBooks, error)
+	// Teams returns the teams the switch assigns the agent to; used when the
+	// agent's token names none.
+	Teams(ctx context.Context, agentID string) ([]string, error)
 	// Events streams what happens on the switch.
 	Events() <-chan Event
 	Close() error

@@ -16,9 +16,9 @@ import (
 
 // Roles carried by the JWT role claim.
 const (
-	RoleAgent      = "agent"
-	RoleSupervisor = "supervisor"
-	RoleAdmin      = "admin"
+	RoleAgent      = session.RoleAgent
+	RoleSupervisor = session.RoleSupervisor
+	RoleAdmin      = session.RoleAdmin
 )
 
 var roles = []string{RoleAgent, RoleSupervisor, RoleAdmin}
@@ -45,6 +45,13 @@ func NewAuthenticator(cfg AuthConfig) *Authenticator {
 func (a *Authenticator) Identify(r *http.Request) (id session.Identity, expires time.Time, err error) {
 	q := r.URL.Query()
 	if a.mode == AuthNone {
+		if sup := q.Get("supervisor"); sup != "" {
+			// Loopback development mode: an admin-scoped supervisor.
+			if err := protocol.ValidateID(sup); err != nil {
+				return id, expires, fmt.Errorf("query parameter supervisor: %w", err)
+			}
+			return session.Identity{AgentID: sup, Role: RoleSupervisor, AllTeams: true}, expires, nil
+		}
 		id.AgentID = q.Get("agent")
 		if err := protocol.ValidateID(id.AgentID); err != nil {
 			return id, expires, fmt.Errorf("query parameter agent: %w", err)
@@ -81,14 +88,14 @@ func (a *Authenticator) Identify(r *http.Request) (id session.Identity, expires 
 	if !slices.Contains(roles, c.Role) {
 		return id, expires, fmt.Errorf("invalid token: role %q is not one of %s", c.Role, strings.Join(roles, ", "))
 	}
-	return session.Identity{AgentID: c.Subject, Role: c.Role, Teams: c.Teams}, c.ExpiresAt.Time, nil
+	return session.Identity{AgentID: c.Subject, Role: c.Role, Teams: c.Teams, AllTeams: c.Role == RoleAdmin}, c.ExpiresAt.Time, nil
 }
 
 // IdentifyREST authenticates a REST or SSE request. With auth.mode none (a
 // loopback-only development mode) a request without ?agent= acts as admin.
 func (a *Authenticator) IdentifyREST(r *http.Request) (session.Identity, error) {
 	if a.mode == AuthNone && r.URL.Query().Get("agent") == "" {
-		return session.Identity{AgentID: "local-admin", Role: RoleAdmin}, nil
+		return session.Identity{AgentID: "local-admin", Role: RoleAdmin, AllTeams: true}, nil
 	}
 	id, _, err := a.Identify(r)
 	return id, err

@@ -45,6 +45,7 @@ type Config struct {
 	Adapter     AdapterConfig                `koanf:"adapter"`
 	ACW         map[string]session.ACWPolicy `koanf:"acw"`
 	AddressBook AddressBookConfig            `koanf:"addressbook"`
+	History     HistoryConfig                `koanf:"history"`
 	Shutdown    ShutdownConfig               `koanf:"shutdown"`
 	Redis       RedisConfig                  `koanf:"redis"`
 	Node        NodeConfig                   `koanf:"node"`
@@ -132,6 +133,12 @@ type AdapterConfig struct {
 type AddressBookConfig struct {
 	Interval          time.Duration `koanf:"interval"`
 	DefaultHandleTime time.Duration `koanf:"defaulthandletime"`
+}
+
+// HistoryConfig bounds the status history.
+type HistoryConfig struct {
+	Retention time.Duration `koanf:"retention"`
+	Sessions  int           `koanf:"sessions"`
 }
 
 // ShutdownConfig configures graceful shutdown.
@@ -284,6 +291,7 @@ func (c Config) Validate() error {
 		"shutdown.timeout": float64(c.Shutdown.Timeout), "addressbook.defaulthandletime": float64(c.AddressBook.DefaultHandleTime),
 		"redis.timeout": float64(c.Redis.Timeout), "redis.leasettl": float64(c.Redis.LeaseTTL),
 		"redis.sessionttl": float64(c.Redis.SessionTTL), "redis.healthinterval": float64(c.Redis.HealthInterval),
+		"history.retention": float64(c.History.Retention), "history.sessions": float64(c.History.Sessions),
 	}
 	keys := make([]string, 0, len(positive))
 	for k := range positive {

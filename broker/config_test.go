@@ -127,7 +127,8 @@ func TestDefaultsDocumentEveryKey(t *testing.T) {
 		"pinginterval", "pingtimeout", "writetimeout", "sendqueue", "commandrate", "commandburst", "inbox", "history",
 		"timeline", "requestids", "grace", "onexpire", "multiconnect", "requestidttl", "kind", "timeout", "acw",
 		"interval", "defaulthandletime", "latency", "failrate", "eventbuffer", "agents", "notreadyreasons",
-		"logoutreasons", "addressbooks"} {
+		"logoutreasons", "addressbooks", "retention", "sessions", "url", "addrs", "mastername", "prefix", "leasettl",
+		"sessionttl", "healthinterval", "id"} {
 		if !strings.Contains(string(DefaultsYAML), "\n"+key+":") && !strings.Contains(string(DefaultsYAML), " "+key+":") {
 			t.Errorf("defaults.yaml does not document %q", key)
 		}

@@ -71,7 +71,8 @@ func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
 	streams, cancelStreams := context.WithCancel(base)
 	s := &Server{streams: streams, cancelStreams: cancelStreams, cfg: cfg, log: log.With(zap.String("node", cfg.Node.ID)), audit: audit.With(zap.String("node", cfg.Node.ID)),
 		auth: NewAuthenticator(cfg.Auth), adapter: sw, sim: sw, base: base, cancel: cancel, conns: map[*wsConn]struct{}{}}
-	limits := store.Limits{Events: cfg.Limits.History, Timeline: cfg.Limits.Timeline, TTL: cfg.Redis.SessionTTL, ReplyTTL: cfg.Session.RequestIDTTL}
+	limits := store.Limits{Events: cfg.Limits.History, Timeline: cfg.Limits.Timeline, TTL: cfg.Redis.SessionTTL,
+		ReplyTTL: cfg.Session.RequestIDTTL, History: cfg.History.Retention, HistorySessions: cfg.History.Sessions}
 	if cfg.Redis.Enabled() {
 		s.redis = newRedisClient(cfg.Redis)
 		s.bus = bus.NewRedis(s.redis, cfg.Redis.Prefix, s.log)

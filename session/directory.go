@@ -13,11 +13,14 @@ import (
 
 // Presence is an agent's live state as other sessions see it.
 type Presence struct {
-	AgentID   string
-	SessionID string
-	Teams     []string
-	Status    string
-	Channels  []protocol.ChannelState
+	AgentID     string
+	SessionID   string
+	Teams       []string
+	Status      string
+	StatusSince time.Time
+	Channels    []protocol.ChannelState
+	// Seq is the session seq this presence reflects.
+	Seq uint64
 }
 
 // directory is the broker-wide view shared between sessions: who holds which

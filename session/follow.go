@@ -37,11 +37,19 @@ const AllTopic = "all"
 // bus connection is repaired from the session's event stream; what the
 // stream no longer holds is reported with a Reset envelope.
 func (m *Manager) Follow(ctx context.Context, topic string, from map[string]uint64, deliver func(Envelope) error) error {
+	return m.follow(ctx, topic, from, nil, deliver)
+}
+
+// follow is Follow, calling subscribed (when set) once the subscription is active.
+func (m *Manager) follow(ctx context.Context, topic string, from map[string]uint64, subscribed func(), deliver func(Envelope) error) error {
 	sub, err := m.bus.Subscribe(ctx, topic, 4096)
 	if err != nil {
 		return fmt.Errorf("follow %s: %w", topic, err)
 	}
 	defer sub.Close()
+	if subscribed != nil {
+		subscribed()
+	}
 	f := &follower{m: m, last: maps.Clone(from), agents: map[string]string{}, deliver: deliver}
 	if f.last == nil {
 		f.last = map[string]uint64{}

@@ -83,6 +83,29 @@ type Identity struct {
 	AgentID string
 	Role    string
 	Teams   []string
+	// AllTeams: a supervisor who may see every team (role admin, or a
+	// supervisor in auth.mode none).
+	AllTeams bool
+}
+
+// Roles.
+const (
+	RoleAgent      = "agent"
+	RoleSupervisor = "supervisor"
+	RoleAdmin      = "admin"
+)
+
+// Supervisor reports whether the identity gets a supervisor session (no
+// channels, read-only, can watch agents).
+func (id Identity) Supervisor() bool { return id.Role == RoleSupervisor || id.Role == RoleAdmin }
+
+// key is the identity's registry and store key: supervisors and agents with
+// the same id have different sessions.
+func (id Identity) key() string {
+	if id.Supervisor() {
+		return "sup:" + id.AgentID
+	}
+	return id.AgentID
 }
 
 // Conn is a client connection as a session sees it.
@@ -114,6 +137,7 @@ type Manager struct {
 	log     *zap.Logger
 	audit   *zap.Logger
 	dir     *directory
+	board   *board
 	healthy atomic.Bool
 
 	mu      sync.Mutex
@@ -134,6 +158,7 @@ func NewManager(opts Options, adapter adapters.Adapter, st store.Store, b bus.Bu
 		byAgent: map[string]*Session{}, byID: map[string]*Session{}, opening: map[string]chan struct{}{},
 		stop: make(chan struct{})}
 	m.healthy.Store(true)
+	m.board = newBoard(m)
 	return m
 }
 
@@ -325,11 +350,11 @@ func (m *Manager) sessionFor(ctx context.Context, id Identity) (*Session, bool, 
 			return nil, false, ErrShuttingDown
 		default:
 		}
-		if s := m.byAgent[id.AgentID]; s != nil {
+		if s := m.byAgent[id.key()]; s != nil {
 			m.mu.Unlock()
 			return s, false, nil
 		}
-		if wait, busy := m.opening[id.AgentID]; busy {
+		if wait, busy := m.opening[id.key()]; busy {
 			m.mu.Unlock()
 			select {
 			case <-wait:
@@ -339,16 +364,16 @@ func (m *Manager) sessionFor(ctx context.Context, id Identity) (*Session, bool, 
 			}
 		}
 		done := make(chan struct{})
-		m.opening[id.AgentID] = done
+		m.opening[id.key()] = done
 		m.mu.Unlock()
 
 		s, created, err := m.open(ctx, id)
 
 		m.mu.Lock()
-		delete(m.opening, id.AgentID)
+		delete(m.opening, id.key())
 		close(done)
 		if err == nil {
-			m.byAgent[id.AgentID] = s
+			m.byAgent[id.key()] = s
 			m.byID[s.id] = s
 			m.wg.Add(1)
 			go func() {
@@ -368,15 +393,15 @@ func (m *Manager) open(ctx context.Context, id Identity) (*Session, bool, error)
 		return nil, false, ErrStoreUnavailable
 	}
 	sctx, cancel := context.WithTimeout(ctx, m.opts.StoreTimeout)
-	sid, err := m.store.SessionOf(sctx, id.AgentID)
+	sid, err := m.store.SessionOf(sctx, id.key())
 	if err == nil && sid == "" {
-		sid, err = m.store.Claim(sctx, id.AgentID, newID())
+		sid, err = m.store.Claim(sctx, id.key(), newID())
 	}
 	cancel()
 	if err != nil {
 		return nil, false, fmt.Errorf("%w: %v", ErrStoreUnavailable, err)
 	}
-	if err := m.acquire(ctx, sid, id.AgentID); err != nil {
+	if err := m.acquire(ctx, sid, id.key()); err != nil {
 		return nil, false, err
 	}
 	sctx, cancel = context.WithTimeout(ctx, m.opts.StoreTimeout)
@@ -435,8 +460,8 @@ func (m *Manager) release(sid string) {
 func (m *Manager) remove(s *Session) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.byAgent[s.agentID] == s {
-		delete(m.byAgent, s.agentID)
+	if m.byAgent[s.key] == s {
+		delete(m.byAgent, s.key)
 	}
 	delete(m.byID, s.id)
 }

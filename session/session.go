@@ -30,6 +30,8 @@ type Session struct {
 	m       *Manager
 	id      string
 	agentID string
+	key     string // registry and store key (supervisors: "sup:<id>")
+	ident   Identity
 	teams   []string
 	log     *zap.Logger
 
@@ -50,14 +52,21 @@ type Session struct {
 	created  time.Time
 	// seq is the last seq handed out; committed the last one stored. Events
 	// in outbox (seq committed+1..seq) are delivered only once committed.
-	seq          uint64
-	committed    uint64
-	version      uint64
-	outbox       []store.Event
-	timeline     [][]byte // timeline entries not yet committed
-	unsynced     bool     // a commit failed; retrySync is scheduled
-	record       *store.Record
-	restored     time.Time
+	seq       uint64
+	committed uint64
+	version   uint64
+	outbox    []store.Event
+	timeline  [][]byte // timeline entries not yet committed
+	unsynced  bool     // a commit failed; retrySync is scheduled
+	record    *store.Record
+	restored  time.Time
+	// status and statusSince: the aggregate status and when it started.
+	status      string
+	statusSince time.Time
+	subs        map[string]*subscription // supervisor subscriptions by id
+	// forcePersist commits the snapshot even without events (supervisor
+	// subscriptions changed).
+	forcePersist bool
 	topics       []string
 	envPrefix    []byte
 	replies      *replies
@@ -81,7 +90,8 @@ type Session struct {
 
 func newSession(m *Manager, id string, ident Identity) *Session {
 	s := &Session{
-		m: m, id: id, agentID: ident.AgentID, teams: ident.Teams, created: time.Now(),
+		m: m, id: id, agentID: ident.AgentID, key: ident.key(), ident: ident, teams: ident.Teams, created: time.Now(),
+		subs:    map[string]*subscription{},
 		log:     m.log.With(zap.String("agent", ident.AgentID), zap.String("session", id)),
 		cmds:    make(chan command, max(m.opts.InboxSize, 1)),
 		wake:    make(chan struct{}, 1),
@@ -97,7 +107,10 @@ func newSession(m *Manager, id string, ident Identity) *Session {
 // setTopics computes the bus topics of the session's events and the prefix
 // of their envelope, once per team change.
 func (s *Session) setTopics() {
-	s.topics = append([]string{AgentTopic(s.agentID), AllTopic}, s.teamTopics()...)
+	s.topics = nil // a supervisor's events are its own: not published
+	if !s.ident.Supervisor() {
+		s.topics = append([]string{AgentTopic(s.agentID), AllTopic}, s.teamTopics()...)
+	}
 	agent, _ := json.Marshal(s.agentID)
 	s.envPrefix = []byte(`{"agent":` + string(agent) + `,"session":"` + s.id + `","seq":`)
 }
@@ -192,7 +205,7 @@ func (s *Session) run() {
 func (s *Session) renewLease() {
 	ctx, cancel := context.WithTimeout(context.Background(), s.m.opts.StoreTimeout)
 	defer cancel()
-	err := s.m.store.Renew(ctx, s.id, s.agentID, s.m.opts.Node, s.m.opts.LeaseTTL)
+	err := s.m.store.Renew(ctx, s.id, s.key, s.m.opts.Node, s.m.opts.LeaseTTL)
 	if errors.Is(err, store.ErrNotOwner) {
 		s.handOver("lease lost to another node")
 	} else if err != nil {
@@ -246,9 +259,12 @@ func (s *Session) cleanup() {
 	// The store first: once the session leaves the registry, a new attach
 	// may open it from the store.
 	ctx, cancel := context.WithTimeout(context.Background(), s.m.opts.StoreTimeout)
+	for _, sub := range s.subs {
+		sub.cancel()
+	}
 	if s.handedOver || s.err != nil {
 		_ = s.m.store.Release(ctx, s.id, s.m.opts.Node)
-	} else if err := s.m.store.End(ctx, s.agentID, s.id); err != nil {
+	} else if err := s.m.store.End(ctx, s.key, s.id); err != nil {
 		s.log.Warn("could not delete the ended session from the store; it expires by itself", zap.Error(err))
 	}
 	cancel()
@@ -276,8 +292,10 @@ func (s *Session) init() error {
 	if s.record != nil {
 		return s.restore(*s.record)
 	}
-	if err := s.initFromSwitch(); err != nil {
-		return err
+	if !s.ident.Supervisor() {
+		if err := s.initFromSwitch(); err != nil {
+			return err
+		}
 	}
 	if err := s.persist(nil, true); err != nil {
 		return fmt.Errorf("storing the new session: %w", err)
@@ -294,11 +312,21 @@ type snapshot struct {
 	Seq       uint64          `json:"seq"`
 	Groups    []string        `json:"groups,omitempty"`
 	Channels  []channel.Saved `json:"channels"`
+	// StatusSince is when the aggregate status started, Unix ms.
+	StatusSince int64 `json:"statusSince"`
+	// Supervisor sessions: role and subscriptions.
+	Role          string              `json:"role,omitempty"`
+	AllTeams      bool                `json:"allTeams,omitempty"`
+	Subscriptions []savedSubscription `json:"subscriptions,omitempty"`
 }
 
 func (s *Session) snapshot() []byte {
 	snap := snapshot{SessionID: s.id, AgentID: s.agentID, Teams: s.teams, Created: s.created.UnixMilli(),
-		Seq: s.seq, Groups: s.groups, Channels: make([]channel.Saved, len(s.channels))}
+		Seq: s.seq, Groups: s.groups, Channels: make([]channel.Saved, len(s.channels)),
+		StatusSince: s.statusSince.UnixMilli(), Role: s.ident.Role, AllTeams: s.ident.AllTeams}
+	for id, sub := range s.subs {
+		snap.Subscriptions = append(snap.Subscriptions, savedSubscription{ID: id, Filter: sub.filter})
+	}
 	for i, c := range s.channels {
 		snap.Channels[i] = c.Save()
 	}
@@ -328,15 +356,36 @@ func (s *Session) restore(rec store.Record) error {
 	}
 	s.groups, s.seq, s.committed, s.version = snap.Groups, snap.Seq, snap.Seq, rec.Version
 	s.created, s.restored = time.UnixMilli(snap.Created), time.Now()
+	s.statusSince = time.UnixMilli(snap.StatusSince)
 	if len(s.teams) == 0 && len(snap.Teams) > 0 {
 		s.teams = snap.Teams
 		s.setTopics()
 	}
-	s.publishPresence(s.state())
+	st := s.state()
+	s.status = st.Status
+	if !s.ident.Supervisor() {
+		s.publishPresence(st)
+	}
+	// Changes may have happened while the session moved: every
+	// subscription starts again from a snapshot that says so.
+	for _, saved := range snap.Subscriptions {
+		if f := s.startSubscription(saved.ID, saved.Filter, protocol.SnapshotResync); f != nil {
+			s.log.Warn("could not restore a supervisor subscription", zap.String("subscription", saved.ID), zap.String("failure", f.Error()))
+		}
+	}
 	return nil
 }
 
 func (s *Session) initFromSwitch() error {
+	if len(s.teams) == 0 {
+		if f := s.call(func(ctx context.Context) (err error) {
+			s.teams, err = s.m.adapter.Teams(ctx, s.agentID)
+			return err
+		}); f != nil {
+			return fmt.Errorf("reading the agent's teams from the switch: %s", f.Message)
+		}
+		s.setTopics()
+	}
 	var logins []adapters.Login
 	if f := s.call(func(ctx context.Context) (err error) {
 		logins, err = s.m.adapter.Logins(ctx, s.agentID)
@@ -507,13 +556,20 @@ func (s *Session) stateUpdated() {
 	}
 	s.stateDirty = false
 	st := s.state()
+	if st.Status != s.status {
+		s.status, s.statusSince = st.Status, time.Now()
+	}
 	s.emit(s.id, protocol.EvStateUpdated, st)
 	s.publishPresence(st)
 }
 
 func (s *Session) publishPresence(st protocol.StateUpdated) {
+	if s.statusSince.IsZero() {
+		s.status, s.statusSince = st.Status, time.Now()
+	}
 	s.presenceSent = true
-	s.m.dir.publish(Presence{AgentID: s.agentID, SessionID: s.id, Teams: s.teams, Status: st.Status, Channels: st.Channels})
+	s.m.dir.publish(Presence{AgentID: s.agentID, SessionID: s.id, Teams: s.teams, Status: st.Status,
+		StatusSince: s.statusSince, Channels: st.Channels, Seq: s.seq})
 }
 
 func (s *Session) state() protocol.StateUpdated {
@@ -554,6 +610,7 @@ func (s *Session) persist(replies []store.Reply, force bool) error {
 			s.timeline = append(s.timeline, timelineEntry(c, iv))
 		}
 	}
+	force = force || s.forcePersist
 	if len(s.outbox) == 0 && len(s.timeline) == 0 && !force {
 		return nil
 	}
@@ -571,6 +628,7 @@ func (s *Session) persist(replies []store.Reply, force bool) error {
 	switch {
 	case err == nil:
 		s.version++
+		s.forcePersist = false
 		s.committed = s.seq
 		s.timeline = s.timeline[:0]
 		if s.unsynced {
@@ -722,10 +780,17 @@ func (s *Session) execute(in protocol.Inbound) (reply protocol.Reply) {
 	}
 	var data json.RawMessage
 	var f *protocol.Failure
+	if s.ident.Supervisor() && mutatesAgentState(req.Command) {
+		return protocol.FailureReply(in, protocol.Failf(protocol.CodeForbidden, "supervisor sessions are read-only: %s is for agents", req.Command))
+	}
 	switch doc.Target {
 	case protocol.TargetSession:
 		if !tgt.IsSession() {
 			return protocol.FailureReply(in, protocol.Failf(protocol.CodeInvalidTarget, "%s targets a session, not %q", req.Command, req.Target))
+		}
+		if req.Command == protocol.CmdSupervisorSubscribe || req.Command == protocol.CmdSupervisorUnsubscribe {
+			data, f = s.supervisorCommand(req)
+			break
 		}
 		data, f = s.sessionCommand(req)
 	default:
@@ -742,6 +807,17 @@ func (s *Session) execute(in protocol.Inbound) (reply protocol.Reply) {
 		return protocol.FailureReply(in, f)
 	}
 	return protocol.SuccessReply(req, data)
+}
+
+// mutatesAgentState reports whether a command changes channels; supervisor
+// sessions have none and may not.
+func mutatesAgentState(command string) bool {
+	switch command {
+	case protocol.CmdAddChannel, protocol.CmdAddChannelGroup, protocol.CmdRemoveChannel,
+		protocol.CmdChannelActivate, protocol.CmdChannelDeactivate, protocol.CmdChannelReady, protocol.CmdChannelNotReady:
+		return true
+	}
+	return false
 }
 
 func (s *Session) resolve(t protocol.Target) (*channel.Channel, *protocol.Failure) {

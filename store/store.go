@@ -61,6 +61,12 @@ type Commit struct {
 	LeaseTTL time.Duration
 }
 
+// SessionRef names a session of an agent and when it was created.
+type SessionRef struct {
+	SessionID string
+	Created   time.Time
+}
+
 // Record is a session as stored.
 type Record struct {
 	SessionID string
@@ -80,6 +86,11 @@ type Limits struct {
 	TTL time.Duration
 	// ReplyTTL is how long replies are remembered by requestId.
 	ReplyTTL time.Duration
+	// History is how long timelines are kept after their session ended,
+	// for the agents' status history and reports.
+	History time.Duration
+	// HistorySessions bounds the sessions remembered per agent.
+	HistorySessions int
 }
 
 // Store is the durable session store.
@@ -109,7 +120,13 @@ type Store interface {
 	EventsSince(ctx context.Context, sid string, since, last uint64) ([][]byte, bool, error)
 	// LastSeq returns the seq of the session's last stored event, 0 when none.
 	LastSeq(ctx context.Context, sid string) (uint64, error)
-	// Timeline returns the session's timeline entries, oldest first.
+	// LiveSessions returns the record of every live session.
+	LiveSessions(ctx context.Context) ([]Record, error)
+	// AgentSessions returns the agent's sessions within the history
+	// retention (live or ended), oldest first, with their creation times.
+	AgentSessions(ctx context.Context, agentID string) ([]SessionRef, error)
+	// Timeline returns the session's timeline entries, oldest first; kept
+	// for Limits.History after the session ended.
 	Timeline(ctx context.Context, sid string) ([][]byte, error)
 	// Reply returns a remembered reply.
 	Reply(ctx context.Context, sid, requestID string) ([]byte, bool, error)

@@ -20,6 +20,9 @@ type Memory struct {
 	agents   map[string]string
 	leases   map[string]lease
 	sessions map[string]*memSession
+	// History outlives sessions: timelines by session, sessions by agent.
+	timelines map[string]*ring
+	history   map[string][]SessionRef
 }
 
 type lease struct {
@@ -45,7 +48,8 @@ var _ Store = (*Memory)(nil)
 
 // NewMemory creates an in-process store publishing on b.
 func NewMemory(limits Limits, b bus.Bus) *Memory {
-	return &Memory{limits: limits, bus: b, agents: map[string]string{}, leases: map[string]lease{}, sessions: map[string]*memSession{}}
+	return &Memory{limits: limits, bus: b, agents: map[string]string{}, leases: map[string]lease{}, sessions: map[string]*memSession{},
+		timelines: map[string]*ring{}, history: map[string][]SessionRef{}}
 }
 
 // Durable implements Store.
@@ -59,6 +63,14 @@ func (m *Memory) Claim(_ context.Context, agentID, sid string) (string, error) {
 		return cur, nil
 	}
 	m.agents[agentID] = sid
+	now := time.Now()
+	refs := append(m.history[agentID], SessionRef{SessionID: sid, Created: now})
+	// Forget sessions beyond the retention or the count bound.
+	for len(refs) > 0 && (now.Sub(refs[0].Created) > m.limits.History || len(refs) > max(m.limits.HistorySessions, 1)) {
+		delete(m.timelines, refs[0].SessionID)
+		refs = refs[1:]
+	}
+	m.history[agentID] = refs
 	return sid, nil
 }
 
@@ -126,7 +138,12 @@ func (m *Memory) Commit(ctx context.Context, c Commit) error {
 	}
 	s := m.sessions[c.SessionID]
 	if s == nil {
-		s = &memSession{agent: c.AgentID, events: newRing(m.limits.Events), timeline: newRing(m.limits.Timeline), replies: map[string]memReply{}}
+		tl := m.timelines[c.SessionID]
+		if tl == nil {
+			tl = newRing(m.limits.Timeline)
+			m.timelines[c.SessionID] = tl
+		}
+		s = &memSession{agent: c.AgentID, events: newRing(m.limits.Events), timeline: tl, replies: map[string]memReply{}}
 		m.sessions[c.SessionID] = s
 	}
 	if s.version != c.Version {
@@ -190,11 +207,34 @@ func (m *Memory) LastSeq(_ context.Context, sid string) (uint64, error) {
 func (m *Memory) Timeline(_ context.Context, sid string) ([][]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	s := m.sessions[sid]
-	if s == nil {
-		return nil, nil
+	if tl := m.timelines[sid]; tl != nil {
+		return tl.all(), nil
 	}
-	return s.timeline.all(), nil
+	return nil, nil
+}
+
+// LiveSessions implements Store.
+func (m *Memory) LiveSessions(context.Context) ([]Record, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Record, 0, len(m.sessions))
+	for sid, s := range m.sessions {
+		out = append(out, Record{SessionID: sid, AgentID: s.agent, Version: s.version, Snapshot: s.snapshot})
+	}
+	return out, nil
+}
+
+// AgentSessions implements Store.
+func (m *Memory) AgentSessions(_ context.Context, agentID string) ([]SessionRef, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []SessionRef
+	for _, r := range m.history[agentID] {
+		if time.Since(r.Created) <= m.limits.History {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 // Reply implements Store.

@@ -21,6 +21,10 @@ import (
 //	P sess:{sid}:tl          list    timeline entries                  LTRIM, TTL
 //	P sess:{sid}:lease       string  owner node id                     lease TTL
 //	P sess:{sid}:req:<id>    string  reply to a requestId              reply TTL
+//	P live                   set     live session ids                  members removed at End
+//	P hist:{agent}           zset    the agent's sessions by creation  history retention
+//
+// A session's timeline is kept for the history retention after it ended.
 type Redis struct {
 	c      redis.UniversalClient
 	prefix string
@@ -36,6 +40,8 @@ func NewRedis(c redis.UniversalClient, prefix string, limits Limits) *Redis {
 }
 
 func (r *Redis) agentKey(agent string) string { return r.prefix + "agent:{" + agent + "}" }
+func (r *Redis) histKey(agent string) string  { return r.prefix + "hist:{" + agent + "}" }
+func (r *Redis) liveKey() string              { return r.prefix + "live" }
 func (r *Redis) sessKey(sid string) string    { return r.prefix + "sess:{" + sid + "}" }
 
 // Durable implements Store.
@@ -48,6 +54,18 @@ func (r *Redis) Claim(ctx context.Context, agentID, sid string) (string, error) 
 		return "", fmt.Errorf("claim session of %s: %w", agentID, err)
 	}
 	if ok {
+		now := time.Now()
+		_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.SAdd(ctx, r.liveKey(), sid)
+			p.ZAdd(ctx, r.histKey(agentID), redis.Z{Score: float64(now.UnixMilli()), Member: sid})
+			p.ZRemRangeByScore(ctx, r.histKey(agentID), "-inf", strconv.FormatInt(now.Add(-r.limits.History).UnixMilli(), 10))
+			p.ZRemRangeByRank(ctx, r.histKey(agentID), 0, -int64(max(r.limits.HistorySessions, 1))-1)
+			p.PExpire(ctx, r.histKey(agentID), r.limits.History)
+			return nil
+		})
+		if err != nil {
+			return "", fmt.Errorf("claim session of %s: %w", agentID, err)
+		}
 		return sid, nil
 	}
 	cur, err := r.c.Get(ctx, r.agentKey(agentID)).Result()
@@ -100,10 +118,12 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 for i = 2, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
 return 1`)
 
+// The timeline keeps the history retention, refreshed by commits.
+
 // Renew implements Store. It also refreshes the TTL of the session's keys.
 func (r *Redis) Renew(ctx context.Context, sid, agentID, node string, ttl time.Duration) error {
 	k := r.sessKey(sid)
-	ok, err := renewScript.Run(ctx, r.c, []string{k + ":lease", k, k + ":ev", k + ":tl"}, node, ttl.Milliseconds(), r.limits.TTL.Milliseconds()).Int()
+	ok, err := renewScript.Run(ctx, r.c, []string{k + ":lease", k, k + ":ev"}, node, ttl.Milliseconds(), r.limits.TTL.Milliseconds()).Int()
 	if err != nil {
 		return fmt.Errorf("renew lease of %s: %w", sid, err)
 	}
@@ -160,7 +180,7 @@ else
 end
 redis.call('PEXPIRE', KEYS[1], ttl)
 local nE, nT, nL, nR = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-local i = 14
+local i = 15
 local topics = {}
 for t = 1, nT do topics[t] = ARGV[i]; i = i + 1 end
 for e = 1, nE do
@@ -172,7 +192,7 @@ if nE > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 for l = 1, nL do redis.call('RPUSH', KEYS[4], ARGV[i]); i = i + 1 end
 if nL > 0 then
   redis.call('LTRIM', KEYS[4], -tonumber(ARGV[6]), -1)
-  redis.call('PEXPIRE', KEYS[4], ttl)
+  redis.call('PEXPIRE', KEYS[4], ARGV[14])
 end
 for r = 1, nR do redis.call('SET', KEYS[4 + r], ARGV[i], 'PX', ARGV[12]); i = i + 1 end
 return v + 1`)
@@ -185,7 +205,7 @@ func (r *Redis) Commit(ctx context.Context, c Commit) error {
 	args := make([]any, 0, 12+len(c.Topics)+3*len(c.Events)+len(c.Timeline)+len(c.Replies))
 	args = append(args, c.Node, c.Version, c.Snapshot, r.limits.TTL.Milliseconds(), r.limits.Events, r.limits.Timeline,
 		c.AgentID, len(c.Events), len(c.Topics), len(c.Timeline), len(c.Replies), r.limits.ReplyTTL.Milliseconds(),
-		c.LeaseTTL.Milliseconds())
+		c.LeaseTTL.Milliseconds(), r.limits.History.Milliseconds())
 	for _, t := range c.Topics {
 		args = append(args, r.prefix+t)
 	}
@@ -282,10 +302,57 @@ func (r *Redis) End(ctx context.Context, agentID, sid string) error {
 		return fmt.Errorf("end %s: %w", sid, err)
 	}
 	k := r.sessKey(sid)
-	if err := r.c.Del(ctx, k, k+":ev", k+":tl", k+":lease").Err(); err != nil {
+	if err := r.c.Del(ctx, k, k+":ev", k+":lease").Err(); err != nil {
+		return fmt.Errorf("end %s: %w", sid, err)
+	}
+	if err := r.c.SRem(ctx, r.liveKey(), sid).Err(); err != nil {
 		return fmt.Errorf("end %s: %w", sid, err)
 	}
 	return nil
+}
+
+// LiveSessions implements Store. Sessions whose record expired (their owner
+// died and nobody resumed them) are pruned from the live set on the way.
+func (r *Redis) LiveSessions(ctx context.Context) ([]Record, error) {
+	ids, err := r.c.SMembers(ctx, r.liveKey()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("live sessions: %w", err)
+	}
+	cmds := make([]*redis.MapStringStringCmd, len(ids))
+	_, err = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, sid := range ids {
+			cmds[i] = p.HGetAll(ctx, r.sessKey(sid))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("live sessions: %w", err)
+	}
+	out := make([]Record, 0, len(ids))
+	for i, c := range cmds {
+		m := c.Val()
+		if len(m) == 0 {
+			_ = r.c.SRem(ctx, r.liveKey(), ids[i]).Err()
+			continue
+		}
+		v, _ := strconv.ParseUint(m["v"], 10, 64)
+		out = append(out, Record{SessionID: ids[i], AgentID: m["agent"], Version: v, Snapshot: []byte(m["snap"])})
+	}
+	return out, nil
+}
+
+// AgentSessions implements Store.
+func (r *Redis) AgentSessions(ctx context.Context, agentID string) ([]SessionRef, error) {
+	zs, err := r.c.ZRangeByScoreWithScores(ctx, r.histKey(agentID), &redis.ZRangeBy{
+		Min: strconv.FormatInt(time.Now().Add(-r.limits.History).UnixMilli(), 10), Max: "+inf"}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("sessions of %s: %w", agentID, err)
+	}
+	out := make([]SessionRef, len(zs))
+	for i, z := range zs {
+		out[i] = SessionRef{SessionID: z.Member.(string), Created: time.UnixMilli(int64(z.Score))}
+	}
+	return out, nil
 }
 
 // Ping implements Store.

@@ -15,7 +15,7 @@ import (
 	"github.com/ctibroker/ctibroker/internal/redistest"
 )
 
-var limits = Limits{Events: 5, Timeline: 3, TTL: time.Minute, ReplyTTL: time.Minute}
+var limits = Limits{Events: 5, Timeline: 3, TTL: time.Minute, ReplyTTL: time.Minute, History: time.Hour, HistorySessions: 3}
 
 type backend struct {
 	name string
@@ -209,8 +209,31 @@ func TestStoreClaimRepliesTimelineEnd(t *testing.T) {
 		if _, ok, _ := s.Reply(ctx, "s1", "r2"); ok {
 			t.Fatal("unknown requestId found")
 		}
+		if live, _ := s.LiveSessions(ctx); len(live) != 1 || live[0].SessionID != "s1" {
+			t.Fatalf("LiveSessions = %+v", live)
+		}
 		if err := s.End(ctx, "alice", "s1"); err != nil {
 			t.Fatal(err)
+		}
+		if live, _ := s.LiveSessions(ctx); len(live) != 0 {
+			t.Fatalf("LiveSessions after End = %+v", live)
+		}
+		// History outlives the session.
+		if tl, _ := s.Timeline(ctx, "s1"); len(tl) != 3 {
+			t.Fatalf("timeline after End: %s", tl)
+		}
+		refs, _ := s.AgentSessions(ctx, "alice")
+		if len(refs) != 1 || refs[0].SessionID != "s1" || time.Since(refs[0].Created) > time.Minute {
+			t.Fatalf("AgentSessions = %+v", refs)
+		}
+		// At most HistorySessions sessions are remembered per agent.
+		for i := 2; i <= 5; i++ {
+			sid := fmt.Sprintf("s%d", i)
+			_, _ = s.Claim(ctx, "alice", sid)
+			_ = s.End(ctx, "alice", sid)
+		}
+		if refs, _ := s.AgentSessions(ctx, "alice"); len(refs) != 3 || refs[2].SessionID != "s5" {
+			t.Fatalf("AgentSessions after 5 sessions = %+v, want the last 3", refs)
 		}
 		if sid, _ := s.SessionOf(ctx, "alice"); sid != "" {
 			t.Fatalf("SessionOf after End = %q", sid)

@@ -301,8 +301,13 @@ func cloneGroups(gs []protocol.Group) []protocol.Group {
 	return out
 }
 
-// Teams returns the teams the switch maps the agent to.
-func (s *Switch) Teams(agentID string) []string { return slices.Clone(s.cfg.Agents[agentID].Teams) }
+// Teams implements adapters.Adapter: the teams configured for the agent.
+func (s *Switch) Teams(ctx context.Context, agentID string) ([]string, error) {
+	if err := s.call(ctx, agentID, false); err != nil {
+		return nil, err
+	}
+	return slices.Clone(s.cfg.Agents[agentID].Teams), nil
+}
 
 // Events implements adapters.Adapter.
 func (s *Switch) Events() <-chan adapters.Event { return s.events }

@@ -1,0 +1,143 @@
+package session
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+
+	"github.com/ctibroker/ctibroker/channel"
+	"github.com/ctibroker/ctibroker/protocol"
+)
+
+// subscription is one supervisor.subscribe of a session.
+type subscription struct {
+	filter protocol.WatchFilter
+	cancel func()
+}
+
+type savedSubscription struct {
+	ID     string               `json:"id"`
+	Filter protocol.WatchFilter `json:"filter"`
+}
+
+// maxSubscriptions bounds the subscriptions of one session.
+const maxSubscriptions = 16
+
+// supervisorCommand runs supervisor.subscribe and supervisor.unsubscribe.
+func (s *Session) supervisorCommand(req protocol.Request) (json.RawMessage, *protocol.Failure) {
+	switch req.Command {
+	case protocol.CmdSupervisorSubscribe:
+		var f protocol.WatchFilter
+		if fail := protocol.DecodeData(req.Data, &f); fail != nil {
+			return nil, fail
+		}
+		if len(s.subs) >= maxSubscriptions {
+			return nil, protocol.Failf(protocol.CodeInvalidState, "at most %d subscriptions per session", maxSubscriptions)
+		}
+		id := newID()[:12]
+		if fail := s.startSubscription(id, f, protocol.SnapshotSubscribed); fail != nil {
+			return nil, fail
+		}
+		data, _ := json.Marshal(protocol.SubscribeReply{SubscriptionID: id})
+		return data, nil
+	case protocol.CmdSupervisorUnsubscribe:
+		var d protocol.UnsubscribeData
+		if fail := protocol.DecodeData(req.Data, &d); fail != nil {
+			return nil, fail
+		}
+		sub, ok := s.subs[d.SubscriptionID]
+		if !ok {
+			return nil, protocol.Failf(protocol.CodeNotFound, "no subscription %q", d.SubscriptionID)
+		}
+		sub.cancel()
+		delete(s.subs, d.SubscriptionID)
+		s.forcePersist = true
+		return req.Data, nil
+	}
+	return nil, protocol.Failf(protocol.CodeUnknownCommand, "unknown command %q", req.Command)
+}
+
+// scope restricts a filter to what the session's identity may see:
+// supervisors their teams, agents themselves, admins everything.
+func (s *Session) scope(f protocol.WatchFilter) (protocol.WatchFilter, *protocol.Failure) {
+	switch {
+	case !s.ident.Supervisor():
+		if len(f.Agents) != 1 || f.Agents[0] != s.agentID {
+			return f, protocol.Failf(protocol.CodeForbidden, "agents may only watch themselves (agents: [%q])", s.agentID)
+		}
+	case s.ident.AllTeams:
+	default:
+		allowed := s.teams
+		if len(f.Teams) == 0 {
+			f.Teams = slices.Clone(allowed)
+		} else {
+			for _, t := range f.Teams {
+				if !slices.Contains(allowed, t) {
+					return f, protocol.Failf(protocol.CodeForbidden, "team %q is not one of your teams", t)
+				}
+			}
+		}
+		if len(f.Teams) == 0 {
+			return f, protocol.Failf(protocol.CodeForbidden, "your token names no teams to watch")
+		}
+	}
+	return f, nil
+}
+
+// startSubscription registers a watcher on the board and emits the snapshot.
+func (s *Session) startSubscription(id string, requested protocol.WatchFilter, reason string) *protocol.Failure {
+	f, fail := s.scope(requested)
+	if fail != nil {
+		return fail
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.m.opts.StoreTimeout+s.m.opts.LeaseTTL)
+	defer cancel()
+	agents, stop, err := s.m.board.watch(ctx, MatchFilter(f), func(prev, cur *protocol.AgentView) {
+		s.post(func(s *Session) { s.onAgentChanged(id, prev, cur) })
+	})
+	if err != nil {
+		return protocol.Failf(protocol.CodeUnavailable, "the agent board is not available: %v", err)
+	}
+	s.subs[id] = &subscription{filter: requested, cancel: stop}
+	var sum protocol.Summary
+	for _, a := range agents {
+		sum.Add(a.Status)
+	}
+	s.emit(s.id, protocol.EvSupervisorSnapshot, protocol.SupervisorSnapshot{SubscriptionID: id, Reason: reason,
+		Agents: nonNil(agents), Summary: sum})
+	s.forcePersist = true
+	return nil
+}
+
+func (s *Session) onAgentChanged(id string, prev, cur *protocol.AgentView) {
+	if _, ok := s.subs[id]; !ok {
+		return
+	}
+	agent := ""
+	if prev != nil {
+		agent = prev.AgentID
+	} else if cur != nil {
+		agent = cur.AgentID
+	}
+	s.emit(s.id, protocol.EvSupervisorAgentChanged, protocol.AgentChanged{SubscriptionID: id, AgentID: agent, Previous: prev, Current: cur})
+}
+
+// snapshotView builds an agent's view from a stored session snapshot; false
+// for supervisor sessions and undecodable records.
+func snapshotView(sid string, raw []byte) (*protocol.AgentView, uint64, bool) {
+	var snap snapshot
+	if json.Unmarshal(raw, &snap) != nil || snap.Role == RoleSupervisor || snap.Role == RoleAdmin {
+		return nil, 0, false
+	}
+	v := &protocol.AgentView{AgentID: snap.AgentID, SessionID: sid, Teams: nonNil(snap.Teams), StatusSince: snap.StatusSince,
+		Channels: make([]protocol.ChannelState, 0, len(snap.Channels))}
+	for _, saved := range snap.Channels {
+		c, err := channel.Restore(saved, 2)
+		if err != nil {
+			continue
+		}
+		v.Channels = append(v.Channels, c.Snapshot())
+	}
+	v.Status = protocol.AggregateStatus(v.Channels)
+	return v, snap.Seq, true
+}
