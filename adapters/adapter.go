@@ -68,7 +68,9 @@ type EventKind string
 // Switch events.
 const (
 	InteractionStarted EventKind = "interaction.start"
-	InteractionEnded   EventKind = "interaction.end"
+	// InteractionAnswered: the agent answered (ring time ends, talk starts).
+	InteractionAnswered EventKind = "interaction.answer"
+	InteractionEnded    EventKind = "interaction.end"
 	// StatusForced: the switch changed the agent's state or status itself
 	// (supervisor action on the switch, hard phone button).
 	StatusForced EventKind = "status.forced"

@@ -234,6 +234,7 @@ func (s *Session) logout(data json.RawMessage) *protocol.Failure {
 			Context: strings.Join(failed, "; ")}
 	}
 	s.stateUpdated()
+	s.recordEnd(time.Now())
 	s.emit(s.id, protocol.EvSessionEnded, protocol.SessionEnded{Reason: "logout", LogoutCode: reason.Code})
 	s.m.audit.Info("session logged out", zap.String("agent", s.agentID), zap.String("session", s.id), zap.String("reason", reason.Code))
 	code := protocol.CloseSessionEnded

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ctibroker/ctibroker/adapters"
 	"github.com/ctibroker/ctibroker/channel"
+	"github.com/ctibroker/ctibroker/history"
 	"github.com/ctibroker/ctibroker/protocol"
 	"github.com/ctibroker/ctibroker/store"
 )
@@ -296,6 +297,7 @@ func (s *Session) init() error {
 		if err := s.initFromSwitch(); err != nil {
 			return err
 		}
+		s.timeline = append([][]byte{s.entry(history.Entry{Kind: history.KindStart, Teams: s.teams, At: s.created.UnixMilli()})}, s.timeline...)
 	}
 	if err := s.persist(nil, true); err != nil {
 		return fmt.Errorf("storing the new session: %w", err)
@@ -501,6 +503,7 @@ func (s *Session) expire() {
 			s.applyIntent(c, channel.Intent{Command: "session.expire", Event: channel.EvDeactivate}, "session.expired")
 		}
 	}
+	s.recordEnd(time.Now())
 	s.m.audit.Info("session expired", zap.String("agent", s.agentID), zap.String("session", s.id), zap.String("onexpire", s.m.opts.OnExpire))
 }
 
@@ -607,7 +610,7 @@ func (s *Session) deliverCommitted() {
 func (s *Session) persist(replies []store.Reply, force bool) error {
 	for _, c := range s.channels {
 		for _, iv := range c.TakeNew() {
-			s.timeline = append(s.timeline, timelineEntry(c, iv))
+			s.timeline = append(s.timeline, s.statusEntry(c, iv))
 		}
 	}
 	force = force || s.forcePersist
@@ -661,18 +664,32 @@ func (s *Session) retrySync() {
 	}
 }
 
-func timelineEntry(c *channel.Channel, iv channel.Interval) []byte {
-	b, _ := json.Marshal(struct {
-		Channel string `json:"channel"`
-		Group   string `json:"group,omitempty"`
-		Type    string `json:"type"`
-		State   string `json:"state"`
-		Status  string `json:"status"`
-		Reason  string `json:"reasonCode,omitempty"`
-		Name    string `json:"reasonName,omitempty"`
-		Start   int64  `json:"start"`
-	}{c.ID(), c.Group(), c.Spec().Type, iv.State, iv.Status, iv.ReasonCode, iv.ReasonName, iv.Start.UnixMilli()})
+// entry encodes a timeline entry of this session.
+func (s *Session) entry(e history.Entry) []byte {
+	e.Agent, e.Session = s.agentID, s.id
+	b, _ := json.Marshal(e)
 	return b
+}
+
+func (s *Session) statusEntry(c *channel.Channel, iv channel.Interval) []byte {
+	return s.entry(history.Entry{Channel: c.ID(), Group: c.Group(), Type: c.Spec().Type, State: iv.State,
+		Status: iv.Status, ReasonCode: iv.ReasonCode, ReasonName: iv.ReasonName, At: iv.Start.UnixMilli()})
+}
+
+// recordInteraction appends an interaction event to the timeline.
+func (s *Session) recordInteraction(c *channel.Channel, id, event string, at time.Time) {
+	s.timeline = append(s.timeline, s.entry(history.Entry{Kind: history.KindInteraction, Channel: c.ID(),
+		Group: c.Group(), Type: c.Spec().Type, Interaction: id, Event: event, At: at.UnixMilli()}))
+}
+
+// recordEnd closes the session's intervals in the timeline.
+func (s *Session) recordEnd(at time.Time) {
+	for _, c := range s.channels {
+		for _, iv := range c.TakeNew() {
+			s.timeline = append(s.timeline, s.statusEntry(c, iv))
+		}
+	}
+	s.timeline = append(s.timeline, s.entry(history.Entry{Kind: history.KindEnd, At: at.UnixMilli()}))
 }
 
 func (s *Session) handleCommand(c command) {

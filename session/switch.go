@@ -10,13 +10,14 @@ import (
 
 	"github.com/ctibroker/ctibroker/adapters"
 	"github.com/ctibroker/ctibroker/channel"
+	"github.com/ctibroker/ctibroker/history"
 	"github.com/ctibroker/ctibroker/protocol"
 )
 
 // onSwitchEvent applies something that happened on the switch.
 func (s *Session) onSwitchEvent(ev adapters.Event) {
 	switch ev.Kind {
-	case adapters.InteractionStarted, adapters.InteractionEnded:
+	case adapters.InteractionStarted, adapters.InteractionEnded, adapters.InteractionAnswered:
 		s.onInteraction(ev)
 	case adapters.StatusForced:
 		s.onStatusForced(ev)
@@ -49,17 +50,25 @@ func (s *Session) onInteraction(ev adapters.Event) {
 	var changed bool
 	var err error
 	key := c.ID() + "\x00" + ev.InteractionID
+	if ev.Kind == adapters.InteractionAnswered {
+		if _, ok := s.started[key]; ok {
+			s.recordInteraction(c, ev.InteractionID, history.InteractionAnswer, now)
+		}
+		return
+	}
 	if ev.Kind == adapters.InteractionStarted {
 		changed, err = c.StartInteraction(ev.InteractionID, now)
 		if err == nil {
 			s.started[key] = now
+			s.recordInteraction(c, ev.InteractionID, history.InteractionStart, now)
 		}
 	} else {
 		policy := s.acwPolicy(c)
 		changed, err = c.EndInteraction(ev.InteractionID, policy.Auto, s.reasonFor(protocol.ReasonACW), now)
-		if at, ok := s.started[key]; ok {
+		if at, ok := s.started[key]; ok && err == nil {
 			delete(s.started, key)
 			s.m.dir.observeHandleTime(c.Queues(), now.Sub(at))
+			s.recordInteraction(c, ev.InteractionID, history.InteractionEnd, now)
 		}
 	}
 	if err != nil {

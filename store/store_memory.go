@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 
@@ -220,6 +221,19 @@ func (m *Memory) LiveSessions(context.Context) ([]Record, error) {
 	out := make([]Record, 0, len(m.sessions))
 	for sid, s := range m.sessions {
 		out = append(out, Record{SessionID: sid, AgentID: s.agent, Version: s.version, Snapshot: s.snapshot})
+	}
+	return out, nil
+}
+
+// HistoryAgents implements Store.
+func (m *Memory) HistoryAgents(context.Context) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]string, 0, len(m.history))
+	for a, refs := range m.history {
+		if len(refs) > 0 && !strings.HasPrefix(a, "sup:") {
+			out = append(out, a)
+		}
 	}
 	return out, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -337,6 +338,40 @@ func (r *Redis) LiveSessions(ctx context.Context) ([]Record, error) {
 		}
 		v, _ := strconv.ParseUint(m["v"], 10, 64)
 		out = append(out, Record{SessionID: ids[i], AgentID: m["agent"], Version: v, Snapshot: []byte(m["snap"])})
+	}
+	return out, nil
+}
+
+// HistoryAgents implements Store. It scans the hist: keys (on every master
+// of a Cluster): a reporting call, not a per-command one.
+func (r *Redis) HistoryAgents(ctx context.Context) ([]string, error) {
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	scan := func(ctx context.Context, c redis.Cmdable) error {
+		it := c.Scan(ctx, 0, r.prefix+"hist:{*}", 1000).Iterator()
+		for it.Next(ctx) {
+			k := strings.TrimPrefix(it.Val(), r.prefix+"hist:{")
+			agent := strings.TrimSuffix(k, "}")
+			if !strings.HasPrefix(agent, "sup:") {
+				mu.Lock()
+				seen[agent] = true
+				mu.Unlock()
+			}
+		}
+		return it.Err()
+	}
+	var err error
+	if cc, ok := r.c.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
+	} else {
+		err = scan(ctx, r.c)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("history agents: %w", err)
+	}
+	out := make([]string, 0, len(seen))
+	for a := range seen {
+		out = append(out, a)
 	}
 	return out, nil
 }

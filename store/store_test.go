@@ -226,6 +226,9 @@ func TestStoreClaimRepliesTimelineEnd(t *testing.T) {
 		if len(refs) != 1 || refs[0].SessionID != "s1" || time.Since(refs[0].Created) > time.Minute {
 			t.Fatalf("AgentSessions = %+v", refs)
 		}
+		if agents, _ := s.HistoryAgents(ctx); len(agents) != 1 || agents[0] != "alice" {
+			t.Fatalf("HistoryAgents = %v", agents)
+		}
 		// At most HistorySessions sessions are remembered per agent.
 		for i := 2; i <= 5; i++ {
 			sid := fmt.Sprintf("s%d", i)

@@ -37,6 +37,7 @@ var interactionSeq atomic.Uint64
 // ControlHandler serves POST /v1/sim/events:
 //
 //	{"event":"interaction.start","agent":"a","channel":"c","interaction":"i"?}
+//	{"event":"interaction.answer","agent":"a","channel":"c","interaction":"i"}
 //	{"event":"interaction.end","agent":"a","channel":"c","interaction":"i"}
 //	{"event":"agentleg.failed","agent":"a","error":"no answer"}
 //	{"event":"status.forced","agent":"a","channel":"c","state":"ACTIVE","status":"ready","reason":""}
@@ -88,7 +89,7 @@ func (s *Switch) control(req ControlRequest) (int, map[string]string, error) {
 		if ev.InteractionID == "" {
 			ev.InteractionID = "sim-" + strconv.FormatUint(interactionSeq.Add(1), 10)
 		}
-	case adapters.InteractionEnded:
+	case adapters.InteractionEnded, adapters.InteractionAnswered:
 		err = need("agent", req.Agent, "channel", req.Channel, "interaction", req.Interaction)
 	case adapters.AgentLegFailed:
 		err = need("agent", req.Agent, "error", req.Error)

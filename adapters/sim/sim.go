@@ -335,13 +335,13 @@ func (s *Switch) Emit(ev adapters.Event) error {
 	}
 	l := s.logins[ev.AgentID][ev.ChannelID]
 	switch ev.Kind {
-	case adapters.InteractionStarted, adapters.InteractionEnded:
+	case adapters.InteractionStarted, adapters.InteractionEnded, adapters.InteractionAnswered:
 		if l == nil {
 			return fmt.Errorf("agent %q is not logged into channel %q", ev.AgentID, ev.ChannelID)
 		}
 		if ev.Kind == adapters.InteractionStarted {
 			l.interactions++
-		} else if l.interactions > 0 {
+		} else if ev.Kind == adapters.InteractionEnded && l.interactions > 0 {
 			l.interactions--
 		}
 	case adapters.StatusForced:

@@ -1,0 +1,409 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ctibroker/ctibroker/history"
+	"github.com/ctibroker/ctibroker/protocol"
+	"github.com/ctibroker/ctibroker/session"
+)
+
+// REST API: JSON, the same authentication as the WebSocket, errors as
+// {"error":{"code","message"}}, lists as {"list","pageNum","pageSize","total"}
+// (pages from 1), times accepted as RFC 3339 or Unix ms and returned as Unix
+// ms, durations in milliseconds in fields ending in Ms. Every route is
+// described in docs/openapi.yaml; a test keeps the two in step.
+
+// REST limits.
+const (
+	defaultPageSize  = 50
+	maxPageSize      = 500
+	maxReportBuckets = 2000
+)
+
+func (s *Server) restRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/agents", s.rest(s.listAgents))
+	mux.HandleFunc("GET /v1/agents/{id}", s.rest(s.getAgent))
+	mux.HandleFunc("GET /v1/agents/{id}/history", s.rest(s.agentHistory))
+	mux.HandleFunc("GET /v1/sessions/my", s.rest(s.mySessions))
+	mux.HandleFunc("GET /v1/sessions/{id}", s.rest(s.getSession))
+	mux.HandleFunc("GET /v1/reports/agents", s.rest(s.agentReports))
+}
+
+// apiError carries an HTTP status and error code.
+type apiError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func badParam(name, format string, args ...any) error {
+	return &apiError{http.StatusBadRequest, "INVALID_REQUEST", "parameter " + name + ": " + fmt.Sprintf(format, args...)}
+}
+
+var (
+	errForbidden = &apiError{http.StatusForbidden, "FORBIDDEN", "not allowed for your role or teams"}
+	errNotFound  = &apiError{http.StatusNotFound, "NOT_FOUND", "not found"}
+)
+
+// rest authenticates and turns a handler's (body, error) into a response.
+func (s *Server) rest(h func(r *http.Request, id session.Identity) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := s.auth.IdentifyREST(r)
+		if err != nil {
+			writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", err.Error())
+			return
+		}
+		body, err := h(r, id)
+		var ae *apiError
+		switch {
+		case err == nil:
+			writeJSON(w, http.StatusOK, body)
+		case errors.As(err, &ae):
+			writeError(w, ae.status, ae.code, ae.msg)
+		default:
+			writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", err.Error())
+		}
+	}
+}
+
+// maySee reports whether the caller may read an agent with those teams:
+// agents only themselves, supervisors their teams, admins everyone.
+func maySee(id session.Identity, agent string, teams []string) bool {
+	switch {
+	case id.Role == RoleAgent:
+		return id.AgentID == agent
+	case id.AllTeams:
+		return true
+	default:
+		return slices.ContainsFunc(teams, func(t string) bool { return slices.Contains(id.Teams, t) })
+	}
+}
+
+type page struct {
+	List     any `json:"list"`
+	PageNum  int `json:"pageNum"`
+	PageSize int `json:"pageSize"`
+	Total    int `json:"total"`
+}
+
+func paging(r *http.Request) (num, size int, err error) {
+	num, size = 1, defaultPageSize
+	if v := r.URL.Query().Get("pageNum"); v != "" {
+		if num, err = strconv.Atoi(v); err != nil || num < 1 {
+			return 0, 0, badParam("pageNum", "want an integer from 1")
+		}
+	}
+	if v := r.URL.Query().Get("pageSize"); v != "" {
+		if size, err = strconv.Atoi(v); err != nil || size < 1 || size > maxPageSize {
+			return 0, 0, badParam("pageSize", "want an integer from 1 to %d", maxPageSize)
+		}
+	}
+	return num, size, nil
+}
+
+func paginate[T any](all []T, num, size int) page {
+	from := min((num-1)*size, len(all))
+	to := min(from+size, len(all))
+	return page{List: append([]T{}, all[from:to]...), PageNum: num, PageSize: size, Total: len(all)}
+}
+
+// parseTime accepts RFC 3339 or Unix milliseconds.
+func parseTime(r *http.Request, name string, def time.Time) (time.Time, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return time.UnixMilli(ms), nil
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return time.Time{}, badParam(name, "want RFC 3339 or Unix milliseconds, got %q", v)
+	}
+	return t, nil
+}
+
+// window reads from/to (default: since midnight UTC until now).
+func window(r *http.Request) (from, to time.Time, err error) {
+	now := time.Now()
+	if from, err = parseTime(r, "from", now.Truncate(24*time.Hour)); err != nil {
+		return
+	}
+	if to, err = parseTime(r, "to", now); err != nil {
+		return
+	}
+	if !to.After(from) {
+		err = badParam("to", "must be after from")
+	}
+	return
+}
+
+func listParam(r *http.Request, name string) []string {
+	var out []string
+	for _, v := range r.URL.Query()[name] {
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+var agentSorts = map[string]func(a, b protocol.AgentView) int{
+	"agentId":     func(a, b protocol.AgentView) int { return strings.Compare(a.AgentID, b.AgentID) },
+	"status":      func(a, b protocol.AgentView) int { return strings.Compare(a.Status, b.Status) },
+	"statusSince": func(a, b protocol.AgentView) int { return cmpInt(a.StatusSince, b.StatusSince) },
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// GET /v1/agents?team=&status=&channelType=&sort=&pageNum=&pageSize=
+func (s *Server) listAgents(r *http.Request, id session.Identity) (any, error) {
+	num, size, err := paging(r)
+	if err != nil {
+		return nil, err
+	}
+	key := r.URL.Query().Get("sort")
+	desc := strings.HasPrefix(key, "-")
+	key = strings.TrimPrefix(key, "-")
+	if key == "" {
+		key = "agentId"
+	}
+	cmp, ok := agentSorts[key]
+	if !ok {
+		return nil, badParam("sort", "want agentId, status or statusSince, optionally prefixed with -")
+	}
+	views, err := s.manager.Agents(r.Context(), protocol.WatchFilter{Teams: listParam(r, "team"),
+		Statuses: listParam(r, "status"), ChannelTypes: listParam(r, "channelType")})
+	if err != nil {
+		return nil, err
+	}
+	views = slices.DeleteFunc(views, func(v protocol.AgentView) bool { return !maySee(id, v.AgentID, v.Teams) })
+	slices.SortStableFunc(views, func(a, b protocol.AgentView) int {
+		if desc {
+			return cmp(b, a)
+		}
+		return cmp(a, b)
+	})
+	return paginate(views, num, size), nil
+}
+
+// GET /v1/agents/{id}
+func (s *Server) getAgent(r *http.Request, id session.Identity) (any, error) {
+	v, err := s.manager.AgentView(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return nil, err
+	}
+	if v == nil || !maySee(id, v.AgentID, v.Teams) {
+		return nil, errNotFound
+	}
+	return v, nil
+}
+
+// sessionBody is a session with its timeline and what it adds up to.
+type sessionBody struct {
+	SessionID    string                    `json:"sessionId"`
+	AgentID      string                    `json:"agentId"`
+	Teams        []string                  `json:"teams"`
+	Created      int64                     `json:"created"`
+	Live         bool                      `json:"live"`
+	Status       string                    `json:"status,omitempty"`
+	Channels     []protocol.ChannelState   `json:"channels"`
+	Login        int64                     `json:"login,omitempty"`
+	Logout       int64                     `json:"logout,omitempty"`
+	Totals       history.Totals            `json:"totals"`
+	PerChannel   map[string]history.Totals `json:"perChannel"`
+	Interactions []history.Interaction     `json:"interactions"`
+	Timeline     []history.Interval        `json:"timeline"`
+}
+
+func buildSession(h session.SessionHistory, now int64) sessionBody {
+	ivs := history.Intervals(h.Entries, now)
+	b := sessionBody{SessionID: h.SessionID, AgentID: h.AgentID, Teams: nonNilStrings(h.Teams), Created: h.Created.UnixMilli(),
+		Live: h.View != nil, Channels: []protocol.ChannelState{}, Totals: history.Sum(ivs),
+		PerChannel: map[string]history.Totals{}, Interactions: history.Interactions(h.Entries, ivs, now), Timeline: ivs}
+	if h.View != nil {
+		b.Status, b.Channels = h.View.Status, h.View.Channels
+	}
+	b.Login, b.Logout = history.LoginLogout(ivs)
+	byChannel := map[string][]history.Interval{}
+	for _, iv := range ivs {
+		byChannel[iv.Channel] = append(byChannel[iv.Channel], iv)
+	}
+	for ch, civs := range byChannel {
+		b.PerChannel[ch] = history.Sum(civs)
+	}
+	if b.Interactions == nil {
+		b.Interactions = []history.Interaction{}
+	}
+	if b.Timeline == nil {
+		b.Timeline = []history.Interval{}
+	}
+	return b
+}
+
+func nonNilStrings(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// GET /v1/sessions/{id}
+func (s *Server) getSession(r *http.Request, id session.Identity) (any, error) {
+	h, ok, err := s.manager.Session(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return nil, err
+	}
+	if !ok || !maySee(id, h.AgentID, h.Teams) {
+		return nil, errNotFound
+	}
+	return buildSession(h, time.Now().UnixMilli()), nil
+}
+
+// GET /v1/sessions/my: the caller's live sessions (at most one per agent).
+func (s *Server) mySessions(r *http.Request, id session.Identity) (any, error) {
+	if id.Role != RoleAgent {
+		return nil, &apiError{http.StatusForbidden, "FORBIDDEN", "only agents have sessions of their own (in auth.mode none: ?agent=<id>)"}
+	}
+	list := []sessionBody{}
+	v, err := s.manager.AgentView(r.Context(), id.AgentID)
+	if err != nil {
+		return nil, err
+	}
+	if v != nil {
+		h, ok, err := s.manager.Session(r.Context(), v.SessionID)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			list = append(list, buildSession(h, time.Now().UnixMilli()))
+		}
+	}
+	return page{List: list, PageNum: 1, PageSize: len(list), Total: len(list)}, nil
+}
+
+// GET /v1/agents/{id}/history?from=&to=&pageNum=&pageSize=
+func (s *Server) agentHistory(r *http.Request, id session.Identity) (any, error) {
+	agent := r.PathValue("id")
+	from, to, err := window(r)
+	if err != nil {
+		return nil, err
+	}
+	num, size, err := paging(r)
+	if err != nil {
+		return nil, err
+	}
+	sessions, err := s.manager.AgentHistory(r.Context(), agent)
+	if err != nil {
+		return nil, err
+	}
+	if !maySee(id, agent, latestTeams(sessions)) {
+		return nil, errNotFound
+	}
+	now := time.Now().UnixMilli()
+	var ivs []history.Interval
+	for _, h := range sessions {
+		ivs = append(ivs, history.Clip(history.Intervals(h.Entries, now), from.UnixMilli(), to.UnixMilli())...)
+	}
+	slices.SortStableFunc(ivs, func(a, b history.Interval) int { return cmpInt(a.Start, b.Start) })
+	return paginate(ivs, num, size), nil
+}
+
+func latestTeams(sessions []session.SessionHistory) []string {
+	if len(sessions) == 0 {
+		return nil
+	}
+	return sessions[len(sessions)-1].Teams
+}
+
+// reportIntervals are the accepted report interval lengths.
+var reportIntervals = map[string]time.Duration{"15m": 15 * time.Minute, "30m": 30 * time.Minute, "1h": time.Hour, "1d": 24 * time.Hour}
+
+type agentReport struct {
+	AgentID string           `json:"agentId"`
+	Teams   []string         `json:"teams"`
+	Periods []history.Period `json:"periods"`
+	Total   history.Period   `json:"total"`
+}
+
+// GET /v1/reports/agents?from=&to=&interval=30m|1h|1d&teams=&pageNum=&pageSize=
+func (s *Server) agentReports(r *http.Request, id session.Identity) (any, error) {
+	from, to, err := window(r)
+	if err != nil {
+		return nil, err
+	}
+	num, size, err := paging(r)
+	if err != nil {
+		return nil, err
+	}
+	iv := r.URL.Query().Get("interval")
+	if iv == "" {
+		iv = "1h"
+	}
+	step, ok := reportIntervals[iv]
+	if !ok {
+		return nil, badParam("interval", "want 15m, 30m, 1h or 1d")
+	}
+	if to.Sub(from)/step > maxReportBuckets {
+		return nil, badParam("interval", "at most %d intervals per report; widen the interval or narrow from/to", maxReportBuckets)
+	}
+	teams := listParam(r, "teams")
+	agents, err := s.manager.HistoryAgents(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(agents)
+	now := time.Now().UnixMilli()
+	reports := []agentReport{}
+	for _, agent := range agents {
+		sessions, err := s.manager.AgentHistory(r.Context(), agent)
+		if err != nil {
+			return nil, err
+		}
+		agentTeams := latestTeams(sessions)
+		if !maySee(id, agent, agentTeams) || (len(teams) > 0 && !slices.ContainsFunc(agentTeams, func(t string) bool { return slices.Contains(teams, t) })) {
+			continue
+		}
+		var ivs []history.Interval
+		var starts []int64
+		for _, h := range sessions {
+			ivs = append(ivs, history.Intervals(h.Entries, now)...)
+			for _, e := range h.Entries {
+				if e.Kind == history.KindInteraction && e.Event == history.InteractionStart {
+					starts = append(starts, e.At)
+				}
+			}
+		}
+		periods := history.Report(agent, ivs, starts, from.UnixMilli(), to.UnixMilli(), step.Milliseconds())
+		reports = append(reports, agentReport{AgentID: agent, Teams: nonNilStrings(agentTeams), Periods: periods, Total: history.Total(agent, periods)})
+	}
+	body := paginate(reports, num, size)
+	totals := history.Period{NotReadyReasonMs: history.Durations{}}
+	for _, rep := range reports {
+		totals = history.Total("", []history.Period{totals, rep.Total})
+	}
+	totals.From, totals.To = from.UnixMilli(), to.UnixMilli()
+	return struct {
+		page
+		Totals history.Period `json:"totals"`
+	}{body, totals}, nil
+}

@@ -1,0 +1,217 @@
+package broker
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ctibroker/ctibroker/internal/redistest"
+	"github.com/ctibroker/ctibroker/protocol"
+)
+
+func getJSON(tb testing.TB, url string, header http.Header) (int, map[string]any) {
+	tb.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	if err := json.Unmarshal(body, &m); err != nil {
+		tb.Fatalf("GET %s: %d %q is not a JSON object", url, resp.StatusCode, body)
+	}
+	return resp.StatusCode, m
+}
+
+func num(v any) int64 { f, _ := v.(float64); return int64(f) }
+
+// agentDay runs a short agent day: login, ready, lunch, a call (answered),
+// after-call work, ready. It returns the session id.
+func agentDay(t *testing.T, b *testBroker, agent, teams string) (*client, string) {
+	t.Helper()
+	c, sid := attach(t, b, "agent="+agent+"&teams="+teams)
+	steps := []struct {
+		cmd, target string
+		data        any
+	}{
+		{protocol.CmdAddChannel, sid, map[string]any{"channel": map[string]string{"id": "phone", "name": agent + "-ext", "type": "TELEPHONY"}}},
+		{protocol.CmdChannelActivate, sid + ".phone", map[string]any{"channeloptions": map[string]string{"queue": "sales"}}},
+		{protocol.CmdChannelReady, sid + ".phone", nil},
+		{protocol.CmdChannelNotReady, sid + ".phone", map[string]string{"reasoncode": "lunch"}},
+		{protocol.CmdChannelReady, sid + ".phone", nil},
+	}
+	for _, st := range steps {
+		if r := c.request(t, st.cmd, st.target, st.data); r["result"] != "success" {
+			t.Fatalf("%s: %v", st.cmd, r)
+		}
+		time.Sleep(20 * time.Millisecond) // distinct interval lengths
+	}
+	for _, ev := range []string{`"event":"interaction.start","interaction":"call-1"`, `"event":"interaction.answer","interaction":"call-1"`, `"event":"interaction.end","interaction":"call-1"`} {
+		if code, body := b.sim(t, fmt.Sprintf(`{%s,"agent":%q,"channel":"phone"}`, ev, agent)); code != 202 {
+			t.Fatalf("sim %s: %d %v", ev, code, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.until(t, func(m map[string]any) bool {
+		return m["name"] == protocol.EvChannelInfoChanged && strings.Contains(fmt.Sprint(m["data"]), "after_call_work")
+	})
+	return c, sid
+}
+
+func TestRESTAgentsSessionsHistoryReports(t *testing.T) {
+	for _, backend := range []string{"memory", "redis"} {
+		t.Run(backend, func(t *testing.T) {
+			env := []string{"CTIBROKER_ACW__TELEPHONY__AUTO=true", "CTIBROKER_ACW__TELEPHONY__TIMEOUT=0s", "CTIBROKER_ACW__TELEPHONY__THEN=ready"}
+			if backend == "redis" {
+				env = append(env, redisEnv(redistest.Start(t))...)
+			}
+			b := startBroker(t, env...)
+			_, sid := agentDay(t, b, "alice", "sales")
+			bob, bsid := attach(t, b, "agent=bob&teams=support")
+			bob.request(t, protocol.CmdAddChannel, bsid, map[string]any{"channel": map[string]string{"id": "mail", "name": "bob@x", "type": "EMAIL"}})
+
+			eventually(t, "the board to see both agents", func() bool {
+				_, body := getJSON(t, b.url("/v1/agents"), nil)
+				return num(body["total"]) == 2
+			})
+			// Filters, sort, paging.
+			code, body := getJSON(t, b.url("/v1/agents?team=sales&status=after_call_work"), nil)
+			if code != 200 || num(body["total"]) != 1 || body["list"].([]any)[0].(map[string]any)["agentId"] != "alice" {
+				t.Fatalf("filtered agents: %d %v", code, body)
+			}
+			_, body = getJSON(t, b.url("/v1/agents?sort=-agentId&pageSize=1&pageNum=2"), nil)
+			if l := body["list"].([]any); len(l) != 1 || l[0].(map[string]any)["agentId"] != "alice" || num(body["pageNum"]) != 2 {
+				t.Fatalf("sorted page: %v", body)
+			}
+			_, body = getJSON(t, b.url("/v1/agents?channelType=EMAIL"), nil)
+			if num(body["total"]) != 1 {
+				t.Fatalf("channel type filter: %v", body)
+			}
+			if code, _ := getJSON(t, b.url("/v1/agents/nobody"), nil); code != 404 {
+				t.Fatalf("unknown agent: %d", code)
+			}
+
+			// The session: timeline, totals, interactions with ring/talk/ACW.
+			code, body = getJSON(t, b.url("/v1/sessions/"+sid), nil)
+			if code != 200 || body["agentId"] != "alice" || body["live"] != true || num(body["login"]) == 0 {
+				t.Fatalf("session: %d %v", code, body)
+			}
+			its := body["interactions"].([]any)
+			if len(its) != 1 {
+				t.Fatalf("interactions: %v", its)
+			}
+			it := its[0].(map[string]any)
+			if num(it["ringMs"]) < 15 || num(it["talkMs"]) < 15 || it["inProgress"] != false || it["interactionId"] != "call-1" {
+				t.Fatalf("interaction durations: %v", it)
+			}
+			totals := body["totals"].(map[string]any)
+			if num(totals["statusMs"].(map[string]any)["ready"]) < 15 || num(totals["notReadyReasonMs"].(map[string]any)["lunch"]) < 15 {
+				t.Fatalf("totals: %v", totals)
+			}
+			if _, ok := body["perChannel"].(map[string]any)["phone"]; !ok {
+				t.Fatalf("per channel totals: %v", body["perChannel"])
+			}
+
+			// The agent's status log: one entry per interval, the last open.
+			code, body = getJSON(t, b.url("/v1/agents/alice/history?pageSize=100"), nil)
+			list := body["list"].([]any)
+			if code != 200 || len(list) < 7 {
+				t.Fatalf("history: %d %v", code, body)
+			}
+			last := list[len(list)-1].(map[string]any)
+			if last["open"] != true || last["status"] != "after_call_work" || num(last["durationMs"]) < 0 {
+				t.Fatalf("last interval: %v", last)
+			}
+			var lunch bool
+			for _, e := range list {
+				if e.(map[string]any)["reasonCode"] == "lunch" {
+					lunch = true
+				}
+			}
+			if !lunch {
+				t.Fatal("the lunch interval is missing from the history")
+			}
+
+			// The report: one agent-interval per hour.
+			from := time.Now().Truncate(time.Hour)
+			code, body = getJSON(t, b.url(fmt.Sprintf("/v1/reports/agents?from=%d&to=%d&interval=30m&teams=sales", from.UnixMilli(), from.Add(time.Hour).UnixMilli())), nil)
+			if code != 200 || num(body["total"]) != 1 {
+				t.Fatalf("report: %d %v", code, body)
+			}
+			rep := body["list"].([]any)[0].(map[string]any)
+			tot := rep["total"].(map[string]any)
+			if len(rep["periods"].([]any)) != 2 || num(tot["interactions"]) != 1 || num(tot["loginMs"]) < 100 || num(tot["readyMs"]) < 15 {
+				t.Fatalf("report for alice: %v", rep)
+			}
+
+			// My sessions, as the agent.
+			code, body = getJSON(t, b.url("/v1/sessions/my?agent=alice"), nil)
+			if code != 200 || num(body["total"]) != 1 || body["list"].([]any)[0].(map[string]any)["sessionId"] != sid {
+				t.Fatalf("my sessions: %d %v", code, body)
+			}
+
+			// Bad parameters get 400 naming the parameter.
+			for q, param := range map[string]string{
+				"/v1/agents?pageSize=0":                   "pageSize",
+				"/v1/agents?pageNum=x":                    "pageNum",
+				"/v1/agents?sort=mood":                    "sort",
+				"/v1/agents/alice/history?from=yesterday": "from",
+				"/v1/reports/agents?interval=7m":          "interval",
+				"/v1/reports/agents?from=2000&to=1000":    "to",
+			} {
+				code, body := getJSON(t, b.url(q), nil)
+				msg := fmt.Sprint(body["error"])
+				if code != 400 || !strings.Contains(msg, "parameter "+param) || !strings.Contains(msg, "INVALID_REQUEST") {
+					t.Errorf("GET %s: %d %v, want 400 naming %s", q, code, body, param)
+				}
+			}
+		})
+	}
+}
+
+func TestRESTRoles(t *testing.T) {
+	b := startBroker(t, "CTIBROKER_AUTH__MODE=jwt", "CTIBROKER_AUTH__JWT__SECRET="+testSecret)
+	tok := func(sub, role string, teams ...string) http.Header {
+		t, _ := MintToken(testSecret, sub, role, teams, time.Hour, time.Now())
+		return http.Header{"Authorization": {"Bearer " + t}}
+	}
+	for _, a := range []struct{ id, team string }{{"alice", "sales"}, {"bob", "support"}} {
+		tk, _ := MintToken(testSecret, a.id, RoleAgent, []string{a.team}, time.Hour, time.Now())
+		attach(t, b, "access_token="+tk)
+	}
+	eventually(t, "two agents", func() bool {
+		_, body := getJSON(t, b.url("/v1/agents"), tok("root", RoleAdmin))
+		return num(body["total"]) == 2
+	})
+	tests := []struct {
+		who    http.Header
+		path   string
+		status int
+		total  int64
+	}{
+		{tok("root", RoleAdmin), "/v1/agents", 200, 2},
+		{tok("sv", RoleSupervisor, "sales"), "/v1/agents", 200, 1},
+		{tok("sv", RoleSupervisor, "sales"), "/v1/agents/bob", 404, -1},
+		{tok("sv", RoleSupervisor, "sales"), "/v1/agents/alice", 200, -1},
+		{tok("alice", RoleAgent, "sales"), "/v1/agents", 200, 1},
+		{tok("alice", RoleAgent, "sales"), "/v1/agents/bob", 404, -1},
+		{tok("alice", RoleAgent, "sales"), "/v1/sessions/my", 200, 1},
+		{tok("sv", RoleSupervisor, "sales"), "/v1/sessions/my", 403, -1},
+		{nil, "/v1/agents", 401, -1},
+	}
+	for _, tt := range tests {
+		code, body := getJSON(t, b.url(tt.path), tt.who)
+		if code != tt.status || (tt.total >= 0 && num(body["total"]) != tt.total) {
+			t.Errorf("GET %s: %d %v, want %d (total %d)", tt.path, code, body, tt.status, tt.total)
+		}
+	}
+}
