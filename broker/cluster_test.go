@@ -146,8 +146,14 @@ type sseEvent struct {
 // follow opens GET /v1/agents/{agent}/events and streams its events.
 func follow(tb testing.TB, addr, agent, lastEventID string) <-chan sseEvent {
 	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/agents/"+agent+"/events", nil)
+	return followRequest(tb, context.Background(), "http://"+addr+"/v1/agents/"+agent+"/events", lastEventID)
+}
+
+// followRequest streams the Server-Sent Events of url until the test ends.
+func followRequest(tb testing.TB, parent context.Context, url, lastEventID string) <-chan sseEvent {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(parent)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if lastEventID != "" {
 		req.Header.Set("Last-Event-ID", lastEventID)
 	}

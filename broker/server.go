@@ -128,6 +128,7 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", s.serveReady)
 	mux.HandleFunc("GET /v1/agents/{id}/events", s.serveAgentEvents)
+	mux.HandleFunc("GET /v1/watch/agents", s.serveWatch)
 	s.restRoutes(mux)
 	if s.sim != nil {
 		mux.Handle("POST /v1/sim/events", s.sim.ControlHandler())

@@ -57,17 +57,17 @@ func (s *Session) supervisorCommand(req protocol.Request) (json.RawMessage, *pro
 	return nil, protocol.Failf(protocol.CodeUnknownCommand, "unknown command %q", req.Command)
 }
 
-// scope restricts a filter to what the session's identity may see:
-// supervisors their teams, agents themselves, admins everything.
-func (s *Session) scope(f protocol.WatchFilter) (protocol.WatchFilter, *protocol.Failure) {
+// Scope restricts a watch filter to what an identity may see: supervisors
+// their teams, agents themselves, admins everything.
+func Scope(id Identity, f protocol.WatchFilter) (protocol.WatchFilter, *protocol.Failure) {
 	switch {
-	case !s.ident.Supervisor():
-		if len(f.Agents) != 1 || f.Agents[0] != s.agentID {
-			return f, protocol.Failf(protocol.CodeForbidden, "agents may only watch themselves (agents: [%q])", s.agentID)
+	case !id.Supervisor():
+		if len(f.Agents) != 1 || f.Agents[0] != id.AgentID {
+			return f, protocol.Failf(protocol.CodeForbidden, "agents may only watch themselves (agents: [%q])", id.AgentID)
 		}
-	case s.ident.AllTeams:
+	case id.AllTeams:
 	default:
-		allowed := s.teams
+		allowed := id.Teams
 		if len(f.Teams) == 0 {
 			f.Teams = slices.Clone(allowed)
 		} else {
@@ -86,7 +86,7 @@ func (s *Session) scope(f protocol.WatchFilter) (protocol.WatchFilter, *protocol
 
 // startSubscription registers a watcher on the board and emits the snapshot.
 func (s *Session) startSubscription(id string, requested protocol.WatchFilter, reason string) *protocol.Failure {
-	f, fail := s.scope(requested)
+	f, fail := Scope(s.ident, requested)
 	if fail != nil {
 		return fail
 	}
@@ -120,6 +120,12 @@ func (s *Session) onAgentChanged(id string, prev, cur *protocol.AgentView) {
 		agent = cur.AgentID
 	}
 	s.emit(s.id, protocol.EvSupervisorAgentChanged, protocol.AgentChanged{SubscriptionID: id, AgentID: agent, Previous: prev, Current: cur})
+}
+
+// Watch registers notify for changes of the agents matching f (already
+// scoped) and returns their current views. notify must not block.
+func (m *Manager) Watch(ctx context.Context, f protocol.WatchFilter, notify func(prev, cur *protocol.AgentView)) ([]protocol.AgentView, func(), error) {
+	return m.board.watch(ctx, MatchFilter(f), notify)
 }
 
 // snapshotView builds an agent's view from a stored session snapshot; false
