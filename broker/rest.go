@@ -27,15 +27,6 @@ const (
 	maxReportBuckets = 2000
 )
 
-func (s *Server) restRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/agents", s.rest(s.listAgents))
-	mux.HandleFunc("GET /v1/agents/{id}", s.rest(s.getAgent))
-	mux.HandleFunc("GET /v1/agents/{id}/history", s.rest(s.agentHistory))
-	mux.HandleFunc("GET /v1/sessions/my", s.rest(s.mySessions))
-	mux.HandleFunc("GET /v1/sessions/{id}", s.rest(s.getSession))
-	mux.HandleFunc("GET /v1/reports/agents", s.rest(s.agentReports))
-}
-
 // apiError carries an HTTP status and error code.
 type apiError struct {
 	status int

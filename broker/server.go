@@ -53,6 +53,9 @@ type Server struct {
 	streams       context.Context
 	cancelStreams context.CancelFunc
 
+	// routes lists every pattern of the router, for the OpenAPI test.
+	routes []string
+
 	mu    sync.Mutex
 	conns map[*wsConn]struct{}
 	wg    sync.WaitGroup // connection handlers
@@ -119,21 +122,34 @@ func defaultNodeID() string {
 // Manager returns the session manager.
 func (s *Server) Manager() *session.Manager { return s.manager }
 
-// Handler returns the HTTP routes.
+// Handler returns the HTTP routes. Every route is registered through
+// handle, which records it for the OpenAPI test.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/ws", s.serveWS)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+	s.routes = nil
+	s.handle(mux, "GET /v1/ws", s.serveWS)
+	s.handle(mux, "GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	mux.HandleFunc("GET /readyz", s.serveReady)
-	mux.HandleFunc("GET /v1/agents/{id}/events", s.serveAgentEvents)
-	mux.HandleFunc("GET /v1/watch/agents", s.serveWatch)
-	s.restRoutes(mux)
+	s.handle(mux, "GET /readyz", s.serveReady)
+	s.handle(mux, "GET /v1/agents/{id}/events", s.serveAgentEvents)
+	s.handle(mux, "GET /v1/watch/agents", s.serveWatch)
+	s.handle(mux, "GET /v1/agents", s.rest(s.listAgents))
+	s.handle(mux, "GET /v1/agents/{id}", s.rest(s.getAgent))
+	s.handle(mux, "GET /v1/agents/{id}/history", s.rest(s.agentHistory))
+	s.handle(mux, "GET /v1/sessions/my", s.rest(s.mySessions))
+	s.handle(mux, "GET /v1/sessions/{id}", s.rest(s.getSession))
+	s.handle(mux, "GET /v1/reports/agents", s.rest(s.agentReports))
+	s.webRoutes(mux)
 	if s.sim != nil {
-		mux.Handle("POST /v1/sim/events", s.sim.ControlHandler())
+		s.handle(mux, "POST /v1/sim/events", s.sim.ControlHandler().ServeHTTP)
 	}
 	return mux
+}
+
+func (s *Server) handle(mux *http.ServeMux, pattern string, h http.HandlerFunc) {
+	s.routes = append(s.routes, pattern)
+	mux.HandleFunc(pattern, h)
 }
 
 func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {

@@ -1,0 +1,126 @@
+package broker
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/ctibroker/ctibroker/protocol"
+)
+
+// browser starts headless Chromium (Debian's chromium package). Without it
+// the test skips loudly, or fails when CTIBROKER_REQUIRE_BROWSER=1 (CI).
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	var path string
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			path = p
+			break
+		}
+	}
+	if path == "" {
+		msg := "chromium is not installed: SKIPPING the wallboard browser test (apt-get install chromium)"
+		if os.Getenv("CTIBROKER_REQUIRE_BROWSER") == "1" {
+			t.Fatal("CTIBROKER_REQUIRE_BROWSER=1 but " + msg)
+		}
+		t.Skip("!!! " + msg)
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true), chromedp.WindowSize(1200, 700))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	return ctx
+}
+
+func TestWallboardShowsLiveStatus(t *testing.T) {
+	b := startBroker(t)
+	ctx := browser(t)
+	alice, asid := attach(t, b, "agent=alice&teams=sales")
+	alice.request(t, protocol.CmdAddChannel, asid, map[string]any{"channel": map[string]string{"id": "phone", "name": "1001", "type": "TELEPHONY"}})
+	alice.request(t, protocol.CmdChannelActivate, asid+".phone", nil)
+	bob, bsid := attach(t, b, "agent=bob&teams=support")
+	bob.request(t, protocol.CmdAddChannel, bsid, map[string]any{"channel": map[string]string{"id": "chat", "name": "bob-chat", "type": "CHAT"}})
+	bob.request(t, protocol.CmdChannelActivate, bsid+".chat", nil)
+	bob.request(t, protocol.CmdChannelReady, bsid+".chat", nil)
+
+	runCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	status := `document.querySelector('tr[data-agent="alice"] .status')?.textContent || ""`
+	eval := func(expr string) string {
+		t.Helper()
+		v, err := chromedp.Run(runCtx, chromedp.Evaluate[string](expr))
+		if err != nil {
+			t.Fatalf("evaluate %s: %v", expr, err)
+		}
+		return v
+	}
+	if err := chromedp.Do(runCtx, chromedp.Navigate(b.url("/")), chromedp.WaitVisible(`tr[data-agent="alice"]`)); err != nil {
+		t.Fatalf("wallboard did not show alice: %v", err)
+	}
+	got := eval(status)
+	if got != "not ready" {
+		t.Fatalf("alice shows %q, want \"not ready\"", got)
+	}
+
+	// Alice goes ready over the protocol: the page shows it within a second.
+	changed := time.Now()
+	alice.request(t, protocol.CmdChannelReady, asid+".phone", nil)
+	for got != "ready" {
+		if time.Since(changed) > time.Second {
+			t.Fatalf("after 1s the wallboard still shows %q for alice", got)
+		}
+		time.Sleep(20 * time.Millisecond)
+		got = eval(status)
+	}
+	t.Logf("wallboard showed the change after %v", time.Since(changed).Round(time.Millisecond))
+
+	// The summary counts and the ticking timer follow.
+	readyCount := eval(`document.querySelector('#summary .count.ready b').textContent`)
+	timer := eval(`document.querySelector('tr[data-agent="alice"] td.timer').textContent`)
+	if readyCount != "2" || timer == "" {
+		t.Fatalf("summary ready=%q, timer=%q", readyCount, timer)
+	}
+	// Clicking an agent shows today's timeline.
+	if err := chromedp.Do(runCtx, chromedp.Click(`tr[data-agent="alice"]`), chromedp.WaitVisible(`#timeline .seg`)); err != nil {
+		t.Fatalf("history timeline: %v", err)
+	}
+	segments, err := chromedp.Run(runCtx, chromedp.Evaluate[int](`document.querySelectorAll('#timeline .seg').length`))
+	if err != nil || segments < 3 {
+		t.Fatalf("%d timeline segments for alice (%v), want at least 3", segments, err)
+	}
+	png, err := chromedp.Run(runCtx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join("..", "testdata", "artifacts")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "wallboard.png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if os.Getenv("UPDATE_SCREENSHOT") == "1" {
+		_ = os.WriteFile(filepath.Join("..", "docs", "wallboard.png"), png, 0o644)
+	}
+
+	// Disconnected: the page says so.
+	var conn string
+	b.stop()
+	deadline := time.Now().Add(5 * time.Second)
+	for conn != "conn down" && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		conn = eval(`document.querySelector('#conn').className`)
+	}
+	if conn != "conn down" {
+		t.Fatalf("the page does not show the disconnection: %q", conn)
+	}
+}

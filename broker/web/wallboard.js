@@ -1,0 +1,152 @@
+// ctibroker wallboard: a supervisor session over the public protocol.
+// State: agents by id (from supervisor.snapshot, then supervisor.agent.changed).
+"use strict";
+(() => {
+  const $ = (s) => document.querySelector(s);
+  const params = new URLSearchParams(location.search);
+  const token = () => params.get("token") || localStorage.getItem("ctibroker.token") || "";
+  const agents = new Map();
+  let ws, sessionId = "", lastSeq = 0, retry = 500, selected = "";
+
+  const statusOrder = ["ready", "not_ready", "after_call_work", "busy", "logged_out"];
+  const label = (s) => s.replace(/_/g, " ");
+
+  function connect() {
+    const q = new URLSearchParams();
+    if (token()) q.set("access_token", token()); else q.set("supervisor", params.get("supervisor") || "wallboard");
+    if (lastSeq) q.set("since", lastSeq);
+    ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/ws?${q}`);
+    ws.onmessage = (e) => handle(JSON.parse(e.data));
+    ws.onopen = () => { retry = 500; };
+    ws.onclose = (e) => {
+      setConn(false, e.code === 4401 || e.code === 1008 ? "signed out" : "disconnected, retrying…");
+      if (e.code === 4000) return;
+      if (!token() && e.code === 1006 && !sessionId) $("#login").hidden = false;
+      setTimeout(connect, retry);
+      retry = Math.min(retry * 2, 10000);
+    };
+  }
+
+  function setConn(up, text) {
+    const c = $("#conn");
+    c.className = "conn " + (up ? "up" : "down");
+    c.textContent = text;
+  }
+
+  function send(command, data) {
+    ws.send(JSON.stringify({ command, target: sessionId, data }));
+  }
+
+  function handle(m) {
+    if (typeof m.seq === "number") lastSeq = m.seq;
+    if (m.result === "failure") { setConn(false, m.failure.code + ": " + m.failure.message); return; }
+    switch (m.name) {
+      case "session.initialized":
+        setConn(true, "live");
+        if (m.target !== sessionId || !m.data.resumed) {
+          sessionId = m.target;
+          send("supervisor.subscribe", {});
+        }
+        break;
+      case "supervisor.snapshot":
+        agents.clear();
+        for (const a of m.data.agents) agents.set(a.agentId, a);
+        render();
+        break;
+      case "supervisor.agent.changed":
+        if (m.data.current) agents.set(m.data.agentId, m.data.current); else agents.delete(m.data.agentId);
+        render();
+        if (m.data.agentId === selected) showHistory(selected);
+        break;
+    }
+  }
+
+  function visible() {
+    const team = $("#team").value;
+    return [...agents.values()].filter((a) => !team || (a.teams || []).includes(team))
+      .sort((a, b) => a.agentId.localeCompare(b.agentId));
+  }
+
+  function render() {
+    const teams = new Set();
+    for (const a of agents.values()) (a.teams || []).forEach((t) => teams.add(t));
+    const sel = $("#team"), cur = sel.value;
+    const opts = ["", ...[...teams].sort()];
+    if (sel.options.length !== opts.length || opts.some((t, i) => sel.options[i].value !== t)) {
+      sel.innerHTML = "";
+      for (const t of opts) sel.add(new Option(t || "all teams", t));
+      sel.value = cur;
+    }
+    const list = visible();
+    const counts = Object.fromEntries(statusOrder.map((s) => [s, 0]));
+    for (const a of list) counts[a.status] = (counts[a.status] || 0) + 1;
+    $("#summary").innerHTML = `<span class="count"><b>${list.length}</b>agents</span>` +
+      statusOrder.map((s) => `<span class="count ${s}" data-status="${s}"><b>${counts[s]}</b>${label(s)}</span>`).join("");
+    const tbody = $("#agents tbody");
+    tbody.innerHTML = "";
+    for (const a of list) {
+      const tr = document.createElement("tr");
+      tr.dataset.agent = a.agentId;
+      const chans = (a.channels || []).map((c) =>
+        `<span class="chan ${c.state}" title="${esc(c.name)}">${esc(c.type)} ${c.state === "ACTIVE" ? label(c.status) : c.state.toLowerCase()}${c.reasonName ? " · " + esc(c.reasonName) : ""}</span>`).join("");
+      const reason = (a.channels || []).map((c) => c.reasonName).find((r) => r) || "";
+      tr.innerHTML = `<td class="agent">${esc(a.agentId)}</td><td>${esc((a.teams || []).join(", "))}</td>` +
+        `<td><span class="status ${a.status}">${label(a.status)}</span> <small class="reason">${esc(reason)}</small></td>` +
+        `<td class="timer" data-since="${a.statusSince}"></td><td>${chans}</td>`;
+      tr.onclick = () => { selected = a.agentId; showHistory(a.agentId); };
+      tbody.appendChild(tr);
+    }
+    $("#empty").hidden = list.length > 0;
+    tick();
+  }
+
+  function tick() {
+    const now = Date.now();
+    for (const td of document.querySelectorAll("td.timer")) {
+      const s = Math.max(0, Math.floor((now - Number(td.dataset.since)) / 1000));
+      const h = Math.floor(s / 3600), mm = String(Math.floor(s / 60) % 60).padStart(2, "0"), ss = String(s % 60).padStart(2, "0");
+      td.textContent = h ? `${h}:${mm}:${ss}` : `${mm}:${ss}`;
+    }
+  }
+
+  async function showHistory(agent) {
+    const from = new Date(); from.setHours(0, 0, 0, 0);
+    const headers = token() ? { Authorization: "Bearer " + token() } : {};
+    const res = await fetch(`/v1/agents/${encodeURIComponent(agent)}/history?from=${from.getTime()}&pageSize=500`, { headers });
+    if (!res.ok) return;
+    const body = await res.json();
+    // The bar spans the agent's day so far: first activity to now.
+    const start = Math.max(from.getTime(), body.list.length ? body.list[0].start : from.getTime());
+    const span = Math.max(Date.now() - start, 1);
+    $("#detail").hidden = false;
+    $("#detail-agent").textContent = agent;
+    const bar = $("#timeline");
+    bar.innerHTML = "";
+    for (const iv of body.list) {
+      const status = iv.state === "ACTIVE" ? iv.status.replace(/^busy_.*/, "busy") : "inactive";
+      const seg = document.createElement("div");
+      seg.className = "seg";
+      seg.style.left = ((iv.start - start) / span * 100) + "%";
+      seg.style.width = Math.max((iv.end - iv.start) / span * 100, 0.2) + "%";
+      seg.style.background = `var(--${status})`;
+      seg.title = `${iv.channel}: ${label(status)} ${iv.reasonName || ""} ${new Date(iv.start).toLocaleTimeString()}–${new Date(iv.end).toLocaleTimeString()}`;
+      bar.appendChild(seg);
+    }
+    $("#span").textContent = `${new Date(start).toLocaleTimeString()} – now`;
+    $("#legend").innerHTML = [...statusOrder.slice(0, 4), "inactive"].map((s) => `<span><i style="background:var(--${s})"></i>${label(s)}</span>`).join("");
+  }
+
+  function esc(s) {
+    return String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]));
+  }
+
+  $("#team").onchange = render;
+  $("#login").onsubmit = (e) => {
+    e.preventDefault();
+    localStorage.setItem("ctibroker.token", $("#token").value.trim());
+    $("#login").hidden = true;
+    if (ws) ws.close();
+  };
+  setInterval(tick, 1000);
+  connect();
+})();
