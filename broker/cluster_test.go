@@ -520,3 +520,63 @@ func mustEvent(t *testing.T, v any) map[string]any {
 	}
 	return ev
 }
+
+// A supervisor on one node watches agents on another; when its node dies it
+// resumes on the other node from a snapshot that says "resync".
+func TestClusterSupervisorAcrossNodes(t *testing.T) {
+	rs := redistest.Start(t)
+	a, b := startNode(t, rs, "sv-a"), startNode(t, rs, "sv-b")
+	sv, svsid := attach(t, a.broker(), "supervisor=boss")
+	if r := sv.request(t, protocol.CmdSupervisorSubscribe, svsid, map[string]any{"teams": []string{"sales"}}); r["result"] != "success" {
+		t.Fatal(r)
+	}
+	sv.until(t, isEvent(protocol.EvSupervisorSnapshot))
+
+	alice, asid := attach(t, b.broker(), "agent=alice&teams=sales")
+	alice.request(t, protocol.CmdAddChannel, asid, map[string]any{"channel": map[string]string{"id": "p", "name": "1", "type": "TELEPHONY"}})
+	alice.request(t, protocol.CmdChannelActivate, asid+".p", nil)
+	status := func(m map[string]any) string {
+		cur, _ := m["data"].(map[string]any)["current"].(map[string]any)
+		return fmt.Sprint(cur["status"])
+	}
+	changed := sv.until(t, func(m map[string]any) bool {
+		return m["name"] == protocol.EvSupervisorAgentChanged && status(m) == "not_ready"
+	})
+	lastSeen := seqOf(changed)
+
+	// The supervisor's node dies; it resumes on the other node.
+	a.kill()
+	sv2 := mustDial(t, b.broker(), fmt.Sprintf("supervisor=boss&since=%d", lastSeen))
+	snap := sv2.until(t, isEvent(protocol.EvSupervisorSnapshot))
+	data := snap["data"].(map[string]any)
+	if data["reason"] != "resync" || len(data["agents"].([]any)) != 1 {
+		t.Fatalf("after failover: %v", snap)
+	}
+	init := sv2.until(t, isEvent(protocol.EvSessionInitialized))
+	if init["target"] != svsid {
+		t.Fatalf("supervisor session not resumed: %v", init)
+	}
+	// And keeps receiving changes.
+	alice.request(t, protocol.CmdChannelReady, asid+".p", nil)
+	sv2.until(t, func(m map[string]any) bool {
+		return m["name"] == protocol.EvSupervisorAgentChanged && status(m) == "ready"
+	})
+}
+
+// History is in Redis: a broker restart loses none of it.
+func TestHistorySurvivesRestartWithRedis(t *testing.T) {
+	rs := redistest.Start(t)
+	acw := []string{"CTIBROKER_ACW__TELEPHONY__AUTO=true", "CTIBROKER_ACW__TELEPHONY__THEN=ready"}
+	n := startNode(t, rs, "hist-1", acw...)
+	_, sid := agentDayOn(t, n.broker(), "alice")
+	_, before := getJSON(t, n.broker().url("/v1/agents/alice/history"), nil)
+	n.kill()
+	n2 := startNode(t, rs, "hist-2", acw...)
+	code, after := getJSON(t, n2.broker().url("/v1/agents/alice/history"), nil)
+	if code != 200 || num(after["total"]) != num(before["total"]) || num(before["total"]) < 5 {
+		t.Fatalf("history before restart: %v\nafter: %d %v", before["total"], code, after)
+	}
+	if code, body := getJSON(t, n2.broker().url("/v1/sessions/"+sid), nil); code != 200 || len(body["interactions"].([]any)) != 1 {
+		t.Fatalf("session after restart: %d %v", code, body)
+	}
+}

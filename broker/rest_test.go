@@ -38,7 +38,13 @@ func num(v any) int64 { f, _ := v.(float64); return int64(f) }
 // after-call work, ready. It returns the session id.
 func agentDay(t *testing.T, b *testBroker, agent, teams string) (*client, string) {
 	t.Helper()
-	c, sid := attach(t, b, "agent="+agent+"&teams="+teams)
+	return agentDayOn(t, b, agent+"&teams="+teams)
+}
+
+func agentDayOn(t *testing.T, b *testBroker, agentQuery string) (*client, string) {
+	t.Helper()
+	agent, _, _ := strings.Cut(agentQuery, "&")
+	c, sid := attach(t, b, "agent="+agentQuery)
 	steps := []struct {
 		cmd, target string
 		data        any

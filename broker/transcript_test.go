@@ -401,7 +401,8 @@ func TestTranscriptsCoverProtocol(t *testing.T) {
 	}
 	for _, cmd := range []string{protocol.CmdAddChannel, protocol.CmdAddChannelGroup, protocol.CmdRemoveChannel,
 		protocol.CmdLogout, protocol.CmdNotReadyReasons, protocol.CmdLogoutReasons, protocol.CmdAddressBook,
-		protocol.CmdChannelActivate, protocol.CmdChannelDeactivate, protocol.CmdChannelReady, protocol.CmdChannelNotReady} {
+		protocol.CmdChannelActivate, protocol.CmdChannelDeactivate, protocol.CmdChannelReady, protocol.CmdChannelNotReady,
+		protocol.CmdSupervisorSubscribe, protocol.CmdSupervisorUnsubscribe} {
 		if _, ok := protocol.LookupCommand(cmd); !ok {
 			t.Fatalf("%s is not a protocol command", cmd)
 		}
@@ -416,7 +417,8 @@ func TestTranscriptsCoverProtocol(t *testing.T) {
 	}
 	for _, ev := range []string{protocol.EvSessionInitialized, protocol.EvSessionEnded, protocol.EvChannelCreated,
 		protocol.EvChannelInfoChanged, protocol.EvChannelInitialized, protocol.EvChannelRemoved, protocol.EvStateUpdated,
-		protocol.EvNotReadyReasonsUpdated, protocol.EvLogoutReasonsUpdated, protocol.EvAddressBookUpdated, protocol.EvAgentLegFailed} {
+		protocol.EvNotReadyReasonsUpdated, protocol.EvLogoutReasonsUpdated, protocol.EvAddressBookUpdated, protocol.EvAgentLegFailed,
+		protocol.EvSupervisorSnapshot, protocol.EvSupervisorAgentChanged} {
 		if !events[ev] {
 			t.Errorf("no transcript shows event %s", ev)
 		}
