@@ -46,6 +46,7 @@ type Config struct {
 	ACW         map[string]session.ACWPolicy `koanf:"acw"`
 	AddressBook AddressBookConfig            `koanf:"addressbook"`
 	History     HistoryConfig                `koanf:"history"`
+	Debug       DebugConfig                  `koanf:"debug"`
 	Shutdown    ShutdownConfig               `koanf:"shutdown"`
 	Redis       RedisConfig                  `koanf:"redis"`
 	Node        NodeConfig                   `koanf:"node"`
@@ -139,6 +140,11 @@ type AddressBookConfig struct {
 type HistoryConfig struct {
 	Retention time.Duration `koanf:"retention"`
 	Sessions  int           `koanf:"sessions"`
+}
+
+// DebugConfig configures the profiling listener.
+type DebugConfig struct {
+	Listen string `koanf:"listen"`
 }
 
 // ShutdownConfig configures graceful shutdown.
@@ -338,6 +344,12 @@ func (c Config) Validate() error {
 	if c.Redis.URL != "" {
 		if _, err := redis.ParseURL(c.Redis.URL); err != nil {
 			return fmt.Errorf("redis.url: %v", err)
+		}
+	}
+	if c.Debug.Listen != "" {
+		dhost, _, err := net.SplitHostPort(c.Debug.Listen)
+		if err != nil || !isLoopback(dhost) {
+			return fmt.Errorf("debug.listen: %q must be a loopback host:port", c.Debug.Listen)
 		}
 	}
 	if c.Node.ID != "" {

@@ -105,6 +105,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"zero grace", "session:\n  grace: 0s\n", nil, "session.grace"},
 		{"bad listen", "listen: nowhere\n", nil, "listen"},
 		{"fail rate", "sim:\n  failrate: 2\n", nil, "sim.failrate"},
+		{"public pprof", "debug:\n  listen: 0.0.0.0:6060\n", nil, "debug.listen"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -128,7 +129,7 @@ func TestDefaultsDocumentEveryKey(t *testing.T) {
 		"timeline", "requestids", "grace", "onexpire", "multiconnect", "requestidttl", "kind", "timeout", "acw",
 		"interval", "defaulthandletime", "latency", "failrate", "eventbuffer", "agents", "notreadyreasons",
 		"logoutreasons", "addressbooks", "retention", "sessions", "url", "addrs", "mastername", "prefix", "leasettl",
-		"sessionttl", "healthinterval", "id"} {
+		"sessionttl", "healthinterval", "id", "debug"} {
 		if !strings.Contains(string(DefaultsYAML), "\n"+key+":") && !strings.Contains(string(DefaultsYAML), " "+key+":") {
 			t.Errorf("defaults.yaml does not document %q", key)
 		}

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
+	"github.com/ctibroker/ctibroker/metrics"
 	"github.com/ctibroker/ctibroker/protocol"
 	"github.com/ctibroker/ctibroker/session"
 )
@@ -31,6 +32,7 @@ type wsConn struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 	closedBy atomic.Int32 // close code the broker sent, 0 if none
+	metrics  *metrics.Metrics
 }
 
 type closeRequest struct {
@@ -60,6 +62,7 @@ func (c *wsConn) Send(msg []byte) bool {
 	case c.send <- msg:
 		return true
 	default:
+		c.metrics.Dropped()
 		c.requestClose(closeRequest{code: protocol.CloseTryAgainLater, reason: "slow consumer: send queue full"})
 		return false
 	}
@@ -146,6 +149,7 @@ func (c *wsConn) write(msg []byte) bool {
 		_ = c.ws.CloseNow()
 		return false
 	}
+	c.metrics.Delivered()
 	return true
 }
 
@@ -158,6 +162,7 @@ func (c *wsConn) wait() { <-c.done }
 func (c *wsConn) readLoop(s *session.Session, limiter *rate.Limiter) {
 	for {
 		typ, frame, err := c.ws.Read(c.ctx)
+		received := time.Now()
 		if err != nil {
 			if status := websocket.CloseStatus(err); status == websocket.StatusMessageTooBig {
 				c.closedBy.Store(int32(protocol.CloseMessageTooBig))
@@ -174,7 +179,7 @@ func (c *wsConn) readLoop(s *session.Session, limiter *rate.Limiter) {
 		if in.Failure == nil && limiter != nil && !limiter.Allow() {
 			in.Failure = protocol.Failf(protocol.CodeRateLimited, "more than the allowed commands per second; slow down")
 		}
-		if err := s.Submit(c.ctx, c, in); err != nil {
+		if err := s.Submit(c.ctx, c, in, received); err != nil {
 			return
 		}
 	}

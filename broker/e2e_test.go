@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -347,4 +348,53 @@ func TestAdapterPanicNeverKillsTheBroker(t *testing.T) {
 	if sid2 == sid {
 		t.Fatal("expired session resumed")
 	}
+}
+
+func TestMetricsEndpoint(t *testing.T) {
+	b := startBroker(t)
+	c, sid := attach(t, b, "agent=alice")
+	c.request(t, protocol.CmdAddChannel, sid, map[string]any{"channel": map[string]string{"id": "p", "name": "1", "type": "TELEPHONY"}})
+	c.request(t, protocol.CmdChannelReady, sid+".p", nil) // INVALID_STATE
+	resp, err := http.Get(b.url("/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`ctibroker_connections{role="agent"} 1`,
+		`ctibroker_sessions 1`,
+		`ctibroker_commands_total{command="session.addchannel",result="success"} 1`,
+		`ctibroker_commands_total{command="channel.ready",result="INVALID_STATE"} 1`,
+		`ctibroker_command_duration_seconds_count{command="session.addchannel"} 1`,
+		`ctibroker_events_published_total`,
+		`ctibroker_events_delivered_total`,
+		`ctibroker_adapter_call_duration_seconds_count{op="logins"} 1`,
+		`ctibroker_store_duration_seconds_count{op="commit"}`,
+		`ctibroker_slow_consumer_closes_total 0`,
+		`go_goroutines`,
+		`process_resident_memory_bytes`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+func TestPprofListener(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	startBroker(t, "CTIBROKER_DEBUG__LISTEN="+addr)
+	eventually(t, "pprof", func() bool {
+		resp, err := http.Get("http://" + addr + "/debug/pprof/")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
 }

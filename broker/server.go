@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strconv"
 	"strings"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
@@ -24,6 +27,7 @@ import (
 	"github.com/ctibroker/ctibroker/adapters"
 	"github.com/ctibroker/ctibroker/adapters/sim"
 	"github.com/ctibroker/ctibroker/bus"
+	"github.com/ctibroker/ctibroker/metrics"
 	"github.com/ctibroker/ctibroker/protocol"
 	"github.com/ctibroker/ctibroker/session"
 	"github.com/ctibroker/ctibroker/store"
@@ -42,6 +46,8 @@ type Server struct {
 	store   store.Store
 	bus     bus.Bus
 	redis   redis.UniversalClient // nil without Redis
+	metrics *metrics.Metrics
+	reg     *prometheus.Registry
 
 	// base is the parent context of every connection; cancelling it tears
 	// everything down. Handlers must not use r.Context() after Accept.
@@ -52,9 +58,6 @@ type Server struct {
 	// server's graceful shutdown does not wait for them.
 	streams       context.Context
 	cancelStreams context.CancelFunc
-
-	// routes lists every pattern of the router, for the OpenAPI test.
-	routes []string
 
 	mu    sync.Mutex
 	conns map[*wsConn]struct{}
@@ -74,6 +77,9 @@ func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
 	streams, cancelStreams := context.WithCancel(base)
 	s := &Server{streams: streams, cancelStreams: cancelStreams, cfg: cfg, log: log.With(zap.String("node", cfg.Node.ID)), audit: audit.With(zap.String("node", cfg.Node.ID)),
 		auth: NewAuthenticator(cfg.Auth), adapter: sw, sim: sw, base: base, cancel: cancel, conns: map[*wsConn]struct{}{}}
+	s.reg = prometheus.NewRegistry()
+	s.metrics = metrics.New(s.reg)
+	s.adapter = s.metrics.Adapter(sw)
 	limits := store.Limits{Events: cfg.Limits.History, Timeline: cfg.Limits.Timeline, TTL: cfg.Redis.SessionTTL,
 		ReplyTTL: cfg.Session.RequestIDTTL, History: cfg.History.Retention, HistorySessions: cfg.History.Sessions}
 	if cfg.Redis.Enabled() {
@@ -84,7 +90,12 @@ func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
 		s.bus = bus.NewMemory()
 		s.store = store.NewMemory(limits, s.bus)
 	}
-	s.manager = session.NewManager(cfg.SessionOptions(), s.adapter, s.store, s.bus, s.log, s.audit)
+	s.store = s.metrics.Store(s.store)
+	opts := cfg.SessionOptions()
+	opts.Metrics = s.metrics
+	s.manager = session.NewManager(opts, s.adapter, s.store, s.bus, s.log, s.audit)
+	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ctibroker_sessions",
+		Help: "Live sessions owned by this node."}, func() float64 { return float64(s.manager.SessionCount()) }))
 	return s, nil
 }
 
@@ -122,34 +133,45 @@ func defaultNodeID() string {
 // Manager returns the session manager.
 func (s *Server) Manager() *session.Manager { return s.manager }
 
-// Handler returns the HTTP routes. Every route is registered through
-// handle, which records it for the OpenAPI test.
+// Handler returns the HTTP routes.
 func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
-	s.routes = nil
-	s.handle(mux, "GET /v1/ws", s.serveWS)
-	s.handle(mux, "GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	s.handle(mux, "GET /readyz", s.serveReady)
-	s.handle(mux, "GET /v1/agents/{id}/events", s.serveAgentEvents)
-	s.handle(mux, "GET /v1/watch/agents", s.serveWatch)
-	s.handle(mux, "GET /v1/agents", s.rest(s.listAgents))
-	s.handle(mux, "GET /v1/agents/{id}", s.rest(s.getAgent))
-	s.handle(mux, "GET /v1/agents/{id}/history", s.rest(s.agentHistory))
-	s.handle(mux, "GET /v1/sessions/my", s.rest(s.mySessions))
-	s.handle(mux, "GET /v1/sessions/{id}", s.rest(s.getSession))
-	s.handle(mux, "GET /v1/reports/agents", s.rest(s.agentReports))
-	s.webRoutes(mux)
-	if s.sim != nil {
-		s.handle(mux, "POST /v1/sim/events", s.sim.ControlHandler().ServeHTTP)
-	}
+	mux, _ := s.router()
 	return mux
 }
 
-func (s *Server) handle(mux *http.ServeMux, pattern string, h http.HandlerFunc) {
-	s.routes = append(s.routes, pattern)
-	mux.HandleFunc(pattern, h)
+// router builds the routes and lists their patterns (for the OpenAPI test).
+func (s *Server) router() (*http.ServeMux, []string) {
+	r := &routes{mux: http.NewServeMux()}
+	r.handle("GET /v1/ws", s.serveWS)
+	r.handle("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	r.handle("GET /readyz", s.serveReady)
+	r.handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}).ServeHTTP)
+	r.handle("GET /v1/agents/{id}/events", s.serveAgentEvents)
+	r.handle("GET /v1/watch/agents", s.serveWatch)
+	r.handle("GET /v1/agents", s.rest(s.listAgents))
+	r.handle("GET /v1/agents/{id}", s.rest(s.getAgent))
+	r.handle("GET /v1/agents/{id}/history", s.rest(s.agentHistory))
+	r.handle("GET /v1/sessions/my", s.rest(s.mySessions))
+	r.handle("GET /v1/sessions/{id}", s.rest(s.getSession))
+	r.handle("GET /v1/reports/agents", s.rest(s.agentReports))
+	s.webRoutes(r)
+	if s.sim != nil {
+		r.handle("POST /v1/sim/events", s.sim.ControlHandler().ServeHTTP)
+	}
+	return r.mux, r.patterns
+}
+
+// routes registers handlers and remembers their patterns.
+type routes struct {
+	mux      *http.ServeMux
+	patterns []string
+}
+
+func (r *routes) handle(pattern string, h http.HandlerFunc) {
+	r.patterns = append(r.patterns, pattern)
+	r.mux.HandleFunc(pattern, h)
 }
 
 func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
@@ -180,6 +202,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
+	if s.cfg.Debug.Listen != "" {
+		dbg, err := s.startDebug()
+		if err != nil {
+			return err
+		}
+		defer dbg.Close()
+	}
 	s.log.Info("broker listening", zap.String("addr", ln.Addr().String()), zap.String("auth", s.cfg.Auth.Mode), zap.String("adapter", s.cfg.Adapter.Kind))
 
 	var err error
@@ -215,6 +244,24 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		err = nil
 	}
 	return err
+}
+
+// startDebug serves pprof on its own loopback listener, away from clients.
+func (s *Server) startDebug() (*http.Server, error) {
+	ln, err := net.Listen("tcp", s.cfg.Debug.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("debug.listen %s: %w", s.cfg.Debug.Listen, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	s.log.Info("pprof listening", zap.String("addr", ln.Addr().String()))
+	return srv, nil
 }
 
 func waitGroup(ctx context.Context, wg *sync.WaitGroup) error {
@@ -266,6 +313,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(s.cfg.WS.MaxMessage)
 	log := s.log.With(zap.String("agent", id.AgentID), zap.String("remote", r.RemoteAddr))
 	c := newWSConn(s.base, ws, r.RemoteAddr, s.cfg.WS, s.cfg.Limits.SendQueue, log)
+	c.metrics = s.metrics
+	role := id.Role
+	s.metrics.Connection(role, 1)
+	defer s.metrics.Connection(role, -1)
 	if !s.track(c) {
 		_ = ws.Close(websocket.StatusCode(protocol.CloseGoingAway), "broker shutting down")
 		return

@@ -12,15 +12,15 @@ import (
 //go:embed web
 var webFiles embed.FS
 
-func (s *Server) webRoutes(mux *http.ServeMux) {
+func (s *Server) webRoutes(r *routes) {
 	sub, _ := fs.Sub(webFiles, "web")
 	files := http.FileServerFS(sub)
-	s.handle(mux, "GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+	r.handle("GET /{$}", func(w http.ResponseWriter, req *http.Request) {
 		w.Header().Set("Cache-Control", "no-cache")
-		files.ServeHTTP(w, r)
+		files.ServeHTTP(w, req)
 	})
-	s.handle(mux, "GET /static/", func(w http.ResponseWriter, r *http.Request) {
+	r.handle("GET /static/", func(w http.ResponseWriter, req *http.Request) {
 		w.Header().Set("Cache-Control", "no-cache")
-		http.StripPrefix("/static/", files).ServeHTTP(w, r)
+		http.StripPrefix("/static/", files).ServeHTTP(w, req)
 	})
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ctibroker/ctibroker/adapters"
 	"github.com/ctibroker/ctibroker/bus"
+	"github.com/ctibroker/ctibroker/metrics"
 	"github.com/ctibroker/ctibroker/protocol"
 	"github.com/ctibroker/ctibroker/store"
 )
@@ -76,6 +77,8 @@ type Options struct {
 	StoreTimeout time.Duration
 	// HealthInterval is how often the store is pinged for readiness.
 	HealthInterval time.Duration
+	// Metrics records commands and events; nil records nothing.
+	Metrics *metrics.Metrics
 }
 
 // Identity is who a connection authenticated as.

@@ -22,8 +22,9 @@ import (
 )
 
 type command struct {
-	conn Conn
-	in   protocol.Inbound
+	conn     Conn
+	in       protocol.Inbound
+	received time.Time
 }
 
 // Session is one agent's session. See the package doc for ownership.
@@ -135,9 +136,9 @@ func (s *Session) Done() <-chan struct{} { return s.done }
 
 // Submit queues a client command. It blocks while the session's inbox is
 // full, which slows the client's reader down instead of dropping commands.
-func (s *Session) Submit(ctx context.Context, conn Conn, in protocol.Inbound) error {
+func (s *Session) Submit(ctx context.Context, conn Conn, in protocol.Inbound, received time.Time) error {
 	select {
-	case s.cmds <- command{conn, in}:
+	case s.cmds <- command{conn, in, received}:
 		return nil
 	case <-s.done:
 		return ErrSessionEnded
@@ -630,6 +631,7 @@ func (s *Session) persist(replies []store.Reply, force bool) error {
 	cancel()
 	switch {
 	case err == nil:
+		s.m.opts.Metrics.EventsCommitted(len(s.outbox))
 		s.version++
 		s.forcePersist = false
 		s.committed = s.seq
@@ -717,6 +719,10 @@ func (s *Session) handleCommand(c command) {
 	}
 	// Nothing is acknowledged that is not stored: commit, then reply.
 	s.stateUpdated()
+	result := protocol.ResultSuccess
+	if reply.Failure != nil {
+		result = string(reply.Failure.Code)
+	}
 	if err := s.persist(reps, false); err != nil {
 		if s.handedOver {
 			return
@@ -724,13 +730,24 @@ func (s *Session) handleCommand(c command) {
 		msg, _ = json.Marshal(protocol.FailureReply(c.in, protocol.Failf(protocol.CodeUnavailable,
 			"the change could not be stored (%v); its events follow once the store is back", err)))
 		s.deliver(msg)
+		s.m.opts.Metrics.CommandDone(metricCommand(c.in), string(protocol.CodeUnavailable), time.Since(c.received).Seconds())
 		return
 	}
 	if remember {
 		s.replies.put(id, msg, now)
 	}
 	s.deliver(msg)
+	s.m.opts.Metrics.CommandDone(metricCommand(c.in), result, time.Since(c.received).Seconds())
 	s.deliverCommitted()
+}
+
+// metricCommand is the command label: known commands only, so that clients
+// cannot grow the metric's cardinality.
+func metricCommand(in protocol.Inbound) string {
+	if _, ok := protocol.LookupCommand(in.Request.Command); ok {
+		return in.Request.Command
+	}
+	return "unknown"
 }
 
 // rememberedReply finds the first reply to a requestId: in this node's

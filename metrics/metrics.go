@@ -1,0 +1,101 @@
+// Package metrics holds the broker's Prometheus metrics, and decorators that
+// measure the adapter and the session store. Everything is registered on the
+// registry given to New, never on the global default one.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are the broker's collectors.
+type Metrics struct {
+	Connections     *prometheus.GaugeVec
+	Commands        *prometheus.CounterVec
+	CommandDuration *prometheus.HistogramVec
+	EventsPublished prometheus.Counter
+	EventsDelivered prometheus.Counter
+	SendQueueDrops  prometheus.Counter
+	SlowConsumers   prometheus.Counter
+	AdapterDuration *prometheus.HistogramVec
+	AdapterErrors   *prometheus.CounterVec
+	StoreDuration   *prometheus.HistogramVec
+	StoreErrors     *prometheus.CounterVec
+}
+
+// latencyBuckets cover 50 µs to 5 s.
+var latencyBuckets = []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
+
+// New creates the collectors and registers them, with the Go runtime and
+// process (RSS) collectors, on reg.
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ctibroker_connections",
+			Help: "Open WebSocket connections, by role."}, []string{"role"}),
+		Commands: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ctibroker_commands_total",
+			Help: "Commands answered, by command and result (success or the failure code)."}, []string{"command", "result"}),
+		CommandDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ctibroker_command_duration_seconds",
+			Help: "From reading a command off the socket to queuing its reply.", Buckets: latencyBuckets}, []string{"command"}),
+		EventsPublished: prometheus.NewCounter(prometheus.CounterOpts{Name: "ctibroker_events_published_total",
+			Help: "Session events committed (and published to listeners)."}),
+		EventsDelivered: prometheus.NewCounter(prometheus.CounterOpts{Name: "ctibroker_events_delivered_total",
+			Help: "Messages (replies and events) written to client sockets."}),
+		SendQueueDrops: prometheus.NewCounter(prometheus.CounterOpts{Name: "ctibroker_send_queue_drops_total",
+			Help: "Messages not queued because a connection's send queue was full."}),
+		SlowConsumers: prometheus.NewCounter(prometheus.CounterOpts{Name: "ctibroker_slow_consumer_closes_total",
+			Help: "Connections closed with 1013 because they did not read fast enough."}),
+		AdapterDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ctibroker_adapter_call_duration_seconds",
+			Help: "CTI adapter call latency, by operation.", Buckets: latencyBuckets}, []string{"op"}),
+		AdapterErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ctibroker_adapter_errors_total",
+			Help: "CTI adapter calls that failed, by operation."}, []string{"op"}),
+		StoreDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ctibroker_store_duration_seconds",
+			Help: "Session store (Redis, or memory) call latency, by operation.", Buckets: latencyBuckets}, []string{"op"}),
+		StoreErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ctibroker_store_errors_total",
+			Help: "Session store calls that failed, by operation."}, []string{"op"}),
+	}
+	reg.MustRegister(m.Connections, m.Commands, m.CommandDuration, m.EventsPublished, m.EventsDelivered, m.SendQueueDrops,
+		m.SlowConsumers, m.AdapterDuration, m.AdapterErrors, m.StoreDuration, m.StoreErrors,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// The methods below are nil-safe: a nil *Metrics records nothing.
+
+// CommandDone records one answered command.
+func (m *Metrics) CommandDone(command, result string, took float64) {
+	if m == nil {
+		return
+	}
+	m.Commands.WithLabelValues(command, result).Inc()
+	m.CommandDuration.WithLabelValues(command).Observe(took)
+}
+
+// EventsCommitted records committed events.
+func (m *Metrics) EventsCommitted(n int) {
+	if m != nil && n > 0 {
+		m.EventsPublished.Add(float64(n))
+	}
+}
+
+// Delivered records a message written to a socket.
+func (m *Metrics) Delivered() {
+	if m != nil {
+		m.EventsDelivered.Inc()
+	}
+}
+
+// Dropped records a message refused by a full send queue and the
+// slow-consumer close it causes.
+func (m *Metrics) Dropped() {
+	if m != nil {
+		m.SendQueueDrops.Inc()
+		m.SlowConsumers.Inc()
+	}
+}
+
+// Connection adds delta to the open connections of role.
+func (m *Metrics) Connection(role string, delta float64) {
+	if m != nil {
+		m.Connections.WithLabelValues(role).Add(delta)
+	}
+}

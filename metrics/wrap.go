@@ -1,0 +1,152 @@
+package metrics
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ctibroker/ctibroker/adapters"
+	"github.com/ctibroker/ctibroker/protocol"
+	"github.com/ctibroker/ctibroker/store"
+)
+
+// timed runs f and records its latency and failure under op.
+func timed[T any](d *prometheus.HistogramVec, e *prometheus.CounterVec, op string, f func() (T, error)) (T, error) {
+	start := time.Now()
+	v, err := f()
+	d.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	if err != nil {
+		e.WithLabelValues(op).Inc()
+	}
+	return v, err
+}
+
+func timedErr(d *prometheus.HistogramVec, e *prometheus.CounterVec, op string, f func() error) error {
+	_, err := timed(d, e, op, func() (struct{}, error) { return struct{}{}, f() })
+	return err
+}
+
+// Adapter measures every call of a.
+func (m *Metrics) Adapter(a adapters.Adapter) adapters.Adapter { return &adapterMetrics{a, m} }
+
+type adapterMetrics struct {
+	adapters.Adapter
+	m *Metrics
+}
+
+func (a *adapterMetrics) call(op string, f func() error) error {
+	return timedErr(a.m.AdapterDuration, a.m.AdapterErrors, op, f)
+}
+
+func (a *adapterMetrics) Logins(ctx context.Context, agent string) ([]adapters.Login, error) {
+	return timed(a.m.AdapterDuration, a.m.AdapterErrors, "logins", func() ([]adapters.Login, error) { return a.Adapter.Logins(ctx, agent) })
+}
+
+func (a *adapterMetrics) Activate(ctx context.Context, ch adapters.ChannelRef, queues []string) error {
+	return a.call("activate", func() error { return a.Adapter.Activate(ctx, ch, queues) })
+}
+
+func (a *adapterMetrics) Deactivate(ctx context.Context, ch adapters.ChannelRef, reason string) error {
+	return a.call("deactivate", func() error { return a.Adapter.Deactivate(ctx, ch, reason) })
+}
+
+func (a *adapterMetrics) SetReady(ctx context.Context, ch adapters.ChannelRef) error {
+	return a.call("ready", func() error { return a.Adapter.SetReady(ctx, ch) })
+}
+
+func (a *adapterMetrics) SetNotReady(ctx context.Context, ch adapters.ChannelRef, code string) error {
+	return a.call("notready", func() error { return a.Adapter.SetNotReady(ctx, ch, code) })
+}
+
+func (a *adapterMetrics) NotReadyReasons(ctx context.Context, agent string) ([]protocol.ReasonCode, error) {
+	return timed(a.m.AdapterDuration, a.m.AdapterErrors, "notreadyreasons", func() ([]protocol.ReasonCode, error) { return a.Adapter.NotReadyReasons(ctx, agent) })
+}
+
+func (a *adapterMetrics) LogoutReasons(ctx context.Context, agent string) ([]protocol.LogoutReason, error) {
+	return timed(a.m.AdapterDuration, a.m.AdapterErrors, "logoutreasons", func() ([]protocol.LogoutReason, error) { return a.Adapter.LogoutReasons(ctx, agent) })
+}
+
+func (a *adapterMetrics) AddressBook(ctx context.Context, agent string) (protocol.AddressBooks, error) {
+	return timed(a.m.AdapterDuration, a.m.AdapterErrors, "addressbook", func() (protocol.AddressBooks, error) { return a.Adapter.AddressBook(ctx, agent) })
+}
+
+func (a *adapterMetrics) Teams(ctx context.Context, agent string) ([]string, error) {
+	return timed(a.m.AdapterDuration, a.m.AdapterErrors, "teams", func() ([]string, error) { return a.Adapter.Teams(ctx, agent) })
+}
+
+// Store measures every call of s: with Redis, that is the Redis round trip.
+func (m *Metrics) Store(s store.Store) store.Store { return &storeMetrics{s, m} }
+
+type storeMetrics struct {
+	store.Store
+	m *Metrics
+}
+
+func sm[T any](s *storeMetrics, op string, f func() (T, error)) (T, error) {
+	return timed(s.m.StoreDuration, s.m.StoreErrors, op, f)
+}
+
+func (s *storeMetrics) do(op string, f func() error) error {
+	return timedErr(s.m.StoreDuration, s.m.StoreErrors, op, f)
+}
+
+func (s *storeMetrics) Claim(ctx context.Context, agent, sid string) (string, error) {
+	return sm(s, "claim", func() (string, error) { return s.Store.Claim(ctx, agent, sid) })
+}
+
+func (s *storeMetrics) SessionOf(ctx context.Context, agent string) (string, error) {
+	return sm(s, "sessionof", func() (string, error) { return s.Store.SessionOf(ctx, agent) })
+}
+
+func (s *storeMetrics) Acquire(ctx context.Context, sid, agent, node string, ttl time.Duration) (string, error) {
+	return sm(s, "acquire", func() (string, error) { return s.Store.Acquire(ctx, sid, agent, node, ttl) })
+}
+
+func (s *storeMetrics) Renew(ctx context.Context, sid, agent, node string, ttl time.Duration) error {
+	return s.do("renew", func() error { return s.Store.Renew(ctx, sid, agent, node, ttl) })
+}
+
+func (s *storeMetrics) Release(ctx context.Context, sid, node string) error {
+	return s.do("release", func() error { return s.Store.Release(ctx, sid, node) })
+}
+
+func (s *storeMetrics) Load(ctx context.Context, sid string) (store.Record, bool, error) {
+	type loaded struct {
+		r  store.Record
+		ok bool
+	}
+	v, err := sm(s, "load", func() (loaded, error) {
+		r, ok, err := s.Store.Load(ctx, sid)
+		return loaded{r, ok}, err
+	})
+	return v.r, v.ok, err
+}
+
+func (s *storeMetrics) Commit(ctx context.Context, c store.Commit) error {
+	return s.do("commit", func() error { return s.Store.Commit(ctx, c) })
+}
+
+func (s *storeMetrics) EventsSince(ctx context.Context, sid string, since, last uint64) ([][]byte, bool, error) {
+	type got struct {
+		evs [][]byte
+		ok  bool
+	}
+	v, err := sm(s, "eventssince", func() (got, error) {
+		evs, ok, err := s.Store.EventsSince(ctx, sid, since, last)
+		return got{evs, ok}, err
+	})
+	return v.evs, v.ok, err
+}
+
+func (s *storeMetrics) LastSeq(ctx context.Context, sid string) (uint64, error) {
+	return sm(s, "lastseq", func() (uint64, error) { return s.Store.LastSeq(ctx, sid) })
+}
+
+func (s *storeMetrics) Ping(ctx context.Context) error {
+	return s.do("ping", func() error { return s.Store.Ping(ctx) })
+}
+
+func (s *storeMetrics) End(ctx context.Context, agent, sid string) error {
+	return s.do("end", func() error { return s.Store.End(ctx, agent, sid) })
+}
