@@ -1,0 +1,186 @@
+// Command ctiload loads a ctibroker over real WebSockets and reports what it
+// measured; loopback targets only.
+//
+//	ctiload --agents 100 --duration 20s                     as fast as possible
+//	ctiload --agents 100 --rate 10000 --duration 20s        at a total rate
+//	ctiload --agents 1000 --supervisors 50 --rate 2000      with supervisors
+//	ctiload --agents 20000 --idle --sources 8               idle sessions (memory)
+//	ctiload ... --baseline                                  plus the bare-WebSocket ceiling
+//	ctiload echo --listen 127.0.0.1:9999 --reply 300 --event 400 --events 2
+//
+// The broker must allow the load: CTIBROKER_LIMITS__COMMANDRATE=0.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/ctibroker/ctibroker/load"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "ctiload:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout io.Writer) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if len(args) > 0 && args[0] == "echo" {
+		return echo(ctx, args[1:])
+	}
+	fs := pflag.NewFlagSet("ctiload", pflag.ContinueOnError)
+	var cfg load.Config
+	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8080/v1/ws", "broker WebSocket URL (loopback only)")
+	fs.IntVar(&cfg.Agents, "agents", 100, "agent connections")
+	fs.IntVar(&cfg.Supervisors, "supervisors", 0, "supervisor connections watching every agent")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "total commands per second (0: as fast as possible)")
+	fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "measured period (after connecting)")
+	fs.IntVar(&cfg.Sources, "sources", 4, "source addresses 127.0.0.1..N")
+	fs.BoolVar(&cfg.Idle, "idle", false, "agents connect and add a channel, then stay idle")
+	metricsURL := fs.String("metrics", "", "broker /metrics URL (default: from --url)")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	baseline := fs.Bool("baseline", false, "also measure a bare-WebSocket echo server with the same message sizes")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *metricsURL == "" {
+		u, err := url.Parse(cfg.URL)
+		if err != nil {
+			return err
+		}
+		*metricsURL = "http://" + u.Host + "/metrics"
+	}
+	rss0, heap0, err := load.Scrape(ctx, *metricsURL)
+	if err != nil {
+		return err
+	}
+	var mem *load.BrokerMemory
+	cfg.OnReady = func() {
+		time.Sleep(time.Second) // let the broker settle after the connection burst
+		if rss1, heap1, err := load.Scrape(ctx, *metricsURL); err == nil {
+			mem = load.PerConnection(rss0, heap0, rss1, heap1, int64(cfg.Agents+cfg.Supervisors))
+		}
+	}
+	rep, err := load.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	rep.Broker = mem
+	reports := []load.Report{rep}
+	if *baseline {
+		base, err := runBaseline(ctx, cfg, rep)
+		if err != nil {
+			return err
+		}
+		reports = append(reports, base)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(reports)
+	}
+	printReports(stdout, reports)
+	return nil
+}
+
+// runBaseline starts the echo server as a separate process (as the broker
+// is) answering with the broker's message sizes, and loads it the same way.
+func runBaseline(ctx context.Context, cfg load.Config, broker load.Report) (load.Report, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return load.Report{}, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	self, err := os.Executable()
+	if err != nil {
+		return load.Report{}, err
+	}
+	events := int(broker.EventsPerCommand + 0.5)
+	cmd := exec.CommandContext(ctx, self, "echo", "--listen", addr,
+		"--reply", strconv.Itoa(int(broker.ReplyBytes)), "--event", strconv.Itoa(int(broker.EventBytes)), "--events", strconv.Itoa(events))
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return load.Report{}, err
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			return load.Report{}, fmt.Errorf("echo server did not start on %s", addr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cfg.URL = "ws://" + addr + "/"
+	return load.RunEcho(ctx, cfg, load.Sizes{Reply: int(broker.ReplyBytes), Event: int(broker.EventBytes), Events: events})
+}
+
+func echo(ctx context.Context, args []string) error {
+	fs := pflag.NewFlagSet("echo", pflag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:9999", "address (loopback)")
+	var sizes load.Sizes
+	fs.IntVar(&sizes.Reply, "reply", 300, "reply size in bytes")
+	fs.IntVar(&sizes.Event, "event", 400, "event size in bytes")
+	fs.IntVar(&sizes.Events, "events", 2, "events after each reply")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := load.CheckLoopback("ws://" + *listen); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	return load.ServeEcho(ctx, ln, sizes)
+}
+
+func printReports(w io.Writer, reports []load.Report) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	row := func(cells ...any) {
+		for _, c := range cells {
+			fmt.Fprintf(tw, "%v\t", c)
+		}
+		fmt.Fprintln(tw)
+	}
+	row("", "mode", "conns", "cmds/s", "rtt p50 µs", "p90", "p99", "p99.9", "max", "agent ev/s", "deliv p99 ms", "sup ev/s", "sup p99 ms", "sup lost")
+	for _, r := range reports {
+		row("", r.Mode, r.Connected, fmt.Sprintf("%.0f", r.CommandsPerSec), r.RTT.P50, r.RTT.P90, r.RTT.P99, r.RTT.P999, r.RTT.Max,
+			fmt.Sprintf("%.0f", r.AgentEventsPS), r.AgentDelivery.P99, fmt.Sprintf("%.0f", r.SupEventsPS), r.SupDelivery.P99, r.SupLost)
+	}
+	tw.Flush()
+	b := reports[0]
+	fmt.Fprintf(w, "\ncommands %d in %.1fs; failures %v; connect failures %d\n", b.Commands, b.Seconds, b.Failures, b.ConnectFailures)
+	fmt.Fprintf(w, "messages: reply %.0f B, event %.0f B, %.2f events per command\n", b.ReplyBytes, b.EventBytes, b.EventsPerCommand)
+	if b.Supervisors > 0 {
+		fmt.Fprintf(w, "supervisors: %d changes expected in all, %d lost; delivery p50 %d ms, p99 %d ms, max %d ms\n",
+			b.SupExpected, b.SupLost, b.SupDelivery.P50, b.SupDelivery.P99, b.SupDelivery.Max)
+	}
+	if b.Broker != nil {
+		fmt.Fprintf(w, "broker memory: RSS %.1f -> %.1f MiB, heap %.1f -> %.1f MiB: %.1f KiB RSS and %.1f KiB heap per connection\n",
+			b.Broker.RSSBefore/(1<<20), b.Broker.RSSAfter/(1<<20), b.Broker.HeapBefore/(1<<20), b.Broker.HeapAfter/(1<<20),
+			b.Broker.RSSPerConnKiB, b.Broker.HeapPerConnKiB)
+	}
+	if len(reports) > 1 && reports[1].CommandsPerSec > 0 {
+		fmt.Fprintf(w, "broker / bare-websocket command rate: %.2f\n", b.CommandsPerSec/reports[1].CommandsPerSec)
+	}
+}
