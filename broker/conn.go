@@ -20,12 +20,13 @@ import (
 // never block.
 type wsConn struct {
 	ws     *websocket.Conn
+	cork   *corkedConn // nil when the connection could not be corked
 	remote string
 	cfg    WSConfig
 	// log gains the session id once attached, while writeLoop runs.
 	log atomic.Pointer[zap.Logger]
 
-	send     chan []byte
+	send     chan [][]byte
 	closeReq chan closeRequest // capacity 1: the first close wins
 	closing  atomic.Bool
 	done     chan struct{} // closed when writeLoop returned
@@ -47,19 +48,19 @@ var _ session.Conn = (*wsConn)(nil)
 func newWSConn(parent context.Context, ws *websocket.Conn, remote string, cfg WSConfig, queue int, log *zap.Logger) *wsConn {
 	ctx, cancel := context.WithCancel(parent)
 	c := &wsConn{ws: ws, remote: remote, cfg: cfg,
-		send: make(chan []byte, queue), closeReq: make(chan closeRequest, 1),
+		send: make(chan [][]byte, queue), closeReq: make(chan closeRequest, 1),
 		done: make(chan struct{}), ctx: ctx, cancel: cancel}
 	c.log.Store(log)
 	return c
 }
 
 // Send implements session.Conn.
-func (c *wsConn) Send(msg []byte) bool {
+func (c *wsConn) Send(msgs [][]byte) bool {
 	if c.closing.Load() {
 		return false
 	}
 	select {
-	case c.send <- msg:
+	case c.send <- msgs:
 		return true
 	default:
 		c.metrics.Dropped()
@@ -93,16 +94,16 @@ func (c *wsConn) writeLoop() {
 	pinging := false
 	for {
 		select {
-		case msg := <-c.send:
-			if !c.write(msg) {
+		case msgs := <-c.send:
+			if !c.writeBatch(msgs) {
 				return
 			}
 		case r := <-c.closeReq:
 			if r.drain {
 				for drained := false; !drained; {
 					select {
-					case msg := <-c.send:
-						if !c.write(msg) {
+					case msgs := <-c.send:
+						if !c.writeBatch(msgs) {
 							return
 						}
 					default:
@@ -140,9 +141,55 @@ func (c *wsConn) writeLoop() {
 	}
 }
 
+// maxBatch bounds how many queued batches one corked write takes.
+const maxBatch = 64
+
+// writeBatch writes msgs, and whatever else is queued (up to maxBatch
+// batches), with one system call when the connection is corked.
+func (c *wsConn) writeBatch(msgs [][]byte) bool {
+	if c.cork != nil {
+		c.cork.Cork()
+	}
+	ok := c.writeAll(msgs)
+	for n := 1; ok && n < maxBatch; n++ {
+		select {
+		case more := <-c.send:
+			ok = c.writeAll(more)
+			continue
+		default:
+		}
+		break
+	}
+	if c.cork != nil {
+		if err := c.cork.Uncork(c.cfg.WriteTimeout); err != nil && ok {
+			c.log.Load().Debug("write failed", zap.Error(err))
+			c.closing.Store(true)
+			_ = c.ws.CloseNow()
+			return false
+		}
+	}
+	return ok
+}
+
+func (c *wsConn) writeAll(msgs [][]byte) bool {
+	for _, m := range msgs {
+		if !c.write(m) {
+			return false
+		}
+	}
+	return true
+}
+
 func (c *wsConn) write(msg []byte) bool {
-	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.WriteTimeout)
-	defer cancel()
+	// Corked writes only fill a buffer: the real write (in Uncork) has the
+	// deadline. Without a context deadline the library sets no timer per
+	// message.
+	ctx := context.Background()
+	if c.cork == nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(c.ctx, c.cfg.WriteTimeout)
+		defer cancel()
+	}
 	if err := c.ws.Write(ctx, websocket.MessageText, msg); err != nil {
 		c.log.Load().Debug("write failed", zap.Error(err))
 		c.closing.Store(true)

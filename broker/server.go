@@ -305,7 +305,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 		since = &n
 	}
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.WS.Origins})
+	cw := &corkingWriter{ResponseWriter: w}
+	ws, err := websocket.Accept(cw, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.WS.Origins})
 	if err != nil {
 		s.log.Info("websocket upgrade failed", zap.String("remote", r.RemoteAddr), zap.Error(err))
 		return
@@ -314,6 +315,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	log := s.log.With(zap.String("agent", id.AgentID), zap.String("remote", r.RemoteAddr))
 	c := newWSConn(s.base, ws, r.RemoteAddr, s.cfg.WS, s.cfg.Limits.SendQueue, log)
 	c.metrics = s.metrics
+	c.cork = cw.conn
 	role := id.Role
 	s.metrics.Connection(role, 1)
 	defer s.metrics.Connection(role, -1)

@@ -170,3 +170,34 @@ func FailureReply(in Inbound, f *Failure) Reply {
 	return Reply{Command: in.Request.Command, Target: in.Request.Target, Result: ResultFailure,
 		Failure: f, Original: in.Original, RequestID: in.Request.RequestID}
 }
+
+// AppendString appends s as a JSON string. It escapes what JSON requires
+// (quote, backslash, control characters) and, like encoding/json, <, > and
+// &; s must be valid UTF-8 (ids are validated).
+func AppendString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' && c != 0x7f {
+			continue
+		}
+		dst = append(dst, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			dst = append(dst, '\\', c)
+		case '\n':
+			dst = append(dst, '\\', 'n')
+		case '\r':
+			dst = append(dst, '\\', 'r')
+		case '\t':
+			dst = append(dst, '\\', 't')
+		default:
+			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		}
+		start = i + 1
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}

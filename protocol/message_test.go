@@ -3,6 +3,7 @@ package protocol
 import (
 	"encoding/json"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestDecodeRequest(t *testing.T) {
@@ -160,6 +161,32 @@ func FuzzDecodeRequest(f *testing.F) {
 			_ = DecodeData(in.Request.Data, &nr)
 			var co ChannelOptionsData
 			_ = DecodeData(in.Request.Data, &co)
+		}
+	})
+}
+
+func TestAppendStringMatchesEncodingJSON(t *testing.T) {
+	for _, s := range []string{"", "abc", "a\"b", "back\\slash", "tab\tnl\ncr\r", "\x00\x01\x1f\x7f", "<tag>&amp;", "ünïcødé ✓", "日本"} {
+		want, _ := json.Marshal(s)
+		if got := AppendString(nil, s); string(got) != string(want) && !json.Valid(got) {
+			t.Errorf("AppendString(%q) = %s, not valid JSON (encoding/json: %s)", s, got, want)
+		}
+		var back string
+		if err := json.Unmarshal(AppendString(nil, s), &back); err != nil || back != s {
+			t.Errorf("AppendString(%q) decodes to %q, %v", s, back, err)
+		}
+	}
+}
+
+func FuzzAppendString(f *testing.F) {
+	f.Add("a\"\\\x00<")
+	f.Fuzz(func(t *testing.T, s string) {
+		if !utf8.ValidString(s) {
+			return
+		}
+		var back string
+		if err := json.Unmarshal(AppendString(nil, s), &back); err != nil || back != s {
+			t.Fatalf("AppendString(%q) decodes to %q, %v", s, back, err)
 		}
 	})
 }

@@ -312,9 +312,13 @@ func (s *Session) applyIntent(c *channel.Channel, in channel.Intent, cause strin
 // changed emits the events of a channel change and logs it unsampled.
 func (s *Session) changed(c *channel.Channel, before protocol.ChannelInfo, cause string) {
 	info := c.Info()
-	s.m.audit.Info("channel state changed", append(s.auditFields(c, cause),
-		zap.String("from_state", before.State), zap.String("from_status", before.AgentStatus.Status),
-		zap.String("from_reason", before.AgentStatus.LastReasonCode))...)
+	// Check first: building the fields costs allocations even when the
+	// level filters the line out. When enabled, every change is logged.
+	if ce := s.m.audit.Check(zap.InfoLevel, "channel state changed"); ce != nil {
+		ce.Write(append(s.auditFields(c, cause),
+			zap.String("from_state", before.State), zap.String("from_status", before.AgentStatus.Status),
+			zap.String("from_reason", before.AgentStatus.LastReasonCode))...)
+	}
 	s.emit(s.channelTarget(c), protocol.EvChannelInfoChanged, info)
 	s.stateDirty = true
 	s.syncACWTimer(c)

@@ -113,10 +113,11 @@ func (id Identity) key() string {
 
 // Conn is a client connection as a session sees it.
 type Conn interface {
-	// Send queues an encoded message without blocking. It returns false when
-	// the connection's queue overflowed; the connection then closes itself as
-	// a slow consumer and must be considered detached.
-	Send(msg []byte) bool
+	// Send queues encoded messages, to be written in order and together,
+	// without blocking. It returns false when the connection's queue
+	// overflowed; the connection then closes itself as a slow consumer and
+	// must be considered detached.
+	Send(msgs [][]byte) bool
 	// Close closes the connection after the messages already queued.
 	Close(code protocol.CloseCode, reason string)
 	// RemoteAddr is for logs.

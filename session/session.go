@@ -58,10 +58,13 @@ type Session struct {
 	committed uint64
 	version   uint64
 	outbox    []store.Event
-	timeline  [][]byte // timeline entries not yet committed
-	unsynced  bool     // a commit failed; retrySync is scheduled
-	record    *store.Record
-	restored  time.Time
+	// wire collects the messages of the current op for the connection, sent
+	// as one batch at the end of the op (one write for a reply and its events).
+	wire     [][]byte
+	timeline [][]byte // timeline entries not yet committed
+	unsynced bool     // a commit failed; retrySync is scheduled
+	record   *store.Record
+	restored time.Time
 	// status and statusSince: the aggregate status and when it started.
 	status      string
 	statusSince time.Time
@@ -198,6 +201,7 @@ func (s *Session) run() {
 			return
 		}
 		s.flush()
+		s.sendWire()
 		if s.endWith != nil && !s.unsynced {
 			s.finish(*s.endWith, "session ended")
 		}
@@ -222,6 +226,7 @@ func (s *Session) handOver(reason string) {
 		return
 	}
 	s.log.Info("session handed over", zap.String("reason", reason))
+	s.wire = nil
 	if s.conn != nil {
 		s.conn.Close(protocol.CloseTakenOver, reason)
 		s.conn = nil
@@ -438,6 +443,7 @@ func (s *Session) attach(conn Conn, since *uint64, created bool) error {
 			return ErrAlreadyConnected
 		}
 		s.log.Info("connection taken over", zap.String("old_remote", s.conn.RemoteAddr()), zap.String("remote", conn.RemoteAddr()))
+		s.sendWire()
 		s.conn.Close(protocol.CloseTakenOver, "session taken over by another connection")
 	}
 	s.conn = conn
@@ -477,6 +483,7 @@ func (s *Session) detach(conn Conn) {
 	if s.conn != conn {
 		return
 	}
+	s.wire = nil
 	s.conn = nil
 	s.log.Info("connection detached", zap.String("remote", conn.RemoteAddr()), zap.Duration("grace", s.m.opts.Grace))
 	s.startGrace()
@@ -517,33 +524,54 @@ func (s *Session) finish(code protocol.CloseCode, reason string) {
 	s.ended = true
 }
 
-// deliver sends an encoded message to the connection, if any.
+// deliver queues an encoded message for the connection, if any; the op's
+// messages leave together in sendWire.
 func (s *Session) deliver(msg []byte) {
+	if s.conn != nil {
+		s.wire = append(s.wire, msg)
+	}
+}
+
+// sendWire hands the op's messages to the connection as one batch.
+func (s *Session) sendWire() {
+	if len(s.wire) == 0 {
+		return
+	}
+	msgs := s.wire
+	s.wire = nil
 	if s.conn == nil {
 		return
 	}
-	if !s.conn.Send(msg) {
+	if !s.conn.Send(msgs) {
 		s.log.Warn("slow consumer: connection closed, session kept", zap.String("remote", s.conn.RemoteAddr()))
 		s.conn = nil
 		s.startGrace()
 	}
 }
 
-// emit records an event in the history and queues it behind the current
-// op's reply.
+// emit queues an event behind the current op's reply; it is delivered once
+// committed. The event is encoded once, by appending (its data is encoded
+// by encoding/json, the envelope around it by hand), and the bus envelope
+// shares its bytes.
 func (s *Session) emit(target, name string, data any) {
 	raw, err := json.Marshal(data)
 	if err != nil {
 		s.log.Error("cannot encode event data", zap.String("event", name), zap.Error(err))
 		return
 	}
-	msg, err := json.Marshal(protocol.Event{MessageType: protocol.MessageTypeObjectEvent, Target: target,
-		Name: name, Data: raw, Seq: s.seq + 1, Timestamp: time.Now().UnixMilli()})
-	if err != nil {
-		s.log.Error("cannot encode event", zap.String("event", name), zap.Error(err))
-		return
-	}
 	s.seq++
+	msg := make([]byte, 0, len(raw)+len(target)+len(name)+96)
+	msg = append(msg, `{"messageType":"objectEvent","target":`...)
+	msg = protocol.AppendString(msg, target)
+	msg = append(msg, `,"name":`...)
+	msg = protocol.AppendString(msg, name)
+	msg = append(msg, `,"data":`...)
+	msg = append(msg, raw...)
+	msg = append(msg, `,"seq":`...)
+	msg = strconv.AppendUint(msg, s.seq, 10)
+	msg = append(msg, `,"timestamp":`...)
+	msg = strconv.AppendInt(msg, time.Now().UnixMilli(), 10)
+	msg = append(msg, '}')
 	env := make([]byte, 0, len(s.envPrefix)+len(msg)+32)
 	env = append(env, s.envPrefix...)
 	env = strconv.AppendUint(env, s.seq, 10)

@@ -1,0 +1,91 @@
+package broker
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// corkedConn coalesces writes: between Cork and Uncork, Write only buffers,
+// and Uncork sends everything with one write system call. The WebSocket
+// library flushes every frame; corking a batch of queued messages turns one
+// syscall per message into one per batch.
+//
+// Locking: mu guards corked and buf and is held during Uncork's write, so a
+// control frame written concurrently (a pong from the reader) goes after
+// the batch, never into the middle of it.
+type corkedConn struct {
+	net.Conn
+	mu     sync.Mutex
+	corked bool
+	buf    []byte
+}
+
+func (c *corkedConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.corked {
+		c.buf = append(c.buf, p...)
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+// Cork starts buffering.
+func (c *corkedConn) Cork() {
+	c.mu.Lock()
+	c.corked = true
+	c.mu.Unlock()
+}
+
+// Uncork writes what was buffered, within timeout, and stops buffering.
+func (c *corkedConn) Uncork(timeout time.Duration) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.corked = false
+	if len(c.buf) == 0 {
+		return nil
+	}
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	_, err := c.Conn.Write(c.buf)
+	// Clear the deadline: direct writes later (pongs) must not inherit it.
+	if derr := c.Conn.SetWriteDeadline(time.Time{}); err == nil {
+		err = derr
+	}
+	if cap(c.buf) > 64<<10 {
+		c.buf = nil // do not keep a burst's buffer for the connection's life
+	} else {
+		c.buf = c.buf[:0]
+	}
+	return err
+}
+
+// corkingWriter hands the WebSocket library a corked connection when it
+// hijacks the HTTP connection.
+type corkingWriter struct {
+	http.ResponseWriter
+	conn *corkedConn
+}
+
+func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := w.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, fmt.Errorf("response writer cannot be hijacked")
+	}
+	conn, brw, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	// The handshake response may still sit in the hijacked writer.
+	if err := brw.Writer.Flush(); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	w.conn = &corkedConn{Conn: conn}
+	return w.conn, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(w.conn, 4096)), nil
+}
