@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,7 +27,13 @@ type wsConn struct {
 	// log gains the session id once attached, while writeLoop runs.
 	log atomic.Pointer[zap.Logger]
 
-	send     chan [][]byte
+	// queue holds the batches waiting for writeLoop; it grows as needed and
+	// is bounded by limit messages. An idle connection holds no buffer.
+	qmu      sync.Mutex
+	queue    [][][]byte
+	queued   int
+	limit    int
+	pending  chan struct{}     // capacity 1: wakes writeLoop
 	closeReq chan closeRequest // capacity 1: the first close wins
 	closing  atomic.Bool
 	done     chan struct{} // closed when writeLoop returned
@@ -48,7 +55,7 @@ var _ session.Conn = (*wsConn)(nil)
 func newWSConn(parent context.Context, ws *websocket.Conn, remote string, cfg WSConfig, queue int, log *zap.Logger) *wsConn {
 	ctx, cancel := context.WithCancel(parent)
 	c := &wsConn{ws: ws, remote: remote, cfg: cfg,
-		send: make(chan [][]byte, queue), closeReq: make(chan closeRequest, 1),
+		limit: queue, pending: make(chan struct{}, 1), closeReq: make(chan closeRequest, 1),
 		done: make(chan struct{}), ctx: ctx, cancel: cancel}
 	c.log.Store(log)
 	return c
@@ -59,14 +66,32 @@ func (c *wsConn) Send(msgs [][]byte) bool {
 	if c.closing.Load() {
 		return false
 	}
-	select {
-	case c.send <- msgs:
-		return true
-	default:
+	c.qmu.Lock()
+	// A batch larger than the limit is accepted into an empty queue (a long
+	// replay on attach); the limit catches messages piling up unread.
+	if c.queued > 0 && c.queued+len(msgs) > c.limit {
+		c.qmu.Unlock()
 		c.metrics.Dropped()
 		c.requestClose(closeRequest{code: protocol.CloseTryAgainLater, reason: "slow consumer: send queue full"})
 		return false
 	}
+	c.queue = append(c.queue, msgs)
+	c.queued += len(msgs)
+	c.qmu.Unlock()
+	select {
+	case c.pending <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// take removes every queued batch.
+func (c *wsConn) take() [][][]byte {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	q := c.queue
+	c.queue, c.queued = nil, 0
+	return q
 }
 
 // Close implements session.Conn: queued messages are sent first.
@@ -94,22 +119,13 @@ func (c *wsConn) writeLoop() {
 	pinging := false
 	for {
 		select {
-		case msgs := <-c.send:
-			if !c.writeBatch(msgs) {
+		case <-c.pending:
+			if !c.writeBatch(c.take()) {
 				return
 			}
 		case r := <-c.closeReq:
-			if r.drain {
-				for drained := false; !drained; {
-					select {
-					case msgs := <-c.send:
-						if !c.writeBatch(msgs) {
-							return
-						}
-					default:
-						drained = true
-					}
-				}
+			if r.drain && !c.writeBatch(c.take()) {
+				return
 			}
 			c.closedBy.Store(int32(r.code))
 			c.log.Load().Debug("closing connection", zap.Int("code", int(r.code)), zap.String("reason", r.reason))
@@ -141,24 +157,20 @@ func (c *wsConn) writeLoop() {
 	}
 }
 
-// maxBatch bounds how many queued batches one corked write takes.
-const maxBatch = 64
-
-// writeBatch writes msgs, and whatever else is queued (up to maxBatch
-// batches), with one system call when the connection is corked.
-func (c *wsConn) writeBatch(msgs [][]byte) bool {
+// writeBatch writes the queued batches with one system call when the
+// connection is corked.
+func (c *wsConn) writeBatch(batches [][][]byte) bool {
+	if len(batches) == 0 {
+		return true
+	}
 	if c.cork != nil {
 		c.cork.Cork()
 	}
-	ok := c.writeAll(msgs)
-	for n := 1; ok && n < maxBatch; n++ {
-		select {
-		case more := <-c.send:
-			ok = c.writeAll(more)
-			continue
-		default:
+	ok := true
+	for _, msgs := range batches {
+		if ok = c.writeAll(msgs); !ok {
+			break
 		}
-		break
 	}
 	if c.cork != nil {
 		if err := c.cork.Uncork(c.cfg.WriteTimeout); err != nil && ok {

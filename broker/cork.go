@@ -2,7 +2,9 @@ package broker
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -65,6 +67,9 @@ func (c *corkedConn) Uncork(timeout time.Duration) error {
 	return err
 }
 
+// connBufferSize is the read and write buffer of a connection.
+const connBufferSize = 1024
+
 // corkingWriter hands the WebSocket library a corked connection when it
 // hijacks the HTTP connection.
 type corkingWriter struct {
@@ -87,5 +92,10 @@ func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	w.conn = &corkedConn{Conn: conn}
-	return w.conn, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(w.conn, 4096)), nil
+	// Small buffers: messages are a few hundred bytes, larger ones bypass
+	// the buffers, and every idle connection pays for them. What the HTTP
+	// server had already read stays in front of the connection.
+	buffered, _ := brw.Reader.Peek(brw.Reader.Buffered())
+	r := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(buffered)), conn), connBufferSize)
+	return w.conn, bufio.NewReadWriter(r, bufio.NewWriterSize(w.conn, connBufferSize)), nil
 }

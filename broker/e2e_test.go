@@ -256,7 +256,7 @@ func TestGraceKeepPolicyLeavesSwitchState(t *testing.T) {
 }
 
 func TestSlowConsumerClosedSessionKept(t *testing.T) {
-	b := startBroker(t, "CTIBROKER_LIMITS__SENDQUEUE=4", "CTIBROKER_LIMITS__COMMANDRATE=0", "CTIBROKER_WS__WRITETIMEOUT=1s")
+	b := startBroker(t, "CTIBROKER_LIMITS__SENDQUEUE=16", "CTIBROKER_LIMITS__COMMANDRATE=0", "CTIBROKER_WS__WRITETIMEOUT=1s")
 	c, sid := attach(t, b, "agent=alice")
 	c.request(t, protocol.CmdAddChannel, sid, map[string]any{"channel": map[string]string{"id": "p", "name": "1", "type": "TELEPHONY"}})
 	// A second connection that never reads takes the session over; then it

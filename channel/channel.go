@@ -104,7 +104,8 @@ func (c *Channel) Snapshot() protocol.ChannelState {
 		Since: c.timeline[len(c.timeline)-1].Start.UnixMilli(), Queues: c.queues}
 }
 
-// Timeline returns a copy of the timeline, oldest first.
+// Timeline returns a copy of the intervals still held, oldest first: all of
+// them until TakeNew hands them over, then the open one.
 func (c *Channel) Timeline() []Interval { return append([]Interval(nil), c.timeline...) }
 
 // Check reports whether intent is legal now, and whether it would change
@@ -240,10 +241,14 @@ func (c *Channel) record(now time.Time) bool {
 }
 
 // TakeNew returns the intervals opened since the last call (the end of an
-// interval is the start of the next), for the caller to persist.
+// interval is the start of the next), for the caller to persist. Persisted
+// intervals are then dropped but for the open one: the store keeps them.
 func (c *Channel) TakeNew() []Interval {
 	out := append([]Interval(nil), c.timeline[len(c.timeline)-c.fresh:]...)
 	c.fresh = 0
+	if n := len(c.timeline); n > 1 {
+		c.timeline = append(c.timeline[:0], c.timeline[n-1])
+	}
 	return out
 }
 

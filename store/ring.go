@@ -1,8 +1,11 @@
 package store
 
-// ring is a bounded sequence of (seq, payload), oldest dropped first.
+// ring is a bounded sequence of (seq, payload), oldest dropped first. It
+// grows as it fills, up to its cap: most sessions never need their bound,
+// and an eager buffer per session costs memory at every idle connection.
 type ring struct {
 	buf   []ringEntry
+	cap   int
 	start int
 	n     int
 }
@@ -12,9 +15,15 @@ type ringEntry struct {
 	msg []byte
 }
 
-func newRing(size int) *ring { return &ring{buf: make([]ringEntry, max(size, 1))} }
+func newRing(size int) *ring { return &ring{cap: max(size, 1)} }
 
 func (r *ring) add(seq uint64, msg []byte) {
+	if r.n < r.cap && r.n == len(r.buf) {
+		// Not full and not wrapped yet (start is 0 until the first wrap).
+		r.buf = append(r.buf, ringEntry{seq, msg})
+		r.n++
+		return
+	}
 	if r.n < len(r.buf) {
 		r.buf[(r.start+r.n)%len(r.buf)] = ringEntry{seq, msg}
 		r.n++

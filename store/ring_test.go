@@ -28,3 +28,23 @@ func TestRingSince(t *testing.T) {
 		t.Errorf("all = %s", r.all())
 	}
 }
+
+func TestRingGrowsLazily(t *testing.T) {
+	r := newRing(10000)
+	if cap(r.buf) != 0 {
+		t.Fatalf("an empty ring allocated %d entries", cap(r.buf))
+	}
+	for seq := uint64(1); seq <= 3; seq++ {
+		r.add(seq, nil)
+	}
+	if cap(r.buf) > 8 {
+		t.Fatalf("3 entries allocated %d", cap(r.buf))
+	}
+	small := newRing(3)
+	for seq := uint64(1); seq <= 7; seq++ {
+		small.add(seq, []byte(fmt.Sprint(seq)))
+	}
+	if got, ok := small.since(4, 7); !ok || fmt.Sprintf("%s", got) != "[5 6 7]" {
+		t.Fatalf("wrapped ring: %s %v", got, ok)
+	}
+}
