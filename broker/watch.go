@@ -46,13 +46,12 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 	// Changes go through a bounded queue: a client that cannot keep up is
 	// cut off (it reconnects and gets a fresh snapshot), never buffered
 	// without bound.
-	type change struct{ prev, cur *protocol.AgentView }
-	changes := make(chan change, 4096)
+	changes := make(chan session.Change, 4096)
 	var overflow sync.Once
 	overflowed := make(chan struct{})
-	snapshot, unwatch, err := s.manager.Watch(ctx, f, func(prev, cur *protocol.AgentView) {
+	snapshot, unwatch, err := s.manager.Watch(ctx, f, func(c session.Change) {
 		select {
-		case changes <- change{prev, cur}:
+		case changes <- c:
 		default:
 			overflow.Do(func() { close(overflowed) })
 		}
@@ -75,15 +74,19 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 			n, _ = strconv.ParseUint(seq, 10, 64)
 		}
 	}
-	send := func(name string, v any) bool {
+	sendRaw := func(name string, b []byte) bool {
 		n++
-		b, _ := json.Marshal(v)
 		if _, err := fmt.Fprintf(w, "id: %s:%d\nevent: %s\ndata: %s\n\n", s.cfg.Node.ID, n, name, b); err != nil {
 			return false
 		}
 		flusher.Flush()
 		return true
 	}
+	send := func(name string, v any) bool {
+		b, _ := json.Marshal(v)
+		return sendRaw(name, b)
+	}
+	subJSON := []byte(`"sse"`)
 	reason := protocol.SnapshotSubscribed
 	if r.Header.Get("Last-Event-ID") != "" {
 		reason = protocol.SnapshotResync
@@ -100,13 +103,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 	for {
 		select {
 		case c := <-changes:
-			agent := ""
-			if c.prev != nil {
-				agent = c.prev.AgentID
-			} else if c.cur != nil {
-				agent = c.cur.AgentID
-			}
-			if !send(protocol.EvSupervisorAgentChanged, protocol.AgentChanged{SubscriptionID: "sse", AgentID: agent, Previous: c.prev, Current: c.cur}) {
+			if !sendRaw(protocol.EvSupervisorAgentChanged, c.AppendData(nil, subJSON)) {
 				return
 			}
 		case <-heartbeat.C:

@@ -6,6 +6,7 @@
 package load
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -121,8 +122,9 @@ type stats struct {
 	rtt, agentLat, supLat   *hdrhistogram.Histogram
 	failures                map[string]int64
 	commands, agentEvents   atomic.Int64
-	supEvents, stateUpdates atomic.Int64
-	appeared                atomic.Int64
+	supEvents               atomic.Int64
+	measuring               atomic.Bool  // the measured period started
+	measuredUpdates         atomic.Int64 // state.updated received by agents since
 	replyBytes, eventBytes  atomic.Int64
 	replies                 atomic.Int64
 	connected, connectFails atomic.Int64
@@ -196,26 +198,9 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	runCtx, cancel := context.WithTimeout(ctx, cfg.Duration+2*time.Minute) // setup + run + drain, bounded
 	defer cancel()
 
-	// Supervisors subscribe first, so that every agent change after is a
-	// change they must receive.
-	supReady := make(chan struct{})
-	supDone := make(chan struct{})
-	stopSup := make(chan struct{})
-	var supWG sync.WaitGroup
-	supCounts := make([]atomic.Int64, cfg.Supervisors)
-	var supSetup sync.WaitGroup
-	for i := range cfg.Supervisors {
-		supWG.Add(1)
-		supSetup.Add(1)
-		go func() {
-			defer supWG.Done()
-			supervisor(runCtx, cfg, i, st, &supCounts[i], &supSetup, stopSup)
-		}()
-	}
-	supSetup.Wait()
-	close(supReady)
-	_ = supDone
-
+	// Agents log in and set up first; then supervisors subscribe (the agents
+	// are in their snapshot); then the measured period starts, and every
+	// state change from then on is a change every supervisor must receive.
 	var agentsReady sync.WaitGroup
 	start := make(chan struct{})
 	deadline := make(chan struct{})
@@ -229,10 +214,24 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		}()
 	}
 	agentsReady.Wait()
+
+	stopSup := make(chan struct{})
+	var supWG, supSetup sync.WaitGroup
+	supCounts := make([]atomic.Int64, cfg.Supervisors)
+	for i := range cfg.Supervisors {
+		supWG.Add(1)
+		supSetup.Add(1)
+		go func() {
+			defer supWG.Done()
+			supervisor(runCtx, cfg, i, st, &supCounts[i], &supSetup, stopSup)
+		}()
+	}
+	supSetup.Wait()
 	if cfg.OnReady != nil {
 		cfg.OnReady()
 	}
 	setupCommands := st.commands.Load()
+	st.measuring.Store(true)
 	t0 := time.Now()
 	close(start)
 	time.AfterFunc(cfg.Duration, func() { close(deadline) })
@@ -240,7 +239,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	elapsed := time.Since(t0)
 
 	// Let supervisors drain what is in flight, then stop them.
-	expected := st.appeared.Load() + st.stateUpdates.Load()
+	expected := st.measuredUpdates.Load()
 	drainUntil := time.Now().Add(10 * time.Second)
 	for cfg.Supervisors > 0 && time.Now().Before(drainUntil) {
 		done := true
@@ -300,7 +299,6 @@ func agent(ctx context.Context, cfg Config, i int, st *stats, limiter *rate.Limi
 		}
 		if m.Name == "session.initialized" {
 			sid = m.Target
-			st.appeared.Add(1)
 		}
 	}
 	// roundTrip sends one command and reads until its reply, recording the
@@ -318,8 +316,8 @@ func agent(ctx context.Context, cfg Config, i int, st *stats, limiter *rate.Limi
 			if m.Result == "" {
 				st.agentEvents.Add(1)
 				st.eventBytes.Add(int64(n))
-				if m.Name == "state.updated" {
-					st.stateUpdates.Add(1)
+				if m.Name == "state.updated" && st.measuring.Load() {
+					st.measuredUpdates.Add(1)
 				}
 				st.record(st.agentLat, time.Now().UnixMilli()-m.Timestamp)
 				continue
@@ -340,6 +338,19 @@ func agent(ctx context.Context, cfg Config, i int, st *stats, limiter *rate.Limi
 	}
 	if !cfg.Idle && roundTrip(map[string]any{"command": "channel.activate", "target": channel}) != nil {
 		return
+	}
+	// The set-up's last events follow its reply: read them now, so that
+	// they are not taken for changes of the measured period.
+	for !cfg.Idle {
+		m, n, err := read(ctx, ws)
+		if err != nil {
+			return
+		}
+		st.agentEvents.Add(1)
+		st.eventBytes.Add(int64(n))
+		if m.Name == "state.updated" {
+			break
+		}
 	}
 	readyOnce()
 	select {
@@ -382,7 +393,7 @@ func agent(ctx context.Context, cfg Config, i int, st *stats, limiter *rate.Limi
 					st.agentEvents.Add(1)
 					st.eventBytes.Add(int64(n))
 					if m.Name == "state.updated" {
-						st.stateUpdates.Add(1)
+						st.measuredUpdates.Add(1)
 					}
 				}
 			}
@@ -400,6 +411,28 @@ func agent(ctx context.Context, cfg Config, i int, st *stats, limiter *rate.Limi
 			return
 		}
 	}
+}
+
+// scanEvent reads an event's name and its timestamp (the broker writes it
+// last) without decoding the whole message.
+func scanEvent(b []byte) (name string, ts int64, ok bool) {
+	i := bytes.Index(b, []byte(`"name":"`))
+	j := bytes.LastIndex(b, []byte(`"timestamp":`))
+	if i < 0 || j < 0 {
+		return "", 0, false
+	}
+	rest := b[i+8:]
+	k := bytes.IndexByte(rest, '"')
+	if k < 0 {
+		return "", 0, false
+	}
+	num := b[j+12:]
+	end := bytes.IndexByte(num, '}')
+	if end < 0 {
+		return "", 0, false
+	}
+	ts, err := strconv.ParseInt(string(bytes.TrimSpace(num[:end])), 10, 64)
+	return string(rest[:k]), ts, err == nil
 }
 
 // supervisor subscribes to everything and counts changes.
@@ -423,8 +456,23 @@ func supervisor(ctx context.Context, cfg Config, i int, st *stats, count *atomic
 		cancel()
 	}()
 	for {
-		m, _, err := read(rctx, ws)
+		_, b, err := ws.Read(rctx)
 		if err != nil {
+			return
+		}
+		// Supervisor changes are many and large: read only what is measured
+		// (the tool must not eat the CPU the broker is measured on).
+		if name, ts, ok := scanEvent(b); ok && name == "supervisor.agent.changed" {
+			if !st.measuring.Load() {
+				continue // a straggler of the set-up (the snapshot covers it)
+			}
+			count.Add(1)
+			st.supEvents.Add(1)
+			st.record(st.supLat, time.Now().UnixMilli()-ts)
+			continue
+		}
+		var m message
+		if json.Unmarshal(b, &m) != nil {
 			return
 		}
 		switch m.Name {

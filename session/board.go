@@ -35,7 +35,54 @@ type board struct {
 
 type watcher struct {
 	match  func(*protocol.AgentView) bool
-	notify func(prev, cur *protocol.AgentView)
+	notify func(Change)
+}
+
+// Change is one agent change as a watcher sees it: Prev is nil when the
+// agent appears to it, Cur when it leaves. The views are encoded once per
+// change, whatever the number of watchers.
+type Change struct {
+	AgentID string
+	Prev    *protocol.AgentView
+	Cur     *protocol.AgentView
+	enc     *encodedChange
+}
+
+type encodedChange struct {
+	agent, prev, cur []byte
+}
+
+// AppendData appends the data of supervisor.agent.changed for subscription
+// sub (already JSON-encoded) without re-encoding the views.
+func (c Change) AppendData(dst, sub []byte) []byte {
+	dst = append(dst, `{"subscriptionId":`...)
+	dst = append(dst, sub...)
+	dst = append(dst, `,"agentId":`...)
+	dst = append(dst, c.enc.agent...)
+	dst = append(dst, `,"previous":`...)
+	if c.Prev != nil {
+		dst = append(dst, c.enc.prev...)
+	} else {
+		dst = append(dst, "null"...)
+	}
+	dst = append(dst, `,"current":`...)
+	if c.Cur != nil {
+		dst = append(dst, c.enc.cur...)
+	} else {
+		dst = append(dst, "null"...)
+	}
+	return append(dst, '}')
+}
+
+func encodeChange(agent string, prev, cur *protocol.AgentView) *encodedChange {
+	e := &encodedChange{agent: protocol.AppendString(nil, agent), prev: []byte("null"), cur: []byte("null")}
+	if prev != nil {
+		e.prev, _ = json.Marshal(prev)
+	}
+	if cur != nil {
+		e.cur, _ = json.Marshal(cur)
+	}
+	return e
 }
 
 func newBoard(m *Manager) *board {
@@ -200,22 +247,29 @@ func (b *board) set(agent string, prev, cur *protocol.AgentView) {
 	} else {
 		b.views[agent] = cur
 	}
+	var enc *encodedChange
 	for w := range b.watchers {
 		pm := prev != nil && w.match(prev)
 		cm := cur != nil && w.match(cur)
-		switch {
-		case pm && cm:
-			w.notify(prev, cur)
-		case pm:
-			w.notify(prev, nil)
-		case cm:
-			w.notify(nil, cur)
+		if !pm && !cm {
+			continue
 		}
+		if enc == nil {
+			enc = encodeChange(agent, prev, cur)
+		}
+		c := Change{AgentID: agent, enc: enc}
+		if pm {
+			c.Prev = prev
+		}
+		if cm {
+			c.Cur = cur
+		}
+		w.notify(c)
 	}
 }
 
 // watch returns the matching agents and registers notify for their changes.
-func (b *board) watch(ctx context.Context, match func(*protocol.AgentView) bool, notify func(prev, cur *protocol.AgentView)) ([]protocol.AgentView, func(), error) {
+func (b *board) watch(ctx context.Context, match func(*protocol.AgentView) bool, notify func(Change)) ([]protocol.AgentView, func(), error) {
 	if err := b.wait(ctx); err != nil {
 		return nil, nil, err
 	}

@@ -559,6 +559,11 @@ func (s *Session) emit(target, name string, data any) {
 		s.log.Error("cannot encode event data", zap.String("event", name), zap.Error(err))
 		return
 	}
+	s.emitRaw(target, name, raw)
+}
+
+// emitRaw is emit with the data already encoded (valid JSON).
+func (s *Session) emitRaw(target, name string, raw []byte) {
 	s.seq++
 	msg := make([]byte, 0, len(raw)+len(target)+len(name)+96)
 	msg = append(msg, `{"messageType":"objectEvent","target":`...)
@@ -572,12 +577,15 @@ func (s *Session) emit(target, name string, data any) {
 	msg = append(msg, `,"timestamp":`...)
 	msg = strconv.AppendInt(msg, time.Now().UnixMilli(), 10)
 	msg = append(msg, '}')
-	env := make([]byte, 0, len(s.envPrefix)+len(msg)+32)
-	env = append(env, s.envPrefix...)
-	env = strconv.AppendUint(env, s.seq, 10)
-	env = append(env, `,"event":`...)
-	env = append(env, msg...)
-	env = append(env, '}')
+	var env []byte
+	if len(s.topics) > 0 { // unpublished events (supervisors') need no envelope
+		env = make([]byte, 0, len(s.envPrefix)+len(msg)+32)
+		env = append(env, s.envPrefix...)
+		env = strconv.AppendUint(env, s.seq, 10)
+		env = append(env, `,"event":`...)
+		env = append(env, msg...)
+		env = append(env, '}')
+	}
 	s.outbox = append(s.outbox, store.Event{Seq: s.seq, Payload: msg, Envelope: env})
 }
 

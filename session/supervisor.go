@@ -92,8 +92,9 @@ func (s *Session) startSubscription(id string, requested protocol.WatchFilter, r
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.m.opts.StoreTimeout+s.m.opts.LeaseTTL)
 	defer cancel()
-	agents, stop, err := s.m.board.watch(ctx, MatchFilter(f), func(prev, cur *protocol.AgentView) {
-		s.post(func(s *Session) { s.onAgentChanged(id, prev, cur) })
+	subJSON := protocol.AppendString(nil, id)
+	agents, stop, err := s.m.board.watch(ctx, MatchFilter(f), func(c Change) {
+		s.post(func(s *Session) { s.onAgentChanged(id, subJSON, c) })
 	})
 	if err != nil {
 		return protocol.Failf(protocol.CodeUnavailable, "the agent board is not available: %v", err)
@@ -109,22 +110,16 @@ func (s *Session) startSubscription(id string, requested protocol.WatchFilter, r
 	return nil
 }
 
-func (s *Session) onAgentChanged(id string, prev, cur *protocol.AgentView) {
+func (s *Session) onAgentChanged(id string, subJSON []byte, c Change) {
 	if _, ok := s.subs[id]; !ok {
 		return
 	}
-	agent := ""
-	if prev != nil {
-		agent = prev.AgentID
-	} else if cur != nil {
-		agent = cur.AgentID
-	}
-	s.emit(s.id, protocol.EvSupervisorAgentChanged, protocol.AgentChanged{SubscriptionID: id, AgentID: agent, Previous: prev, Current: cur})
+	s.emitRaw(s.id, protocol.EvSupervisorAgentChanged, c.AppendData(nil, subJSON))
 }
 
 // Watch registers notify for changes of the agents matching f (already
 // scoped) and returns their current views. notify must not block.
-func (m *Manager) Watch(ctx context.Context, f protocol.WatchFilter, notify func(prev, cur *protocol.AgentView)) ([]protocol.AgentView, func(), error) {
+func (m *Manager) Watch(ctx context.Context, f protocol.WatchFilter, notify func(Change)) ([]protocol.AgentView, func(), error) {
 	return m.board.watch(ctx, MatchFilter(f), notify)
 }
 

@@ -12,18 +12,28 @@ import (
 // Memory is the in-process store: nothing survives the process, and the
 // lease is always this node's. Sessions skip building snapshots for it.
 //
-// Locking: mu guards every map; bus publishing happens after it is released.
+// Locking: mu guards the maps; each session's data has its own lock, so
+// that commits of different sessions (thousands per second with
+// supervisors) do not serialize. Bus publishing happens after both are
+// released.
 type Memory struct {
 	limits Limits
 	bus    bus.Bus
 
-	mu       sync.Mutex
+	mu       sync.RWMutex
 	agents   map[string]string
 	leases   map[string]lease
 	sessions map[string]*memSession
 	// History outlives sessions: timelines by session, sessions by agent.
-	timelines map[string]*ring
+	timelines map[string]*lockedRing
 	history   map[string][]SessionRef
+}
+
+// lockedRing is a timeline: written by its session's commits, read after the
+// session ended.
+type lockedRing struct {
+	mu sync.Mutex
+	r  *ring
 }
 
 type lease struct {
@@ -32,11 +42,12 @@ type lease struct {
 }
 
 type memSession struct {
+	mu       sync.Mutex // guards the fields below
 	agent    string
 	version  uint64
 	snapshot []byte
 	events   *ring
-	timeline *ring
+	timeline *lockedRing
 	replies  map[string]memReply
 }
 
@@ -50,7 +61,7 @@ var _ Store = (*Memory)(nil)
 // NewMemory creates an in-process store publishing on b.
 func NewMemory(limits Limits, b bus.Bus) *Memory {
 	return &Memory{limits: limits, bus: b, agents: map[string]string{}, leases: map[string]lease{}, sessions: map[string]*memSession{},
-		timelines: map[string]*ring{}, history: map[string][]SessionRef{}}
+		timelines: map[string]*lockedRing{}, history: map[string][]SessionRef{}}
 }
 
 // Durable implements Store.
@@ -77,8 +88,8 @@ func (m *Memory) Claim(_ context.Context, agentID, sid string) (string, error) {
 
 // SessionOf implements Store.
 func (m *Memory) SessionOf(_ context.Context, agentID string) (string, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	return m.agents[agentID], nil
 }
 
@@ -121,38 +132,48 @@ func (m *Memory) Release(_ context.Context, sid, node string) error {
 
 // Load implements Store.
 func (m *Memory) Load(_ context.Context, sid string) (Record, bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	s, ok := m.sessions[sid]
-	if !ok {
+	s := m.session(sid)
+	if s == nil {
 		return Record{}, false, nil
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return Record{SessionID: sid, AgentID: s.agent, Version: s.version, Snapshot: s.snapshot}, true, nil
+}
+
+func (m *Memory) session(sid string) *memSession {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.sessions[sid]
 }
 
 // Commit implements Store.
 func (m *Memory) Commit(ctx context.Context, c Commit) error {
-	m.mu.Lock()
-	if m.heldByOther(c.SessionID, c.Node) {
-		m.mu.Unlock()
+	m.mu.RLock()
+	other := m.heldByOther(c.SessionID, c.Node)
+	l, held := m.leases[c.SessionID]
+	s := m.sessions[c.SessionID]
+	m.mu.RUnlock()
+	if other {
 		return ErrNotOwner
 	}
-	s := m.sessions[c.SessionID]
 	if s == nil {
-		tl := m.timelines[c.SessionID]
-		if tl == nil {
-			tl = newRing(m.limits.Timeline)
-			m.timelines[c.SessionID] = tl
+		m.mu.Lock()
+		if s = m.sessions[c.SessionID]; s == nil {
+			tl := m.timelines[c.SessionID]
+			if tl == nil {
+				tl = &lockedRing{r: newRing(m.limits.Timeline)}
+				m.timelines[c.SessionID] = tl
+			}
+			s = &memSession{agent: c.AgentID, events: newRing(m.limits.Events), timeline: tl, replies: map[string]memReply{}}
+			m.sessions[c.SessionID] = s
 		}
-		s = &memSession{agent: c.AgentID, events: newRing(m.limits.Events), timeline: tl, replies: map[string]memReply{}}
-		m.sessions[c.SessionID] = s
-	}
-	if s.version != c.Version {
 		m.mu.Unlock()
-		return ErrConflict
 	}
-	if l, ok := m.leases[c.SessionID]; !ok || l.node != c.Node {
-		m.leases[c.SessionID] = lease{c.Node, time.Now().Add(c.LeaseTTL)}
+	s.mu.Lock()
+	if s.version != c.Version {
+		s.mu.Unlock()
+		return ErrConflict
 	}
 	s.version++
 	if c.Snapshot != nil {
@@ -161,22 +182,38 @@ func (m *Memory) Commit(ctx context.Context, c Commit) error {
 	for _, e := range c.Events {
 		s.events.add(e.Seq, e.Payload)
 	}
-	for _, t := range c.Timeline {
-		s.timeline.add(0, t)
+	if len(c.Timeline) > 0 {
+		s.timeline.mu.Lock()
+		for _, t := range c.Timeline {
+			s.timeline.r.add(0, t)
+		}
+		s.timeline.mu.Unlock()
 	}
-	now := time.Now()
-	for id, r := range s.replies {
-		if now.Sub(r.at) > m.limits.ReplyTTL {
-			delete(s.replies, id)
+	if len(c.Replies) > 0 {
+		now := time.Now()
+		for id, r := range s.replies {
+			if now.Sub(r.at) > m.limits.ReplyTTL {
+				delete(s.replies, id)
+			}
+		}
+		for _, r := range c.Replies {
+			s.replies[r.RequestID] = memReply{r.Msg, now}
 		}
 	}
-	for _, r := range c.Replies {
-		s.replies[r.RequestID] = memReply{r.Msg, now}
+	s.mu.Unlock()
+	if !held || l.node != c.Node {
+		// Re-take a lease that expired while nobody else held it.
+		m.mu.Lock()
+		if !m.heldByOther(c.SessionID, c.Node) {
+			m.leases[c.SessionID] = lease{c.Node, time.Now().Add(c.LeaseTTL)}
+		}
+		m.mu.Unlock()
 	}
-	m.mu.Unlock()
-	for _, e := range c.Events {
-		for _, t := range c.Topics {
-			_ = m.bus.Publish(ctx, t, e.Envelope)
+	if len(c.Topics) > 0 {
+		for _, e := range c.Events {
+			for _, t := range c.Topics {
+				_ = m.bus.Publish(ctx, t, e.Envelope)
+			}
 		}
 	}
 	return nil
@@ -184,21 +221,25 @@ func (m *Memory) Commit(ctx context.Context, c Commit) error {
 
 // EventsSince implements Store.
 func (m *Memory) EventsSince(_ context.Context, sid string, since, last uint64) ([][]byte, bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	s := m.sessions[sid]
+	s := m.session(sid)
 	if s == nil {
 		return nil, since == last, nil
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	out, ok := s.events.since(since, last)
 	return out, ok, nil
 }
 
 // LastSeq implements Store.
 func (m *Memory) LastSeq(_ context.Context, sid string) (uint64, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if s := m.sessions[sid]; s != nil && s.events.n > 0 {
+	s := m.session(sid)
+	if s == nil {
+		return 0, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.events.n > 0 {
 		return s.events.at(s.events.n - 1).seq, nil
 	}
 	return 0, nil
@@ -206,29 +247,38 @@ func (m *Memory) LastSeq(_ context.Context, sid string) (uint64, error) {
 
 // Timeline implements Store.
 func (m *Memory) Timeline(_ context.Context, sid string) ([][]byte, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if tl := m.timelines[sid]; tl != nil {
-		return tl.all(), nil
+	m.mu.RLock()
+	tl := m.timelines[sid]
+	m.mu.RUnlock()
+	if tl == nil {
+		return nil, nil
 	}
-	return nil, nil
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	return tl.r.all(), nil
 }
 
 // LiveSessions implements Store.
 func (m *Memory) LiveSessions(context.Context) ([]Record, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := make([]Record, 0, len(m.sessions))
+	m.mu.RLock()
+	sessions := make(map[string]*memSession, len(m.sessions))
 	for sid, s := range m.sessions {
+		sessions[sid] = s
+	}
+	m.mu.RUnlock()
+	out := make([]Record, 0, len(sessions))
+	for sid, s := range sessions {
+		s.mu.Lock()
 		out = append(out, Record{SessionID: sid, AgentID: s.agent, Version: s.version, Snapshot: s.snapshot})
+		s.mu.Unlock()
 	}
 	return out, nil
 }
 
 // HistoryAgents implements Store.
 func (m *Memory) HistoryAgents(context.Context) ([]string, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	out := make([]string, 0, len(m.history))
 	for a, refs := range m.history {
 		if len(refs) > 0 && !strings.HasPrefix(a, "sup:") {
@@ -240,8 +290,8 @@ func (m *Memory) HistoryAgents(context.Context) ([]string, error) {
 
 // AgentSessions implements Store.
 func (m *Memory) AgentSessions(_ context.Context, agentID string) ([]SessionRef, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	var out []SessionRef
 	for _, r := range m.history[agentID] {
 		if time.Since(r.Created) <= m.limits.History {
@@ -253,12 +303,14 @@ func (m *Memory) AgentSessions(_ context.Context, agentID string) ([]SessionRef,
 
 // Reply implements Store.
 func (m *Memory) Reply(_ context.Context, sid, requestID string) ([]byte, bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if s := m.sessions[sid]; s != nil {
-		if r, ok := s.replies[requestID]; ok && time.Since(r.at) <= m.limits.ReplyTTL {
-			return r.msg, true, nil
-		}
+	s := m.session(sid)
+	if s == nil {
+		return nil, false, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r, ok := s.replies[requestID]; ok && time.Since(r.at) <= m.limits.ReplyTTL {
+		return r.msg, true, nil
 	}
 	return nil, false, nil
 }

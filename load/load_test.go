@@ -1,0 +1,22 @@
+package load
+
+import "testing"
+
+func TestScanEvent(t *testing.T) {
+	name, ts, ok := scanEvent([]byte(`{"messageType":"objectEvent","target":"s","name":"supervisor.agent.changed","data":{"x":{"timestamp":1}},"seq":9,"timestamp":1700000000123}`))
+	if !ok || name != "supervisor.agent.changed" || ts != 1700000000123 {
+		t.Fatalf("scanEvent = %q %d %v", name, ts, ok)
+	}
+	if _, _, ok := scanEvent([]byte(`{"command":"x","result":"success"}`)); ok {
+		t.Fatal("a reply scanned as an event")
+	}
+}
+
+func TestCheckLoopback(t *testing.T) {
+	for url, ok := range map[string]bool{"ws://127.0.0.1:8080/v1/ws": true, "ws://localhost/v1/ws": true, "ws://[::1]:80/": true,
+		"ws://10.0.0.1/v1/ws": false, "ws://example.com/": false, "ws://192.168.1.2:8080/": false} {
+		if err := CheckLoopback(url); (err == nil) != ok {
+			t.Errorf("CheckLoopback(%s) = %v", url, err)
+		}
+	}
+}
