@@ -316,18 +316,24 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	c := newWSConn(s.base, ws, r.RemoteAddr, s.cfg.WS, s.cfg.Limits.SendQueue, log)
 	c.metrics = s.metrics
 	c.cork = cw.conn
-	role := id.Role
-	s.metrics.Connection(role, 1)
-	defer s.metrics.Connection(role, -1)
 	if !s.track(c) {
 		_ = ws.Close(websocket.StatusCode(protocol.CloseGoingAway), "broker shutting down")
 		return
 	}
+	// The connection runs on its own goroutine and the HTTP handler
+	// returns: net/http's per-connection state (buffers, a deep stack) is
+	// released for the connection's whole life. r must not be used there.
+	go s.runConn(c, id, expires, since, log)
+}
+
+// runConn attaches the connection to its session and reads it until it ends.
+func (s *Server) runConn(c *wsConn, id session.Identity, expires time.Time, since *uint64, log *zap.Logger) {
 	defer s.untrack(c)
+	s.metrics.Connection(id.Role, 1)
+	defer s.metrics.Connection(id.Role, -1)
 	go c.writeLoop()
 	defer c.wait()
 
-	// Opening a session may wait for a dead node's lease to expire.
 	actx, cancel := context.WithTimeout(c.ctx, s.cfg.Redis.LeaseTTL+2*s.cfg.Redis.Timeout+s.cfg.Adapter.Timeout)
 	sess, err := s.manager.Attach(actx, id, c, since)
 	cancel()
@@ -341,7 +347,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 		log.Info("attach refused", zap.Error(err), zap.Int("close", int(code)))
 		c.Close(code, reason)
-		go func() { _, _, _ = ws.Read(c.ctx) }() // the close handshake needs a reader
+		go func() { _, _, _ = c.ws.Read(c.ctx) }() // the close handshake needs a reader
 		return
 	}
 	log = log.With(zap.String("session", sess.ID()))

@@ -26,7 +26,7 @@ type Channel struct {
 	spec   protocol.ChannelSpec
 	group  string
 	queues []string
-	m      *fsm.FSM
+	state  string // the machine state; see withMachine
 	reason Reason
 
 	// lastIdle is the ready/not-ready status the agent last chose, which
@@ -49,7 +49,7 @@ func New(spec protocol.ChannelSpec, group string, now time.Time, timelineCap int
 	c := &Channel{
 		spec:         spec,
 		group:        group,
-		m:            newMachine(initialState),
+		state:        initialState,
 		lastIdle:     Intent{Event: EvReady},
 		interactions: map[string]time.Time{},
 		timelineCap:  max(timelineCap, 2),
@@ -71,34 +71,34 @@ func (c *Channel) Spec() protocol.ChannelSpec { return c.spec }
 func (c *Channel) Queues() []string { return c.queues }
 
 // Machine returns the current machine state.
-func (c *Channel) Machine() string { return c.m.Current() }
+func (c *Channel) Machine() string { return c.state }
 
 // Reason returns the current reason.
 func (c *Channel) Reason() Reason { return c.reason }
 
 // Active reports whether the agent is logged into the channel.
 func (c *Channel) Active() bool {
-	s, _ := Display(c.m.Current())
+	s, _ := Display(c.state)
 	return s == protocol.StateActive
 }
 
 // InAfterCallWork reports whether the agent is in after-call work (and no
 // interaction is in progress).
-func (c *Channel) InAfterCallWork() bool { return c.m.Current() == sACW }
+func (c *Channel) InAfterCallWork() bool { return c.state == sACW }
 
 // InInteraction reports whether an interaction is in progress.
 func (c *Channel) InInteraction() bool { return len(c.interactions) > 0 }
 
 // Info returns the data of channel.infochanged.
 func (c *Channel) Info() protocol.ChannelInfo {
-	state, status := Display(c.m.Current())
+	state, status := Display(c.state)
 	return protocol.ChannelInfo{State: state, AgentStatus: protocol.AgentStatus{
 		Status: status, LastReasonCode: c.reason.Code, LastReasonName: c.reason.Name}}
 }
 
 // Snapshot returns the channel's entry of state.updated.
 func (c *Channel) Snapshot() protocol.ChannelState {
-	state, status := Display(c.m.Current())
+	state, status := Display(c.state)
 	return protocol.ChannelState{ID: c.spec.ID, Group: c.group, Name: c.spec.Name, Type: c.spec.Type,
 		State: state, Status: status, ReasonCode: c.reason.Code, ReasonName: c.reason.Name,
 		Since: c.timeline[len(c.timeline)-1].Start.UnixMilli(), Queues: c.queues}
@@ -111,9 +111,11 @@ func (c *Channel) Timeline() []Interval { return append([]Interval(nil), c.timel
 // Check reports whether intent is legal now, and whether it would change
 // nothing (same state, status and reason), without changing anything.
 func (c *Channel) Check(in Intent) (noop bool, f *protocol.Failure) {
-	cur := c.m.Current()
+	cur := c.state
 	dst, ok := destination(in.Event, cur)
-	if !ok || !c.m.Can(string(in.Event)) {
+	can := false
+	withMachine(cur, func(m *fsm.FSM) { can = m.Can(string(in.Event)) })
+	if !ok || !can {
 		state, status := Display(cur)
 		if state == protocol.StateActive {
 			return false, protocol.Failf(protocol.CodeInvalidState, "%s is not allowed: channel %s is %s (%s)", in.Command, c.spec.ID, state, status)
@@ -141,13 +143,15 @@ func (c *Channel) nextReason(ev Event, dst string, r Reason) Reason {
 // Apply fires ev with reason r (ignored by events that keep the reason). It
 // reports whether the channel's state, status or reason changed.
 func (c *Channel) Apply(in Intent, now time.Time) (changed bool, err error) {
-	cur := c.m.Current()
+	cur := c.state
 	dst, ok := destination(in.Event, cur)
 	if !ok {
 		return false, fmt.Errorf("channel %s: event %s not allowed in state %s", c.spec.ID, in.Event, cur)
 	}
-	if err := fire(c.m, in.Event); err != nil {
-		return false, fmt.Errorf("channel %s: %w", c.spec.ID, err)
+	var ferr error
+	c.state = withMachine(cur, func(m *fsm.FSM) { ferr = fire(m, in.Event) })
+	if ferr != nil {
+		return false, fmt.Errorf("channel %s: %w", c.spec.ID, ferr)
 	}
 	reason := c.nextReason(in.Event, dst, in.Reason)
 	switch in.Event {
@@ -164,9 +168,7 @@ func (c *Channel) Apply(in Intent, now time.Time) (changed bool, err error) {
 // machine's rules: the switch is the truth about what the agent is doing, and
 // an agent desktop must not show a state the switch does not have.
 func (c *Channel) Force(machineState string, r Reason, now time.Time) bool {
-	if c.m.Current() != machineState {
-		c.m.SetState(machineState)
-	}
+	c.state = machineState
 	if !c.Active() {
 		clear(c.interactions)
 	}
@@ -175,7 +177,7 @@ func (c *Channel) Force(machineState string, r Reason, now time.Time) bool {
 
 func (c *Channel) settle(r Reason, now time.Time) bool {
 	c.reason = r
-	switch c.m.Current() {
+	switch c.state {
 	case sReady, sBusyReady:
 		c.lastIdle = Intent{Command: protocol.CmdChannelReady, Event: EvReady}
 	case sNotReady, sBusyNotReady:
@@ -188,7 +190,7 @@ func (c *Channel) settle(r Reason, now time.Time) bool {
 // Only the first concurrent interaction changes the status.
 func (c *Channel) StartInteraction(id string, now time.Time) (changed bool, err error) {
 	if !c.Active() {
-		return false, fmt.Errorf("channel %s: interaction %s started while %s", c.spec.ID, id, c.m.Current())
+		return false, fmt.Errorf("channel %s: interaction %s started while %s", c.spec.ID, id, c.state)
 	}
 	if _, dup := c.interactions[id]; dup {
 		return false, nil
@@ -223,7 +225,7 @@ func (c *Channel) PreviousIdle() Intent { return c.lastIdle }
 
 // record opens a new timeline interval when state, status or reason changed.
 func (c *Channel) record(now time.Time) bool {
-	state, status := Display(c.m.Current())
+	state, status := Display(c.state)
 	next := Interval{State: state, Status: status, ReasonCode: c.reason.Code, ReasonName: c.reason.Name, Start: now}
 	if n := len(c.timeline); n > 0 {
 		last := &c.timeline[n-1]
@@ -267,7 +269,7 @@ type Saved struct {
 
 // Save returns the channel's persistent state.
 func (c *Channel) Save() Saved {
-	return Saved{Spec: c.spec, Group: c.group, Queues: c.queues, Machine: c.m.Current(), Reason: c.reason,
+	return Saved{Spec: c.spec, Group: c.group, Queues: c.queues, Machine: c.state, Reason: c.reason,
 		LastIdle: c.lastIdle, Interactions: c.interactions, Since: c.timeline[len(c.timeline)-1].Start}
 }
 
@@ -277,7 +279,7 @@ func Restore(s Saved, timelineCap int) (*Channel, error) {
 		return nil, fmt.Errorf("channel %s: unknown saved state %q", s.Spec.ID, s.Machine)
 	}
 	c := New(s.Spec, s.Group, s.Since, timelineCap)
-	c.m.SetState(s.Machine)
+	c.state = s.Machine
 	c.queues, c.reason, c.lastIdle = s.Queues, s.Reason, s.LastIdle
 	for id, at := range s.Interactions {
 		c.interactions[id] = at

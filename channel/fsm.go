@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/looplab/fsm"
 
@@ -77,6 +78,24 @@ func newMachine(initial string) *fsm.FSM {
 	// No callbacks: transitions have no side effects inside the machine, so
 	// the looplab callback deadlocks cannot happen.
 	return fsm.NewFSM(initial, transitions, nil)
+}
+
+// machines pools looplab machines: every machine carries its own copy of
+// the transition maps (a few KiB), which thousands of idle channels need not
+// hold. A channel keeps its state and borrows a machine, set to that state,
+// to check or fire an event: the definition above still decides every
+// transition.
+var machines = sync.Pool{New: func() any { return newMachine(initialState) }}
+
+// withMachine runs f with a machine in state; it returns the machine's
+// state after f.
+func withMachine(state string, f func(m *fsm.FSM)) string {
+	m := machines.Get().(*fsm.FSM)
+	m.SetState(state)
+	f(m)
+	out := m.Current()
+	machines.Put(m)
+	return out
 }
 
 // fire runs ev on m. A self-transition is legal and reported as no change.

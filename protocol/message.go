@@ -77,34 +77,38 @@ type Inbound struct {
 func DecodeRequest(frame []byte) Inbound {
 	// Validate the whole frame first: a decoder would stop after the first
 	// value and accept trailing garbage, which could then not be echoed.
-	var fields map[string]json.RawMessage
 	if !json.Valid(frame) {
 		return RejectFrame(frame, "frame is not valid JSON")
 	}
-	if err := json.Unmarshal(frame, &fields); err != nil || fields == nil {
+	var fields struct {
+		Command   json.RawMessage `json:"command"`
+		Target    json.RawMessage `json:"target"`
+		Data      json.RawMessage `json:"data"`
+		RequestID json.RawMessage `json:"requestId"`
+	}
+	if b := bytes.TrimSpace(frame); len(b) == 0 || b[0] != '{' || json.Unmarshal(frame, &fields) != nil {
 		return RejectFrame(frame, "frame is not a JSON object")
 	}
 	in := Inbound{Original: json.RawMessage(bytes.TrimSpace(frame))}
 	// Recover what can be echoed before validating, so that even a failure
 	// reply carries the client's command, target and requestId.
 	var typeErr error
-	str := func(name string, dst *string) {
-		raw, ok := fields[name]
-		if !ok || isNull(raw) {
+	str := func(name string, raw json.RawMessage, dst *string) {
+		if len(raw) == 0 || isNull(raw) {
 			return
 		}
 		if err := json.Unmarshal(raw, dst); err != nil && typeErr == nil {
 			typeErr = fmt.Errorf("field %q must be a string", name)
 		}
 	}
-	str("command", &in.Request.Command)
-	str("target", &in.Request.Target)
-	str("requestId", &in.Request.RequestID)
+	str("command", fields.Command, &in.Request.Command)
+	str("target", fields.Target, &in.Request.Target)
+	str("requestId", fields.RequestID, &in.Request.RequestID)
 	if typeErr != nil {
 		in.Failure = &Failure{Code: CodeInvalidRequest, Message: typeErr.Error()}
 		return in
 	}
-	if data, ok := fields["data"]; ok && !isNull(data) {
+	if data := fields.Data; len(data) > 0 && !isNull(data) {
 		if len(data) == 0 || data[0] != '{' {
 			in.Failure = Failf(CodeInvalidRequest, "field \"data\" must be an object")
 			return in

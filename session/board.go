@@ -55,6 +55,9 @@ type encodedChange struct {
 // AppendData appends the data of supervisor.agent.changed for subscription
 // sub (already JSON-encoded) without re-encoding the views.
 func (c Change) AppendData(dst, sub []byte) []byte {
+	if dst == nil {
+		dst = make([]byte, 0, len(c.enc.agent)+len(c.enc.prev)+len(c.enc.cur)+len(sub)+64)
+	}
 	dst = append(dst, `{"subscriptionId":`...)
 	dst = append(dst, sub...)
 	dst = append(dst, `,"agentId":`...)
