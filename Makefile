@@ -11,6 +11,7 @@ run:
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ctibroker ./cmd/ctibroker
+	$(GO) build -o bin/ctiload ./cmd/ctiload
 
 test: lint
 	$(GO) test -race -count=1 -timeout 8m ./...
@@ -27,11 +28,18 @@ fuzz:
 	$(GO) test ./protocol -run '^$$' -fuzz FuzzParseTarget -fuzztime $(FUZZTIME)
 	$(GO) test ./channel -run '^$$' -fuzz FuzzParseCommand -fuzztime $(FUZZTIME)
 
-# Socket-level benchmarks, memory and Redis side by side (Redis ones need
-# redis-server). Figures and the commands that made them: docs/benchmarks.md.
-BENCHTIME ?= 3s
-bench:
-	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count 1 ./broker
+# Benchmarks (figures, and the commands that made them: docs/benchmarks.md):
+# Go micro-benchmarks, socket-level memory vs Redis benchmarks (need
+# redis-server), then a short ctiload run against a fresh broker with the
+# bare-WebSocket baseline measured in the same run.
+BENCHTIME ?= 2s
+LOADTIME ?= 10s
+bench: build
+	$(GO) build -o bin/ctiload ./cmd/ctiload
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem -count 1 ./protocol ./channel ./session ./bus ./broker
+	@CTIBROKER_LIMITS__COMMANDRATE=0 CTIBROKER_LOG__LEVEL=warn CTIBROKER_LISTEN=127.0.0.1:18080 bin/ctibroker serve & pid=$$!; \
+	sleep 1; bin/ctiload --url ws://127.0.0.1:18080/v1/ws --agents 100 --duration $(LOADTIME) --baseline; rc=$$?; \
+	kill $$pid; wait $$pid; exit $$rc
 
 # Rewrites the state diagram embedded in README.md from `ctibroker fsm`.
 readme-fsm:

@@ -26,10 +26,16 @@ type corkedConn struct {
 	buf    []byte
 }
 
+// corkBuffers lends batch buffers: an idle connection holds none.
+var corkBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
 func (c *corkedConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.corked {
+		if c.buf == nil {
+			c.buf = (*corkBuffers.Get().(*[]byte))[:0]
+		}
 		c.buf = append(c.buf, p...)
 		return len(p), nil
 	}
@@ -48,7 +54,7 @@ func (c *corkedConn) Uncork(timeout time.Duration) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.corked = false
-	if len(c.buf) == 0 {
+	if c.buf == nil {
 		return nil
 	}
 	if err := c.Conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
@@ -59,11 +65,11 @@ func (c *corkedConn) Uncork(timeout time.Duration) error {
 	if derr := c.Conn.SetWriteDeadline(time.Time{}); err == nil {
 		err = derr
 	}
-	if cap(c.buf) > 64<<10 {
-		c.buf = nil // do not keep a burst's buffer for the connection's life
-	} else {
-		c.buf = c.buf[:0]
+	if cap(c.buf) <= 64<<10 { // a burst's buffer is left to the collector
+		buf := c.buf[:0]
+		corkBuffers.Put(&buf)
 	}
+	c.buf = nil
 	return err
 }
 

@@ -312,7 +312,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(s.cfg.WS.MaxMessage)
-	log := s.log.With(zap.String("agent", id.AgentID), zap.String("remote", r.RemoteAddr))
+	log := s.log.WithLazy(zap.String("agent", id.AgentID), zap.String("remote", r.RemoteAddr))
 	c := newWSConn(s.base, ws, r.RemoteAddr, s.cfg.WS, s.cfg.Limits.SendQueue, log)
 	c.metrics = s.metrics
 	c.cork = cw.conn
@@ -350,7 +350,7 @@ func (s *Server) runConn(c *wsConn, id session.Identity, expires time.Time, sinc
 		go func() { _, _, _ = c.ws.Read(c.ctx) }() // the close handshake needs a reader
 		return
 	}
-	log = log.With(zap.String("session", sess.ID()))
+	log = log.WithLazy(zap.String("session", sess.ID()))
 	c.log.Store(log)
 	defer sess.Detach(c)
 	if !expires.IsZero() {

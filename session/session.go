@@ -97,7 +97,7 @@ func newSession(m *Manager, id string, ident Identity) *Session {
 	s := &Session{
 		m: m, id: id, agentID: ident.AgentID, key: ident.key(), ident: ident, teams: ident.Teams, created: time.Now(),
 		subs:    map[string]*subscription{},
-		log:     m.log.With(zap.String("agent", ident.AgentID), zap.String("session", id)),
+		log:     m.log.WithLazy(zap.String("agent", ident.AgentID), zap.String("session", id)),
 		cmds:    make(chan command, max(m.opts.InboxSize, 1)),
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
