@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/http"
@@ -153,17 +154,7 @@ func listParam(r *http.Request, name string) []string {
 var agentSorts = map[string]func(a, b protocol.AgentView) int{
 	"agentId":     func(a, b protocol.AgentView) int { return strings.Compare(a.AgentID, b.AgentID) },
 	"status":      func(a, b protocol.AgentView) int { return strings.Compare(a.Status, b.Status) },
-	"statusSince": func(a, b protocol.AgentView) int { return cmpInt(a.StatusSince, b.StatusSince) },
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+	"statusSince": func(a, b protocol.AgentView) int { return cmp.Compare(a.StatusSince, b.StatusSince) },
 }
 
 // GET /v1/agents?team=&status=&channelType=&sort=&pageNum=&pageSize=
@@ -315,7 +306,7 @@ func (s *Server) agentHistory(r *http.Request, id session.Identity) (any, error)
 	for _, h := range sessions {
 		ivs = append(ivs, history.Clip(history.Intervals(h.Entries, now), from.UnixMilli(), to.UnixMilli())...)
 	}
-	slices.SortStableFunc(ivs, func(a, b history.Interval) int { return cmpInt(a.Start, b.Start) })
+	slices.SortStableFunc(ivs, func(a, b history.Interval) int { return cmp.Compare(a.Start, b.Start) })
 	return paginate(ivs, num, size), nil
 }
 

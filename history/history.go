@@ -6,6 +6,7 @@
 package history
 
 import (
+	"cmp"
 	"slices"
 
 	"github.com/ctibroker/ctibroker/protocol"
@@ -72,7 +73,7 @@ type Interval struct {
 // end at now.
 func Intervals(entries []Entry, now int64) []Interval {
 	sorted := slices.Clone(entries)
-	slices.SortStableFunc(sorted, func(a, b Entry) int { return cmp64(a.At, b.At) })
+	slices.SortStableFunc(sorted, func(a, b Entry) int { return cmp.Compare(a.At, b.At) })
 	var out []Interval
 	open := map[string]int{} // channel -> index in out of its open interval
 	closeAt := func(ch string, at int64) {
@@ -234,14 +235,4 @@ func LoginLogout(ivs []Interval) (login, logout int64) {
 		logout = 0
 	}
 	return login, logout
-}
-
-func cmp64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

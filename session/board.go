@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -315,15 +316,7 @@ func (b *board) snapshotLocked(match func(*protocol.AgentView) bool) []protocol.
 			out = append(out, *v)
 		}
 	}
-	slices.SortFunc(out, func(a, c protocol.AgentView) int {
-		switch {
-		case a.AgentID < c.AgentID:
-			return -1
-		case a.AgentID > c.AgentID:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, c protocol.AgentView) int { return strings.Compare(a.AgentID, c.AgentID) })
 	return out
 }
 

@@ -3,6 +3,7 @@ package session
 import (
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -156,15 +157,7 @@ func (d *directory) presences() []Presence {
 		out = append(out, v.(Presence))
 		return true
 	})
-	slices.SortFunc(out, func(a, b Presence) int {
-		switch {
-		case a.AgentID < b.AgentID:
-			return -1
-		case a.AgentID > b.AgentID:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b Presence) int { return strings.Compare(a.AgentID, b.AgentID) })
 	return out
 }
 

@@ -10,11 +10,13 @@
 package sim
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -190,16 +192,7 @@ func (s *Switch) Logins(ctx context.Context, agentID string) ([]adapters.Login, 
 		out = append(out, cp)
 	}
 	slices.SortFunc(out, func(a, b adapters.Login) int {
-		if a.GroupID != b.GroupID {
-			if a.GroupID < b.GroupID {
-				return -1
-			}
-			return 1
-		}
-		if a.Channel.ID < b.Channel.ID {
-			return -1
-		}
-		return 1
+		return cmp.Or(strings.Compare(a.GroupID, b.GroupID), strings.Compare(a.Channel.ID, b.Channel.ID))
 	})
 	return out, nil
 }
