@@ -130,9 +130,6 @@ func defaultNodeID() string {
 	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
 }
 
-// Manager returns the session manager.
-func (s *Server) Manager() *session.Manager { return s.manager }
-
 // Handler returns the HTTP routes.
 func (s *Server) Handler() http.Handler {
 	mux, _ := s.router()

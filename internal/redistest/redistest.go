@@ -6,7 +6,6 @@ package redistest
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -114,5 +113,3 @@ func (s *Server) Client() *redis.Client {
 	s.tb.Cleanup(func() { _ = c.Close() })
 	return c
 }
-
-func (s *Server) String() string { return fmt.Sprintf("redis-server %s", s.Addr) }
