@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,32 +16,44 @@ import (
 	"github.com/ctibroker/ctibroker/session"
 )
 
-// wsConn is one client WebSocket. Goroutines: the HTTP handler's goroutine is
-// the reader (serve), writeLoop is the only writer of the socket and the only
-// goroutine that closes it. Others talk to it through Send and Close, which
-// never block.
+// wsConn is one client WebSocket. An idle connection has one goroutine, its
+// reader (readLoop); everything else runs only while there is work:
+//   - a flush goroutine, started by Send or a close request when none is
+//     running, writes the queued batches and exits when the queue is empty.
+//     At most one runs at a time (writing, under mu), so it is the socket's
+//     only writer of data frames and the only one to send the close frame;
+//   - a ping, from a timer, writes a ping frame (coder/websocket serializes
+//     it with data frames) and waits for the pong, which the reader sees.
+//
+// Locking: mu guards queue, queued, writing, closeReq, closing's
+// transitions and the ping timer. It is never held while writing to the
+// socket. closing is also read without mu as a fast path.
 type wsConn struct {
-	ws     *websocket.Conn
-	cork   *corkedConn // nil when the connection could not be corked
-	remote string
-	cfg    WSConfig
-	// log gains the session id once attached, while writeLoop runs.
+	ws      *websocket.Conn
+	cork    *corkedConn // nil when the connection could not be corked
+	remote  string
+	cfg     *WSConfig
+	metrics *metrics.Metrics
+	// log gains the session id once attached.
 	log atomic.Pointer[zap.Logger]
+	// ctx ends when the connection is finished (abort): it bounds the
+	// commands the reader waits to submit, the attach and pings.
+	ctx    context.Context
+	cancel context.CancelFunc
 
-	// queue holds the batches waiting for writeLoop; it grows as needed and
-	// is bounded by limit messages. An idle connection holds no buffer.
-	qmu      sync.Mutex
-	queue    [][][]byte
-	queued   int
+	mu       sync.Mutex
+	queue    [][][]byte // batches to write; grows on demand, nil when idle
+	queued   int        // messages in queue, at most limit
 	limit    int
-	pending  chan struct{}     // capacity 1: wakes writeLoop
-	closeReq chan closeRequest // capacity 1: the first close wins
-	closing  atomic.Bool
-	done     chan struct{} // closed when writeLoop returned
-	ctx      context.Context
-	cancel   context.CancelFunc
+	writing  bool          // a flush goroutine runs (or the write side died)
+	closeReq *closeRequest // the first close request wins
+	closing  atomic.Bool   // no more messages are accepted
+	ping     *time.Timer
+	// workers counts flush and ping goroutines. Add happens under mu while
+	// closing is false; wait sets closing under mu first, so no Add can
+	// race with its Wait.
+	workers  sync.WaitGroup
 	closedBy atomic.Int32 // close code the broker sent, 0 if none
-	metrics  *metrics.Metrics
 }
 
 type closeRequest struct {
@@ -52,13 +65,50 @@ type closeRequest struct {
 
 var _ session.Conn = (*wsConn)(nil)
 
-func newWSConn(parent context.Context, ws *websocket.Conn, remote string, cfg WSConfig, queue int, log *zap.Logger) *wsConn {
-	ctx, cancel := context.WithCancel(parent)
-	c := &wsConn{ws: ws, remote: remote, cfg: cfg,
-		limit: queue, pending: make(chan struct{}, 1), closeReq: make(chan closeRequest, 1),
-		done: make(chan struct{}), ctx: ctx, cancel: cancel}
+func newWSConn(ws *websocket.Conn, remote string, cfg *WSConfig, queue int, log *zap.Logger) *wsConn {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &wsConn{ws: ws, remote: remote, cfg: cfg, limit: queue, ctx: ctx, cancel: cancel}
 	c.log.Store(log)
 	return c
+}
+
+// startPings arms the ping timer. The first ping comes after a random part
+// of the interval, so that connections opened together (a broker restart,
+// a load test) do not ping together forever after.
+func (c *wsConn) startPings() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing.Load() || c.cfg.PingInterval <= 0 {
+		return
+	}
+	first := c.cfg.PingInterval/2 + rand.N(c.cfg.PingInterval/2+1)
+	c.ping = time.AfterFunc(first, c.pingOnce)
+}
+
+// pingOnce runs on the timer's goroutine: it pings, waits for the pong and
+// re-arms the timer, or closes a connection whose peer does not answer.
+func (c *wsConn) pingOnce() {
+	c.mu.Lock()
+	if c.closing.Load() {
+		c.mu.Unlock()
+		return
+	}
+	c.workers.Add(1)
+	c.mu.Unlock()
+	defer c.workers.Done()
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.PingTimeout)
+	err := c.ws.Ping(ctx) // the reader sees the pong
+	cancel()
+	if err != nil {
+		c.log.Load().Info("peer did not answer ping", zap.Error(err))
+		c.abort()
+		return
+	}
+	c.mu.Lock()
+	if !c.closing.Load() {
+		c.ping.Reset(c.cfg.PingInterval)
+	}
+	c.mu.Unlock()
 }
 
 // Send implements session.Conn.
@@ -66,32 +116,34 @@ func (c *wsConn) Send(msgs [][]byte) bool {
 	if c.closing.Load() {
 		return false
 	}
-	c.qmu.Lock()
+	c.mu.Lock()
+	if c.closing.Load() {
+		c.mu.Unlock()
+		return false
+	}
 	// A batch larger than the limit is accepted into an empty queue (a long
 	// replay on attach); the limit catches messages piling up unread.
 	if c.queued > 0 && c.queued+len(msgs) > c.limit {
-		c.qmu.Unlock()
+		c.mu.Unlock()
 		c.metrics.Dropped()
 		c.requestClose(closeRequest{code: protocol.CloseTryAgainLater, reason: "slow consumer: send queue full"})
 		return false
 	}
 	c.queue = append(c.queue, msgs)
 	c.queued += len(msgs)
-	c.qmu.Unlock()
-	select {
-	case c.pending <- struct{}{}:
-	default:
-	}
+	c.startWriterLocked()
+	c.mu.Unlock()
 	return true
 }
 
-// take removes every queued batch.
-func (c *wsConn) take() [][][]byte {
-	c.qmu.Lock()
-	defer c.qmu.Unlock()
-	q := c.queue
-	c.queue, c.queued = nil, 0
-	return q
+// startWriterLocked starts a flush goroutine unless one runs. mu is held.
+func (c *wsConn) startWriterLocked() {
+	if c.writing {
+		return
+	}
+	c.writing = true
+	c.workers.Add(1)
+	go c.flush()
 }
 
 // Close implements session.Conn: queued messages are sent first.
@@ -103,62 +155,70 @@ func (c *wsConn) Close(code protocol.CloseCode, reason string) {
 func (c *wsConn) RemoteAddr() string { return c.remote }
 
 func (c *wsConn) requestClose(r closeRequest) {
-	if c.closing.Swap(true) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing.Load() {
 		return
 	}
-	c.closeReq <- r
+	c.closeReq = &r
+	c.stopPingsLocked()
+	c.startWriterLocked()
+	c.closing.Store(true)
 }
 
-// writeLoop writes queued messages, pings, and finally closes the socket.
-func (c *wsConn) writeLoop() {
-	defer close(c.done)
-	defer c.cancel()
-	ping := time.NewTicker(c.cfg.PingInterval)
-	defer ping.Stop()
-	pingDone := make(chan error, 1)
-	pinging := false
+func (c *wsConn) stopPingsLocked() {
+	if c.ping != nil {
+		c.ping.Stop()
+	}
+}
+
+// abort closes the socket at once, without a close frame: the peer is gone,
+// did not answer a ping, or the broker gave up waiting. The reader's Read
+// fails and it returns.
+func (c *wsConn) abort() {
+	c.mu.Lock()
+	c.closing.Store(true)
+	c.stopPingsLocked()
+	c.mu.Unlock()
+	c.cancel()
+	_ = c.ws.CloseNow()
+}
+
+// flush writes the queued batches until the queue is empty, then returns,
+// unless it has sent the close frame: then writing stays set and no writer
+// starts again.
+func (c *wsConn) flush() {
+	defer c.workers.Done()
 	for {
-		select {
-		case <-c.pending:
-			if !c.writeBatch(c.take()) {
-				return
-			}
-		case r := <-c.closeReq:
-			if r.drain && !c.writeBatch(c.take()) {
-				return
-			}
-			c.closedBy.Store(int32(r.code))
-			c.log.Load().Debug("closing connection", zap.Int("code", int(r.code)), zap.String("reason", r.reason))
-			// Close waits for the peer's close frame for a bounded time.
-			_ = c.ws.Close(websocket.StatusCode(r.code), r.reason)
+		c.mu.Lock()
+		batches := c.queue
+		c.queue, c.queued = nil, 0
+		req := c.closeReq
+		if len(batches) == 0 && req == nil {
+			c.writing = false
+			c.mu.Unlock()
 			return
-		case <-ping.C:
-			if pinging {
-				continue
-			}
-			pinging = true
-			go func() {
-				ctx, cancel := context.WithTimeout(c.ctx, c.cfg.PingTimeout)
-				defer cancel()
-				// Ping needs the reader (serve) running to see the pong.
-				pingDone <- c.ws.Ping(ctx)
-			}()
-		case err := <-pingDone:
-			pinging = false
-			if err != nil {
-				c.log.Load().Info("peer did not answer ping", zap.Error(err))
-				_ = c.ws.CloseNow()
-				return
-			}
-		case <-c.ctx.Done():
-			_ = c.ws.CloseNow()
+		}
+		c.mu.Unlock()
+		if req != nil && !req.drain {
+			batches = nil
+		}
+		if !c.writeBatch(batches) {
+			return
+		}
+		if req != nil {
+			c.closedBy.Store(int32(req.code))
+			c.log.Load().Debug("closing connection", zap.Int("code", int(req.code)), zap.String("reason", req.reason))
+			// Close waits for the peer's close frame for a bounded time.
+			_ = c.ws.Close(websocket.StatusCode(req.code), req.reason)
+			c.cancel()
 			return
 		}
 	}
 }
 
 // writeBatch writes the queued batches with one system call when the
-// connection is corked.
+// connection is corked. A failed write aborts the connection.
 func (c *wsConn) writeBatch(batches [][][]byte) bool {
 	if len(batches) == 0 {
 		return true
@@ -175,8 +235,7 @@ func (c *wsConn) writeBatch(batches [][][]byte) bool {
 	if c.cork != nil {
 		if err := c.cork.Uncork(c.cfg.WriteTimeout); err != nil && ok {
 			c.log.Load().Debug("write failed", zap.Error(err))
-			c.closing.Store(true)
-			_ = c.ws.CloseNow()
+			c.abort()
 			return false
 		}
 	}
@@ -204,23 +263,30 @@ func (c *wsConn) write(msg []byte) bool {
 	}
 	if err := c.ws.Write(ctx, websocket.MessageText, msg); err != nil {
 		c.log.Load().Debug("write failed", zap.Error(err))
-		c.closing.Store(true)
-		_ = c.ws.CloseNow()
+		c.abort()
 		return false
 	}
 	c.metrics.Delivered()
 	return true
 }
 
-// wait blocks until writeLoop has finished (and with it any ping goroutine's
-// context has been cancelled).
-func (c *wsConn) wait() { <-c.done }
+// wait stops new writers and pings and blocks until the running ones have
+// returned. A requested close finishes first (bounded by the write timeout
+// and the close handshake).
+func (c *wsConn) wait() {
+	c.mu.Lock()
+	c.closing.Store(true)
+	c.stopPingsLocked()
+	c.mu.Unlock()
+	c.workers.Wait()
+}
 
 // readLoop reads frames, decodes them and submits them to the session in
-// order until the socket closes.
+// order until the socket closes. Read gets no context: a context would cost
+// a registration per frame, and abort or the close handshake ends it.
 func (c *wsConn) readLoop(s *session.Session, limiter *rate.Limiter) {
 	for {
-		typ, frame, err := c.ws.Read(c.ctx)
+		typ, frame, err := c.ws.Read(context.Background())
 		received := time.Now()
 		if err != nil {
 			if status := websocket.CloseStatus(err); status == websocket.StatusMessageTooBig {

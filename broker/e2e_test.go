@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -397,4 +398,49 @@ func TestPprofListener(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	})
+}
+
+// Pings come from a timer, not a goroutine per connection: a peer that
+// answers them stays connected across many intervals, one that never reads
+// (so never answers) is dropped after the ping timeout.
+func TestPingKeepsLivePeersAndDropsDeadOnes(t *testing.T) {
+	b := startBroker(t, "CTIBROKER_WS__PINGINTERVAL=50ms", "CTIBROKER_WS__PINGTIMEOUT=200ms")
+
+	var pings atomic.Int32
+	ctx, cancel := context.WithTimeout(context.Background(), msgTimeout)
+	defer cancel()
+	live, _, err := websocket.Dial(ctx, "ws://"+b.addr+"/v1/ws?agent=alice", &websocket.DialOptions{
+		OnPingReceived: func(context.Context, []byte) bool { pings.Add(1); return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.CloseNow()
+	liveClosed := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := live.Read(context.Background()); err != nil {
+				liveClosed <- err
+				return
+			}
+		}
+	}()
+
+	// dead never reads: its pongs are never sent.
+	dead, _, err := websocket.Dial(ctx, "ws://"+b.addr+"/v1/ws?agent=bob", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dead.CloseNow()
+	eventually(t, "two connections", func() bool { return b.srv.manager.SessionCount() == 2 })
+	eventually(t, "the dead peer dropped", func() bool {
+		b.srv.mu.Lock()
+		defer b.srv.mu.Unlock()
+		return len(b.srv.conns) == 1
+	})
+	eventually(t, "five pings answered", func() bool { return pings.Load() >= 5 })
+	select {
+	case err := <-liveClosed:
+		t.Fatalf("the live peer was disconnected: %v", err)
+	default:
+	}
 }

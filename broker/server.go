@@ -224,6 +224,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.log.Warn("connections did not drain in time; closing them", zap.Error(werr))
 	}
 	s.cancel()
+	s.abortAll()
 	_ = waitGroup(context.Background(), &s.wg)
 	if merr := s.manager.Shutdown(sctx); merr != nil {
 		s.log.Warn("sessions did not stop in time", zap.Error(merr))
@@ -283,6 +284,15 @@ func (s *Server) closeAll(code protocol.CloseCode, reason string) {
 	}
 }
 
+// abortAll closes every connection's socket at once.
+func (s *Server) abortAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.abort()
+	}
+}
+
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if s.draining.Load() {
 		writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "broker is shutting down")
@@ -310,7 +320,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(s.cfg.WS.MaxMessage)
 	log := s.log.WithLazy(zap.String("agent", id.AgentID), zap.String("remote", r.RemoteAddr))
-	c := newWSConn(s.base, ws, r.RemoteAddr, s.cfg.WS, s.cfg.Limits.SendQueue, log)
+	c := newWSConn(ws, r.RemoteAddr, &s.cfg.WS, s.cfg.Limits.SendQueue, log)
 	c.metrics = s.metrics
 	c.cork = cw.conn
 	if !s.track(c) {
@@ -328,7 +338,6 @@ func (s *Server) runConn(c *wsConn, id session.Identity, expires time.Time, sinc
 	defer s.untrack(c)
 	s.metrics.Connection(id.Role, 1)
 	defer s.metrics.Connection(id.Role, -1)
-	go c.writeLoop()
 	defer c.wait()
 
 	actx, cancel := context.WithTimeout(c.ctx, s.cfg.Redis.LeaseTTL+2*s.cfg.Redis.Timeout+s.cfg.Adapter.Timeout)
@@ -344,7 +353,8 @@ func (s *Server) runConn(c *wsConn, id session.Identity, expires time.Time, sinc
 		}
 		log.Info("attach refused", zap.Error(err), zap.Int("close", int(code)))
 		c.Close(code, reason)
-		go func() { _, _, _ = c.ws.Read(c.ctx) }() // the close handshake needs a reader
+		// The close handshake needs a reader; it ends with the socket.
+		_, _, _ = c.ws.Read(context.Background())
 		return
 	}
 	log = log.WithLazy(zap.String("session", sess.ID()))
@@ -359,13 +369,15 @@ func (s *Server) runConn(c *wsConn, id session.Identity, expires time.Time, sinc
 		limiter = rate.NewLimiter(rate.Limit(s.cfg.Limits.CommandRate), s.cfg.Limits.CommandBurst)
 	}
 	log.Info("connected")
+	c.startPings()
 	c.readLoop(sess, limiter)
 	log.Info("disconnected", zap.Int("close", int(c.closedBy.Load())))
 	if !c.closing.Load() {
-		c.cancel()
+		c.abort()
 	}
-	// Otherwise a close was requested: writeLoop drains, closes and returns
-	// by itself, bounded by the write timeout and the close handshake.
+	// Otherwise a close was requested: the writer drains, closes and
+	// returns by itself, bounded by the write timeout and the close
+	// handshake, and wait (deferred) waits for it.
 }
 
 func (s *Server) track(c *wsConn) bool {

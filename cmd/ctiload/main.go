@@ -53,6 +53,7 @@ func run(args []string, stdout io.Writer) error {
 	fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "measured period (after connecting)")
 	fs.IntVar(&cfg.Sources, "sources", 4, "source addresses 127.0.0.1..N")
 	fs.BoolVar(&cfg.Idle, "idle", false, "agents connect and add a channel, then stay idle")
+	fs.StringVar(&cfg.Prefix, "prefix", "", "agent id prefix (default: random; set it when several load processes share a broker)")
 	metricsURL := fs.String("metrics", "", "broker /metrics URL (default: from --url)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	baseline := fs.Bool("baseline", false, "also measure a bare-WebSocket echo server with the same message sizes")
