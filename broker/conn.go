@@ -34,12 +34,13 @@ type wsConn struct {
 	remote  string
 	cfg     *WSConfig
 	metrics *metrics.Metrics
-	// log gains the session id once attached.
-	log atomic.Pointer[zap.Logger]
-	// ctx ends when the connection is finished (abort): it bounds the
-	// commands the reader waits to submit, the attach and pings.
-	ctx    context.Context
-	cancel context.CancelFunc
+	agent   string
+	srvLog  *zap.Logger // see logger
+	// base is the server's context, shared by every connection (a context
+	// of its own would cost an idle connection about 600 bytes): it ends
+	// when the broker gives up on a graceful shutdown. abort closes the
+	// socket, which ends reads, writes and pings.
+	base context.Context
 
 	mu       sync.Mutex
 	queue    [][][]byte // batches to write; grows on demand, nil when idle
@@ -48,7 +49,10 @@ type wsConn struct {
 	writing  bool          // a flush goroutine runs (or the write side died)
 	closeReq *closeRequest // the first close request wins
 	closing  atomic.Bool   // no more messages are accepted
-	ping     *time.Timer
+	ping     *time.Timer   // see pingTick
+	// awaitingPong: a ping is out and ping is armed with the timeout.
+	awaitingPong bool
+	expiry       *time.Timer // closes the connection when its token expires
 	// workers counts flush and ping goroutines. Add happens under mu while
 	// closing is false; wait sets closing under mu first, so no Add can
 	// race with its Wait.
@@ -65,11 +69,14 @@ type closeRequest struct {
 
 var _ session.Conn = (*wsConn)(nil)
 
-func newWSConn(ws *websocket.Conn, remote string, cfg *WSConfig, queue int, log *zap.Logger) *wsConn {
-	ctx, cancel := context.WithCancel(context.Background())
-	c := &wsConn{ws: ws, remote: remote, cfg: cfg, limit: queue, ctx: ctx, cancel: cancel}
-	c.log.Store(log)
-	return c
+func newWSConn(base context.Context, ws *websocket.Conn, agent, remote string, cfg *WSConfig, queue int, log *zap.Logger) *wsConn {
+	return &wsConn{base: base, ws: ws, agent: agent, remote: remote, cfg: cfg, limit: queue, srvLog: log}
+}
+
+// logger returns the connection's logger, built per log line: connections
+// log rarely, and a kept logger costs every idle connection.
+func (c *wsConn) logger() *zap.Logger {
+	return c.srvLog.With(zap.String("agent", c.agent), zap.String("remote", c.remote))
 }
 
 // startPings arms the ping timer. The first ping comes after a random part
@@ -82,33 +89,39 @@ func (c *wsConn) startPings() {
 		return
 	}
 	first := c.cfg.PingInterval/2 + rand.N(c.cfg.PingInterval/2+1)
-	c.ping = time.AfterFunc(first, c.pingOnce)
+	c.ping = time.AfterFunc(first, c.pingTick)
 }
 
-// pingOnce runs on the timer's goroutine: it pings, waits for the pong and
-// re-arms the timer, or closes a connection whose peer does not answer.
-func (c *wsConn) pingOnce() {
+// pingTick runs on the ping timer's goroutine. One timer serves both ends
+// of a ping: armed with the interval it sends one, armed with the timeout
+// while the pong is awaited it closes the connection. Ping gets no context
+// (a deadline context costs allocations per ping, at every idle
+// connection); closing the socket is what ends a Ping whose pong never
+// comes.
+func (c *wsConn) pingTick() {
 	c.mu.Lock()
 	if c.closing.Load() {
 		c.mu.Unlock()
 		return
 	}
-	c.workers.Add(1)
-	c.mu.Unlock()
-	defer c.workers.Done()
-	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.PingTimeout)
-	err := c.ws.Ping(ctx) // the reader sees the pong
-	cancel()
-	if err != nil {
-		c.log.Load().Info("peer did not answer ping", zap.Error(err))
+	if c.awaitingPong {
+		c.mu.Unlock()
+		c.logger().Info("peer did not answer ping", zap.Duration("timeout", c.cfg.PingTimeout))
 		c.abort()
 		return
 	}
+	c.awaitingPong = true
+	c.ping.Reset(c.cfg.PingTimeout)
+	c.workers.Add(1)
+	c.mu.Unlock()
+	defer c.workers.Done()
+	err := c.ws.Ping(context.Background()) // the reader sees the pong
 	c.mu.Lock()
-	if !c.closing.Load() {
+	defer c.mu.Unlock()
+	c.awaitingPong = false
+	if err == nil && !c.closing.Load() {
 		c.ping.Reset(c.cfg.PingInterval)
 	}
-	c.mu.Unlock()
 }
 
 // Send implements session.Conn.
@@ -180,7 +193,6 @@ func (c *wsConn) abort() {
 	c.closing.Store(true)
 	c.stopPingsLocked()
 	c.mu.Unlock()
-	c.cancel()
 	_ = c.ws.CloseNow()
 }
 
@@ -208,10 +220,9 @@ func (c *wsConn) flush() {
 		}
 		if req != nil {
 			c.closedBy.Store(int32(req.code))
-			c.log.Load().Debug("closing connection", zap.Int("code", int(req.code)), zap.String("reason", req.reason))
+			c.logger().Debug("closing connection", zap.Int("code", int(req.code)), zap.String("reason", req.reason))
 			// Close waits for the peer's close frame for a bounded time.
 			_ = c.ws.Close(websocket.StatusCode(req.code), req.reason)
-			c.cancel()
 			return
 		}
 	}
@@ -234,7 +245,7 @@ func (c *wsConn) writeBatch(batches [][][]byte) bool {
 	}
 	if c.cork != nil {
 		if err := c.cork.Uncork(c.cfg.WriteTimeout); err != nil && ok {
-			c.log.Load().Debug("write failed", zap.Error(err))
+			c.logger().Debug("write failed", zap.Error(err))
 			c.abort()
 			return false
 		}
@@ -258,11 +269,11 @@ func (c *wsConn) write(msg []byte) bool {
 	ctx := context.Background()
 	if c.cork == nil {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(c.ctx, c.cfg.WriteTimeout)
+		ctx, cancel = context.WithTimeout(c.base, c.cfg.WriteTimeout)
 		defer cancel()
 	}
 	if err := c.ws.Write(ctx, websocket.MessageText, msg); err != nil {
-		c.log.Load().Debug("write failed", zap.Error(err))
+		c.logger().Debug("write failed", zap.Error(err))
 		c.abort()
 		return false
 	}
@@ -281,31 +292,33 @@ func (c *wsConn) wait() {
 	c.workers.Wait()
 }
 
-// readLoop reads frames, decodes them and submits them to the session in
-// order until the socket closes. Read gets no context: a context would cost
-// a registration per frame, and abort or the close handshake ends it.
+// readLoop reads frames and submits them to the session in order until the
+// socket closes. Read gets no context: a context would cost a registration
+// per frame, and abort or the close handshake ends it. The loop keeps a
+// small frame (see Server.runConn).
 func (c *wsConn) readLoop(s *session.Session, limiter *rate.Limiter) {
 	for {
 		typ, frame, err := c.ws.Read(context.Background())
-		received := time.Now()
 		if err != nil {
-			if status := websocket.CloseStatus(err); status == websocket.StatusMessageTooBig {
-				c.closedBy.Store(int32(protocol.CloseMessageTooBig))
-			}
-			c.log.Load().Debug("read ended", zap.Error(err))
+			c.readEnded(err)
 			return
 		}
-		var in protocol.Inbound
-		if typ != websocket.MessageText {
-			in = protocol.RejectFrame(frame, "binary frames are not accepted: send JSON text frames")
-		} else {
-			in = protocol.DecodeRequest(frame)
-		}
-		if in.Failure == nil && limiter != nil && !limiter.Allow() {
-			in.Failure = protocol.Failf(protocol.CodeRateLimited, "more than the allowed commands per second; slow down")
-		}
-		if err := s.Submit(c.ctx, c, in, received); err != nil {
+		if !c.submit(s, limiter, typ, frame) {
 			return
 		}
 	}
+}
+
+func (c *wsConn) readEnded(err error) {
+	if status := websocket.CloseStatus(err); status == websocket.StatusMessageTooBig {
+		c.closedBy.Store(int32(protocol.CloseMessageTooBig))
+	}
+	c.logger().Debug("read ended", zap.Error(err))
+}
+
+// submit hands a frame to the session; false when the session has ended.
+func (c *wsConn) submit(s *session.Session, limiter *rate.Limiter, typ websocket.MessageType, data []byte) bool {
+	f := session.Frame{Data: data, Binary: typ != websocket.MessageText, Received: time.Now()}
+	f.Limited = limiter != nil && !limiter.AllowN(f.Received, 1)
+	return s.Submit(c.base, c, f) == nil
 }

@@ -73,8 +73,16 @@ func (c *corkedConn) Uncork(timeout time.Duration) error {
 	return err
 }
 
-// connBufferSize is the read and write buffer of a connection.
-const connBufferSize = 1024
+// Every idle connection holds its buffers, so they are small:
+//   - reads: a command is a few hundred bytes and arrives with one read
+//     system call; a larger message is read straight into its own buffer;
+//   - writes: the corked connection already coalesces a batch, so the
+//     library's buffer only needs to hold a frame header (up to 14 bytes)
+//     and the start of its payload; the rest is copied through.
+const (
+	readBufferSize  = 512
+	writeBufferSize = 64
+)
 
 // corkingWriter hands the WebSocket library a corked connection when it
 // hijacks the HTTP connection.
@@ -101,7 +109,11 @@ func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// Small buffers: messages are a few hundred bytes, larger ones bypass
 	// the buffers, and every idle connection pays for them. What the HTTP
 	// server had already read stays in front of the connection.
-	buffered, _ := brw.Reader.Peek(brw.Reader.Buffered())
-	r := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(buffered)), conn), connBufferSize)
-	return w.conn, bufio.NewReadWriter(r, bufio.NewWriterSize(w.conn, connBufferSize)), nil
+	var src io.Reader = conn
+	if n := brw.Reader.Buffered(); n > 0 { // rare: clients wait for the 101
+		buffered, _ := brw.Reader.Peek(n)
+		src = io.MultiReader(bytes.NewReader(bytes.Clone(buffered)), conn)
+	}
+	r := bufio.NewReaderSize(src, readBufferSize)
+	return w.conn, bufio.NewReadWriter(r, bufio.NewWriterSize(w.conn, writeBufferSize)), nil
 }

@@ -319,28 +319,42 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(s.cfg.WS.MaxMessage)
-	log := s.log.WithLazy(zap.String("agent", id.AgentID), zap.String("remote", r.RemoteAddr))
-	c := newWSConn(ws, r.RemoteAddr, &s.cfg.WS, s.cfg.Limits.SendQueue, log)
+	c := newWSConn(s.base, ws, id.AgentID, r.RemoteAddr, &s.cfg.WS, s.cfg.Limits.SendQueue, s.log)
 	c.metrics = s.metrics
 	c.cork = cw.conn
 	if !s.track(c) {
 		_ = ws.Close(websocket.StatusCode(protocol.CloseGoingAway), "broker shutting down")
 		return
 	}
-	// The connection runs on its own goroutine and the HTTP handler
-	// returns: net/http's per-connection state (buffers, a deep stack) is
-	// released for the connection's whole life. r must not be used there.
-	go s.runConn(c, id, expires, since, log)
+	// Attaching needs a deep stack: it happens here, on the HTTP handler's
+	// goroutine, which then returns. net/http's per-connection state
+	// (buffers, a deep stack) is released for the connection's whole life,
+	// and the reader starts on a small, fresh stack.
+	sess, limiter := s.openConn(c, id, expires, since)
+	if sess == nil {
+		s.closeConn(c, nil, id.Role)
+		return
+	}
+	go s.runConn(c, sess, limiter, id.Role)
 }
 
-// runConn attaches the connection to its session and reads it until it ends.
-func (s *Server) runConn(c *wsConn, id session.Identity, expires time.Time, since *uint64, log *zap.Logger) {
-	defer s.untrack(c)
-	s.metrics.Connection(id.Role, 1)
-	defer s.metrics.Connection(id.Role, -1)
-	defer c.wait()
+// runConn reads the connection until it ends.
+//
+// An idle connection's only goroutine is this one, parked in readLoop, so
+// its stack is most of what an idle connection costs. It does no deep work
+// (attaching, decoding, logging happen elsewhere), so its stack never grows
+// past 4 KiB: the runtime only grows stacks, and shrinks one only when less
+// than a quarter of it is in use, which a parked reader never is.
+func (s *Server) runConn(c *wsConn, sess *session.Session, limiter *rate.Limiter, role string) {
+	c.readLoop(sess, limiter)
+	s.closeConn(c, sess, role)
+}
 
-	actx, cancel := context.WithTimeout(c.ctx, s.cfg.Redis.LeaseTTL+2*s.cfg.Redis.Timeout+s.cfg.Adapter.Timeout)
+// openConn attaches the connection to the agent's session; nil when it was
+// refused (the connection is closed then).
+func (s *Server) openConn(c *wsConn, id session.Identity, expires time.Time, since *uint64) (*session.Session, *rate.Limiter) {
+	s.metrics.Connection(id.Role, 1)
+	actx, cancel := context.WithTimeout(s.base, s.cfg.Redis.LeaseTTL+2*s.cfg.Redis.Timeout+s.cfg.Adapter.Timeout)
 	sess, err := s.manager.Attach(actx, id, c, since)
 	cancel()
 	if err != nil {
@@ -351,33 +365,42 @@ func (s *Server) runConn(c *wsConn, id session.Identity, expires time.Time, sinc
 		case errors.Is(err, session.ErrShuttingDown):
 			code, reason = protocol.CloseGoingAway, "broker shutting down"
 		}
-		log.Info("attach refused", zap.Error(err), zap.Int("close", int(code)))
+		c.logger().Info("attach refused", zap.Error(err), zap.Int("close", int(code)))
 		c.Close(code, reason)
 		// The close handshake needs a reader; it ends with the socket.
 		_, _, _ = c.ws.Read(context.Background())
-		return
+		return nil, nil
 	}
-	log = log.WithLazy(zap.String("session", sess.ID()))
-	c.log.Store(log)
-	defer sess.Detach(c)
 	if !expires.IsZero() {
-		t := time.AfterFunc(time.Until(expires), func() { c.Close(protocol.CloseUnauthorized, "token expired") })
-		defer t.Stop()
+		c.expiry = time.AfterFunc(time.Until(expires), func() { c.Close(protocol.CloseUnauthorized, "token expired") })
 	}
 	var limiter *rate.Limiter
 	if s.cfg.Limits.CommandRate > 0 {
 		limiter = rate.NewLimiter(rate.Limit(s.cfg.Limits.CommandRate), s.cfg.Limits.CommandBurst)
 	}
-	log.Info("connected")
+	c.logger().Info("connected", zap.String("session", sess.ID()))
 	c.startPings()
-	c.readLoop(sess, limiter)
-	log.Info("disconnected", zap.Int("close", int(c.closedBy.Load())))
+	return sess, limiter
+}
+
+// closeConn finishes a connection whose reader has returned.
+func (s *Server) closeConn(c *wsConn, sess *session.Session, role string) {
+	if sess != nil {
+		c.logger().Info("disconnected", zap.Int("close", int(c.closedBy.Load())))
+		sess.Detach(c)
+	}
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
 	if !c.closing.Load() {
 		c.abort()
 	}
 	// Otherwise a close was requested: the writer drains, closes and
 	// returns by itself, bounded by the write timeout and the close
-	// handshake, and wait (deferred) waits for it.
+	// handshake.
+	c.wait()
+	s.metrics.Connection(role, -1)
+	s.untrack(c)
 }
 
 func (s *Server) track(c *wsConn) bool {

@@ -103,8 +103,8 @@ func (s *storeMetrics) Acquire(ctx context.Context, sid, agent, node string, ttl
 	return sm(s, "acquire", func() (string, error) { return s.Store.Acquire(ctx, sid, agent, node, ttl) })
 }
 
-func (s *storeMetrics) Renew(ctx context.Context, sid, agent, node string, ttl time.Duration) error {
-	return s.do("renew", func() error { return s.Store.Renew(ctx, sid, agent, node, ttl) })
+func (s *storeMetrics) Renew(ctx context.Context, node string, ttl time.Duration, leases []store.Lease) ([]string, error) {
+	return sm(s, "renew", func() ([]string, error) { return s.Store.Renew(ctx, node, ttl, leases) })
 }
 
 func (s *storeMetrics) Release(ctx context.Context, sid, node string) error {

@@ -1,48 +1,55 @@
 #!/usr/bin/env bash
-# Measures the broker's memory per idle agent session: starts a broker
-# (in-memory mode), opens N idle agent sessions from two load processes (a
-# process may hold at most `ulimit -Hn` files), forces a GC through the
-# loopback pprof listener and reads RSS, heap and stacks from /metrics.
+# Measures the broker's memory per idle agent session (docs/benchmarks.md).
+# Starts a broker (in-memory mode, its defaults otherwise), opens N idle
+# agent sessions from two load processes (a process may hold at most
+# `ulimit -Hn` files), and reports RSS, heap and stacks per session from
+# /metrics:
+#   - right after connecting, with a GC forced through the loopback pprof
+#     listener (what memory the sessions hold, plus what connecting them
+#     left behind and the runtime has not given back yet);
+#   - every 10 s over IDLE_WAIT seconds (default 120) of idleness, no GC
+#     forced: the steady state, whose peak includes the collector's headroom.
 # Usage: scripts/idle-memory.sh [sessions per load process, default 9900]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 per=${1:-9900}
+wait_s=${IDLE_WAIT:-120}
 port=18090
 dbg=16061
 CTIBROKER_LIMITS__COMMANDRATE=0 CTIBROKER_LOG__LEVEL=warn CTIBROKER_LISTEN=127.0.0.1:$port \
 	CTIBROKER_DEBUG__LISTEN=127.0.0.1:$dbg bin/ctibroker serve &
 broker=$!
-trap 'kill $broker 2>/dev/null; kill $(jobs -p) 2>/dev/null; wait' EXIT
+trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT
 for _ in $(seq 50); do curl -sf http://127.0.0.1:$port/readyz >/dev/null && break; sleep 0.1; done
 
-metric() { curl -s http://127.0.0.1:$port/metrics | awk -v m="$1" '$1==m {printf "%.0f", $2}'; }
+metrics() { curl -s http://127.0.0.1:$port/metrics; }
+metric() { metrics | awk -v m="$1" '$1==m {printf "%.0f", $2}'; }
 gc() { curl -s "http://127.0.0.1:$dbg/debug/pprof/heap?gc=1" >/dev/null; sleep 1; curl -s "http://127.0.0.1:$dbg/debug/pprof/heap?gc=1" >/dev/null; }
-snapshot() {
-	gc
-	echo "$(metric process_resident_memory_bytes) $(metric go_memstats_heap_inuse_bytes) $(metric go_memstats_stack_inuse_bytes) $(metric go_goroutines)"
-}
-read -r rss0 heap0 stack0 g0 < <(snapshot)
+sessions() { metric ctibroker_sessions; }
+gc
+rss0=$(metric process_resident_memory_bytes) heap0=$(metric go_memstats_heap_inuse_bytes) stack0=$(metric go_memstats_stack_inuse_bytes) g0=$(metric go_goroutines)
 for i in 1 2; do
-	bin/ctiload --url ws://127.0.0.1:$port/v1/ws --agents "$per" --idle --sources 8 --duration 120s --prefix "idle$i-" >/tmp/idle-load-$i.txt 2>&1 &
+	bin/ctiload --url ws://127.0.0.1:$port/v1/ws --agents "$per" --idle --sources 8 --duration $((wait_s + 60))s \
+		--prefix "idle$i" >/tmp/idle-load-$i.txt 2>&1 &
 done
-# Wait until every session is connected.
 want=$((2 * per))
 for _ in $(seq 240); do
-	n=$(curl -s http://127.0.0.1:$port/metrics | awk '$1 ~ /^ctibroker_sessions/ {s+=$2} END {printf "%.0f", s}')
-	[ "${n:-0}" -ge "$want" ] && break
+	[ "$(sessions)" -ge "$want" ] && break
 	sleep 1
 done
-sleep 3
-read -r rss1 heap1 stack1 g1 < <(snapshot)
+n=$(sessions)
+per_session() { awk -v n="$n" -v a="$1" -v b="$2" 'BEGIN {printf "%.1f", (b-a)/n/1024}'; }
+gc
+rss1=$(metric process_resident_memory_bytes) heap1=$(metric go_memstats_heap_inuse_bytes) stack1=$(metric go_memstats_stack_inuse_bytes) g1=$(metric go_goroutines)
 curl -s "http://127.0.0.1:$dbg/debug/pprof/heap" >/tmp/idle-heap.pprof
-curl -s "http://127.0.0.1:$dbg/debug/pprof/goroutine" >/tmp/idle-goroutine.pprof
-curl -s http://127.0.0.1:$port/metrics | grep -E '^go_memstats_(heap|stack|mspan|mcache|other|gc_sys|buck|sys)' >/tmp/idle-memstats.txt
-if [ -n "${IDLE_WAIT:-}" ]; then sleep "$IDLE_WAIT"; echo "after ${IDLE_WAIT}s:"; curl -s http://127.0.0.1:$port/metrics | grep -E '^(process_resident|go_memstats_heap_(idle|released|inuse))'; fi
-n=$(curl -s http://127.0.0.1:$port/metrics | awk '$1 ~ /^ctibroker_sessions/ {s+=$2} END {printf "%.0f", s}')
-awk -v n="$n" -v r0="$rss0" -v r1="$rss1" -v h0="$heap0" -v h1="$heap1" -v s0="$stack0" -v s1="$stack1" -v g0="$g0" -v g1="$g1" 'BEGIN {
-	printf "sessions %d\n", n
-	printf "RSS    %8.1f MiB -> %8.1f MiB: %5.1f KiB per session\n", r0/1048576, r1/1048576, (r1-r0)/n/1024
-	printf "heap   %8.1f MiB -> %8.1f MiB: %5.1f KiB per session\n", h0/1048576, h1/1048576, (h1-h0)/n/1024
-	printf "stacks %8.1f MiB -> %8.1f MiB: %5.1f KiB per session\n", s0/1048576, s1/1048576, (s1-s0)/n/1024
-	printf "goroutines %d -> %d: %.2f per session\n", g0, g1, (g1-g0)/n
-}'
+echo "sessions: $n"
+echo "after connecting, GC forced: RSS $(per_session "$rss0" "$rss1") KiB, heap in use $(per_session "$heap0" "$heap1") KiB, stacks $(per_session "$stack0" "$stack1") KiB per session; goroutines $g0 -> $g1"
+min=0 max=0
+for t in $(seq 10 10 "$wait_s"); do
+	sleep 10
+	r=$(metric process_resident_memory_bytes)
+	[ "$min" = 0 ] || [ "$r" -lt "$min" ] && min=$r
+	[ "$r" -gt "$max" ] && max=$r
+	echo "  idle ${t}s: RSS $(per_session "$rss0" "$r") KiB per session (heap in use $(( $(metric go_memstats_heap_inuse_bytes) / 1048576 )) MiB, GCs $(metric go_gc_duration_seconds_count))"
+done
+echo "idle ${wait_s}s, no GC forced: RSS min $(per_session "$rss0" "$min") KiB, max $(per_session "$rss0" "$max") KiB per session; $(sessions) sessions still connected"

@@ -48,7 +48,7 @@ func BenchmarkDispatch(b *testing.B) {
 	}
 	<-conn.out
 	submit := func(frame string) {
-		if err := s.Submit(context.Background(), conn, protocol.DecodeRequest([]byte(frame)), time.Now()); err != nil {
+		if err := s.Submit(context.Background(), conn, Frame{Data: []byte(frame), Received: time.Now()}); err != nil {
 			b.Fatal(err)
 		}
 		<-conn.out

@@ -18,8 +18,10 @@ type cachedReply struct {
 	at  time.Time
 }
 
-func newReplies(ttl time.Duration, limit int) *replies {
-	return &replies{ttl: ttl, limit: max(limit, 1), byID: map[string]cachedReply{}}
+// newReplies makes an empty cache; its map is made by the first put, as
+// most sessions never send a request id.
+func newReplies(ttl time.Duration, limit int) replies {
+	return replies{ttl: ttl, limit: max(limit, 1)}
 }
 
 func (r *replies) get(id string, now time.Time) ([]byte, bool) {
@@ -33,6 +35,9 @@ func (r *replies) get(id string, now time.Time) ([]byte, bool) {
 func (r *replies) put(id string, msg []byte, now time.Time) {
 	if _, ok := r.byID[id]; ok {
 		return
+	}
+	if r.byID == nil {
+		r.byID = map[string]cachedReply{}
 	}
 	r.evict(now)
 	if len(r.order) >= r.limit {

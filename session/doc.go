@@ -1,22 +1,29 @@
-// Package session owns agent sessions: one goroutine per session applies the
-// session's commands, switch events and timers one at a time, in order.
+// Package session owns agent sessions: a session applies its commands, switch
+// events and timers one at a time, in order.
 //
 // Ownership and locking rules:
 //   - Everything a Session holds about its channels, seq, history, replies and
-//     current connection is owned by its goroutine (run). No other goroutine
-//     reads or writes it; they talk to the session through two queues:
-//     Submit (bounded, blocks the caller: backpressure for a connection's
-//     reader) and post (unbounded notes for attach/detach, switch events,
-//     timers and other sessions' notifications; never blocks, so one session
-//     can never wait on another).
+//     current connection is owned by whichever goroutine runs its ops (run).
+//     At most one runs per session, and only while ops are queued: an idle
+//     session has no goroutine. Other goroutines talk to a session through
+//     its mailbox (Session.mu): Submit (client commands, bounded by the inbox
+//     size; it blocks the caller, which is backpressure for a connection's
+//     reader) and post (notes for attach/detach, switch events, timers and
+//     other sessions' notifications; never blocks, so one session can never
+//     wait on another). Both start the session's goroutine when none runs.
+//   - Timers (grace, after-call work, address book refresh) are AfterFuncs
+//     that post a note; a note that may be stale checks a generation.
 //   - Manager.mu guards only the registry maps (agent -> session, id ->
 //     session); it is never held on the command path.
+//   - Manager.leaseMu orders the node's lease renewal (one store call for
+//     all its sessions every LeaseTTL/3) before a session's release of its
+//     lease (Session.leaseGone), so a released lease is never re-taken.
 //   - directory.mu guards the broker-wide shared view (endpoint holders,
 //     presence, real-time address book watchers); see directory.
 //   - A Conn's Send never blocks: a connection whose queue is full closes
 //     itself as a slow consumer and the session lives on without it.
 //
-// Because one goroutine handles a session's commands in arrival order and
-// writes each reply before the events the command caused, replies come in
-// command order and precede their secondary events.
+// Because a session's ops run one at a time in arrival order, and each
+// command's reply is written before the events the command caused, replies
+// come in command order and precede their secondary events.
 package session

@@ -149,9 +149,19 @@ type Manager struct {
 	byID    map[string]*Session
 	opening map[string]chan struct{} // agents whose session is being opened
 
+	// leaseMu orders lease renewal against sessions giving their lease up:
+	// the renewer holds it for a whole round, a session sets leaseGone under
+	// it before releasing, so no renewal re-takes a released lease. It also
+	// guards leases, the round's list, kept between rounds: an idle node
+	// makes no garbage.
+	leaseMu sync.Mutex
+	leases  []store.Lease
+
 	stop     chan struct{}
 	stopOnce sync.Once
-	wg       sync.WaitGroup
+	// wg counts live sessions (from registration to cleanup) and the
+	// board's goroutines.
+	wg sync.WaitGroup
 }
 
 // NewManager creates a manager. audit receives state changes and must not be
@@ -198,6 +208,10 @@ func (m *Manager) Run(ctx context.Context) error {
 	}()
 	health := time.NewTicker(m.opts.HealthInterval)
 	defer health.Stop()
+	leases := time.NewTicker(max(m.opts.LeaseTTL/3, time.Millisecond))
+	defer leases.Stop()
+	renewing := make(chan struct{}, 1)        // one round at a time, off this loop
+	defer func() { renewing <- struct{}{} }() // waits for a running round
 	events := m.adapter.Events()
 	for {
 		select {
@@ -214,6 +228,15 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-resync:
 			// A lost takeover request is repeated by the requester, or its
 			// lease wait covers it; nothing to recover.
+		case <-leases.C:
+			select {
+			case renewing <- struct{}{}:
+				go func() {
+					defer func() { <-renewing }()
+					m.renewLeases()
+				}()
+			default: // the last round is still running: the store is slow
+			}
 		case <-health.C:
 			m.checkHealth(ctx)
 			if sub == nil {
@@ -223,6 +246,36 @@ func (m *Manager) Run(ctx context.Context) error {
 			return nil
 		case <-m.stop:
 			return nil
+		}
+	}
+}
+
+// renewLeases renews the lease of every live session in one store call and
+// hands over the sessions another node took meanwhile.
+func (m *Manager) renewLeases() {
+	m.leaseMu.Lock()
+	defer m.leaseMu.Unlock()
+	m.mu.Lock()
+	leases := m.leases[:0]
+	for _, s := range m.byID {
+		if !s.leaseGone {
+			leases = append(leases, store.Lease{SessionID: s.id, AgentID: s.key})
+		}
+	}
+	m.mu.Unlock()
+	defer func() { clear(leases); m.leases = leases[:0] }()
+	if len(leases) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), m.opts.StoreTimeout)
+	lost, err := m.store.Renew(ctx, m.opts.Node, m.opts.LeaseTTL, leases)
+	cancel()
+	if err != nil {
+		m.log.Warn("could not renew the session leases", zap.Int("sessions", len(leases)), zap.Error(err))
+	}
+	for _, sid := range lost {
+		if s := m.byIDLocal(sid); s != nil {
+			s.post(func(s *Session) { s.handOver("lease lost to another node") })
 		}
 	}
 }
@@ -380,10 +433,12 @@ func (m *Manager) sessionFor(ctx context.Context, id Identity) (*Session, bool, 
 			m.byAgent[id.key()] = s
 			m.byID[s.id] = s
 			m.wg.Add(1)
-			go func() {
-				defer m.wg.Done()
-				s.run()
-			}()
+			s.post((*Session).start)
+			select {
+			case <-m.stop: // Shutdown's round of stops may have missed it
+				s.post((*Session).stop)
+			default:
+			}
 		}
 		m.mu.Unlock()
 		return s, created, err
@@ -473,7 +528,14 @@ func (m *Manager) remove(s *Session) {
 // Shutdown stops every session goroutine without touching the switch: agents
 // stay logged in and a restarted node (or another node) picks them up.
 func (m *Manager) Shutdown(ctx context.Context) error {
-	m.stopOnce.Do(func() { close(m.stop) })
+	m.stopOnce.Do(func() {
+		close(m.stop)
+		m.mu.Lock()
+		for _, s := range m.byID {
+			s.post((*Session).stop)
+		}
+		m.mu.Unlock()
+	})
 	done := make(chan struct{})
 	go func() {
 		m.wg.Wait()

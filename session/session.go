@@ -21,10 +21,37 @@ import (
 	"github.com/ctibroker/ctibroker/store"
 )
 
+// Frame is one client message as read off its connection. The session
+// decodes it: the connection's reader stays shallow (see the broker's
+// runConn), and decoding is work like the rest of the command.
+type Frame struct {
+	Data     []byte
+	Binary   bool // not a text frame: refused, the protocol is JSON text
+	Limited  bool // over the connection's command rate: refused
+	Received time.Time
+}
+
+func (f *Frame) decode() protocol.Inbound {
+	if f.Binary {
+		return protocol.RejectFrame(f.Data, "binary frames are not accepted: send JSON text frames")
+	}
+	in := protocol.DecodeRequest(f.Data)
+	if in.Failure == nil && f.Limited {
+		in.Failure = protocol.Failf(protocol.CodeRateLimited, "more than the allowed commands per second; slow down")
+	}
+	return in
+}
+
 type command struct {
-	conn     Conn
-	in       protocol.Inbound
-	received time.Time
+	conn  Conn
+	frame Frame
+}
+
+// op is one unit of work for the session: a client command, or a note (a
+// function run on the session).
+type op struct {
+	note func(*Session)
+	cmd  command
 }
 
 // Session is one agent's session. See the package doc for ownership.
@@ -35,19 +62,23 @@ type Session struct {
 	key     string // registry and store key (supervisors: "sup:<id>")
 	ident   Identity
 	teams   []string
-	log     *zap.Logger
 
-	cmds    chan command
-	notesMu sync.Mutex
-	notes   []func(*Session)
+	// The mailbox, guarded by mu. A goroutine runs only while ops are
+	// queued (running); an idle session has none.
+	mu      sync.Mutex
+	queue   []op
+	cmds    int           // commands queued or being handled, at most the inbox size
+	room    chan struct{} // closed when a command is done; made by a waiting Submit
+	running bool
 	closed  bool
-	wake    chan struct{}
 	done    chan struct{}
 	err     error // why the session could not start; set before done closes
 
 	abDirty atomic.Bool
+	// leaseGone: the session stopped renewing its lease (Manager.leaseMu).
+	leaseGone bool
 
-	// Owned by the run goroutine.
+	// Owned by the goroutine running the session's ops.
 	conn     Conn
 	channels []*channel.Channel
 	groups   []string
@@ -74,8 +105,7 @@ type Session struct {
 	forcePersist bool
 	topics       []string
 	envPrefix    []byte
-	replies      *replies
-	lease        *time.Ticker
+	replies      replies
 	stateDirty   bool
 	presenceSent bool
 	catalog      *channel.Catalog
@@ -83,27 +113,25 @@ type Session struct {
 	realtime     bool
 	lastBook     []byte
 	lastBookAt   time.Time
-	grace        *time.Timer
-	graceC       <-chan time.Time
-	acwGen       map[string]uint64
-	acwTimers    map[string]*time.Timer
-	started      map[string]time.Time // interaction id -> start, for handle times
-	endWith      *protocol.CloseCode  // end the session after this op's messages
-	ended        bool
-	handedOver   bool // another node owns the session now: keep it in the store
+	// grace runs while no connection is attached; graceGen tells a stale
+	// expiry (the timer fired as a connection attached) from the current one.
+	grace     *time.Timer
+	graceGen  uint64
+	acwGen    map[string]uint64
+	acwTimers map[string]*time.Timer
+	started   map[string]time.Time // interaction id -> start, for handle times
+	endWith   *protocol.CloseCode  // end the session after this op's messages
+	ended     bool
+	// handedOver: another node owns the session now (or this node is
+	// shutting down): keep it in the store.
+	handedOver bool
 }
 
 func newSession(m *Manager, id string, ident Identity) *Session {
 	s := &Session{
 		m: m, id: id, agentID: ident.AgentID, key: ident.key(), ident: ident, teams: ident.Teams, created: time.Now(),
-		subs:    map[string]*subscription{},
-		log:     m.log.WithLazy(zap.String("agent", ident.AgentID), zap.String("session", id)),
-		cmds:    make(chan command, max(m.opts.InboxSize, 1)),
-		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		replies: newReplies(m.opts.RequestIDTTL, m.opts.RequestIDLimit),
-		acwGen:  map[string]uint64{}, acwTimers: map[string]*time.Timer{},
-		started: map[string]time.Time{},
 	}
 	s.setTopics()
 	return s
@@ -128,6 +156,12 @@ func (s *Session) teamTopics() []string {
 	return out
 }
 
+// logger returns the session's logger. It is built per log line, not kept:
+// sessions log rarely, and a kept logger costs every idle session.
+func (s *Session) logger() *zap.Logger {
+	return s.m.log.With(zap.String("agent", s.agentID), zap.String("session", s.id))
+}
+
 // ID returns the session id.
 func (s *Session) ID() string { return s.id }
 
@@ -137,16 +171,35 @@ func (s *Session) AgentID() string { return s.agentID }
 // Done is closed when the session has ended.
 func (s *Session) Done() <-chan struct{} { return s.done }
 
-// Submit queues a client command. It blocks while the session's inbox is
-// full, which slows the client's reader down instead of dropping commands.
-func (s *Session) Submit(ctx context.Context, conn Conn, in protocol.Inbound, received time.Time) error {
-	select {
-	case s.cmds <- command{conn, in, received}:
-		return nil
-	case <-s.done:
-		return ErrSessionEnded
-	case <-ctx.Done():
-		return ctx.Err()
+// Submit queues a client command. It blocks while the inbox is full (the
+// session's commands queued and in hand), which slows the client's reader
+// down instead of dropping commands.
+func (s *Session) Submit(ctx context.Context, conn Conn, f Frame) error {
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return ErrSessionEnded
+		}
+		if s.cmds < max(s.m.opts.InboxSize, 1) {
+			s.cmds++
+			s.queue = append(s.queue, op{cmd: command{conn, f}})
+			s.startLocked()
+			s.mu.Unlock()
+			return nil
+		}
+		if s.room == nil {
+			s.room = make(chan struct{})
+		}
+		room := s.room
+		s.mu.Unlock()
+		select {
+		case <-room:
+		case <-s.done:
+			return ErrSessionEnded
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 
@@ -155,68 +208,102 @@ func (s *Session) Detach(conn Conn) {
 	s.post(func(s *Session) { s.detach(conn) })
 }
 
-// post queues a note for the session goroutine. It never blocks and returns
-// false when the session has ended.
+// post queues a note for the session. It never blocks and returns false
+// when the session has ended.
 func (s *Session) post(f func(*Session)) bool {
-	s.notesMu.Lock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.closed {
-		s.notesMu.Unlock()
 		return false
 	}
-	s.notes = append(s.notes, f)
-	s.notesMu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
+	s.queue = append(s.queue, op{note: f})
+	s.startLocked()
 	return true
 }
 
+// startLocked starts the session's goroutine unless it runs. s.mu is held.
+func (s *Session) startLocked() {
+	if !s.running {
+		s.running = true
+		go s.run()
+	}
+}
+
+// run handles the queued ops, in order, until the queue is empty or the
+// session ends.
 func (s *Session) run() {
-	defer s.cleanup()
+	for {
+		s.mu.Lock()
+		ops := s.queue
+		s.queue = nil
+		if len(ops) == 0 {
+			s.running = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		s.handle(ops)
+		if s.ended {
+			s.cleanup()
+			return
+		}
+	}
+}
+
+// handle runs ops. What each command changes is committed and sent before
+// the next one runs; the notes in between are committed together.
+func (s *Session) handle(ops []op) {
+	for i := range ops {
+		if s.ended {
+			break // ops after the end are dropped: their connections are closing
+		}
+		if ops[i].note != nil {
+			s.safely("note", func() { ops[i].note(s) })
+			continue
+		}
+		if s.settle(); s.ended {
+			break
+		}
+		s.handleCommand(ops[i].cmd)
+		s.settle()
+		s.mu.Lock()
+		s.cmds--
+		if s.room != nil {
+			close(s.room)
+			s.room = nil
+		}
+		s.mu.Unlock()
+	}
+	s.settle()
+}
+
+// settle commits what the ops so far changed, delivers it, and ends the
+// session when one of them asked for it.
+func (s *Session) settle() {
+	s.flush()
+	s.sendWire()
+	if s.endWith != nil && !s.unsynced && !s.ended {
+		s.finish(*s.endWith, "session ended")
+	}
+}
+
+// start is a new session's first op: it restores or creates the session.
+func (s *Session) start() {
 	err := errors.New("panic while starting the session")
 	s.safely("init", func() { err = s.init() })
 	if err != nil {
 		s.err = err
-		s.log.Warn("session could not start", zap.Error(err))
+		s.logger().Warn("session could not start", zap.Error(err))
+		s.ended = true
 		return
 	}
-	s.log.Info("session started", zap.Bool("restored", s.record != nil))
-	s.lease = time.NewTicker(max(s.m.opts.LeaseTTL/3, time.Millisecond))
-	defer s.lease.Stop()
-	for !s.ended {
-		select {
-		case c := <-s.cmds:
-			s.handleCommand(c)
-		case <-s.wake:
-			s.drainNotes()
-		case <-s.graceC:
-			s.graceC = nil
-			s.safely("expire", s.expire)
-			s.ended = true
-		case <-s.lease.C:
-			s.renewLease()
-		case <-s.m.stop:
-			s.handedOver = true // shutting down: another node may take the session over
-			return
-		}
-		s.flush()
-		s.sendWire()
-		if s.endWith != nil && !s.unsynced {
-			s.finish(*s.endWith, "session ended")
-		}
-	}
+	s.logger().Info("session started", zap.Bool("restored", s.record != nil))
 }
 
-func (s *Session) renewLease() {
-	ctx, cancel := context.WithTimeout(context.Background(), s.m.opts.StoreTimeout)
-	defer cancel()
-	err := s.m.store.Renew(ctx, s.id, s.key, s.m.opts.Node, s.m.opts.LeaseTTL)
-	if errors.Is(err, store.ErrNotOwner) {
-		s.handOver("lease lost to another node")
-	} else if err != nil {
-		s.log.Warn("could not renew the session lease", zap.Error(err))
-	}
+// stop ends the session without touching the switch or the store's record:
+// this node is shutting down and another one may take the session over.
+func (s *Session) stop() {
+	s.handedOver, s.ended = true, true
 }
 
 // handOver gives the session up because another node owns it now. Its
@@ -225,7 +312,7 @@ func (s *Session) handOver(reason string) {
 	if s.ended {
 		return
 	}
-	s.log.Info("session handed over", zap.String("reason", reason))
+	s.logger().Info("session handed over", zap.String("reason", reason))
 	s.wire = nil
 	if s.conn != nil {
 		s.conn.Close(protocol.CloseTakenOver, reason)
@@ -235,34 +322,26 @@ func (s *Session) handOver(reason string) {
 	s.handedOver, s.ended = true, true
 }
 
-func (s *Session) drainNotes() {
-	s.notesMu.Lock()
-	notes := s.notes
-	s.notes = nil
-	s.notesMu.Unlock()
-	for _, f := range notes {
-		s.safely("note", func() { f(s) })
-		if s.ended {
-			return
-		}
-	}
-}
-
 // safely runs f and turns a panic (an adapter bug, say) into a log line.
 func (s *Session) safely(what string, f func()) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.log.Error("panic recovered", zap.String("in", what), zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			s.logger().Error("panic recovered", zap.String("in", what), zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
 		}
 	}()
 	f()
 }
 
+// cleanup runs once, on the session's goroutine, when it has ended.
 func (s *Session) cleanup() {
-	s.notesMu.Lock()
+	defer s.m.wg.Done()
+	s.mu.Lock()
 	s.closed = true
-	s.notes = nil
-	s.notesMu.Unlock()
+	s.queue = nil
+	s.mu.Unlock()
+	s.m.leaseMu.Lock()
+	s.leaseGone = true // before Release: the renewer must not re-take it
+	s.m.leaseMu.Unlock()
 	// The store first: once the session leaves the registry, a new attach
 	// may open it from the store.
 	ctx, cancel := context.WithTimeout(context.Background(), s.m.opts.StoreTimeout)
@@ -272,7 +351,7 @@ func (s *Session) cleanup() {
 	if s.handedOver || s.err != nil {
 		_ = s.m.store.Release(ctx, s.id, s.m.opts.Node)
 	} else if err := s.m.store.End(ctx, s.key, s.id); err != nil {
-		s.log.Warn("could not delete the ended session from the store; it expires by itself", zap.Error(err))
+		s.logger().Warn("could not delete the ended session from the store; it expires by itself", zap.Error(err))
 	}
 	cancel()
 	s.m.remove(s)
@@ -378,7 +457,7 @@ func (s *Session) restore(rec store.Record) error {
 	// subscription starts again from a snapshot that says so.
 	for _, saved := range snap.Subscriptions {
 		if f := s.startSubscription(saved.ID, saved.Filter, protocol.SnapshotResync); f != nil {
-			s.log.Warn("could not restore a supervisor subscription", zap.String("subscription", saved.ID), zap.String("failure", f.Error()))
+			s.logger().Warn("could not restore a supervisor subscription", zap.String("subscription", saved.ID), zap.String("failure", f.Error()))
 		}
 	}
 	return nil
@@ -405,7 +484,7 @@ func (s *Session) initFromSwitch() error {
 	for _, l := range logins {
 		if protocol.ValidateID(l.Channel.ID) != nil || s.channel(l.Channel.ID) != nil ||
 			(l.GroupID != "" && protocol.ValidateID(l.GroupID) != nil) {
-			s.log.Warn("ignoring an invalid or duplicate login reported by the switch", zap.String("channel", l.Channel.ID), zap.String("group", l.GroupID))
+			s.logger().Warn("ignoring an invalid or duplicate login reported by the switch", zap.String("channel", l.Channel.ID), zap.String("group", l.GroupID))
 			continue
 		}
 		if l.GroupID != "" && !s.hasGroup(l.GroupID) {
@@ -415,7 +494,7 @@ func (s *Session) initFromSwitch() error {
 		if l.State == protocol.StateActive {
 			state, err := channel.MachineState(l.State, l.Status)
 			if err != nil {
-				s.log.Warn("switch reported an unknown status", zap.String("channel", l.Channel.ID), zap.Error(err))
+				s.logger().Warn("switch reported an unknown status", zap.String("channel", l.Channel.ID), zap.Error(err))
 				state, _ = channel.MachineState(protocol.StateActive, protocol.StatusNotReady)
 			}
 			s.m.dir.claim(endpointOf(l.Channel), s.agentID, true)
@@ -442,22 +521,19 @@ func (s *Session) attach(conn Conn, since *uint64, created bool) error {
 		if s.m.opts.MultiConnect == MultiConnectReject {
 			return ErrAlreadyConnected
 		}
-		s.log.Info("connection taken over", zap.String("old_remote", s.conn.RemoteAddr()), zap.String("remote", conn.RemoteAddr()))
+		s.logger().Info("connection taken over", zap.String("old_remote", s.conn.RemoteAddr()), zap.String("remote", conn.RemoteAddr()))
 		s.sendWire()
 		s.conn.Close(protocol.CloseTakenOver, "session taken over by another connection")
 	}
 	s.conn = conn
-	if s.grace != nil {
-		s.grace.Stop()
-		s.grace, s.graceC = nil, nil
-	}
-	s.log.Info("connection attached", zap.String("remote", conn.RemoteAddr()), zap.Bool("created", created))
+	s.stopGrace()
+	s.logger().Info("connection attached", zap.String("remote", conn.RemoteAddr()), zap.Bool("created", created))
 	if since != nil && !created && !s.unsynced {
 		ctx, cancel := context.WithTimeout(context.Background(), s.m.opts.StoreTimeout)
 		missed, ok, err := s.m.store.EventsSince(ctx, s.id, *since, s.committed)
 		cancel()
 		if err != nil {
-			s.log.Warn("could not read the event stream; sending full state", zap.Error(err))
+			s.logger().Warn("could not read the event stream; sending full state", zap.Error(err))
 		}
 		if ok && err == nil {
 			for _, msg := range missed {
@@ -485,16 +561,31 @@ func (s *Session) detach(conn Conn) {
 	}
 	s.wire = nil
 	s.conn = nil
-	s.log.Info("connection detached", zap.String("remote", conn.RemoteAddr()), zap.Duration("grace", s.m.opts.Grace))
+	s.logger().Info("connection detached", zap.String("remote", conn.RemoteAddr()), zap.Duration("grace", s.m.opts.Grace))
 	s.startGrace()
 }
 
+// startGrace (re)starts the grace period; it ends the session unless a
+// connection attaches first.
 func (s *Session) startGrace() {
+	s.stopGrace()
+	gen := s.graceGen
+	s.grace = time.AfterFunc(s.m.opts.Grace, func() {
+		s.post(func(s *Session) {
+			if s.graceGen == gen && s.conn == nil {
+				s.safely("expire", s.expire) // ends the session even if it panics
+				s.ended = true
+			}
+		})
+	})
+}
+
+func (s *Session) stopGrace() {
+	s.graceGen++ // an expiry already queued is stale now
 	if s.grace != nil {
 		s.grace.Stop()
+		s.grace = nil
 	}
-	s.grace = time.NewTimer(s.m.opts.Grace)
-	s.graceC = s.grace.C
 }
 
 // expire ends a session whose grace period passed without a connection.
@@ -505,7 +596,7 @@ func (s *Session) expire() {
 				continue
 			}
 			if f := s.adapterApply(c, channel.Intent{Command: "session.expire", Event: channel.EvDeactivate}); f != nil {
-				s.log.Warn("could not deactivate channel of expired session", zap.String("channel", c.ID()), zap.String("failure", f.Error()))
+				s.logger().Warn("could not deactivate channel of expired session", zap.String("channel", c.ID()), zap.String("failure", f.Error()))
 				continue
 			}
 			s.applyIntent(c, channel.Intent{Command: "session.expire", Event: channel.EvDeactivate}, "session.expired")
@@ -543,7 +634,7 @@ func (s *Session) sendWire() {
 		return
 	}
 	if !s.conn.Send(msgs) {
-		s.log.Warn("slow consumer: connection closed, session kept", zap.String("remote", s.conn.RemoteAddr()))
+		s.logger().Warn("slow consumer: connection closed, session kept", zap.String("remote", s.conn.RemoteAddr()))
 		s.conn = nil
 		s.startGrace()
 	}
@@ -556,7 +647,7 @@ func (s *Session) sendWire() {
 func (s *Session) emit(target, name string, data any) {
 	raw, err := json.Marshal(data)
 	if err != nil {
-		s.log.Error("cannot encode event data", zap.String("event", name), zap.Error(err))
+		s.logger().Error("cannot encode event data", zap.String("event", name), zap.Error(err))
 		return
 	}
 	s.emitRaw(target, name, raw)
@@ -674,7 +765,7 @@ func (s *Session) persist(replies []store.Reply, force bool) error {
 		s.timeline = s.timeline[:0]
 		if s.unsynced {
 			s.unsynced = false
-			s.log.Info("session state stored again after a store outage")
+			s.logger().Info("session state stored again after a store outage")
 		}
 		return nil
 	case errors.Is(err, store.ErrNotOwner), errors.Is(err, store.ErrConflict):
@@ -682,7 +773,7 @@ func (s *Session) persist(replies []store.Reply, force bool) error {
 		return err
 	default:
 		if !s.unsynced {
-			s.log.Error("could not store the session state; events held until the store is back", zap.Error(err))
+			s.logger().Error("could not store the session state; events held until the store is back", zap.Error(err))
 		}
 		s.unsynced = true
 		time.AfterFunc(s.m.opts.HealthInterval, func() { s.post(func(s *Session) { s.retrySync() }) })
@@ -734,21 +825,22 @@ func (s *Session) handleCommand(c command) {
 	if c.conn != s.conn {
 		return // from a connection that was taken over or closed
 	}
+	in := c.frame.decode()
 	now := time.Now()
-	id := c.in.Request.RequestID
-	if c.in.Failure == nil && id != "" {
+	id := in.Request.RequestID
+	if in.Failure == nil && id != "" {
 		if msg, ok := s.rememberedReply(id, now); ok {
 			s.deliver(msg)
 			return
 		}
 	}
-	reply := s.execute(c.in)
+	reply := s.execute(in)
 	msg, err := json.Marshal(reply)
 	if err != nil {
-		s.log.Error("cannot encode reply", zap.Error(err))
-		msg, _ = json.Marshal(protocol.FailureReply(c.in, protocol.Failf(protocol.CodeInternal, "reply could not be encoded")))
+		s.logger().Error("cannot encode reply", zap.Error(err))
+		msg, _ = json.Marshal(protocol.FailureReply(in, protocol.Failf(protocol.CodeInternal, "reply could not be encoded")))
 	}
-	remember := c.in.Failure == nil && id != "" && cacheable(reply)
+	remember := in.Failure == nil && id != "" && cacheable(reply)
 	var reps []store.Reply
 	if remember {
 		reps = []store.Reply{{RequestID: id, Msg: msg}}
@@ -763,17 +855,17 @@ func (s *Session) handleCommand(c command) {
 		if s.handedOver {
 			return
 		}
-		msg, _ = json.Marshal(protocol.FailureReply(c.in, protocol.Failf(protocol.CodeUnavailable,
+		msg, _ = json.Marshal(protocol.FailureReply(in, protocol.Failf(protocol.CodeUnavailable,
 			"the change could not be stored (%v); its events follow once the store is back", err)))
 		s.deliver(msg)
-		s.m.opts.Metrics.CommandDone(metricCommand(c.in), string(protocol.CodeUnavailable), time.Since(c.received).Seconds())
+		s.m.opts.Metrics.CommandDone(metricCommand(in), string(protocol.CodeUnavailable), time.Since(c.frame.Received).Seconds())
 		return
 	}
 	if remember {
 		s.replies.put(id, msg, now)
 	}
 	s.deliver(msg)
-	s.m.opts.Metrics.CommandDone(metricCommand(c.in), result, time.Since(c.received).Seconds())
+	s.m.opts.Metrics.CommandDone(metricCommand(in), result, time.Since(c.frame.Received).Seconds())
 	s.deliverCommitted()
 }
 
@@ -821,7 +913,7 @@ func cacheable(r protocol.Reply) bool {
 func (s *Session) execute(in protocol.Inbound) (reply protocol.Reply) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.log.Error("panic while handling a command", zap.String("command", in.Request.Command), zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			s.logger().Error("panic while handling a command", zap.String("command", in.Request.Command), zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
 			reply = protocol.FailureReply(in, &protocol.Failure{Code: protocol.CodeInternal,
 				Message: "internal error; the command was not applied", Context: fmt.Sprint(r)})
 		}

@@ -99,6 +99,9 @@ func (s *Session) startSubscription(id string, requested protocol.WatchFilter, r
 	if err != nil {
 		return protocol.Failf(protocol.CodeUnavailable, "the agent board is not available: %v", err)
 	}
+	if s.subs == nil {
+		s.subs = map[string]*subscription{}
+	}
 	s.subs[id] = &subscription{filter: requested, cancel: stop}
 	var sum protocol.Summary
 	for _, a := range agents {

@@ -28,7 +28,7 @@ func (s *Session) onSwitchEvent(ev adapters.Event) {
 		s.catalog = nil
 		cat, f := s.loadCatalog()
 		if f != nil {
-			s.log.Warn("could not reload the reason catalogs", zap.String("failure", f.Error()))
+			s.logger().Warn("could not reload the reason catalogs", zap.String("failure", f.Error()))
 			return
 		}
 		s.emitCatalog(protocol.CmdNotReadyReasons, cat)
@@ -42,7 +42,7 @@ func (s *Session) onSwitchEvent(ev adapters.Event) {
 func (s *Session) onInteraction(ev adapters.Event) {
 	c := s.channel(ev.ChannelID)
 	if c == nil {
-		s.log.Warn("interaction on an unknown channel", zap.String("channel", ev.ChannelID), zap.String("interaction", ev.InteractionID))
+		s.logger().Warn("interaction on an unknown channel", zap.String("channel", ev.ChannelID), zap.String("interaction", ev.InteractionID))
 		return
 	}
 	before := c.Info()
@@ -59,6 +59,9 @@ func (s *Session) onInteraction(ev adapters.Event) {
 	if ev.Kind == adapters.InteractionStarted {
 		changed, err = c.StartInteraction(ev.InteractionID, now)
 		if err == nil {
+			if s.started == nil {
+				s.started = map[string]time.Time{}
+			}
 			s.started[key] = now
 			s.recordInteraction(c, ev.InteractionID, history.InteractionStart, now)
 		}
@@ -72,7 +75,7 @@ func (s *Session) onInteraction(ev adapters.Event) {
 		}
 	}
 	if err != nil {
-		s.log.Warn("switch interaction event does not fit the channel", zap.Error(err))
+		s.logger().Warn("switch interaction event does not fit the channel", zap.Error(err))
 		return
 	}
 	if changed {
@@ -83,12 +86,12 @@ func (s *Session) onInteraction(ev adapters.Event) {
 func (s *Session) onStatusForced(ev adapters.Event) {
 	c := s.channel(ev.ChannelID)
 	if c == nil {
-		s.log.Warn("forced status on an unknown channel", zap.String("channel", ev.ChannelID))
+		s.logger().Warn("forced status on an unknown channel", zap.String("channel", ev.ChannelID))
 		return
 	}
 	state, err := channel.MachineState(ev.State, ev.Status)
 	if err != nil {
-		s.log.Warn("switch forced an unknown status", zap.Error(err))
+		s.logger().Warn("switch forced an unknown status", zap.Error(err))
 		return
 	}
 	ep := endpointOf(c.Spec())
@@ -144,6 +147,9 @@ func (s *Session) syncACWTimer(c *channel.Channel) {
 		return
 	}
 	id := c.ID()
+	if s.acwTimers == nil {
+		s.acwGen, s.acwTimers = map[string]uint64{}, map[string]*time.Timer{}
+	}
 	s.acwGen[id]++
 	gen := s.acwGen[id]
 	s.acwTimers[id] = time.AfterFunc(p.Timeout, func() {
@@ -176,7 +182,7 @@ func (s *Session) onACWTimeout(id string, gen uint64) {
 		return
 	}
 	if f := s.adapterApply(c, in); f != nil {
-		s.log.Warn("after-call work timeout: the switch refused to end it", zap.String("channel", id), zap.String("failure", f.Error()))
+		s.logger().Warn("after-call work timeout: the switch refused to end it", zap.String("channel", id), zap.String("failure", f.Error()))
 		return
 	}
 	s.applyIntent(c, in, "acw.timeout")
@@ -229,7 +235,7 @@ func (s *Session) refreshAddressBook() {
 	}
 	msg, f := s.addressBook()
 	if f != nil {
-		s.log.Warn("could not refresh the address book", zap.String("failure", f.Error()))
+		s.logger().Warn("could not refresh the address book", zap.String("failure", f.Error()))
 		return
 	}
 	s.lastBookAt = time.Now()

@@ -93,6 +93,12 @@ type Limits struct {
 	HistorySessions int
 }
 
+// Lease names a session whose lease a node holds.
+type Lease struct {
+	SessionID string
+	AgentID   string
+}
+
 // Store is the durable session store.
 type Store interface {
 	// Durable reports whether what is stored survives this process. When
@@ -106,9 +112,11 @@ type Store interface {
 	// Acquire takes the session's lease for node unless another node holds
 	// it; it returns the holder.
 	Acquire(ctx context.Context, sid, agentID, node string, ttl time.Duration) (owner string, err error)
-	// Renew extends node's lease (re-taking it when it expired and is
-	// free); ErrNotOwner when another node holds it.
-	Renew(ctx context.Context, sid, agentID, node string, ttl time.Duration) error
+	// Renew extends node's leases on sessions, in one round trip where the
+	// store allows (a node renews all its sessions together), re-taking a
+	// lease that expired and is free. It returns the sessions whose lease
+	// another node holds now.
+	Renew(ctx context.Context, node string, ttl time.Duration, leases []Lease) (lost []string, err error)
 	// Release gives the lease up if node holds it.
 	Release(ctx context.Context, sid, node string) error
 	// Load returns the session's record; false when there is none.

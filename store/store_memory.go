@@ -105,14 +105,19 @@ func (m *Memory) Acquire(_ context.Context, sid, _, node string, ttl time.Durati
 }
 
 // Renew implements Store.
-func (m *Memory) Renew(_ context.Context, sid, _, node string, ttl time.Duration) error {
+func (m *Memory) Renew(_ context.Context, node string, ttl time.Duration, leases []Lease) ([]string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.heldByOther(sid, node) {
-		return ErrNotOwner
+	var lost []string
+	expires := time.Now().Add(ttl)
+	for _, l := range leases {
+		if m.heldByOther(l.SessionID, node) {
+			lost = append(lost, l.SessionID)
+			continue
+		}
+		m.leases[l.SessionID] = lease{node, expires}
 	}
-	m.leases[sid] = lease{node, time.Now().Add(ttl)}
-	return nil
+	return lost, nil
 }
 
 func (m *Memory) heldByOther(sid, node string) bool {
@@ -165,7 +170,7 @@ func (m *Memory) Commit(ctx context.Context, c Commit) error {
 				tl = &lockedRing{r: newRing(m.limits.Timeline)}
 				m.timelines[c.SessionID] = tl
 			}
-			s = &memSession{agent: c.AgentID, events: newRing(m.limits.Events), timeline: tl, replies: map[string]memReply{}}
+			s = &memSession{agent: c.AgentID, events: newRing(m.limits.Events), timeline: tl}
 			m.sessions[c.SessionID] = s
 		}
 		m.mu.Unlock()
@@ -195,6 +200,9 @@ func (m *Memory) Commit(ctx context.Context, c Commit) error {
 			if now.Sub(r.at) > m.limits.ReplyTTL {
 				delete(s.replies, id)
 			}
+		}
+		if s.replies == nil {
+			s.replies = map[string]memReply{}
 		}
 		for _, r := range c.Replies {
 			s.replies[r.RequestID] = memReply{r.Msg, now}

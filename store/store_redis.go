@@ -121,18 +121,58 @@ return 1`)
 
 // The timeline keeps the history retention, refreshed by commits.
 
-// Renew implements Store. It also refreshes the TTL of the session's keys.
-func (r *Redis) Renew(ctx context.Context, sid, agentID, node string, ttl time.Duration) error {
-	k := r.sessKey(sid)
-	ok, err := renewScript.Run(ctx, r.c, []string{k + ":lease", k, k + ":ev"}, node, ttl.Milliseconds(), r.limits.TTL.Milliseconds()).Int()
+// renewBatch bounds the commands of one pipeline.
+const renewBatch = 1000
+
+// Renew implements Store: pipelined, renewBatch sessions per round trip. It
+// also refreshes the TTL of the sessions' keys.
+func (r *Redis) Renew(ctx context.Context, node string, ttl time.Duration, leases []Lease) ([]string, error) {
+	var lost []string
+	for len(leases) > 0 {
+		n := min(len(leases), renewBatch)
+		l, err := r.renew(ctx, node, ttl, leases[:n])
+		if err != nil {
+			return lost, err
+		}
+		lost = append(lost, l...)
+		leases = leases[n:]
+	}
+	return lost, nil
+}
+
+func (r *Redis) renew(ctx context.Context, node string, ttl time.Duration, leases []Lease) ([]string, error) {
+	run := func() ([]*redis.Cmd, error) {
+		cmds := make([]*redis.Cmd, len(leases))
+		_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, l := range leases {
+				k := r.sessKey(l.SessionID)
+				// One slot per script (Cluster); the agent key is another.
+				cmds[i] = renewScript.EvalSha(ctx, p, []string{k + ":lease", k, k + ":ev"},
+					node, ttl.Milliseconds(), r.limits.TTL.Milliseconds())
+				p.PExpire(ctx, r.agentKey(l.AgentID), r.limits.TTL)
+			}
+			return nil
+		})
+		return cmds, err
+	}
+	cmds, err := run()
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// A restarted or failed-over Redis lost the script cache.
+		if lerr := renewScript.Load(ctx, r.c).Err(); lerr != nil {
+			return nil, fmt.Errorf("renew leases: load script: %w", lerr)
+		}
+		cmds, err = run()
+	}
 	if err != nil {
-		return fmt.Errorf("renew lease of %s: %w", sid, err)
+		return nil, fmt.Errorf("renew %d leases: %w", len(leases), err)
 	}
-	if ok == 0 {
-		return ErrNotOwner
+	var lost []string
+	for i, c := range cmds {
+		if ok, _ := c.Int(); ok == 0 {
+			lost = append(lost, leases[i].SessionID)
+		}
 	}
-	_ = r.c.PExpire(ctx, r.agentKey(agentID), r.limits.TTL).Err()
-	return nil
+	return lost, nil
 }
 
 var releaseScript = redis.NewScript(`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -78,8 +79,8 @@ func TestStoreCommitFencedByLeaseAndVersion(t *testing.T) {
 		if s.Durable() && string(rec.Snapshot) != "v1" {
 			t.Fatalf("nil snapshot replaced the stored one: %q", rec.Snapshot)
 		}
-		if err := s.Renew(ctx, "s1", "alice", "B", time.Minute); !errors.Is(err, ErrNotOwner) {
-			t.Fatalf("B renewed A's lease: %v", err)
+		if lost, err := s.Renew(ctx, "B", time.Minute, []Lease{{"s1", "alice"}}); err != nil || !slices.Equal(lost, []string{"s1"}) {
+			t.Fatalf("B renewed A's lease: lost %v, %v", lost, err)
 		}
 		if err := s.Release(ctx, "s1", "A"); err != nil {
 			t.Fatal(err)
@@ -122,8 +123,8 @@ func TestStoreExpiredLeaseIsRetakenOnlyWhenFree(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(150 * time.Millisecond) // the lease expires (an outage, say)
-		if err := s.Renew(ctx, "s1", "a", "A", time.Minute); err != nil {
-			t.Fatalf("renewing an expired, free lease: %v", err)
+		if lost, err := s.Renew(ctx, "A", time.Minute, []Lease{{"s1", "a"}}); err != nil || len(lost) != 0 {
+			t.Fatalf("renewing an expired, free lease: lost %v, %v", lost, err)
 		}
 		if owner, _ := s.Acquire(ctx, "s1", "a", "B", time.Minute); owner != "A" {
 			t.Fatalf("owner after renewal = %q", owner)
@@ -311,6 +312,48 @@ func TestStoreConcurrentCommitsNoLostUpdate(t *testing.T) {
 		}
 		if uint64(landed["A"]) != rec.Version {
 			t.Fatalf("%d commits reported success but the version is %d: lost update", landed["A"], rec.Version)
+		}
+	})
+}
+
+// A node renews all its leases in one call, over more than one pipeline, and
+// learns exactly which ones another node took.
+func TestStoreRenewsManyLeases(t *testing.T) {
+	forEach(t, func(t *testing.T, s Store, _ bus.Bus) {
+		ctx := context.Background()
+		var leases []Lease
+		for i := range renewBatch + 5 {
+			sid := fmt.Sprintf("s%d", i)
+			leases = append(leases, Lease{SessionID: sid, AgentID: fmt.Sprintf("a%d", i)})
+			if owner, err := s.Acquire(ctx, sid, leases[i].AgentID, "A", 100*time.Millisecond); err != nil || owner != "A" {
+				t.Fatalf("Acquire = %q, %v", owner, err)
+			}
+		}
+		// B takes two sessions whose leases expired; one in the second batch.
+		time.Sleep(150 * time.Millisecond)
+		for _, sid := range []string{"s3", fmt.Sprintf("s%d", renewBatch+2)} {
+			if owner, _ := s.Acquire(ctx, sid, "x", "B", time.Minute); owner != "B" {
+				t.Fatalf("B could not take the expired lease of %s: %q", sid, owner)
+			}
+		}
+		if r, ok := s.(*Redis); ok {
+			// A Redis that lost its script cache (restart, failover).
+			if err := r.c.ScriptFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		lost, err := s.Renew(ctx, "A", time.Minute, leases)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{"s3", fmt.Sprintf("s%d", renewBatch+2)}; !slices.Equal(lost, want) {
+			t.Fatalf("lost = %v, want %v", lost, want)
+		}
+		// Renewed (and the expired, free ones re-taken): B cannot acquire.
+		for _, sid := range []string{"s0", "s4", fmt.Sprintf("s%d", renewBatch+4)} {
+			if owner, _ := s.Acquire(ctx, sid, "x", "B", time.Minute); owner != "A" {
+				t.Fatalf("%s: owner %q after renewal, want A", sid, owner)
+			}
 		}
 	})
 }
