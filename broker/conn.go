@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
+	"github.com/ctibroker/ctibroker/internal/workers"
 	"github.com/ctibroker/ctibroker/metrics"
 	"github.com/ctibroker/ctibroker/protocol"
 	"github.com/ctibroker/ctibroker/session"
@@ -18,8 +19,10 @@ import (
 
 // wsConn is one client WebSocket. An idle connection has one goroutine, its
 // reader (readLoop); everything else runs only while there is work:
-//   - a flush goroutine, started by Send or a close request when none is
-//     running, writes the queued batches and exits when the queue is empty.
+//   - a flush, started by Send or a close request when none is running,
+//     writes the queued batches and returns when the queue is empty. It runs
+//     on the server's writer pool (internal/workers), whose goroutines keep
+//     the stack a write needs.
 //     At most one runs at a time (writing, under mu), so it is the socket's
 //     only writer of data frames and the only one to send the close frame;
 //   - a ping, from a timer, writes a ping frame (coder/websocket serializes
@@ -41,6 +44,8 @@ type wsConn struct {
 	// when the broker gives up on a graceful shutdown. abort closes the
 	// socket, which ends reads, writes and pings.
 	base context.Context
+	// writers runs flushes: the server's pool, shared by every connection.
+	writers *workers.Pool
 
 	mu       sync.Mutex
 	queue    [][][]byte // batches to write; grows on demand, nil when idle
@@ -69,8 +74,8 @@ type closeRequest struct {
 
 var _ session.Conn = (*wsConn)(nil)
 
-func newWSConn(base context.Context, ws *websocket.Conn, agent, remote string, cfg *WSConfig, queue int, log *zap.Logger) *wsConn {
-	return &wsConn{base: base, ws: ws, agent: agent, remote: remote, cfg: cfg, limit: queue, srvLog: log}
+func newWSConn(base context.Context, writers *workers.Pool, ws *websocket.Conn, agent, remote string, cfg *WSConfig, queue int, log *zap.Logger) *wsConn {
+	return &wsConn{base: base, writers: writers, ws: ws, agent: agent, remote: remote, cfg: cfg, limit: queue, srvLog: log}
 }
 
 // logger returns the connection's logger, built per log line: connections
@@ -156,7 +161,7 @@ func (c *wsConn) startWriterLocked() {
 	}
 	c.writing = true
 	c.workers.Add(1)
-	go c.flush()
+	c.writers.Go(c.flush)
 }
 
 // Close implements session.Conn: queued messages are sent first.

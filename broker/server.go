@@ -27,6 +27,7 @@ import (
 	"github.com/ctibroker/ctibroker/adapters"
 	"github.com/ctibroker/ctibroker/adapters/sim"
 	"github.com/ctibroker/ctibroker/bus"
+	"github.com/ctibroker/ctibroker/internal/workers"
 	"github.com/ctibroker/ctibroker/metrics"
 	"github.com/ctibroker/ctibroker/protocol"
 	"github.com/ctibroker/ctibroker/session"
@@ -61,7 +62,9 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[*wsConn]struct{}
-	wg    sync.WaitGroup // connection handlers
+	// writers runs the connections' flushes (see wsConn).
+	writers workers.Pool
+	wg      sync.WaitGroup // connection handlers
 }
 
 // New builds a server from cfg. It starts nothing; see Serve.
@@ -182,6 +185,9 @@ func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 	}
 }
 
+// writerMaxIdle is how long a writer goroutine stays parked for more work.
+const writerMaxIdle = 2 * time.Second
+
 // Serve serves on ln until ctx is cancelled, then shuts down gracefully:
 // readiness turns false, every connection is closed with 1001 after its
 // queued messages, and everything stops within shutdown.timeout.
@@ -199,6 +205,20 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
+	reaperDone := make(chan struct{})
+	go func() {
+		defer close(reaperDone)
+		t := time.NewTicker(writerMaxIdle)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				s.writers.Reap(writerMaxIdle)
+			case <-s.base.Done():
+				return
+			}
+		}
+	}()
 	if s.cfg.Debug.Listen != "" {
 		dbg, err := s.startDebug()
 		if err != nil {
@@ -226,6 +246,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.cancel()
 	s.abortAll()
 	_ = waitGroup(context.Background(), &s.wg)
+	<-reaperDone
+	s.writers.Close() // every connection has finished
 	if merr := s.manager.Shutdown(sctx); merr != nil {
 		s.log.Warn("sessions did not stop in time", zap.Error(merr))
 	}
@@ -319,7 +341,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(s.cfg.WS.MaxMessage)
-	c := newWSConn(s.base, ws, id.AgentID, r.RemoteAddr, &s.cfg.WS, s.cfg.Limits.SendQueue, s.log)
+	c := newWSConn(s.base, &s.writers, ws, id.AgentID, r.RemoteAddr, &s.cfg.WS, s.cfg.Limits.SendQueue, s.log)
 	c.metrics = s.metrics
 	c.cork = cw.conn
 	if !s.track(c) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ctibroker/ctibroker/adapters"
 	"github.com/ctibroker/ctibroker/bus"
+	"github.com/ctibroker/ctibroker/internal/workers"
 	"github.com/ctibroker/ctibroker/metrics"
 	"github.com/ctibroker/ctibroker/protocol"
 	"github.com/ctibroker/ctibroker/store"
@@ -156,6 +157,8 @@ type Manager struct {
 	// makes no garbage.
 	leaseMu sync.Mutex
 	leases  []store.Lease
+	// pool runs the sessions' ops.
+	pool workers.Pool
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -181,6 +184,9 @@ func (m *Manager) Healthy() bool { return m.healthy.Load() }
 
 // nodeTopic is the bus topic on which a node receives takeover requests.
 func nodeTopic(node string) string { return "node:" + node }
+
+// workerMaxIdle is how long a session worker stays parked for more work.
+const workerMaxIdle = 2 * time.Second
 
 // Run routes switch events to sessions, serves takeover requests from other
 // nodes and watches the store's health, until ctx ends or Shutdown is called.
@@ -210,6 +216,8 @@ func (m *Manager) Run(ctx context.Context) error {
 	defer health.Stop()
 	leases := time.NewTicker(max(m.opts.LeaseTTL/3, time.Millisecond))
 	defer leases.Stop()
+	reap := time.NewTicker(workerMaxIdle)
+	defer reap.Stop()
 	renewing := make(chan struct{}, 1)        // one round at a time, off this loop
 	defer func() { renewing <- struct{}{} }() // waits for a running round
 	events := m.adapter.Events()
@@ -228,6 +236,8 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-resync:
 			// A lost takeover request is repeated by the requester, or its
 			// lease wait covers it; nothing to recover.
+		case <-reap.C:
+			m.pool.Reap(workerMaxIdle)
 		case <-leases.C:
 			select {
 			case renewing <- struct{}{}:
@@ -539,6 +549,7 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		m.wg.Wait()
+		m.pool.Close() // no session left to run
 		close(done)
 	}()
 	select {

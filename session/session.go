@@ -221,11 +221,12 @@ func (s *Session) post(f func(*Session)) bool {
 	return true
 }
 
-// startLocked starts the session's goroutine unless it runs. s.mu is held.
+// startLocked has the session's ops run unless they are running. s.mu is
+// held.
 func (s *Session) startLocked() {
 	if !s.running {
 		s.running = true
-		go s.run()
+		s.m.pool.Go(s.run)
 	}
 }
 
