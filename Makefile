@@ -4,7 +4,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: run build test vet fmt lint fuzz bench readme-fsm clean
+.PHONY: run build test vet fmt lint fuzz bench bench-idle readme-fsm clean
 
 run:
 	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/ctibroker serve --log-format console
@@ -39,6 +39,11 @@ bench: build
 	@CTIBROKER_LIMITS__COMMANDRATE=0 CTIBROKER_LOG__LEVEL=warn CTIBROKER_LISTEN=127.0.0.1:18080 bin/ctibroker serve & pid=$$!; \
 	sleep 1; bin/ctiload --url ws://127.0.0.1:18080/v1/ws --agents 100 --duration $(LOADTIME) --baseline; rc=$$?; \
 	kill $$pid; wait $$pid; exit $$rc
+
+# Memory of 19,800 idle sessions (two load processes: a process may hold
+# at most 20,000 files here); IDLE_WAIT=seconds of idleness to watch.
+bench-idle: build
+	scripts/idle-memory.sh
 
 # Rewrites the state diagram embedded in README.md from `ctibroker fsm`.
 readme-fsm:
