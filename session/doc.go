@@ -5,7 +5,8 @@
 //   - Everything a Session holds about its channels, seq, history, replies and
 //     current connection is owned by whichever goroutine runs its ops (run).
 //     At most one runs per session, and only while ops are queued: an idle
-//     session has no goroutine. Other goroutines talk to a session through
+//     session has no goroutine. The goroutines come from the manager's pool
+//     (internal/workers), which keeps them, and their grown stacks, briefly. Other goroutines talk to a session through
 //     its mailbox (Session.mu): Submit (client commands, bounded by the inbox
 //     size; it blocks the caller, which is backpressure for a connection's
 //     reader) and post (notes for attach/detach, switch events, timers and
