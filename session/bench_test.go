@@ -7,12 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-
-	"github.com/ctibroker/ctibroker/adapters/sim"
-	"github.com/ctibroker/ctibroker/bus"
 	"github.com/ctibroker/ctibroker/protocol"
-	"github.com/ctibroker/ctibroker/store"
 )
 
 // benchConn is a Conn that hands batches to a channel.
@@ -22,25 +17,10 @@ func (c *benchConn) Send(msgs [][]byte) bool          { c.out <- msgs; return tr
 func (c *benchConn) Close(protocol.CloseCode, string) {}
 func (c *benchConn) RemoteAddr() string               { return "bench" }
 
-func benchManager(b *testing.B) *Manager {
-	sw, err := sim.New(sim.Config{NotReadyReasons: []protocol.ReasonCode{{ID: "lunch", Code: "10", Selectable: true}}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	bs := bus.NewMemory()
-	st := store.NewMemory(store.Limits{Events: 1024, Timeline: 1000, TTL: time.Hour, ReplyTTL: time.Minute, History: time.Hour, HistorySessions: 10}, bs)
-	m := NewManager(Options{Grace: time.Minute, OnExpire: OnExpireKeep, MultiConnect: MultiConnectTakeover, HistorySize: 1024,
-		TimelineSize: 1000, InboxSize: 8, AdapterTimeout: time.Second, RequestIDTTL: time.Minute, RequestIDLimit: 100,
-		AddressBookInterval: time.Second, DefaultHandleTime: time.Minute, Node: "bench", LeaseTTL: time.Minute,
-		StoreTimeout: time.Second, HealthInterval: time.Hour}, sw, st, bs, zap.NewNop(), zap.NewNop())
-	b.Cleanup(func() { _ = m.Shutdown(context.Background()) })
-	return m
-}
-
 // BenchmarkDispatch: a command through a session (decode, FSM, adapter,
 // commit, encode, hand-off to the connection), without a network.
 func BenchmarkDispatch(b *testing.B) {
-	m := benchManager(b)
+	m, _ := testManager(b, Options{})
 	conn := &benchConn{out: make(chan [][]byte, 16)}
 	s, err := m.Attach(context.Background(), Identity{AgentID: "a", Role: RoleAgent}, conn, nil)
 	if err != nil {

@@ -53,9 +53,11 @@ func (c *testConn) next(tb testing.TB) []byte {
 	}
 }
 
+// testManager starts a manager over the simulated switch and the memory
+// store and bus; opts overrides the inbox size and lease TTL.
 func testManager(tb testing.TB, opts Options) (*Manager, *store.Memory) {
 	tb.Helper()
-	sw, err := sim.New(sim.Config{})
+	sw, err := sim.New(sim.Config{NotReadyReasons: []protocol.ReasonCode{{ID: "lunch", Code: "10", Selectable: true}}})
 	if err != nil {
 		tb.Fatal(err)
 	}
