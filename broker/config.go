@@ -107,13 +107,14 @@ type WSConfig struct {
 
 // LimitsConfig holds the per-connection and per-session bounds.
 type LimitsConfig struct {
-	SendQueue    int     `koanf:"sendqueue"`
-	CommandRate  float64 `koanf:"commandrate"`
-	CommandBurst int     `koanf:"commandburst"`
-	Inbox        int     `koanf:"inbox"`
-	History      int     `koanf:"history"`
-	Timeline     int     `koanf:"timeline"`
-	RequestIDs   int     `koanf:"requestids"`
+	SendQueue    int           `koanf:"sendqueue"`
+	CommandRate  float64       `koanf:"commandrate"`
+	CommandBurst int           `koanf:"commandburst"`
+	Inbox        int           `koanf:"inbox"`
+	History      int           `koanf:"history"`
+	HistoryTTL   time.Duration `koanf:"historyttl"`
+	Timeline     int           `koanf:"timeline"`
+	RequestIDs   int           `koanf:"requestids"`
 }
 
 // SessionConfig configures session lifetimes and policies.
@@ -309,6 +310,13 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%s: must be positive", k)
 		}
 	}
+	if c.Limits.HistoryTTL < 0 {
+		return errors.New("limits.historyttl: must not be negative")
+	}
+	if c.Limits.HistoryTTL > 0 && c.Limits.HistoryTTL < c.resumeWindow() {
+		return fmt.Errorf("limits.historyttl: must be at least session.grace + ws.pinginterval + ws.pingtimeout (%s): "+
+			"a resuming agent may have missed events that old", c.resumeWindow())
+	}
 	if c.Limits.CommandRate < 0 || c.Limits.CommandBurst < 0 {
 		return errors.New("limits.commandrate: must not be negative")
 	}
@@ -401,4 +409,21 @@ func (c Config) SessionOptions() session.Options {
 		ACW: acw, AddressBookInterval: c.AddressBook.Interval, DefaultHandleTime: c.AddressBook.DefaultHandleTime,
 		Node: c.Node.ID, LeaseTTL: c.Redis.LeaseTTL, StoreTimeout: c.Redis.Timeout, HealthInterval: c.Redis.HealthInterval,
 	}
+}
+
+// resumeWindow is the age of the oldest event a resuming agent can have
+// missed: its connection may have been dead for a ping interval and timeout
+// before the broker noticed, and the session then waits for it for the
+// grace period.
+func (c Config) resumeWindow() time.Duration {
+	return c.Session.Grace + c.WS.PingInterval + c.WS.PingTimeout
+}
+
+// ReplayTTL is how long the in-process store keeps events for replay:
+// limits.historyttl, or by default the resume window.
+func (c Config) ReplayTTL() time.Duration {
+	if c.Limits.HistoryTTL > 0 {
+		return c.Limits.HistoryTTL
+	}
+	return c.resumeWindow()
 }

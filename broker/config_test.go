@@ -67,6 +67,10 @@ func TestConfigPrecedence(t *testing.T) {
 		{"sim agents", "sim:\n  agents:\n    alice:\n      teams: [sales]\n      logins:\n        - {id: phone, name: \"1001\", type: TELEPHONY, status: ready}\n", nil, nil, func(c Config) bool {
 			return len(c.Sim.Agents["alice"].Logins) == 1 && c.Sim.Agents["alice"].Teams[0] == "sales"
 		}},
+		{"replay ttl follows the resume window", "session:\n  grace: 5m\n", nil, nil, func(c Config) bool {
+			return c.ReplayTTL() == 5*time.Minute+c.WS.PingInterval+c.WS.PingTimeout
+		}},
+		{"replay ttl set", "limits:\n  historyttl: 1h\n", nil, nil, func(c Config) bool { return c.ReplayTTL() == time.Hour }},
 		{"origins from env list", "", []string{"CTIBROKER_WS__ORIGINS=a.example.com,b.example.com"}, nil, func(c Config) bool { return len(c.WS.Origins) == 2 }},
 	}
 	for _, tt := range tests {
@@ -106,6 +110,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"bad listen", "listen: nowhere\n", nil, "listen"},
 		{"fail rate", "sim:\n  failrate: 2\n", nil, "sim.failrate"},
 		{"public pprof", "debug:\n  listen: 0.0.0.0:6060\n", nil, "debug.listen"},
+		{"replay shorter than a resume", "limits:\n  historyttl: 1m\n", nil, "limits.historyttl"},
+		{"negative replay ttl", "limits:\n  historyttl: -1s\n", nil, "limits.historyttl"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -125,7 +131,7 @@ func TestDefaultsDocumentEveryKey(t *testing.T) {
 	// Every key of Config must appear in defaults.yaml, which is the
 	// documented reference.
 	for _, key := range []string{"listen", "auth", "mode", "secret", "level", "format", "origins", "maxmessage",
-		"pinginterval", "pingtimeout", "writetimeout", "sendqueue", "commandrate", "commandburst", "inbox", "history",
+		"pinginterval", "pingtimeout", "writetimeout", "sendqueue", "commandrate", "commandburst", "inbox", "history", "historyttl",
 		"timeline", "requestids", "grace", "onexpire", "multiconnect", "requestidttl", "kind", "timeout", "acw",
 		"interval", "defaulthandletime", "latency", "failrate", "eventbuffer", "agents", "notreadyreasons",
 		"logoutreasons", "addressbooks", "retention", "sessions", "url", "addrs", "mastername", "prefix", "leasettl",

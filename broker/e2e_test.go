@@ -240,6 +240,43 @@ func TestGraceExpiryDeactivatesOnSwitch(t *testing.T) {
 	}
 }
 
+// Without Redis, events older than the resume window leave the replay
+// history (idle sessions hold none); a resume behind them gets the full
+// state, one within them a replay.
+func TestOldEventsLeaveTheReplayHistory(t *testing.T) {
+	// Resume window, and so replay TTL: 1s + 500ms + 500ms.
+	b := startBroker(t, "CTIBROKER_SESSION__GRACE=1s", "CTIBROKER_WS__PINGINTERVAL=500ms", "CTIBROKER_WS__PINGTIMEOUT=500ms")
+	c, sid := attach(t, b, "agent=alice")
+	c.request(t, protocol.CmdAddChannel, sid, map[string]any{"channel": map[string]string{"id": "p", "name": "1001", "type": "TELEPHONY"}})
+	last := c.until(t, isEvent(protocol.EvStateUpdated))["seq"].(float64)
+	ctx := context.Background()
+	if _, ok, _ := b.srv.store.EventsSince(ctx, sid, 1, uint64(last)); !ok {
+		t.Fatal("fresh events are not replayable")
+	}
+	deadline := time.Now().Add(b.srv.cfg.ReplayTTL() + 3*time.Second) // plus a housekeeping tick
+	for {
+		if _, ok, _ := b.srv.store.EventsSince(ctx, sid, 1, uint64(last)); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("events older than %s are still kept", b.srv.cfg.ReplayTTL())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// A newer event is replayed; the expired ones mean a full state.
+	c.request(t, protocol.CmdChannelActivate, sid+".p", nil)
+	c2 := mustDial(t, b, fmt.Sprintf("agent=alice&since=%d", int(last)))
+	if first := c2.next(t); first["name"] != protocol.EvChannelInfoChanged {
+		t.Fatalf("resume after an unexpired seq: first message %v, want the replayed channel.infochanged", first)
+	}
+	// A replay from 1 would start with the stored channel.created (seq 2);
+	// the full state is a new channel.created with a new seq.
+	c3 := mustDial(t, b, "agent=alice&since=1")
+	if first := c3.next(t); first["name"] != protocol.EvChannelCreated || first["seq"].(float64) <= last {
+		t.Fatalf("resume behind the history: first message %v, want the full state (a new channel.created)", first)
+	}
+}
+
 func TestGraceKeepPolicyLeavesSwitchState(t *testing.T) {
 	b := startBroker(t, "CTIBROKER_SESSION__GRACE=200ms", "CTIBROKER_SESSION__ONEXPIRE=keep")
 	c, sid := attach(t, b, "agent=alice")

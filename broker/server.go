@@ -45,6 +45,7 @@ type Server struct {
 	sim     *sim.Switch
 	manager *session.Manager
 	store   store.Store
+	mem     *store.Memory // the in-process store, without Redis
 	bus     bus.Bus
 	redis   redis.UniversalClient // nil without Redis
 	metrics *metrics.Metrics
@@ -83,7 +84,7 @@ func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
 	s.reg = prometheus.NewRegistry()
 	s.metrics = metrics.New(s.reg)
 	s.adapter = s.metrics.Adapter(sw)
-	limits := store.Limits{Events: cfg.Limits.History, Timeline: cfg.Limits.Timeline, TTL: cfg.Redis.SessionTTL,
+	limits := store.Limits{Events: cfg.Limits.History, EventTTL: cfg.ReplayTTL(), Timeline: cfg.Limits.Timeline, TTL: cfg.Redis.SessionTTL,
 		ReplyTTL: cfg.Session.RequestIDTTL, History: cfg.History.Retention, HistorySessions: cfg.History.Sessions}
 	if cfg.Redis.Enabled() {
 		s.redis = newRedisClient(cfg.Redis)
@@ -91,7 +92,8 @@ func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
 		s.store = store.NewRedis(s.redis, cfg.Redis.Prefix, limits)
 	} else {
 		s.bus = bus.NewMemory()
-		s.store = store.NewMemory(limits, s.bus)
+		s.mem = store.NewMemory(limits, s.bus)
+		s.store = s.mem
 	}
 	s.store = s.metrics.Store(s.store)
 	opts := cfg.SessionOptions()
@@ -100,6 +102,29 @@ func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
 	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ctibroker_sessions",
 		Help: "Live sessions owned by this node."}, func() float64 { return float64(s.manager.SessionCount()) }))
 	return s, nil
+}
+
+// housekeeping stops idle flush goroutines and, without Redis, drops replay
+// events older than their TTL, until the server stops.
+func (s *Server) housekeeping() {
+	reap := time.NewTicker(writerMaxIdle)
+	defer reap.Stop()
+	var expire <-chan time.Time
+	if s.mem != nil {
+		t := time.NewTicker(min(max(s.cfg.ReplayTTL()/4, time.Second), 30*time.Second))
+		defer t.Stop()
+		expire = t.C
+	}
+	for {
+		select {
+		case <-reap.C:
+			s.writers.Reap(writerMaxIdle)
+		case <-expire:
+			s.mem.ExpireEvents()
+		case <-s.base.Done():
+			return
+		}
+	}
 }
 
 func newRedisClient(c RedisConfig) redis.UniversalClient {
@@ -205,19 +230,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	reaperDone := make(chan struct{})
+	housekeepingDone := make(chan struct{})
 	go func() {
-		defer close(reaperDone)
-		t := time.NewTicker(writerMaxIdle)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				s.writers.Reap(writerMaxIdle)
-			case <-s.base.Done():
-				return
-			}
-		}
+		defer close(housekeepingDone)
+		s.housekeeping()
 	}()
 	if s.cfg.Debug.Listen != "" {
 		dbg, err := s.startDebug()
@@ -246,7 +262,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.cancel()
 	s.abortAll()
 	_ = waitGroup(context.Background(), &s.wg)
-	<-reaperDone
+	<-housekeepingDone
 	s.writers.Close() // every connection has finished
 	if merr := s.manager.Shutdown(sctx); merr != nil {
 		s.log.Warn("sessions did not stop in time", zap.Error(merr))

@@ -17,7 +17,7 @@ wait_s=${IDLE_WAIT:-120}
 port=18090
 dbg=16061
 CTIBROKER_LIMITS__COMMANDRATE=0 CTIBROKER_LOG__LEVEL=warn CTIBROKER_LISTEN=127.0.0.1:$port \
-	CTIBROKER_DEBUG__LISTEN=127.0.0.1:$dbg bin/ctibroker serve &
+	CTIBROKER_DEBUG__LISTEN=127.0.0.1:$dbg bin/ctibroker serve 2>>"${BROKER_STDERR:-/dev/stderr}" &
 broker=$!
 trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT
 for _ in $(seq 50); do curl -sf http://127.0.0.1:$port/readyz >/dev/null && break; sleep 0.1; done
@@ -44,6 +44,22 @@ rss1=$(metric process_resident_memory_bytes) heap1=$(metric go_memstats_heap_inu
 curl -s "http://127.0.0.1:$dbg/debug/pprof/heap" >/tmp/idle-heap.pprof
 echo "sessions: $n"
 echo "after connecting, GC forced: RSS $(per_session "$rss0" "$rss1") KiB, heap in use $(per_session "$heap0" "$heap1") KiB, stacks $(per_session "$stack0" "$stack1") KiB per session; goroutines $g0 -> $g1"
+# Where the resident memory is, per session: live objects, the rest of the
+# heap's spans (fragmentation), freed spans not yet returned to the OS, and
+# the runtime's own metadata.
+breakdown() {
+	metrics | awk -v n="$n" '
+		$1=="go_memstats_heap_alloc_bytes" {live=$2}
+		$1=="go_memstats_heap_inuse_bytes" {inuse=$2}
+		$1=="go_memstats_heap_idle_bytes" {idle=$2}
+		$1=="go_memstats_heap_released_bytes" {rel=$2}
+		$1=="go_memstats_stack_inuse_bytes" {stack=$2}
+		$1=="go_memstats_gc_sys_bytes" {gcsys=$2}
+		$1=="go_memstats_mspan_inuse_bytes" {mspan=$2}
+		$1=="go_memstats_other_sys_bytes" {other=$2}
+		END {k=n*1024; printf "  %s: live heap %.1f, span slack %.1f, unreturned %.1f, stacks %.1f, GC/span/other metadata %.1f KiB per session (totals, not increments)\n", lbl, live/k, (inuse-live)/k, (idle-rel)/k, stack/k, (gcsys+mspan+other)/k}' lbl="$1"
+}
+breakdown "after connecting, GC forced"
 min=0 max=0
 for t in $(seq 10 10 "$wait_s"); do
 	sleep 10
@@ -52,4 +68,5 @@ for t in $(seq 10 10 "$wait_s"); do
 	[ "$r" -gt "$max" ] && max=$r
 	echo "  idle ${t}s: RSS $(per_session "$rss0" "$r") KiB per session (heap in use $(( $(metric go_memstats_heap_inuse_bytes) / 1048576 )) MiB, GCs $(metric go_gc_duration_seconds_count))"
 done
+breakdown "after ${wait_s}s idle"
 echo "idle ${wait_s}s, no GC forced: RSS min $(per_session "$rss0" "$min") KiB, max $(per_session "$rss0" "$max") KiB per session; $(sessions) sessions still connected"

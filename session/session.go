@@ -238,6 +238,11 @@ func (s *Session) run() {
 		ops := s.queue
 		s.queue = nil
 		if len(ops) == 0 {
+			// Going idle: an idle session keeps no batch buffer (the
+			// outbox holds events only while a commit failed).
+			if len(s.outbox) == 0 {
+				s.outbox = nil
+			}
 			s.running = false
 			s.mu.Unlock()
 			return

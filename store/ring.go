@@ -3,37 +3,66 @@ package store
 // ring is a bounded sequence of (seq, payload), oldest dropped first. It
 // grows as it fills, up to its cap: most sessions never need their bound,
 // and an eager buffer per session costs memory at every idle connection.
+// Entries can also expire by age (expire), after which an idle session's
+// ring holds no buffer at all; last remembers the newest seq regardless.
 type ring struct {
 	buf   []ringEntry
 	cap   int
 	start int
 	n     int
+	last  uint64
 }
 
 type ringEntry struct {
 	seq uint64
+	at  int64 // when it was added, in the caller's clock (see expire)
 	msg []byte
 }
 
 func newRing(size int) *ring { return &ring{cap: max(size, 1)} }
 
-func (r *ring) add(seq uint64, msg []byte) {
+func (r *ring) add(seq uint64, at int64, msg []byte) {
+	r.last = seq
+	e := ringEntry{seq, at, msg}
 	if r.n < r.cap && r.n == len(r.buf) {
-		// Not full and not wrapped yet (start is 0 until the first wrap).
-		r.buf = append(r.buf, ringEntry{seq, msg})
+		// Not full and not wrapped yet (start is 0 until the first wrap,
+		// and expire compacts back to 0).
+		r.buf = append(r.buf, e)
 		r.n++
 		return
 	}
 	if r.n < len(r.buf) {
-		r.buf[(r.start+r.n)%len(r.buf)] = ringEntry{seq, msg}
+		r.buf[(r.start+r.n)%len(r.buf)] = e
 		r.n++
 		return
 	}
-	r.buf[r.start] = ringEntry{seq, msg}
+	r.buf[r.start] = e
 	r.start = (r.start + 1) % len(r.buf)
 }
 
 func (r *ring) at(i int) ringEntry { return r.buf[(r.start+i)%len(r.buf)] }
+
+// expire drops the entries added before cutoff. The rest move to a buffer
+// of their size, starting at its front as add relies on; an emptied ring
+// frees its buffer.
+func (r *ring) expire(cutoff int64) {
+	drop := 0
+	for drop < r.n && r.at(drop).at < cutoff {
+		drop++
+	}
+	if drop == 0 {
+		return
+	}
+	if drop == r.n {
+		r.buf, r.start, r.n = nil, 0, 0
+		return
+	}
+	kept := make([]ringEntry, r.n-drop)
+	for i := range kept {
+		kept[i] = r.at(drop + i)
+	}
+	r.buf, r.start, r.n = kept, 0, len(kept)
+}
 
 func (r *ring) all() [][]byte {
 	out := make([][]byte, r.n)

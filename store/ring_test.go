@@ -8,7 +8,7 @@ import (
 func TestRingSince(t *testing.T) {
 	r := newRing(4)
 	for seq := uint64(1); seq <= 6; seq++ {
-		r.add(seq, []byte(fmt.Sprint(seq)))
+		r.add(seq, 0, []byte(fmt.Sprint(seq)))
 	}
 	tests := []struct {
 		since uint64
@@ -35,16 +35,69 @@ func TestRingGrowsLazily(t *testing.T) {
 		t.Fatalf("an empty ring allocated %d entries", cap(r.buf))
 	}
 	for seq := uint64(1); seq <= 3; seq++ {
-		r.add(seq, nil)
+		r.add(seq, 0, nil)
 	}
 	if cap(r.buf) > 8 {
 		t.Fatalf("3 entries allocated %d", cap(r.buf))
 	}
 	small := newRing(3)
 	for seq := uint64(1); seq <= 7; seq++ {
-		small.add(seq, []byte(fmt.Sprint(seq)))
+		small.add(seq, 0, []byte(fmt.Sprint(seq)))
 	}
 	if got, ok := small.since(4, 7); !ok || fmt.Sprintf("%s", got) != "[5 6 7]" {
 		t.Fatalf("wrapped ring: %s %v", got, ok)
 	}
+}
+
+func TestRingExpire(t *testing.T) {
+	tests := []struct {
+		name   string
+		adds   int   // seqs 1..adds, added at time seq
+		cutoff int64 // drop entries added before it
+		since  uint64
+		want   string
+		ok     bool
+	}{
+		{"nothing old", 3, 1, 0, "[1 2 3]", true},
+		{"front dropped", 3, 3, 2, "[3]", true},
+		{"dropped ones cannot be replayed", 3, 3, 1, "[]", false},
+		{"wrapped ring", 7, 6, 5, "[6 7]", true},
+		{"everything dropped, up to date", 5, 10, 5, "[]", true},
+		{"everything dropped, behind", 5, 10, 4, "[]", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRing(4)
+			for seq := 1; seq <= tt.adds; seq++ {
+				r.add(uint64(seq), int64(seq), []byte(fmt.Sprint(seq)))
+			}
+			r.expire(tt.cutoff)
+			got, ok := r.since(tt.since, uint64(tt.adds))
+			if s := fmt.Sprintf("%s", got); ok != tt.ok || s != tt.want {
+				t.Fatalf("since(%d) = %s, %v; want %s, %v", tt.since, s, ok, tt.want, tt.ok)
+			}
+			if r.last != uint64(tt.adds) {
+				t.Fatalf("last = %d, want %d", r.last, tt.adds)
+			}
+			if r.n == 0 && r.buf != nil {
+				t.Fatal("an emptied ring kept its buffer")
+			}
+			// Adding after an expiry keeps the order.
+			for seq := tt.adds + 1; seq <= tt.adds+5; seq++ {
+				r.add(uint64(seq), int64(seq), []byte(fmt.Sprint(seq)))
+			}
+			last := uint64(tt.adds + 5)
+			if got, ok := r.since(last-4, last); !ok || fmt.Sprintf("%s", got) != fmt.Sprint(seqs(last-3, last)) {
+				t.Fatalf("after adding: since(%d) = %s, %v", last-4, got, ok)
+			}
+		})
+	}
+}
+
+func seqs(from, to uint64) []string {
+	var out []string
+	for s := from; s <= to; s++ {
+		out = append(out, fmt.Sprint(s))
+	}
+	return out
 }

@@ -79,6 +79,11 @@ type Record struct {
 type Limits struct {
 	// Events kept per session stream.
 	Events int
+	// EventTTL: the in-process store drops events older than this when
+	// ExpireEvents runs (0: never). A resume can only need events from the
+	// last grace period; older ones cost memory at every idle session.
+	// Redis bounds its streams by Events and the session TTL instead.
+	EventTTL time.Duration
 	// Timeline entries kept per session.
 	Timeline int
 	// TTL of a session's keys, refreshed by every commit and lease renewal:

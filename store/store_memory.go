@@ -15,10 +15,12 @@ import (
 // Locking: mu guards the maps; each session's data has its own lock, so
 // that commits of different sessions (thousands per second with
 // supervisors) do not serialize. Bus publishing happens after both are
-// released.
+// released. Lock order: mu (read) before a session's lock, never the
+// reverse (ExpireEvents holds both).
 type Memory struct {
 	limits Limits
 	bus    bus.Bus
+	epoch  time.Time // events are stamped with the monotonic time since
 
 	mu       sync.RWMutex
 	agents   map[string]string
@@ -60,7 +62,7 @@ var _ Store = (*Memory)(nil)
 
 // NewMemory creates an in-process store publishing on b.
 func NewMemory(limits Limits, b bus.Bus) *Memory {
-	return &Memory{limits: limits, bus: b, agents: map[string]string{}, leases: map[string]lease{}, sessions: map[string]*memSession{},
+	return &Memory{limits: limits, bus: b, epoch: time.Now(), agents: map[string]string{}, leases: map[string]lease{}, sessions: map[string]*memSession{},
 		timelines: map[string]*lockedRing{}, history: map[string][]SessionRef{}}
 }
 
@@ -184,13 +186,16 @@ func (m *Memory) Commit(ctx context.Context, c Commit) error {
 	if c.Snapshot != nil {
 		s.snapshot = c.Snapshot
 	}
-	for _, e := range c.Events {
-		s.events.add(e.Seq, e.Payload)
+	if len(c.Events) > 0 {
+		now := m.now()
+		for _, e := range c.Events {
+			s.events.add(e.Seq, now, e.Payload)
+		}
 	}
 	if len(c.Timeline) > 0 {
 		s.timeline.mu.Lock()
 		for _, t := range c.Timeline {
-			s.timeline.r.add(0, t)
+			s.timeline.r.add(0, 0, t)
 		}
 		s.timeline.mu.Unlock()
 	}
@@ -247,10 +252,26 @@ func (m *Memory) LastSeq(_ context.Context, sid string) (uint64, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.events.n > 0 {
-		return s.events.at(s.events.n - 1).seq, nil
+	return s.events.last, nil
+}
+
+func (m *Memory) now() int64 { return int64(time.Since(m.epoch)) }
+
+// ExpireEvents drops the events older than Limits.EventTTL, so that an idle
+// session keeps none. The broker calls it periodically; it takes each
+// session's lock briefly, under the read lock of the maps.
+func (m *Memory) ExpireEvents() {
+	if m.limits.EventTTL <= 0 {
+		return
 	}
-	return 0, nil
+	cutoff := m.now() - int64(m.limits.EventTTL)
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, s := range m.sessions {
+		s.mu.Lock()
+		s.events.expire(cutoff)
+		s.mu.Unlock()
+	}
 }
 
 // Timeline implements Store.

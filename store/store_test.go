@@ -357,3 +357,44 @@ func TestStoreRenewsManyLeases(t *testing.T) {
 		}
 	})
 }
+
+// The in-process store drops replay events by age, so that idle sessions
+// hold none, and still knows the last seq; a resume behind it then gets the
+// full state instead of a replay.
+func TestMemoryExpiresOldEvents(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name    string
+		ttl     time.Duration
+		replays bool
+	}{{"no ttl keeps them", 0, true}, {"young ones stay", time.Hour, true}, {"old ones go", time.Nanosecond, false}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := limits
+			l.EventTTL = tt.ttl
+			m := NewMemory(l, bus.NewMemory())
+			if err := m.Commit(ctx, Commit{SessionID: "s1", AgentID: "alice", Node: "A", Events: []Event{ev(1), ev(2), ev(3)}}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Millisecond) // the clock moves past the nanosecond TTL
+			m.ExpireEvents()
+			got, ok, err := m.EventsSince(ctx, "s1", 1, 3)
+			if err != nil || ok != tt.replays || (ok && len(got) != 2) {
+				t.Fatalf("EventsSince(1) = %d events, %v, %v; want replay %v", len(got), ok, err, tt.replays)
+			}
+			if _, ok, _ := m.EventsSince(ctx, "s1", 3, 3); !ok {
+				t.Fatal("an up-to-date resume must not need a resync")
+			}
+			if last, _ := m.LastSeq(ctx, "s1"); last != 3 {
+				t.Fatalf("LastSeq = %d after expiry, want 3", last)
+			}
+			// New events after an expiry are kept and replayable.
+			if err := m.Commit(ctx, Commit{SessionID: "s1", AgentID: "alice", Node: "A", Version: 1, Events: []Event{ev(4)}}); err != nil {
+				t.Fatal(err)
+			}
+			if got, ok, _ := m.EventsSince(ctx, "s1", 3, 4); !ok || len(got) != 1 {
+				t.Fatalf("EventsSince(3) after new events = %d, %v", len(got), ok)
+			}
+		})
+	}
+}
