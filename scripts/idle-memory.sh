@@ -7,17 +7,20 @@
 #   - right after connecting, with a GC forced through the loopback pprof
 #     listener (what memory the sessions hold, plus what connecting them
 #     left behind and the runtime has not given back yet);
-#   - every 10 s over IDLE_WAIT seconds (default 120) of idleness, no GC
+#   - every 10 s over IDLE_WAIT seconds (default 240: past the replay TTL) of idleness, no GC
 #     forced: the steady state, whose peak includes the collector's headroom.
+# Heap profiles: /tmp/idle-heap.pprof (after connecting), /tmp/idle-heap-end.pprof.
+# BROKER=<binary> measures another build (a baseline); BROKER_STDERR=<file>
+# keeps the broker's stderr (e.g. with GODEBUG=gctrace=1).
 # Usage: scripts/idle-memory.sh [sessions per load process, default 9900]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 per=${1:-9900}
-wait_s=${IDLE_WAIT:-120}
+wait_s=${IDLE_WAIT:-240}
 port=18090
 dbg=16061
 CTIBROKER_LIMITS__COMMANDRATE=0 CTIBROKER_LOG__LEVEL=warn CTIBROKER_LISTEN=127.0.0.1:$port \
-	CTIBROKER_DEBUG__LISTEN=127.0.0.1:$dbg bin/ctibroker serve 2>>"${BROKER_STDERR:-/dev/stderr}" &
+	CTIBROKER_DEBUG__LISTEN=127.0.0.1:$dbg "${BROKER:-bin/ctibroker}" serve 2>>"${BROKER_STDERR:-/dev/stderr}" &
 broker=$!
 trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT
 for _ in $(seq 50); do curl -sf http://127.0.0.1:$port/readyz >/dev/null && break; sleep 0.1; done
@@ -69,4 +72,7 @@ for t in $(seq 10 10 "$wait_s"); do
 	echo "  idle ${t}s: RSS $(per_session "$rss0" "$r") KiB per session (heap in use $(( $(metric go_memstats_heap_inuse_bytes) / 1048576 )) MiB, GCs $(metric go_gc_duration_seconds_count))"
 done
 breakdown "after ${wait_s}s idle"
+# A heap profile shows the heap as of a collection or two ago: force two.
+gc
+curl -s "http://127.0.0.1:$dbg/debug/pprof/heap" >/tmp/idle-heap-end.pprof
 echo "idle ${wait_s}s, no GC forced: RSS min $(per_session "$rss0" "$min") KiB, max $(per_session "$rss0" "$max") KiB per session; $(sessions) sessions still connected"
