@@ -89,6 +89,7 @@ type Session struct {
 	committed uint64
 	version   uint64
 	outbox    []store.Event
+	outboxBuf *[]store.Event // outbox's buffer, lent by outboxes while busy
 	// wire collects the messages of the current op for the connection, sent
 	// as one batch at the end of the op (one write for a reply and its events).
 	wire     [][]byte
@@ -240,8 +241,12 @@ func (s *Session) run() {
 		if len(ops) == 0 {
 			// Going idle: an idle session keeps no batch buffer (the
 			// outbox holds events only while a commit failed).
-			if len(s.outbox) == 0 {
-				s.outbox = nil
+			if len(s.outbox) == 0 && s.outboxBuf != nil {
+				if cap(s.outbox) <= 64 { // a burst's buffer is left to the collector
+					*s.outboxBuf = s.outbox[:0]
+					outboxes.Put(s.outboxBuf)
+				}
+				s.outbox, s.outboxBuf = nil, nil
 			}
 			s.running = false
 			s.mu.Unlock()
@@ -324,7 +329,7 @@ func (s *Session) handOver(reason string) {
 		s.conn.Close(protocol.CloseTakenOver, reason)
 		s.conn = nil
 	}
-	s.outbox = nil
+	s.outbox, s.outboxBuf = nil, nil
 	s.handedOver, s.ended = true, true
 }
 
@@ -683,8 +688,17 @@ func (s *Session) emitRaw(target, name string, raw []byte) {
 		env = append(env, msg...)
 		env = append(env, '}')
 	}
+	if s.outboxBuf == nil {
+		s.outboxBuf = outboxes.Get().(*[]store.Event)
+		s.outbox = (*s.outboxBuf)[:0]
+	}
 	s.outbox = append(s.outbox, store.Event{Seq: s.seq, Payload: msg, Envelope: env})
 }
+
+// outboxes lends event batches to busy sessions; run returns them when a
+// session goes idle, so thousands of idle sessions hold none, and a busy
+// one does not grow a fresh slice for every command.
+var outboxes = sync.Pool{New: func() any { b := make([]store.Event, 0, 8); return &b }}
 
 // stateUpdated emits state.updated once after a batch of channel changes.
 func (s *Session) stateUpdated() {

@@ -104,15 +104,32 @@ func TestIdleSessionsHaveNoGoroutine(t *testing.T) {
 	m, _ := testManager(t, Options{})
 	before := runtime.NumGoroutine()
 	const n = 50
+	var sessions []*Session
 	for i := range n {
 		conn := newTestConn()
-		if _, err := m.Attach(context.Background(), Identity{AgentID: fmt.Sprintf("a%d", i), Role: RoleAgent}, conn, nil); err != nil {
+		s, err := m.Attach(context.Background(), Identity{AgentID: fmt.Sprintf("a%d", i), Role: RoleAgent}, conn, nil)
+		if err != nil {
 			t.Fatal(err)
 		}
 		conn.next(t)
+		sessions = append(sessions, s)
 	}
 	// The sessions' goroutines return once their queues are empty.
 	eventually(t, "idle sessions without goroutines", func() bool { return runtime.NumGoroutine() < before+n/10 })
+	// ... and give their event batch buffers back.
+	for _, s := range sessions {
+		eventually(t, "an idle session", func() bool {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return !s.running && len(s.queue) == 0
+		})
+		s.mu.Lock()
+		held := s.outboxBuf != nil || s.outbox != nil
+		s.mu.Unlock()
+		if held {
+			t.Fatalf("idle session %s holds an event buffer", s.ID())
+		}
+	}
 }
 
 // Submit blocks while the inbox is full (backpressure on the connection's
