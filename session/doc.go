@@ -6,7 +6,10 @@
 //     current connection is owned by whichever goroutine runs its ops (run).
 //     At most one runs per session, and only while ops are queued: an idle
 //     session has no goroutine. The goroutines come from the manager's pool
-//     (internal/workers), which keeps them, and their grown stacks, briefly. Other goroutines talk to a session through
+//     (internal/workers), which keeps them, and their grown stacks, briefly.
+//     The event batch buffer (outbox) is lent by a pool the same way: the
+//     goroutine returns it, under Session.mu, as the session goes idle.
+//     Other goroutines talk to a session through
 //     its mailbox (Session.mu): Submit (client commands, bounded by the inbox
 //     size; it blocks the caller, which is backpressure for a connection's
 //     reader) and post (notes for attach/detach, switch events, timers and
