@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/ctibroker/ctibroker/internal/redistest"
+	"github.com/ctibroker/ctibroker/internal/testutil"
 	"github.com/ctibroker/ctibroker/protocol"
 )
 
@@ -242,17 +243,7 @@ func attach(tb testing.TB, b *testBroker, query string) (*client, string) {
 	return c, init["target"].(string)
 }
 
-// eventually polls cond until it holds or the timeout passes.
-func eventually(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(msgTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+var eventually = testutil.Eventually
 
 func compactJSON(tb testing.TB, s string) string {
 	var buf bytes.Buffer

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ctibroker/ctibroker/adapters/sim"
 	"github.com/ctibroker/ctibroker/bus"
+	"github.com/ctibroker/ctibroker/internal/testutil"
 	"github.com/ctibroker/ctibroker/protocol"
 	"github.com/ctibroker/ctibroker/store"
 )
@@ -88,16 +89,7 @@ func testManager(tb testing.TB, opts Options) (*Manager, *store.Memory) {
 	return m, st
 }
 
-func eventually(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+var eventually = testutil.Eventually
 
 // An idle session holds no goroutine: one runs only while it has work.
 func TestIdleSessionsHaveNoGoroutine(t *testing.T) {

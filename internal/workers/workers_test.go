@@ -6,20 +6,13 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/ctibroker/ctibroker/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func eventually(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
+var eventually = testutil.Eventually
 
 // Workers are reused while fresh, stopped once idle too long, and all
 // stopped by Close (goleak checks that none is left).
