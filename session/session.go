@@ -667,26 +667,36 @@ func (s *Session) emit(target, name string, data any) {
 // emitRaw is emit with the data already encoded (valid JSON).
 func (s *Session) emitRaw(target, name string, raw []byte) {
 	s.seq++
-	msg := make([]byte, 0, len(raw)+len(target)+len(name)+96)
-	msg = append(msg, `{"messageType":"objectEvent","target":`...)
-	msg = protocol.AppendString(msg, target)
-	msg = append(msg, `,"name":`...)
-	msg = protocol.AppendString(msg, name)
-	msg = append(msg, `,"data":`...)
-	msg = append(msg, raw...)
-	msg = append(msg, `,"seq":`...)
-	msg = strconv.AppendUint(msg, s.seq, 10)
-	msg = append(msg, `,"timestamp":`...)
-	msg = strconv.AppendInt(msg, time.Now().UnixMilli(), 10)
-	msg = append(msg, '}')
+	// A published event is written once, inside its envelope, and the event
+	// itself is a slice of it: one allocation instead of two, and the replay
+	// history keeps a single buffer per event.
+	size := len(raw) + len(target) + len(name) + 112 // the event's other fields at their widest
+	publish := len(s.topics) > 0                     // unpublished events (supervisors') need no envelope
+	if publish {
+		size += len(s.envPrefix) + 32
+	}
+	buf := make([]byte, 0, size)
+	if publish {
+		buf = append(buf, s.envPrefix...)
+		buf = strconv.AppendUint(buf, s.seq, 10)
+		buf = append(buf, `,"event":`...)
+	}
+	start := len(buf)
+	buf = append(buf, `{"messageType":"objectEvent","target":`...)
+	buf = protocol.AppendString(buf, target)
+	buf = append(buf, `,"name":`...)
+	buf = protocol.AppendString(buf, name)
+	buf = append(buf, `,"data":`...)
+	buf = append(buf, raw...)
+	buf = append(buf, `,"seq":`...)
+	buf = strconv.AppendUint(buf, s.seq, 10)
+	buf = append(buf, `,"timestamp":`...)
+	buf = strconv.AppendInt(buf, time.Now().UnixMilli(), 10)
+	buf = append(buf, '}')
+	msg := buf[start:len(buf):len(buf)] // capped: an append must not write into the envelope
 	var env []byte
-	if len(s.topics) > 0 { // unpublished events (supervisors') need no envelope
-		env = make([]byte, 0, len(s.envPrefix)+len(msg)+32)
-		env = append(env, s.envPrefix...)
-		env = strconv.AppendUint(env, s.seq, 10)
-		env = append(env, `,"event":`...)
-		env = append(env, msg...)
-		env = append(env, '}')
+	if publish {
+		env = append(buf, '}')
 	}
 	if s.outboxBuf == nil {
 		s.outboxBuf = outboxes.Get().(*[]store.Event)
