@@ -1,12 +1,7 @@
 package broker
 
 import (
-	"bufio"
-	"bytes"
-	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"sync"
 	"time"
 )
@@ -71,49 +66,4 @@ func (c *corkedConn) Uncork(timeout time.Duration) error {
 	}
 	c.buf = nil
 	return err
-}
-
-// Every idle connection holds its buffers, so they are small:
-//   - reads: a command is a few hundred bytes and arrives with one read
-//     system call; a larger message is read straight into its own buffer;
-//   - writes: the corked connection already coalesces a batch, so the
-//     library's buffer only needs to hold a frame header (up to 14 bytes)
-//     and the start of its payload; the rest is copied through.
-const (
-	readBufferSize  = 512
-	writeBufferSize = 64
-)
-
-// corkingWriter hands the WebSocket library a corked connection when it
-// hijacks the HTTP connection.
-type corkingWriter struct {
-	http.ResponseWriter
-	conn *corkedConn
-}
-
-func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	hj, ok := w.ResponseWriter.(http.Hijacker)
-	if !ok {
-		return nil, nil, fmt.Errorf("response writer cannot be hijacked")
-	}
-	conn, brw, err := hj.Hijack()
-	if err != nil {
-		return nil, nil, err
-	}
-	// The handshake response may still sit in the hijacked writer.
-	if err := brw.Writer.Flush(); err != nil {
-		conn.Close()
-		return nil, nil, err
-	}
-	w.conn = &corkedConn{Conn: conn}
-	// Small buffers: messages are a few hundred bytes, larger ones bypass
-	// the buffers, and every idle connection pays for them. What the HTTP
-	// server had already read stays in front of the connection.
-	var src io.Reader = conn
-	if n := brw.Reader.Buffered(); n > 0 { // rare: clients wait for the 101
-		buffered, _ := brw.Reader.Peek(n)
-		src = io.MultiReader(bytes.NewReader(bytes.Clone(buffered)), conn)
-	}
-	r := bufio.NewReaderSize(src, readBufferSize)
-	return w.conn, bufio.NewReadWriter(r, bufio.NewWriterSize(w.conn, writeBufferSize)), nil
 }

@@ -1,0 +1,71 @@
+// Package wsbuf gives coder/websocket small buffers for a hijacked HTTP
+// connection.
+//
+// The library keeps the buffers Hijack returns for the connection's whole
+// life. net/http's are 4 KiB each way, 8 KiB at every idle connection, and
+// the messages here are a few hundred bytes:
+//   - reads: a command arrives with one read system call; a larger message
+//     is read straight into its own buffer;
+//   - writes: the buffer only needs to hold a frame header (up to 14 bytes)
+//     and the start of its payload; the rest is copied through. A caller
+//     that writes many frames coalesces them below (the broker corks the
+//     connection), or each frame costs a system call or two.
+package wsbuf
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+)
+
+// Buffer sizes of a hijacked connection.
+const (
+	ReadSize  = 512
+	WriteSize = 64
+)
+
+// Writer is a ResponseWriter whose Hijack returns small buffers. Wrap, if
+// set, wraps the hijacked connection; the library reads and writes the
+// wrapper.
+type Writer struct {
+	http.ResponseWriter
+	Wrap func(net.Conn) net.Conn
+}
+
+// Hijack implements http.Hijacker.
+func (w *Writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := w.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, fmt.Errorf("response writer cannot be hijacked")
+	}
+	raw, brw, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	// The handshake response may still sit in the hijacked writer.
+	if err := brw.Writer.Flush(); err != nil {
+		raw.Close()
+		return nil, nil, fmt.Errorf("flush the handshake: %w", err)
+	}
+	conn := raw
+	if w.Wrap != nil {
+		conn = w.Wrap(raw)
+	}
+	r := bufio.NewReaderSize(conn, ReadSize)
+	// What the HTTP server read past the request (rare: clients wait for
+	// the 101) must come first. The library keeps what our reader has
+	// buffered and reads the connection after it, so the bytes go into our
+	// reader's buffer now.
+	if n := brw.Reader.Buffered(); n > 0 {
+		early, _ := brw.Reader.Peek(n)
+		r = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn), max(ReadSize, n))
+		if _, err := r.Peek(n); err != nil {
+			raw.Close()
+			return nil, nil, fmt.Errorf("keep the early bytes: %w", err)
+		}
+	}
+	return conn, bufio.NewReadWriter(r, bufio.NewWriterSize(conn, WriteSize)), nil
+}
