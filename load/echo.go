@@ -4,14 +4,21 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/time/rate"
+
+	"github.com/ctibroker/ctibroker/internal/wsbuf"
 )
 
 // Sizes are the message sizes the echo server answers each command with:
@@ -22,18 +29,42 @@ type Sizes struct {
 	Events int
 }
 
+// EchoOptions make the echo server hold connections the way the broker
+// does, for the idle-memory baseline.
+type EchoOptions struct {
+	// PingInterval: ping every connection this often (0: never), and close
+	// it when the pong has not come within PingTimeout, like the broker.
+	PingInterval, PingTimeout time.Duration
+	// Lean: hold a connection as the broker does, at its cost floor: the
+	// broker's buffers (internal/wsbuf) instead of net/http's 4 KiB each
+	// way, and the reader on a fresh goroutine while the HTTP handler
+	// returns, which releases net/http's per-request state and the
+	// handler's deep stack. Without it, the connection is held the way
+	// coder/websocket's examples do.
+	Lean bool
+}
+
 // ServeEcho runs the bare-WebSocket baseline: for every text frame it reads,
 // it writes a reply-shaped frame and Events event-shaped frames of the given
 // sizes, with nothing else in between. It is the ceiling for the broker on
-// the same machine.
-func ServeEcho(ctx context.Context, ln net.Listener, sizes Sizes) error {
+// the same machine. It serves its memory at /metrics (process and Go
+// runtime, and ctiload_echo_connections) and the pprof endpoints under
+// /debug/pprof/, so that it can be measured as the broker is.
+func ServeEcho(ctx context.Context, ln net.Listener, sizes Sizes, opts EchoOptions) error {
 	reply := padded(`{"command":"x","target":"t","result":"success","pad":"`, sizes.Reply)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
+	conns := prometheus.NewGauge(prometheus.GaugeOpts{Name: "ctiload_echo_connections", Help: "Open WebSocket connections."})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(conns, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	serve := func(ws *websocket.Conn) {
 		defer ws.CloseNow()
+		defer conns.Dec()
+		if opts.PingInterval > 0 {
+			p := startPings(ws, opts.PingInterval, opts.PingTimeout)
+			defer p.stop()
+		}
 		ctx := context.Background()
 		for {
 			if _, _, err := ws.Read(ctx); err != nil {
@@ -49,7 +80,24 @@ func ServeEcho(ctx context.Context, ln net.Listener, sizes Sizes) error {
 				}
 			}
 		}
-	}), ReadHeaderTimeout: 10 * time.Second}
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		var rw http.ResponseWriter = w
+		if opts.Lean {
+			rw = &wsbuf.Writer{ResponseWriter: w}
+		}
+		ws, err := websocket.Accept(rw, r, nil)
+		if err != nil {
+			return
+		}
+		conns.Inc()
+		if opts.Lean {
+			go serve(ws)
+			return
+		}
+		serve(ws)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
 		_ = srv.Close()
@@ -59,6 +107,56 @@ func ServeEcho(ctx context.Context, ln net.Listener, sizes Sizes) error {
 		return nil
 	}
 	return err
+}
+
+// pinger pings one connection from a timer, as the broker does: no
+// goroutine between pings, and the same timer is the pong deadline.
+type pinger struct {
+	ws                *websocket.Conn
+	interval, timeout time.Duration
+	mu                sync.Mutex
+	t                 *time.Timer
+	awaiting, stopped bool
+}
+
+func startPings(ws *websocket.Conn, interval, timeout time.Duration) *pinger {
+	p := &pinger{ws: ws, interval: interval, timeout: timeout}
+	p.mu.Lock()
+	p.t = time.AfterFunc(interval/2+rand.N(interval/2+1), p.tick)
+	p.mu.Unlock()
+	return p
+}
+
+func (p *pinger) tick() {
+	p.mu.Lock()
+	if p.stopped {
+		p.mu.Unlock()
+		return
+	}
+	if p.awaiting {
+		p.mu.Unlock()
+		p.ws.CloseNow() // no pong in time
+		return
+	}
+	p.awaiting = true
+	p.t.Reset(p.timeout)
+	p.mu.Unlock()
+	if p.ws.Ping(context.Background()) != nil {
+		return
+	}
+	p.mu.Lock()
+	if !p.stopped {
+		p.awaiting = false
+		p.t.Reset(p.interval)
+	}
+	p.mu.Unlock()
+}
+
+func (p *pinger) stop() {
+	p.mu.Lock()
+	p.stopped = true
+	p.t.Stop()
+	p.mu.Unlock()
 }
 
 func padded(prefix string, size int) []byte {
@@ -90,6 +188,9 @@ func RunEcho(ctx context.Context, cfg Config, sizes Sizes) (Report, error) {
 		}
 		st.connected.Add(1)
 		conns[i] = ws
+	}
+	if cfg.Idle {
+		return holdEcho(runCtx, cfg, st, conns), nil
 	}
 	cmd, _ := json.Marshal(map[string]any{"command": "channel.ready", "target": "0123456789abcdef01234567.p"})
 	deadline := time.Now().Add(cfg.Duration)
@@ -137,4 +238,34 @@ func RunEcho(ctx context.Context, cfg Config, sizes Sizes) (Report, error) {
 	r.AgentEventsPS = float64(r.AgentEvents) / elapsed.Seconds()
 	r.ReplyBytes, r.EventBytes, r.EventsPerCommand = float64(sizes.Reply), float64(sizes.Event), float64(sizes.Events)
 	return r, nil
+}
+
+// holdEcho keeps the connections open and idle for cfg.Duration, each with
+// a reader (a ping needs one to see its pong): the bare idle baseline.
+func holdEcho(ctx context.Context, cfg Config, st *stats, conns []*websocket.Conn) Report {
+	if cfg.OnReady != nil {
+		cfg.OnReady()
+	}
+	t0 := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, ws := range conns {
+		if ws == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer ws.CloseNow()
+			for {
+				if _, _, err := ws.Read(ctx); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return Report{Mode: "bare-websocket", Agents: cfg.Agents, Seconds: time.Since(t0).Seconds(), Connected: st.connected.Load(),
+		ConnectFailures: st.connectFails.Load(), Failures: st.failures}
 }

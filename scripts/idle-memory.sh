@@ -11,7 +11,11 @@
 #     forced: the steady state, whose peak includes the collector's headroom.
 # Heap profiles: /tmp/idle-heap.pprof (after connecting), /tmp/idle-heap-end.pprof.
 # BROKER=<binary> measures another build (a baseline); BROKER_STDERR=<file>
-# keeps the broker's stderr (e.g. with GODEBUG=gctrace=1).
+# keeps the broker's stderr (e.g. with GODEBUG=gctrace=1). BARE=lean measures
+# the floor instead: a bare coder/websocket server (`ctiload echo --lean`)
+# holding the connections the way the broker does (its buffers, a fresh reader
+# goroutine each, a ping every 30 s) and nothing else; BARE=plain the same
+# server holding them the way coder/websocket's examples do.
 # Usage: scripts/idle-memory.sh [sessions per load process, default 9900]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,20 +23,26 @@ per=${1:-9900}
 wait_s=${IDLE_WAIT:-240}
 port=18090
 dbg=16061
-CTIBROKER_LIMITS__COMMANDRATE=0 CTIBROKER_LOG__LEVEL=warn CTIBROKER_LISTEN=127.0.0.1:$port \
-	CTIBROKER_DEBUG__LISTEN=127.0.0.1:$dbg "${BROKER:-bin/ctibroker}" serve 2>>"${BROKER_STDERR:-/dev/stderr}" &
-broker=$!
+url=ws://127.0.0.1:$port/v1/ws bare=() count=ctibroker_sessions
+if [ -n "${BARE:-}" ]; then
+	dbg=$port url=ws://127.0.0.1:$port/ bare=(--bare) count=ctiload_echo_connections lean=()
+	[ "$BARE" = lean ] && lean=(--lean)
+	bin/ctiload echo --listen 127.0.0.1:$port --ping 30s "${lean[@]}" 2>>"${BROKER_STDERR:-/dev/stderr}" &
+else
+	CTIBROKER_LIMITS__COMMANDRATE=0 CTIBROKER_LOG__LEVEL=warn CTIBROKER_LISTEN=127.0.0.1:$port \
+		CTIBROKER_DEBUG__LISTEN=127.0.0.1:$dbg "${BROKER:-bin/ctibroker}" serve 2>>"${BROKER_STDERR:-/dev/stderr}" &
+fi
 trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT
-for _ in $(seq 50); do curl -sf http://127.0.0.1:$port/readyz >/dev/null && break; sleep 0.1; done
+for _ in $(seq 50); do curl -sf http://127.0.0.1:$port/metrics >/dev/null && break; sleep 0.1; done
 
 metrics() { curl -s http://127.0.0.1:$port/metrics; }
 metric() { metrics | awk -v m="$1" '$1==m {printf "%.0f", $2}'; }
 gc() { curl -s "http://127.0.0.1:$dbg/debug/pprof/heap?gc=1" >/dev/null; sleep 1; curl -s "http://127.0.0.1:$dbg/debug/pprof/heap?gc=1" >/dev/null; }
-sessions() { metric ctibroker_sessions; }
+sessions() { metric $count; }
 gc
 rss0=$(metric process_resident_memory_bytes) heap0=$(metric go_memstats_heap_inuse_bytes) stack0=$(metric go_memstats_stack_inuse_bytes) g0=$(metric go_goroutines)
 for i in 1 2; do
-	bin/ctiload --url ws://127.0.0.1:$port/v1/ws --agents "$per" --idle --sources 8 --duration $((wait_s + 60))s \
+	bin/ctiload --url $url "${bare[@]}" --agents "$per" --idle --sources 8 --duration $((wait_s + 60))s \
 		--prefix "idle$i" >/tmp/idle-load-$i.txt 2>&1 &
 done
 want=$((2 * per))

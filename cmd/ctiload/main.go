@@ -7,6 +7,8 @@
 //	ctiload --agents 20000 --idle --sources 8               idle sessions (memory)
 //	ctiload ... --baseline                                  plus the bare-WebSocket ceiling
 //	ctiload echo --listen 127.0.0.1:9999 --reply 300 --event 400 --events 2
+//	ctiload echo --listen 127.0.0.1:9999 --ping 30s --lean   the idle baseline's server
+//	ctiload --url ws://127.0.0.1:9999/ --bare --agents 20000 --idle  and its connections
 //
 // The broker must allow the load: CTIBROKER_LIMITS__COMMANDRATE=0.
 package main
@@ -57,6 +59,7 @@ func run(args []string, stdout io.Writer) error {
 	metricsURL := fs.String("metrics", "", "broker /metrics URL (default: from --url)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	baseline := fs.Bool("baseline", false, "also measure a bare-WebSocket echo server with the same message sizes")
+	bare := fs.Bool("bare", false, "the target is a `ctiload echo` server, not a broker (with --idle: the idle-memory baseline)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -78,7 +81,13 @@ func run(args []string, stdout io.Writer) error {
 			mem = load.PerConnection(rss0, heap0, rss1, heap1, int64(cfg.Agents+cfg.Supervisors))
 		}
 	}
-	rep, err := load.Run(ctx, cfg)
+	run := load.Run
+	if *bare {
+		run = func(ctx context.Context, cfg load.Config) (load.Report, error) {
+			return load.RunEcho(ctx, cfg, load.Sizes{})
+		}
+	}
+	rep, err := run(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -142,6 +151,10 @@ func echo(ctx context.Context, args []string) error {
 	fs.IntVar(&sizes.Reply, "reply", 300, "reply size in bytes")
 	fs.IntVar(&sizes.Event, "event", 400, "event size in bytes")
 	fs.IntVar(&sizes.Events, "events", 2, "events after each reply")
+	var opts load.EchoOptions
+	fs.DurationVar(&opts.PingInterval, "ping", 0, "ping every connection this often, as the broker does (0: never)")
+	fs.DurationVar(&opts.PingTimeout, "pingtimeout", 10*time.Second, "close a connection whose pong has not come by then")
+	fs.BoolVar(&opts.Lean, "lean", false, "hold connections as the broker does (its buffers, a fresh reader goroutine): the memory floor")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -152,7 +165,7 @@ func echo(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return load.ServeEcho(ctx, ln, sizes)
+	return load.ServeEcho(ctx, ln, sizes, opts)
 }
 
 func printReports(w io.Writer, reports []load.Report) {
