@@ -177,6 +177,22 @@ func (m *Memory) Commit(ctx context.Context, c Commit) error {
 		}
 		m.mu.Unlock()
 	}
+	// The replay history keeps a commit's events for minutes: copied into
+	// one buffer of their exact size, they do not keep their senders'
+	// buffers (envelopes, spare capacity) alive, and the events of one
+	// command, which expire together, free one block instead of leaving a
+	// hole per event among long-lived objects.
+	var packed []byte
+	if len(c.Events) > 0 {
+		n := 0
+		for _, e := range c.Events {
+			n += len(e.Payload)
+		}
+		packed = make([]byte, 0, n)
+		for _, e := range c.Events {
+			packed = append(packed, e.Payload...)
+		}
+	}
 	s.mu.Lock()
 	if s.version != c.Version {
 		s.mu.Unlock()
@@ -189,7 +205,9 @@ func (m *Memory) Commit(ctx context.Context, c Commit) error {
 	if len(c.Events) > 0 {
 		now := m.now()
 		for _, e := range c.Events {
-			s.events.add(e.Seq, now, e.Payload)
+			n := len(e.Payload)
+			s.events.add(e.Seq, now, packed[:n:n])
+			packed = packed[n:]
 		}
 	}
 	if len(c.Timeline) > 0 {
