@@ -36,8 +36,8 @@ type Presence struct {
 // only appends to the session's own note queue and never calls back.
 type directory struct {
 	mu        sync.RWMutex
-	endpoints map[adapters.Endpoint]string // endpoint -> holder (agent id, or "switch:<who>")
-	watchers  map[adapters.Endpoint]map[*Session]struct{}
+	endpoints map[adapters.Endpoint]string     // endpoint -> holder (agent id, or "switch:<who>")
+	watchers  map[adapters.Endpoint][]*Session // almost always one session per endpoint: a slice, not a map each
 
 	presence sync.Map // agent id -> Presence
 
@@ -52,7 +52,7 @@ type directory struct {
 func newDirectory(defaultAHT time.Duration) *directory {
 	d := &directory{
 		endpoints: map[adapters.Endpoint]string{},
-		watchers:  map[adapters.Endpoint]map[*Session]struct{}{},
+		watchers:  map[adapters.Endpoint][]*Session{},
 		aht:       map[string]time.Duration{},
 		ahtInit:   defaultAHT,
 	}
@@ -103,11 +103,7 @@ func (d *directory) release(ep adapters.Endpoint, holder string) {
 }
 
 func (d *directory) watchersLocked(ep adapters.Endpoint) []*Session {
-	out := make([]*Session, 0, len(d.watchers[ep]))
-	for s := range d.watchers[ep] {
-		out = append(out, s)
-	}
-	return out
+	return slices.Clone(d.watchers[ep])
 }
 
 func notifyEndpoint(ws []*Session, ep adapters.Endpoint) {
@@ -120,21 +116,20 @@ func notifyEndpoint(ws []*Session, ep adapters.Endpoint) {
 func (d *directory) watch(ep adapters.Endpoint, s *Session) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	m := d.watchers[ep]
-	if m == nil {
-		m = map[*Session]struct{}{}
-		d.watchers[ep] = m
+	if !slices.Contains(d.watchers[ep], s) {
+		d.watchers[ep] = append(d.watchers[ep], s)
 	}
-	m[s] = struct{}{}
 }
 
 func (d *directory) unwatch(ep adapters.Endpoint, s *Session) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	delete(d.watchers[ep], s)
-	if len(d.watchers[ep]) == 0 {
+	ws := slices.DeleteFunc(d.watchers[ep], func(w *Session) bool { return w == s })
+	if len(ws) == 0 {
 		delete(d.watchers, ep)
+		return
 	}
+	d.watchers[ep] = ws
 }
 
 // publish records an agent's presence (or removes it when p.Status is "") and
