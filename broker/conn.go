@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
+	"github.com/ctibroker/ctibroker/internal/lazylog"
 	"github.com/ctibroker/ctibroker/internal/workers"
 	"github.com/ctibroker/ctibroker/metrics"
 	"github.com/ctibroker/ctibroker/protocol"
@@ -38,7 +39,7 @@ type wsConn struct {
 	cfg     *WSConfig
 	metrics *metrics.Metrics
 	agent   string
-	srvLog  *zap.Logger // see logger
+	logBase *zap.Logger // lazylog.Base of the server's logger; see logger
 	// base is the server's context, shared by every connection (a context
 	// of its own would cost an idle connection about 600 bytes): it ends
 	// when the broker gives up on a graceful shutdown. abort closes the
@@ -75,13 +76,14 @@ type closeRequest struct {
 var _ session.Conn = (*wsConn)(nil)
 
 func newWSConn(base context.Context, writers *workers.Pool, ws *websocket.Conn, agent, remote string, cfg *WSConfig, queue int, log *zap.Logger) *wsConn {
-	return &wsConn{base: base, writers: writers, ws: ws, agent: agent, remote: remote, cfg: cfg, limit: queue, srvLog: log}
+	return &wsConn{base: base, writers: writers, ws: ws, agent: agent, remote: remote, cfg: cfg, limit: queue, logBase: log}
 }
 
-// logger returns the connection's logger, built per log line: connections
-// log rarely, and a kept logger costs every idle connection.
-func (c *wsConn) logger() *zap.Logger {
-	return c.srvLog.With(zap.String("agent", c.agent), zap.String("remote", c.remote))
+// logger writes the connection's log lines. It is made per line and costs
+// nothing unless the line is written: a logger kept per connection would
+// cost every idle connection.
+func (c *wsConn) logger() lazylog.Logger {
+	return lazylog.New(c.logBase, zap.String("agent", c.agent), zap.String("remote", c.remote))
 }
 
 // startPings arms the ping timer. The first ping comes after a random part

@@ -27,6 +27,7 @@ import (
 	"github.com/ctibroker/ctibroker/adapters"
 	"github.com/ctibroker/ctibroker/adapters/sim"
 	"github.com/ctibroker/ctibroker/bus"
+	"github.com/ctibroker/ctibroker/internal/lazylog"
 	"github.com/ctibroker/ctibroker/internal/workers"
 	"github.com/ctibroker/ctibroker/internal/wsbuf"
 	"github.com/ctibroker/ctibroker/metrics"
@@ -40,6 +41,7 @@ import (
 type Server struct {
 	cfg     Config
 	log     *zap.Logger
+	connLog *zap.Logger // lazylog.Base(log), for connections' log lines
 	audit   *zap.Logger
 	auth    *Authenticator
 	adapter adapters.Adapter
@@ -82,6 +84,7 @@ func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
 	streams, cancelStreams := context.WithCancel(base)
 	s := &Server{streams: streams, cancelStreams: cancelStreams, cfg: cfg, log: log.With(zap.String("node", cfg.Node.ID)), audit: audit.With(zap.String("node", cfg.Node.ID)),
 		auth: NewAuthenticator(cfg.Auth), adapter: sw, sim: sw, base: base, cancel: cancel, conns: map[*wsConn]struct{}{}}
+	s.connLog = lazylog.Base(s.log)
 	s.reg = prometheus.NewRegistry()
 	s.metrics = metrics.New(s.reg)
 	s.adapter = s.metrics.Adapter(sw)
@@ -359,7 +362,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(s.cfg.WS.MaxMessage)
-	c := newWSConn(s.base, &s.writers, ws, id.AgentID, r.RemoteAddr, &s.cfg.WS, s.cfg.Limits.SendQueue, s.log)
+	c := newWSConn(s.base, &s.writers, ws, id.AgentID, r.RemoteAddr, &s.cfg.WS, s.cfg.Limits.SendQueue, s.connLog)
 	c.metrics = s.metrics
 	c.cork = cork
 	if !s.track(c) {

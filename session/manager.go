@@ -14,6 +14,7 @@ import (
 
 	"github.com/ctibroker/ctibroker/adapters"
 	"github.com/ctibroker/ctibroker/bus"
+	"github.com/ctibroker/ctibroker/internal/lazylog"
 	"github.com/ctibroker/ctibroker/internal/workers"
 	"github.com/ctibroker/ctibroker/metrics"
 	"github.com/ctibroker/ctibroker/protocol"
@@ -140,6 +141,7 @@ type Manager struct {
 	store   store.Store
 	bus     bus.Bus
 	log     *zap.Logger
+	sessLog *zap.Logger // lazylog.Base(log), for sessions' log lines
 	audit   *zap.Logger
 	dir     *directory
 	board   *board
@@ -170,7 +172,7 @@ type Manager struct {
 // NewManager creates a manager. audit receives state changes and must not be
 // sampled.
 func NewManager(opts Options, adapter adapters.Adapter, st store.Store, b bus.Bus, log, audit *zap.Logger) *Manager {
-	m := &Manager{opts: opts, adapter: adapter, store: st, bus: b, log: log, audit: audit,
+	m := &Manager{opts: opts, adapter: adapter, store: st, bus: b, log: log, sessLog: lazylog.Base(log), audit: audit,
 		dir:     newDirectory(opts.DefaultHandleTime),
 		byAgent: map[string]*Session{}, byID: map[string]*Session{}, opening: map[string]chan struct{}{},
 		stop: make(chan struct{})}

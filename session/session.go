@@ -17,6 +17,7 @@ import (
 	"github.com/ctibroker/ctibroker/adapters"
 	"github.com/ctibroker/ctibroker/channel"
 	"github.com/ctibroker/ctibroker/history"
+	"github.com/ctibroker/ctibroker/internal/lazylog"
 	"github.com/ctibroker/ctibroker/protocol"
 	"github.com/ctibroker/ctibroker/store"
 )
@@ -157,10 +158,11 @@ func (s *Session) teamTopics() []string {
 	return out
 }
 
-// logger returns the session's logger. It is built per log line, not kept:
-// sessions log rarely, and a kept logger costs every idle session.
-func (s *Session) logger() *zap.Logger {
-	return s.m.log.With(zap.String("agent", s.agentID), zap.String("session", s.id))
+// logger writes the session's log lines. It is made per line and costs
+// nothing unless the line is written: a logger kept per session would cost
+// every idle session.
+func (s *Session) logger() lazylog.Logger {
+	return lazylog.New(s.m.sessLog, zap.String("agent", s.agentID), zap.String("session", s.id))
 }
 
 // ID returns the session id.
