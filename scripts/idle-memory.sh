@@ -73,7 +73,7 @@ breakdown() {
 		END {k=n*1024; printf "  %s: live heap %.1f, span slack %.1f, unreturned %.1f, stacks %.1f, GC/span/other metadata %.1f KiB per session (totals, not increments)\n", lbl, live/k, (inuse-live)/k, (idle-rel)/k, stack/k, (gcsys+mspan+other)/k}' lbl="$1"
 }
 breakdown "after connecting, GC forced"
-min=0 max=0
+min=0 max=0 cpu0=$(metrics | awk '$1=="process_cpu_seconds_total" {print $2}') gc0=$(metric go_gc_duration_seconds_count)
 for t in $(seq 10 10 "$wait_s"); do
 	sleep 10
 	r=$(metric process_resident_memory_bytes)
@@ -82,7 +82,10 @@ for t in $(seq 10 10 "$wait_s"); do
 	echo "  idle ${t}s: RSS $(per_session "$rss0" "$r") KiB per session (heap in use $(( $(metric go_memstats_heap_inuse_bytes) / 1048576 )) MiB, GCs $(metric go_gc_duration_seconds_count))"
 done
 breakdown "after ${wait_s}s idle"
+cpu1=$(metrics | awk '$1=="process_cpu_seconds_total" {print $2}') gc1=$(metric go_gc_duration_seconds_count)
+awk -v a="$cpu0" -v b="$cpu1" -v t="$wait_s" -v g=$((gc1 - gc0)) 'BEGIN {printf "  CPU while idle: %.1f s in %d s (%.2f%% of one core), %d collections\n", b-a, t, 100*(b-a)/t, g}'
 # A heap profile shows the heap as of a collection or two ago: force two.
 gc
+breakdown "after ${wait_s}s idle, GC forced"
 curl -s "http://127.0.0.1:$dbg/debug/pprof/heap" >/tmp/idle-heap-end.pprof
 echo "idle ${wait_s}s, no GC forced: RSS min $(per_session "$rss0" "$min") KiB, max $(per_session "$rss0" "$max") KiB per session; $(sessions) sessions still connected"
