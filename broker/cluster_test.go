@@ -33,8 +33,8 @@ var brokerBin struct {
 	err  error
 }
 
-// binary builds cmd/ctibroker once per test run.
-func binary(tb testing.TB) string {
+// brokerBinary builds cmd/ctibroker once per test run.
+func brokerBinary(tb testing.TB) string {
 	tb.Helper()
 	brokerBin.once.Do(func() {
 		brokerBin.dir, brokerBin.err = os.MkdirTemp("", "ctibroker-test-bin")
@@ -111,7 +111,7 @@ func brokerlessEnviron() []string {
 func (n *node) start() {
 	n.tb.Helper()
 	n.log = &syncBuffer{}
-	n.cmd = exec.Command(binary(n.tb), "serve")
+	n.cmd = exec.Command(brokerBinary(n.tb), "serve")
 	n.cmd.Env = append(brokerlessEnviron(), n.env...)
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	if err := n.cmd.Start(); err != nil {

@@ -26,15 +26,15 @@ import (
 //     the stack a write needs.
 //     At most one runs at a time (writing, under mu), so it is the socket's
 //     only writer of data frames and the only one to send the close frame;
-//   - a ping, from a timer, writes a ping frame (coder/websocket serializes
-//     it with data frames) and waits for the pong, which the reader sees.
+//   - a ping, from a timer, writes a ping frame between the library's frames
+//     (corkedConn.Ping) and returns; the reader sees the pong (pong).
 //
 // Locking: mu guards queue, queued, writing, closeReq, closing's
 // transitions and the ping timer. It is never held while writing to the
 // socket. closing is also read without mu as a fast path.
 type wsConn struct {
 	ws      *websocket.Conn
-	cork    *corkedConn // nil when the connection could not be corked
+	cork    *corkedConn // the socket under ws: corks batches, sends pings
 	remote  string
 	cfg     *WSConfig
 	metrics *metrics.Metrics
@@ -59,7 +59,7 @@ type wsConn struct {
 	// awaitingPong: a ping is out and ping is armed with the timeout.
 	awaitingPong bool
 	expiry       *time.Timer // closes the connection when its token expires
-	// workers counts flush and ping goroutines. Add happens under mu while
+	// workers counts flush goroutines. Add happens under mu while
 	// closing is false; wait sets closing under mu first, so no Add can
 	// race with its Wait.
 	workers  sync.WaitGroup
@@ -75,8 +75,8 @@ type closeRequest struct {
 
 var _ session.Conn = (*wsConn)(nil)
 
-func newWSConn(base context.Context, writers *workers.Pool, ws *websocket.Conn, agent, remote string, cfg *WSConfig, queue int, log *zap.Logger) *wsConn {
-	return &wsConn{base: base, writers: writers, ws: ws, agent: agent, remote: remote, cfg: cfg, limit: queue, logBase: log}
+func newWSConn(base context.Context, writers *workers.Pool, ws *websocket.Conn, cork *corkedConn, agent, remote string, cfg *WSConfig, queue int, log *zap.Logger) *wsConn {
+	return &wsConn{base: base, writers: writers, ws: ws, cork: cork, agent: agent, remote: remote, cfg: cfg, limit: queue, logBase: log}
 }
 
 // logger writes the connection's log lines. It is made per line and costs
@@ -101,10 +101,9 @@ func (c *wsConn) startPings() {
 
 // pingTick runs on the ping timer's goroutine. One timer serves both ends
 // of a ping: armed with the interval it sends one, armed with the timeout
-// while the pong is awaited it closes the connection. Ping gets no context
-// (a deadline context costs allocations per ping, at every idle
-// connection); closing the socket is what ends a Ping whose pong never
-// comes.
+// while the pong is awaited it closes the connection. The ping goes through
+// the corked connection (see corkedConn) and the reader sees the pong
+// (pong): nothing waits in between, and nothing is allocated per ping.
 func (c *wsConn) pingTick() {
 	c.mu.Lock()
 	if c.closing.Load() {
@@ -119,14 +118,21 @@ func (c *wsConn) pingTick() {
 	}
 	c.awaitingPong = true
 	c.ping.Reset(c.cfg.PingTimeout)
-	c.workers.Add(1)
 	c.mu.Unlock()
-	defer c.workers.Done()
-	err := c.ws.Ping(context.Background()) // the reader sees the pong
+	if err := c.cork.Ping(c.cfg.PingTimeout); err != nil {
+		c.logger().Debug("ping failed", zap.Error(err))
+		c.abort()
+	}
+}
+
+// pong runs on the reader's goroutine (coder/websocket's OnPongReceived)
+// for every pong the peer sends: the peer is alive, the next ping is due
+// an interval from now.
+func (c *wsConn) pong() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.awaitingPong = false
-	if err == nil && !c.closing.Load() {
+	if c.awaitingPong && !c.closing.Load() {
+		c.awaitingPong = false
 		c.ping.Reset(c.cfg.PingInterval)
 	}
 }
@@ -241,21 +247,17 @@ func (c *wsConn) writeBatch(batches [][][]byte) bool {
 	if len(batches) == 0 {
 		return true
 	}
-	if c.cork != nil {
-		c.cork.Cork()
-	}
+	c.cork.Cork()
 	ok := true
 	for _, msgs := range batches {
 		if ok = c.writeAll(msgs); !ok {
 			break
 		}
 	}
-	if c.cork != nil {
-		if err := c.cork.Uncork(c.cfg.WriteTimeout); err != nil && ok {
-			c.logger().Debug("write failed", zap.Error(err))
-			c.abort()
-			return false
-		}
+	if err := c.cork.Uncork(c.cfg.WriteTimeout); err != nil && ok {
+		c.logger().Debug("write failed", zap.Error(err))
+		c.abort()
+		return false
 	}
 	return ok
 }
@@ -273,13 +275,7 @@ func (c *wsConn) write(msg []byte) bool {
 	// Corked writes only fill a buffer: the real write (in Uncork) has the
 	// deadline. Without a context deadline the library sets no timer per
 	// message.
-	ctx := context.Background()
-	if c.cork == nil {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(c.base, c.cfg.WriteTimeout)
-		defer cancel()
-	}
-	if err := c.ws.Write(ctx, websocket.MessageText, msg); err != nil {
+	if err := c.ws.Write(context.Background(), websocket.MessageText, msg); err != nil {
 		c.logger().Debug("write failed", zap.Error(err))
 		c.abort()
 		return false

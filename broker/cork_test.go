@@ -1,6 +1,9 @@
 package broker
 
 import (
+	"bytes"
+	"encoding/binary"
+	"errors"
 	"net"
 	"testing"
 	"time"
@@ -42,5 +45,196 @@ func TestCorkedConnCoalescesAndClearsDeadline(t *testing.T) {
 	}
 	if p := <-got; string(p) != "pong" {
 		t.Fatalf("got %q", p)
+	}
+}
+
+// frame encodes a WebSocket frame header for a payload of n bytes, then the
+// payload (filled with 'x').
+func frame(opcode byte, n int, masked bool) []byte {
+	b := []byte{0x80 | opcode}
+	mask := byte(0)
+	if masked {
+		mask = 0x80
+	}
+	switch {
+	case n < 126:
+		b = append(b, mask|byte(n))
+	case n <= 0xffff:
+		b = append(b, mask|126)
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+	default:
+		b = append(b, mask|127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	if masked {
+		b = append(b, 1, 2, 3, 4)
+	}
+	return append(b, bytes.Repeat([]byte("x"), n)...)
+}
+
+// checkBoundaries feeds stream to a tracker in pieces cut at cuts and
+// checks that it is between frames exactly at the frames' ends.
+func checkBoundaries(t testing.TB, frames [][]byte, cuts []int) {
+	ends := map[int]bool{0: true}
+	var stream []byte
+	for _, f := range frames {
+		stream = append(stream, f...)
+		ends[len(stream)] = true
+	}
+	var tr frameTracker
+	pos := 0
+	for _, cut := range append(cuts, len(stream)) {
+		cut = min(max(cut, pos), len(stream))
+		tr.consume(stream[pos:cut])
+		pos = cut
+		if tr.atBoundary() != ends[pos] {
+			t.Fatalf("after %d of %d bytes: at a boundary %v, want %v", pos, len(stream), tr.atBoundary(), ends[pos])
+		}
+	}
+}
+
+func TestFrameTrackerFindsFrameEnds(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		frames [][]byte
+	}{
+		{"empty payload", [][]byte{frame(0x9, 0, false), frame(0x1, 0, false)}},
+		{"short", [][]byte{frame(0x1, 5, false), frame(0x1, 125, false)}},
+		{"16-bit length", [][]byte{frame(0x1, 126, false), frame(0x2, 65535, false)}},
+		{"64-bit length", [][]byte{frame(0x1, 65536, false), frame(0xA, 3, false)}},
+		{"masked", [][]byte{frame(0x1, 7, true), frame(0x1, 300, true)}},
+		{"fragments", [][]byte{{0x01, 0x02, 'a', 'b'}, {0x80, 0x01, 'c'}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			total := 0
+			for _, f := range tc.frames {
+				total += len(f)
+			}
+			// Every single cut point (near the frames' edges for the large
+			// ones), and byte by byte.
+			for cut := 0; cut <= total; cut++ {
+				if total > 2000 && cut > 20 && total-cut > 20 && (cut < len(tc.frames[0])-20 || cut > len(tc.frames[0])+20) {
+					continue
+				}
+				checkBoundaries(t, tc.frames, []int{cut})
+			}
+			if total < 2000 {
+				var all []int
+				for i := 1; i < total; i++ {
+					all = append(all, i)
+				}
+				checkBoundaries(t, tc.frames, all)
+			}
+		})
+	}
+	var tr frameTracker
+	tr.consume(frame(0x8, 2, false))
+	if !tr.closed || !tr.atBoundary() {
+		t.Fatalf("after a close frame: closed %v, at a boundary %v", tr.closed, tr.atBoundary())
+	}
+}
+
+func FuzzFrameTracker(f *testing.F) {
+	f.Add([]byte{3, 200, 0, 1}, []byte{1, 5, 9})
+	f.Fuzz(func(t *testing.T, sizes, cuts []byte) {
+		var frames [][]byte
+		for i, s := range sizes {
+			n := int(s)
+			if i%3 == 1 {
+				n *= 300 // 16-bit lengths too
+			}
+			frames = append(frames, frame(byte(i%3)+1, n, i%2 == 0))
+		}
+		var at []int
+		pos := 0
+		for _, c := range cuts {
+			pos += int(c)
+			at = append(at, pos)
+		}
+		checkBoundaries(t, frames, at)
+		// Garbage must not make it panic.
+		var tr frameTracker
+		tr.consume(cuts)
+		tr.consume(sizes)
+	})
+}
+
+// A ping never lands inside a frame: while one is half written it waits for
+// its end; while corked it joins the batch; after the close frame it is
+// refused.
+func TestPingGoesBetweenFrames(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	c := &corkedConn{Conn: a}
+	got := make(chan []byte, 100)
+	go func() {
+		buf := make([]byte, 1024)
+		for {
+			n, err := b.Read(buf)
+			if err != nil {
+				close(got)
+				return
+			}
+			got <- append([]byte(nil), buf[:n]...)
+		}
+	}()
+	read := func(n int) []byte {
+		t.Helper()
+		var out []byte
+		for len(out) < n {
+			select {
+			case p := <-got:
+				out = append(out, p...)
+			case <-time.After(5 * time.Second):
+				t.Fatalf("read %d of %d bytes", len(out), n)
+			}
+		}
+		return out
+	}
+	write := func(p []byte) {
+		t.Helper()
+		if _, err := c.Write(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	text := frame(0x1, 10, false)
+
+	// Between frames: at once.
+	if err := c.Ping(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if p := read(2); !bytes.Equal(p, pingFrame) {
+		t.Fatalf("got %x, want a ping", p)
+	}
+	// Half a frame written: after its end.
+	write(text[:5])
+	if err := c.Ping(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	write(text[5:])
+	if p := read(len(text) + 2); !bytes.Equal(p, append(append([]byte(nil), text...), pingFrame...)) {
+		t.Fatalf("got %x, want the frame then a ping", p)
+	}
+	// Corked: in the batch, after the frame being written.
+	c.Cork()
+	write(text[:3])
+	if err := c.Ping(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	write(text[3:])
+	write(text)
+	if err := c.Uncork(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	want := append(append(append([]byte(nil), text...), pingFrame...), text...)
+	if p := read(len(want)); !bytes.Equal(p, want) {
+		t.Fatalf("got %x, want %x", p, want)
+	}
+	// After the close frame, nothing.
+	write(frame(0x8, 2, false))
+	read(4)
+	if err := c.Ping(time.Second); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("ping after the close frame: %v", err)
 	}
 }

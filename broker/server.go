@@ -356,15 +356,17 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	var cork *corkedConn
 	cw := &wsbuf.Writer{ResponseWriter: w, Wrap: func(c net.Conn) net.Conn { cork = &corkedConn{Conn: c}; return cork }}
-	ws, err := websocket.Accept(cw, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.WS.Origins})
+	// c is set before its reader starts, and pongs are seen by the reader.
+	var c *wsConn
+	ws, err := websocket.Accept(cw, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.WS.Origins,
+		OnPongReceived: func(context.Context, []byte) { c.pong() }})
 	if err != nil {
 		s.log.Info("websocket upgrade failed", zap.String("remote", r.RemoteAddr), zap.Error(err))
 		return
 	}
 	ws.SetReadLimit(s.cfg.WS.MaxMessage)
-	c := newWSConn(s.base, &s.writers, ws, id.AgentID, r.RemoteAddr, &s.cfg.WS, s.cfg.Limits.SendQueue, s.connLog)
+	c = newWSConn(s.base, &s.writers, ws, cork, id.AgentID, r.RemoteAddr, &s.cfg.WS, s.cfg.Limits.SendQueue, s.connLog)
 	c.metrics = s.metrics
-	c.cork = cork
 	if !s.track(c) {
 		_ = ws.Close(websocket.StatusCode(protocol.CloseGoingAway), "broker shutting down")
 		return
