@@ -27,7 +27,8 @@ import (
 //     At most one runs at a time (writing, under mu), so it is the socket's
 //     only writer of data frames and the only one to send the close frame;
 //   - a ping, from a timer, writes a ping frame between the library's frames
-//     (corkedConn.Ping) and returns; the reader sees the pong (pong).
+//     (corkedConn.Ping) and returns; the reader sees the pong (pong), before
+//     the library would.
 //
 // Locking: mu guards queue, queued, writing, closeReq, closing's
 // transitions and the ping timer. It is never held while writing to the
@@ -125,9 +126,8 @@ func (c *wsConn) pingTick() {
 	}
 }
 
-// pong runs on the reader's goroutine (coder/websocket's OnPongReceived)
-// for every pong the peer sends: the peer is alive, the next ping is due
-// an interval from now.
+// pong runs on the reader's goroutine (corkedConn.Read) for every pong the
+// peer sends: the peer is alive, the next ping is due an interval from now.
 func (c *wsConn) pong() {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"encoding/binary"
+	"errors"
 	"net"
 	"sync"
 	"time"
@@ -19,8 +20,9 @@ import (
 //     idle connection that garbage was most of what an idle broker made.
 //     A ping is two bytes, written between the library's frames: frames
 //     follows the outgoing byte stream, which the library writes only
-//     through here, to know where a frame ends. The pong is seen through
-//     the library's OnPongReceived.
+//     through here, to know where a frame ends. The pong is taken out of
+//     the incoming stream (pongFilter), which the library reads only
+//     through here: handling it would cost the library another 750 bytes.
 //
 // Locking: mu guards corked, buf, frames and pingDue, and is held during
 // every write to the socket, so a control frame written concurrently (a
@@ -32,6 +34,10 @@ type corkedConn struct {
 	buf     []byte
 	frames  frameTracker
 	pingDue bool // a ping waits for the frame being written to end
+
+	// The reader's: set before it starts, used only by it.
+	in     pongFilter
+	onPong func() // the peer sent a pong
 }
 
 // pingFrame is a ping without payload, as a server sends it (unmasked).
@@ -39,6 +45,25 @@ var pingFrame = []byte{0x89, 0x00}
 
 // corkBuffers lends batch buffers: an idle connection holds none.
 var corkBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// Read reads for the library's reader, without the peer's pongs: they go
+// to onPong instead.
+func (c *corkedConn) Read(p []byte) (int, error) {
+	for {
+		n, err := c.Conn.Read(p)
+		kept, pongs, ferr := c.in.filter(p[:n])
+		if pongs > 0 && c.onPong != nil {
+			c.onPong()
+		}
+		if ferr != nil {
+			return len(kept), ferr
+		}
+		if len(kept) > 0 || err != nil || n == 0 {
+			return len(kept), err
+		}
+		// All of it was pongs: a Read must not return nothing.
+	}
+}
 
 func (c *corkedConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
@@ -137,10 +162,10 @@ func (c *corkedConn) Uncork(timeout time.Duration) error {
 // frameTracker follows a stream of WebSocket frames written in pieces of
 // any size, to tell where one frame ends and the next begins.
 type frameTracker struct {
-	head   [14]byte // the current frame's header so far
-	n      int      // bytes of head seen
-	left   uint64   // payload bytes of the current frame still to come
-	closed bool     // a close frame was written
+	head   [maxHeader]byte // the current frame's header so far
+	n      int             // bytes of head seen
+	left   uint64          // payload bytes of the current frame still to come
+	closed bool            // a close frame was written
 }
 
 func (t *frameTracker) atBoundary() bool { return t.n == 0 && t.left == 0 }
@@ -156,33 +181,113 @@ func (t *frameTracker) consume(p []byte) {
 		t.head[t.n] = p[0]
 		t.n++
 		p = p[1:]
-		if t.n < 2 {
+		if t.n < 2 || t.n < headerSize(t.head[1]) {
 			continue
 		}
-		size := 2
-		switch t.head[1] & 0x7f {
-		case 126:
-			size += 2
-		case 127:
-			size += 8
-		}
-		if t.head[1]&0x80 != 0 { // masked (a client's frame)
-			size += 4
-		}
-		if t.n < size {
-			continue
-		}
-		switch l := uint64(t.head[1] & 0x7f); l {
-		case 126:
-			t.left = uint64(binary.BigEndian.Uint16(t.head[2:4]))
-		case 127:
-			t.left = binary.BigEndian.Uint64(t.head[2:10])
-		default:
-			t.left = l
-		}
-		if t.head[0]&0x0f == 0x8 {
+		t.left = payloadLength(t.head[:t.n])
+		if t.head[0]&0x0f == opClose {
 			t.closed = true
 		}
 		t.n = 0
+	}
+}
+
+// pongFilter takes the peer's pongs out of the incoming frame stream, in
+// the pieces the socket returns. coder/websocket allocates about 750 bytes
+// handling a pong (a 5-second context, its timer, an AfterFunc
+// registration), once per ping at every idle connection. A pong is known
+// by its frame's first byte, so it is dropped as it comes, without
+// buffering.
+type pongFilter struct {
+	head [maxHeader]byte
+	n    int
+	left uint64
+	drop bool // the current frame is a pong
+}
+
+// errBadPong: a pong frame that is fragmented or longer than a control
+// frame may be (RFC 6455 5.5); the library would fail the connection too.
+var errBadPong = errors.New("invalid pong frame")
+
+// filter removes the pong frames from p, in place, and returns what is left
+// and how many pongs ended in p.
+func (f *pongFilter) filter(p []byte) (kept []byte, pongs int, err error) {
+	w := 0
+	for i := 0; i < len(p); {
+		if f.left > 0 {
+			k := int(min(uint64(len(p)-i), f.left))
+			if !f.drop {
+				if w != i {
+					copy(p[w:], p[i:i+k])
+				}
+				w += k
+			}
+			i += k
+			f.left -= uint64(k)
+			if f.left == 0 && f.drop {
+				f.drop = false
+				pongs++
+			}
+			continue
+		}
+		b := p[i]
+		i++
+		if f.n == 0 {
+			f.drop = b&0x0f == opPong
+		}
+		f.head[f.n] = b
+		f.n++
+		if !f.drop {
+			p[w] = b
+			w++
+		}
+		if f.n < 2 || f.n < headerSize(f.head[1]) {
+			continue
+		}
+		f.left = payloadLength(f.head[:f.n])
+		f.n = 0
+		if f.drop {
+			if f.head[0]&0x80 == 0 || f.left > 125 {
+				return p[:w], pongs, errBadPong
+			}
+			if f.left == 0 {
+				f.drop = false
+				pongs++
+			}
+		}
+	}
+	return p[:w], pongs, nil
+}
+
+const (
+	maxHeader = 14 // 2 bytes, an 8-byte length, a 4-byte mask
+	opClose   = 0x8
+	opPong    = 0xA
+)
+
+// headerSize is the size of a frame header whose second byte is b1.
+func headerSize(b1 byte) int {
+	n := 2
+	switch b1 & 0x7f {
+	case 126:
+		n += 2
+	case 127:
+		n += 8
+	}
+	if b1&0x80 != 0 { // masked: a client's frame
+		n += 4
+	}
+	return n
+}
+
+// payloadLength reads a complete header's payload length.
+func payloadLength(head []byte) uint64 {
+	switch l := uint64(head[1] & 0x7f); l {
+	case 126:
+		return uint64(binary.BigEndian.Uint16(head[2:4]))
+	case 127:
+		return binary.BigEndian.Uint64(head[2:10])
+	default:
+		return l
 	}
 }

@@ -238,3 +238,119 @@ func TestPingGoesBetweenFrames(t *testing.T) {
 		t.Fatalf("ping after the close frame: %v", err)
 	}
 }
+
+// filterInPieces runs a pongFilter over stream cut at cuts and returns what
+// it kept and how many pongs it took out.
+func filterInPieces(t testing.TB, stream []byte, cuts []int) ([]byte, int) {
+	var f pongFilter
+	var kept []byte
+	pongs, pos := 0, 0
+	for _, cut := range append(cuts, len(stream)) {
+		cut = min(max(cut, pos), len(stream))
+		piece := append([]byte(nil), stream[pos:cut]...) // filter works in place
+		k, n, err := f.filter(piece)
+		if err != nil {
+			t.Fatalf("filter: %v", err)
+		}
+		kept = append(kept, k...)
+		pongs += n
+		pos = cut
+	}
+	return kept, pongs
+}
+
+func TestPongFilterTakesOutPongsOnly(t *testing.T) {
+	text := frame(0x1, 20, true)
+	big := frame(0x2, 70_000, true)
+	first, last := []byte{0x01, 0x82, 1, 2, 3, 4, 'a', 'b'}, []byte{0x80, 0x81, 1, 2, 3, 4, 'c'} // a fragmented message
+	pong := frame(0xA, 0, true)
+	pongWithData := frame(0xA, 125, true)
+	for _, tc := range []struct {
+		name   string
+		frames [][]byte
+	}{
+		{"only a pong", [][]byte{pong}},
+		{"pongs around data", [][]byte{pong, text, pongWithData, text, pong}},
+		{"between fragments", [][]byte{first, pong, last}},
+		{"a ping is kept", [][]byte{frame(0x9, 3, true), pong}},
+		{"large data", [][]byte{pong, big, pong}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stream, want []byte
+			wantPongs := 0
+			for _, f := range tc.frames {
+				stream = append(stream, f...)
+				if f[0]&0x0f == 0xA {
+					wantPongs++
+				} else {
+					want = append(want, f...)
+				}
+			}
+			check := func(cuts []int) {
+				kept, pongs := filterInPieces(t, stream, cuts)
+				if !bytes.Equal(kept, want) || pongs != wantPongs {
+					t.Fatalf("cuts %v: kept %d bytes (want %d), %d pongs (want %d)", cuts, len(kept), len(want), pongs, wantPongs)
+				}
+			}
+			check(nil)
+			for cut := 0; cut <= len(stream); cut++ {
+				if len(stream) > 2000 && cut > 20 && len(stream)-cut > 20 {
+					continue
+				}
+				check([]int{cut})
+			}
+			if len(stream) < 2000 {
+				var all []int
+				for i := 1; i < len(stream); i++ {
+					all = append(all, i)
+				}
+				check(all)
+			}
+		})
+	}
+}
+
+func TestPongFilterRejectsInvalidPongs(t *testing.T) {
+	for name, stream := range map[string][]byte{
+		"longer than a control frame": frame(0xA, 126, true),
+		"fragmented":                  {0x0A, 0x80, 1, 2, 3, 4},
+	} {
+		var f pongFilter
+		if _, _, err := f.filter(stream); !errors.Is(err, errBadPong) {
+			t.Errorf("%s: %v, want errBadPong", name, err)
+		}
+	}
+}
+
+func FuzzPongFilter(f *testing.F) {
+	f.Add([]byte{3, 10, 0, 1, 5}, []byte{1, 5, 9})
+	f.Fuzz(func(t *testing.T, sizes, cuts []byte) {
+		var stream, want []byte
+		wantPongs := 0
+		for i, s := range sizes {
+			var fr []byte
+			if i%3 == 0 { // a pong, at most 125 bytes of data
+				fr = frame(0xA, int(s)%126, true)
+				wantPongs++
+			} else {
+				fr = frame(byte(i%2)+1, int(s)*(1+i%2*299), true)
+				want = append(want, fr...)
+			}
+			stream = append(stream, fr...)
+		}
+		var at []int
+		pos := 0
+		for _, c := range cuts {
+			pos += int(c)
+			at = append(at, pos)
+		}
+		kept, pongs := filterInPieces(t, stream, at)
+		if !bytes.Equal(kept, want) || pongs != wantPongs {
+			t.Fatalf("kept %d bytes (want %d), %d pongs (want %d)", len(kept), len(want), pongs, wantPongs)
+		}
+		// Garbage must not make it panic.
+		var g pongFilter
+		_, _, _ = g.filter(append([]byte(nil), cuts...))
+		_, _, _ = g.filter(append([]byte(nil), sizes...))
+	})
+}

@@ -356,17 +356,15 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	var cork *corkedConn
 	cw := &wsbuf.Writer{ResponseWriter: w, Wrap: func(c net.Conn) net.Conn { cork = &corkedConn{Conn: c}; return cork }}
-	// c is set before its reader starts, and pongs are seen by the reader.
-	var c *wsConn
-	ws, err := websocket.Accept(cw, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.WS.Origins,
-		OnPongReceived: func(context.Context, []byte) { c.pong() }})
+	ws, err := websocket.Accept(cw, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.WS.Origins})
 	if err != nil {
 		s.log.Info("websocket upgrade failed", zap.String("remote", r.RemoteAddr), zap.Error(err))
 		return
 	}
 	ws.SetReadLimit(s.cfg.WS.MaxMessage)
-	c = newWSConn(s.base, &s.writers, ws, cork, id.AgentID, r.RemoteAddr, &s.cfg.WS, s.cfg.Limits.SendQueue, s.connLog)
+	c := newWSConn(s.base, &s.writers, ws, cork, id.AgentID, r.RemoteAddr, &s.cfg.WS, s.cfg.Limits.SendQueue, s.connLog)
 	c.metrics = s.metrics
+	cork.onPong = c.pong // before the reader starts
 	if !s.track(c) {
 		_ = ws.Close(websocket.StatusCode(protocol.CloseGoingAway), "broker shutting down")
 		return
