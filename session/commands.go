@@ -77,9 +77,9 @@ func (s *Session) sessionCommand(req protocol.Request) (json.RawMessage, *protoc
 		if f != nil {
 			return nil, f
 		}
-		s.realtime = d.Realtime
+		s.ab.realtime = d.Realtime // addressBook made s.ab
 		s.m.dir.setRealtime(s, d.Realtime)
-		s.lastBook, s.lastBookAt = msg, time.Now()
+		s.ab.last, s.ab.lastAt = msg, time.Now()
 		return msg, nil
 	}
 	return nil, protocol.Failf(protocol.CodeUnknownCommand, "unknown command %q", req.Command)
@@ -137,7 +137,7 @@ func (s *Session) newChannel(spec protocol.ChannelSpec, group string, now time.T
 func (s *Session) addChannel(spec protocol.ChannelSpec, group string) {
 	now := time.Now()
 	c := s.newChannel(spec, group, now)
-	if h := s.m.dir.holder(endpointOf(c.Spec())); h != "" && h != s.agentID {
+	if h := s.m.dir.holder(endpointOf(c.Spec())); h != "" && h != s.ident.AgentID {
 		_, _ = c.Apply(channel.Intent{Event: channel.EvEndpointTaken}, now)
 	}
 	s.m.audit.Info("channel created", s.auditFields(c, "agent")...)
@@ -181,7 +181,7 @@ func (s *Session) removeChannel(data json.RawMessage) *protocol.Failure {
 	}
 	ep := endpointOf(c.Spec())
 	s.m.dir.unwatch(ep, s)
-	s.m.dir.release(ep, s.agentID)
+	s.m.dir.release(ep, s.ident.AgentID)
 	s.stopACWTimer(c)
 	for i, x := range s.channels {
 		if x == c {
@@ -236,7 +236,7 @@ func (s *Session) logout(data json.RawMessage) *protocol.Failure {
 	s.stateUpdated()
 	s.recordEnd(time.Now())
 	s.emit(s.id, protocol.EvSessionEnded, protocol.SessionEnded{Reason: "logout", LogoutCode: reason.Code})
-	s.m.audit.Info("session logged out", zap.String("agent", s.agentID), zap.String("session", s.id), zap.String("reason", reason.Code))
+	s.m.audit.Info("session logged out", zap.String("agent", s.ident.AgentID), zap.String("session", s.id), zap.String("reason", reason.Code))
 	code := protocol.CloseSessionEnded
 	s.endWith = &code
 	return nil
@@ -274,12 +274,12 @@ func (s *Session) adapterApply(c *channel.Channel, in channel.Intent) *protocol.
 	switch in.Event {
 	case channel.EvActivate:
 		ep := endpointOf(c.Spec())
-		if holder, ok := s.m.dir.claim(ep, s.agentID, false); !ok {
+		if holder, ok := s.m.dir.claim(ep, s.ident.AgentID, false); !ok {
 			return protocol.Failf(protocol.CodeInvalidState, "%s is not allowed: endpoint %s %s is in use by %s", in.Command, ep.Type, ep.Name, holder)
 		}
 		f := s.call(func(ctx context.Context) error { return ad.Activate(ctx, ref, in.Queues) })
 		if f != nil {
-			s.m.dir.release(ep, s.agentID)
+			s.m.dir.release(ep, s.ident.AgentID)
 		}
 		return f
 	case channel.EvDeactivate:
@@ -302,7 +302,7 @@ func (s *Session) applyIntent(c *channel.Channel, in channel.Intent, cause strin
 		return
 	}
 	if in.Event == channel.EvDeactivate {
-		s.m.dir.release(endpointOf(c.Spec()), s.agentID)
+		s.m.dir.release(endpointOf(c.Spec()), s.ident.AgentID)
 	}
 	if changed {
 		s.changed(c, before, cause)
@@ -326,7 +326,7 @@ func (s *Session) changed(c *channel.Channel, before protocol.ChannelInfo, cause
 
 func (s *Session) auditFields(c *channel.Channel, cause string) []zap.Field {
 	info := c.Info()
-	return []zap.Field{zap.String("agent", s.agentID), zap.String("session", s.id), zap.String("channel", c.ID()),
+	return []zap.Field{zap.String("agent", s.ident.AgentID), zap.String("session", s.id), zap.String("channel", c.ID()),
 		zap.String("group", c.Group()), zap.String("state", info.State), zap.String("status", info.AgentStatus.Status),
 		zap.String("reason", info.AgentStatus.LastReasonCode), zap.String("cause", cause)}
 }

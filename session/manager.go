@@ -365,7 +365,7 @@ func (m *Manager) owner(sessionID string) string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if s := m.byID[sessionID]; s != nil {
-		return s.agentID
+		return s.ident.AgentID
 	}
 	return ""
 }

@@ -57,12 +57,11 @@ type op struct {
 
 // Session is one agent's session. See the package doc for ownership.
 type Session struct {
-	m       *Manager
-	id      string
-	agentID string
-	key     string // registry and store key (supervisors: "sup:<id>")
-	ident   Identity
-	teams   []string
+	m     *Manager
+	id    string
+	key   string // registry and store key (supervisors: "sup:<id>")
+	ident Identity
+	teams []string
 
 	// The mailbox, guarded by mu. A goroutine runs only while ops are
 	// queued (running); an idle session has none.
@@ -70,20 +69,20 @@ type Session struct {
 	queue   []op
 	cmds    int           // commands queued or being handled, at most the inbox size
 	room    chan struct{} // closed when a command is done; made by a waiting Submit
-	running bool
-	closed  bool
 	done    chan struct{}
 	err     error // why the session could not start; set before done closes
+	running bool
+	closed  bool
 
-	abDirty atomic.Bool
 	// leaseGone: the session stopped renewing its lease (Manager.leaseMu).
 	leaseGone bool
+	abDirty   atomic.Bool
 
 	// Owned by the goroutine running the session's ops.
 	conn     Conn
 	channels []*channel.Channel
 	groups   []string
-	created  time.Time
+	created  int64 // Unix ms, as the snapshot and the timeline keep it
 	// seq is the last seq handed out; committed the last one stored. Events
 	// in outbox (seq committed+1..seq) are delivered only once committed.
 	seq       uint64
@@ -95,26 +94,17 @@ type Session struct {
 	// as one batch at the end of the op (one write for a reply and its events).
 	wire     [][]byte
 	timeline [][]byte // timeline entries not yet committed
-	unsynced bool     // a commit failed; retrySync is scheduled
 	record   *store.Record
 	restored time.Time
 	// status and statusSince: the aggregate status and when it started.
 	status      string
 	statusSince time.Time
 	subs        map[string]*subscription // supervisor subscriptions by id
-	// forcePersist commits the snapshot even without events (supervisor
-	// subscriptions changed).
-	forcePersist bool
-	topics       []string
-	envPrefix    []byte
-	replies      replies
-	stateDirty   bool
-	presenceSent bool
-	catalog      *channel.Catalog
-	book         *protocol.AddressBooks
-	realtime     bool
-	lastBook     []byte
-	lastBookAt   time.Time
+	topics      []string
+	envPrefix   []byte
+	replies     replies
+	catalog     *channel.Catalog
+	ab          *addressBookState // made by the first address book request
 	// grace runs while no connection is attached; graceGen tells a stale
 	// expiry (the timer fired as a connection attached) from the current one.
 	grace     *time.Timer
@@ -123,15 +113,32 @@ type Session struct {
 	acwTimers map[string]*time.Timer
 	started   map[string]time.Time // interaction id -> start, for handle times
 	endWith   *protocol.CloseCode  // end the session after this op's messages
-	ended     bool
+
+	// Flags, together to save the padding each would cost.
+	unsynced bool // a commit failed; retrySync is scheduled
+	// forcePersist commits the snapshot even without events (supervisor
+	// subscriptions changed).
+	forcePersist bool
+	stateDirty   bool
+	presenceSent bool
+	ended        bool
 	// handedOver: another node owns the session now (or this node is
 	// shutting down): keep it in the store.
 	handedOver bool
 }
 
+// addressBookState is what a session keeps of the address book it sent;
+// most agents never ask for one.
+type addressBookState struct {
+	book     *protocol.AddressBooks
+	realtime bool // refreshed when presence changes
+	last     []byte
+	lastAt   time.Time
+}
+
 func newSession(m *Manager, id string, ident Identity) *Session {
 	s := &Session{
-		m: m, id: id, agentID: ident.AgentID, key: ident.key(), ident: ident, teams: ident.Teams, created: time.Now(),
+		m: m, id: id, key: ident.key(), ident: ident, teams: ident.Teams, created: time.Now().UnixMilli(),
 		done:    make(chan struct{}),
 		replies: newReplies(m.opts.RequestIDTTL, m.opts.RequestIDLimit),
 	}
@@ -144,9 +151,9 @@ func newSession(m *Manager, id string, ident Identity) *Session {
 func (s *Session) setTopics() {
 	s.topics = nil // a supervisor's events are its own: not published
 	if !s.ident.Supervisor() {
-		s.topics = append([]string{AgentTopic(s.agentID), AllTopic}, s.teamTopics()...)
+		s.topics = append([]string{AgentTopic(s.ident.AgentID), AllTopic}, s.teamTopics()...)
 	}
-	agent, _ := json.Marshal(s.agentID)
+	agent, _ := json.Marshal(s.ident.AgentID)
 	s.envPrefix = []byte(`{"agent":` + string(agent) + `,"session":"` + s.id + `","seq":`)
 }
 
@@ -162,14 +169,14 @@ func (s *Session) teamTopics() []string {
 // nothing unless the line is written: a logger kept per session would cost
 // every idle session.
 func (s *Session) logger() lazylog.Logger {
-	return lazylog.New(s.m.sessLog, zap.String("agent", s.agentID), zap.String("session", s.id))
+	return lazylog.New(s.m.sessLog, zap.String("agent", s.ident.AgentID), zap.String("session", s.id))
 }
 
 // ID returns the session id.
 func (s *Session) ID() string { return s.id }
 
 // AgentID returns the agent owning the session.
-func (s *Session) AgentID() string { return s.agentID }
+func (s *Session) AgentID() string { return s.ident.AgentID }
 
 // Done is closed when the session has ended.
 func (s *Session) Done() <-chan struct{} { return s.done }
@@ -373,7 +380,7 @@ func (s *Session) cleanup() {
 	}
 	s.m.dir.setRealtime(s, false)
 	if s.presenceSent {
-		s.m.dir.publish(Presence{AgentID: s.agentID})
+		s.m.dir.publish(Presence{AgentID: s.ident.AgentID})
 	}
 	for _, t := range s.acwTimers {
 		t.Stop()
@@ -395,7 +402,7 @@ func (s *Session) init() error {
 		if err := s.initFromSwitch(); err != nil {
 			return err
 		}
-		s.timeline = append([][]byte{s.entry(history.Entry{Kind: history.KindStart, Teams: s.teams, At: s.created.UnixMilli()})}, s.timeline...)
+		s.timeline = append([][]byte{s.entry(history.Entry{Kind: history.KindStart, Teams: s.teams, At: s.created})}, s.timeline...)
 	}
 	if err := s.persist(nil, true); err != nil {
 		return fmt.Errorf("storing the new session: %w", err)
@@ -421,7 +428,7 @@ type snapshot struct {
 }
 
 func (s *Session) snapshot() []byte {
-	snap := snapshot{SessionID: s.id, AgentID: s.agentID, Teams: s.teams, Created: s.created.UnixMilli(),
+	snap := snapshot{SessionID: s.id, AgentID: s.ident.AgentID, Teams: s.teams, Created: s.created,
 		Seq: s.seq, Groups: s.groups, Channels: make([]channel.Saved, len(s.channels)),
 		StatusSince: s.statusSince.UnixMilli(), Role: s.ident.Role, AllTeams: s.ident.AllTeams}
 	for id, sub := range s.subs {
@@ -450,12 +457,12 @@ func (s *Session) restore(rec store.Record) error {
 		s.channels = append(s.channels, c)
 		s.m.dir.watch(endpointOf(c.Spec()), s)
 		if c.Active() {
-			s.m.dir.claim(endpointOf(c.Spec()), s.agentID, true)
+			s.m.dir.claim(endpointOf(c.Spec()), s.ident.AgentID, true)
 		}
 		s.syncACWTimer(c)
 	}
 	s.groups, s.seq, s.committed, s.version = snap.Groups, snap.Seq, snap.Seq, rec.Version
-	s.created, s.restored = time.UnixMilli(snap.Created), time.Now()
+	s.created, s.restored = snap.Created, time.Now()
 	s.statusSince = time.UnixMilli(snap.StatusSince)
 	if len(s.teams) == 0 && len(snap.Teams) > 0 {
 		s.teams = snap.Teams
@@ -479,7 +486,7 @@ func (s *Session) restore(rec store.Record) error {
 func (s *Session) initFromSwitch() error {
 	if len(s.teams) == 0 {
 		if f := s.call(func(ctx context.Context) (err error) {
-			s.teams, err = s.m.adapter.Teams(ctx, s.agentID)
+			s.teams, err = s.m.adapter.Teams(ctx, s.ident.AgentID)
 			return err
 		}); f != nil {
 			return fmt.Errorf("reading the agent's teams from the switch: %s", f.Message)
@@ -488,7 +495,7 @@ func (s *Session) initFromSwitch() error {
 	}
 	var logins []adapters.Login
 	if f := s.call(func(ctx context.Context) (err error) {
-		logins, err = s.m.adapter.Logins(ctx, s.agentID)
+		logins, err = s.m.adapter.Logins(ctx, s.ident.AgentID)
 		return err
 	}); f != nil {
 		return fmt.Errorf("reading the agent's logins from the switch: %s", f.Message)
@@ -510,7 +517,7 @@ func (s *Session) initFromSwitch() error {
 				s.logger().Warn("switch reported an unknown status", zap.String("channel", l.Channel.ID), zap.Error(err))
 				state, _ = channel.MachineState(protocol.StateActive, protocol.StatusNotReady)
 			}
-			s.m.dir.claim(endpointOf(l.Channel), s.agentID, true)
+			s.m.dir.claim(endpointOf(l.Channel), s.ident.AgentID, true)
 			c.Force(state, s.reasonFor(l.ReasonCode), now)
 			s.syncACWTimer(c)
 		}
@@ -565,7 +572,7 @@ func (s *Session) attach(conn Conn, since *uint64, created bool) error {
 
 func (s *Session) emitInitialized(resumed bool) {
 	s.emit(s.id, protocol.EvSessionInitialized, protocol.SessionInitialized{
-		SessionID: s.id, AgentID: s.agentID, Resumed: resumed, Teams: s.teams, Seq: s.seq + 1})
+		SessionID: s.id, AgentID: s.ident.AgentID, Resumed: resumed, Teams: s.teams, Seq: s.seq + 1})
 }
 
 func (s *Session) detach(conn Conn) {
@@ -616,7 +623,7 @@ func (s *Session) expire() {
 		}
 	}
 	s.recordEnd(time.Now())
-	s.m.audit.Info("session expired", zap.String("agent", s.agentID), zap.String("session", s.id), zap.String("onexpire", s.m.opts.OnExpire))
+	s.m.audit.Info("session expired", zap.String("agent", s.ident.AgentID), zap.String("session", s.id), zap.String("onexpire", s.m.opts.OnExpire))
 }
 
 // finish ends the session after its last messages were queued.
@@ -731,7 +738,7 @@ func (s *Session) publishPresence(st protocol.StateUpdated) {
 		s.status, s.statusSince = st.Status, time.Now()
 	}
 	s.presenceSent = true
-	s.m.dir.publish(Presence{AgentID: s.agentID, SessionID: s.id, Teams: s.teams, Status: st.Status,
+	s.m.dir.publish(Presence{AgentID: s.ident.AgentID, SessionID: s.id, Teams: s.teams, Status: st.Status,
 		StatusSince: s.statusSince, Channels: st.Channels, Seq: s.seq})
 }
 
@@ -740,7 +747,7 @@ func (s *Session) state() protocol.StateUpdated {
 	for i, c := range s.channels {
 		chans[i] = c.Snapshot()
 	}
-	return protocol.StateUpdated{AgentID: s.agentID, Status: protocol.AggregateStatus(chans), Channels: chans}
+	return protocol.StateUpdated{AgentID: s.ident.AgentID, Status: protocol.AggregateStatus(chans), Channels: chans}
 }
 
 // flush commits what the op changed and then delivers its events.
@@ -780,7 +787,7 @@ func (s *Session) persist(replies []store.Reply, force bool) error {
 	if s.unsynced && !force {
 		return errUnsynced
 	}
-	c := store.Commit{SessionID: s.id, AgentID: s.agentID, Node: s.m.opts.Node, Version: s.version,
+	c := store.Commit{SessionID: s.id, AgentID: s.ident.AgentID, Node: s.m.opts.Node, Version: s.version,
 		Events: s.outbox, Topics: s.topics, Timeline: s.timeline, Replies: replies, LeaseTTL: s.m.opts.LeaseTTL}
 	if s.m.store.Durable() {
 		c.Snapshot = s.snapshot()
@@ -827,7 +834,7 @@ func (s *Session) retrySync() {
 
 // entry encodes a timeline entry of this session.
 func (s *Session) entry(e history.Entry) []byte {
-	e.Agent, e.Session = s.agentID, s.id
+	e.Agent, e.Session = s.ident.AgentID, s.id
 	b, _ := json.Marshal(e)
 	return b
 }
@@ -967,7 +974,7 @@ func (s *Session) execute(in protocol.Inbound) (reply protocol.Reply) {
 		return protocol.FailureReply(in, protocol.Failf(protocol.CodeInvalidTarget, "%v", err))
 	}
 	if tgt.Session != s.id {
-		if owner := s.m.owner(tgt.Session); owner != "" && owner != s.agentID {
+		if owner := s.m.owner(tgt.Session); owner != "" && owner != s.ident.AgentID {
 			return protocol.FailureReply(in, protocol.Failf(protocol.CodeForbidden, "session %s belongs to another agent", tgt.Session))
 		}
 		return protocol.FailureReply(in, protocol.Failf(protocol.CodeNotFound, "no session %s", tgt.Session))
@@ -1057,7 +1064,7 @@ func (s *Session) call(f func(ctx context.Context) error) *protocol.Failure {
 }
 
 func (s *Session) ref(c *channel.Channel) adapters.ChannelRef {
-	return adapters.ChannelRef{AgentID: s.agentID, GroupID: c.Group(), Channel: c.Spec()}
+	return adapters.ChannelRef{AgentID: s.ident.AgentID, GroupID: c.Group(), Channel: c.Spec()}
 }
 
 // loadCatalog returns the cached reason catalogs, fetching them once.
@@ -1067,10 +1074,10 @@ func (s *Session) loadCatalog() (*channel.Catalog, *protocol.Failure) {
 	}
 	cat := &channel.Catalog{}
 	if f := s.call(func(ctx context.Context) (err error) {
-		if cat.NotReady, err = s.m.adapter.NotReadyReasons(ctx, s.agentID); err != nil {
+		if cat.NotReady, err = s.m.adapter.NotReadyReasons(ctx, s.ident.AgentID); err != nil {
 			return err
 		}
-		cat.Logout, err = s.m.adapter.LogoutReasons(ctx, s.agentID)
+		cat.Logout, err = s.m.adapter.LogoutReasons(ctx, s.ident.AgentID)
 		return err
 	}); f != nil {
 		return nil, f

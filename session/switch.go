@@ -23,7 +23,7 @@ func (s *Session) onSwitchEvent(ev adapters.Event) {
 		s.onStatusForced(ev)
 	case adapters.AgentLegFailed:
 		s.emit(s.id, protocol.EvAgentLegFailed, protocol.AgentLegFailed{Error: ev.Error, Channel: ev.ChannelID})
-		s.m.audit.Info("agent leg failed", zap.String("agent", s.agentID), zap.String("session", s.id), zap.String("error", ev.Error))
+		s.m.audit.Info("agent leg failed", zap.String("agent", s.ident.AgentID), zap.String("session", s.id), zap.String("error", ev.Error))
 	case adapters.CatalogChanged:
 		s.catalog = nil
 		cat, f := s.loadCatalog()
@@ -34,7 +34,9 @@ func (s *Session) onSwitchEvent(ev adapters.Event) {
 		s.emitCatalog(protocol.CmdNotReadyReasons, cat)
 		s.emitCatalog(protocol.CmdLogoutReasons, cat)
 	case adapters.AddressBookChanged:
-		s.book = nil
+		if s.ab != nil {
+			s.ab.book = nil
+		}
 		s.refreshAddressBook()
 	}
 }
@@ -97,13 +99,13 @@ func (s *Session) onStatusForced(ev adapters.Event) {
 	ep := endpointOf(c.Spec())
 	before := c.Info()
 	if ev.State == protocol.StateActive {
-		s.m.dir.claim(ep, s.agentID, true)
+		s.m.dir.claim(ep, s.ident.AgentID, true)
 	}
 	if c.Force(state, s.reasonFor(ev.ReasonCode), time.Now()) {
 		s.changed(c, before, "switch.forced")
 	}
 	if ev.State != protocol.StateActive {
-		s.m.dir.release(ep, s.agentID)
+		s.m.dir.release(ep, s.ident.AgentID)
 	}
 }
 
@@ -116,7 +118,7 @@ func (s *Session) onEndpointChanged(ep adapters.Endpoint) {
 			continue
 		}
 		ev := channel.EvEndpointFreed
-		if holder != "" && holder != s.agentID {
+		if holder != "" && holder != s.ident.AgentID {
 			ev = channel.EvEndpointTaken
 		}
 		in := channel.Intent{Command: string(ev), Event: ev}
@@ -190,10 +192,13 @@ func (s *Session) onACWTimeout(id string, gen uint64) {
 
 // addressBook returns the encoded address book with live properties.
 func (s *Session) addressBook() ([]byte, *protocol.Failure) {
-	if s.book == nil {
+	if s.ab == nil {
+		s.ab = &addressBookState{}
+	}
+	if s.ab.book == nil {
 		var book protocol.AddressBooks
 		if f := s.call(func(ctx context.Context) (err error) {
-			book, err = s.m.adapter.AddressBook(ctx, s.agentID)
+			book, err = s.m.adapter.AddressBook(ctx, s.ident.AgentID)
 			return err
 		}); f != nil {
 			return nil, f
@@ -201,10 +206,10 @@ func (s *Session) addressBook() ([]byte, *protocol.Failure) {
 		if book.AddressBooks == nil {
 			book.AddressBooks = []protocol.AddressBook{}
 		}
-		s.book = &book
+		s.ab.book = &book
 	}
-	s.m.dir.fillAddressBook(s.book)
-	msg, err := json.Marshal(s.book)
+	s.m.dir.fillAddressBook(s.ab.book)
+	msg, err := json.Marshal(s.ab.book)
 	if err != nil {
 		return nil, protocol.Failf(protocol.CodeInternal, "address book could not be encoded: %v", err)
 	}
@@ -219,7 +224,11 @@ func (s *Session) markAddressBookDirty() {
 		return
 	}
 	s.post(func(s *Session) {
-		wait := s.m.opts.AddressBookInterval - time.Since(s.lastBookAt)
+		var last time.Time
+		if s.ab != nil {
+			last = s.ab.lastAt
+		}
+		wait := s.m.opts.AddressBookInterval - time.Since(last)
 		if wait <= 0 {
 			s.refreshAddressBook()
 			return
@@ -230,7 +239,7 @@ func (s *Session) markAddressBookDirty() {
 
 func (s *Session) refreshAddressBook() {
 	s.abDirty.Store(false)
-	if !s.realtime {
+	if s.ab == nil || !s.ab.realtime {
 		return
 	}
 	msg, f := s.addressBook()
@@ -238,10 +247,10 @@ func (s *Session) refreshAddressBook() {
 		s.logger().Warn("could not refresh the address book", zap.String("failure", f.Error()))
 		return
 	}
-	s.lastBookAt = time.Now()
-	if string(msg) == string(s.lastBook) {
+	s.ab.lastAt = time.Now()
+	if string(msg) == string(s.ab.last) {
 		return
 	}
-	s.lastBook = msg
+	s.ab.last = msg
 	s.emit(s.id, protocol.EvAddressBookUpdated, json.RawMessage(msg))
 }
