@@ -27,8 +27,8 @@ fuzz:
 	$(GO) test ./protocol -run '^$$' -fuzz FuzzDecodeRequest -fuzztime $(FUZZTIME)
 	$(GO) test ./protocol -run '^$$' -fuzz FuzzParseTarget -fuzztime $(FUZZTIME)
 	$(GO) test ./channel -run '^$$' -fuzz FuzzParseCommand -fuzztime $(FUZZTIME)
-	$(GO) test ./broker -run '^$$' -fuzz FuzzFrameTracker -fuzztime $(FUZZTIME)
-	$(GO) test ./broker -run '^$$' -fuzz FuzzPongFilter -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/wsbuf -run '^$$' -fuzz FuzzFrameTracker -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/wsbuf -run '^$$' -fuzz FuzzPongFilter -fuzztime $(FUZZTIME)
 
 # Benchmarks (figures, and the commands that made them: docs/benchmarks.md):
 # Go micro-benchmarks, socket-level memory vs Redis benchmarks (need

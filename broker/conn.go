@@ -13,6 +13,7 @@ import (
 
 	"github.com/ctibroker/ctibroker/internal/lazylog"
 	"github.com/ctibroker/ctibroker/internal/workers"
+	"github.com/ctibroker/ctibroker/internal/wsbuf"
 	"github.com/ctibroker/ctibroker/metrics"
 	"github.com/ctibroker/ctibroker/protocol"
 	"github.com/ctibroker/ctibroker/session"
@@ -27,7 +28,7 @@ import (
 //     At most one runs at a time (writing, under mu), so it is the socket's
 //     only writer of data frames and the only one to send the close frame;
 //   - a ping, from a timer, writes a ping frame between the library's frames
-//     (corkedConn.Ping) and returns; the reader sees the pong (pong), before
+//     (wsbuf.Conn.Ping) and returns; the reader sees the pong (pong), before
 //     the library would.
 //
 // Locking: mu guards queue, queued, writing, closeReq, closing's
@@ -35,7 +36,7 @@ import (
 // socket. closing is also read without mu as a fast path.
 type wsConn struct {
 	ws      *websocket.Conn
-	cork    *corkedConn // the socket under ws: corks batches, sends pings
+	cork    *wsbuf.Conn // the socket under ws: corks batches, sends pings
 	remote  string
 	cfg     *WSConfig
 	metrics *metrics.Metrics
@@ -76,7 +77,7 @@ type closeRequest struct {
 
 var _ session.Conn = (*wsConn)(nil)
 
-func newWSConn(base context.Context, writers *workers.Pool, ws *websocket.Conn, cork *corkedConn, agent, remote string, cfg *WSConfig, queue int, log *zap.Logger) *wsConn {
+func newWSConn(base context.Context, writers *workers.Pool, ws *websocket.Conn, cork *wsbuf.Conn, agent, remote string, cfg *WSConfig, queue int, log *zap.Logger) *wsConn {
 	return &wsConn{base: base, writers: writers, ws: ws, cork: cork, agent: agent, remote: remote, cfg: cfg, limit: queue, logBase: log}
 }
 
@@ -103,7 +104,7 @@ func (c *wsConn) startPings() {
 // pingTick runs on the ping timer's goroutine. One timer serves both ends
 // of a ping: armed with the interval it sends one, armed with the timeout
 // while the pong is awaited it closes the connection. The ping goes through
-// the corked connection (see corkedConn) and the reader sees the pong
+// the corked connection (see wsbuf.Conn) and the reader sees the pong
 // (pong): nothing waits in between, and nothing is allocated per ping.
 func (c *wsConn) pingTick() {
 	c.mu.Lock()
@@ -126,7 +127,7 @@ func (c *wsConn) pingTick() {
 	}
 }
 
-// pong runs on the reader's goroutine (corkedConn.Read) for every pong the
+// pong runs on the reader's goroutine (wsbuf.Conn.Read) for every pong the
 // peer sends: the peer is alive, the next ping is due an interval from now.
 func (c *wsConn) pong() {
 	c.mu.Lock()

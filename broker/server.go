@@ -354,8 +354,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 		since = &n
 	}
-	var cork *corkedConn
-	cw := &wsbuf.Writer{ResponseWriter: w, Wrap: func(c net.Conn) net.Conn { cork = &corkedConn{Conn: c}; return cork }}
+	var cork *wsbuf.Conn
+	cw := &wsbuf.Writer{ResponseWriter: w, Wrap: func(c net.Conn) net.Conn { cork = wsbuf.NewConn(c); return cork }}
 	ws, err := websocket.Accept(cw, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.WS.Origins})
 	if err != nil {
 		s.log.Info("websocket upgrade failed", zap.String("remote", r.RemoteAddr), zap.Error(err))
@@ -364,7 +364,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(s.cfg.WS.MaxMessage)
 	c := newWSConn(s.base, &s.writers, ws, cork, id.AgentID, r.RemoteAddr, &s.cfg.WS, s.cfg.Limits.SendQueue, s.connLog)
 	c.metrics = s.metrics
-	cork.onPong = c.pong // before the reader starts
+	cork.OnPong = c.pong // before the reader starts
 	if !s.track(c) {
 		_ = ws.Close(websocket.StatusCode(protocol.CloseGoingAway), "broker shutting down")
 		return

@@ -36,10 +36,11 @@ type EchoOptions struct {
 	// it when the pong has not come within PingTimeout, like the broker.
 	PingInterval, PingTimeout time.Duration
 	// Lean: hold a connection as the broker does, at its cost floor: the
-	// broker's buffers (internal/wsbuf) instead of net/http's 4 KiB each
-	// way, and the reader on a fresh goroutine while the HTTP handler
-	// returns, which releases net/http's per-request state and the
-	// handler's deep stack. Without it, the connection is held the way
+	// broker's socket layer (internal/wsbuf: small buffers, pings that
+	// allocate nothing) instead of net/http's 4 KiB buffers each way and
+	// the library's Ping, and the reader on a fresh goroutine while the
+	// HTTP handler returns, which releases net/http's per-request state and
+	// the handler's deep stack. Without it, the connection is held the way
 	// coder/websocket's examples do.
 	Lean bool
 }
@@ -58,11 +59,11 @@ func ServeEcho(ctx context.Context, ln net.Listener, sizes Sizes, opts EchoOptio
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	serve := func(ws *websocket.Conn) {
+	serve := func(ws *websocket.Conn, raw *wsbuf.Conn) {
 		defer ws.CloseNow()
 		defer conns.Dec()
 		if opts.PingInterval > 0 {
-			p := startPings(ws, opts.PingInterval, opts.PingTimeout)
+			p := startPings(ws, raw, opts.PingInterval, opts.PingTimeout)
 			defer p.stop()
 		}
 		ctx := context.Background()
@@ -83,8 +84,9 @@ func ServeEcho(ctx context.Context, ln net.Listener, sizes Sizes, opts EchoOptio
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		var rw http.ResponseWriter = w
+		var raw *wsbuf.Conn
 		if opts.Lean {
-			rw = &wsbuf.Writer{ResponseWriter: w}
+			rw = &wsbuf.Writer{ResponseWriter: w, Wrap: func(c net.Conn) net.Conn { raw = wsbuf.NewConn(c); return raw }}
 		}
 		ws, err := websocket.Accept(rw, r, nil)
 		if err != nil {
@@ -92,10 +94,10 @@ func ServeEcho(ctx context.Context, ln net.Listener, sizes Sizes, opts EchoOptio
 		}
 		conns.Inc()
 		if opts.Lean {
-			go serve(ws)
+			go serve(ws, raw)
 			return
 		}
-		serve(ws)
+		serve(ws, nil)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
@@ -110,17 +112,25 @@ func ServeEcho(ctx context.Context, ln net.Listener, sizes Sizes, opts EchoOptio
 }
 
 // pinger pings one connection from a timer, as the broker does: no
-// goroutine between pings, and the same timer is the pong deadline.
+// goroutine between pings, and the same timer is the pong deadline. With a
+// wsbuf.Conn (lean) the ping is written and the pong seen below the
+// library, as the broker does; without, through the library's Ping.
 type pinger struct {
 	ws                *websocket.Conn
+	raw               *wsbuf.Conn // nil: the library's Ping
 	interval, timeout time.Duration
 	mu                sync.Mutex
 	t                 *time.Timer
 	awaiting, stopped bool
 }
 
-func startPings(ws *websocket.Conn, interval, timeout time.Duration) *pinger {
-	p := &pinger{ws: ws, interval: interval, timeout: timeout}
+// startPings starts pinging; with raw, set before the connection's reader
+// starts.
+func startPings(ws *websocket.Conn, raw *wsbuf.Conn, interval, timeout time.Duration) *pinger {
+	p := &pinger{ws: ws, raw: raw, interval: interval, timeout: timeout}
+	if raw != nil {
+		raw.OnPong = p.pong
+	}
 	p.mu.Lock()
 	p.t = time.AfterFunc(interval/2+rand.N(interval/2+1), p.tick)
 	p.mu.Unlock()
@@ -141,11 +151,20 @@ func (p *pinger) tick() {
 	p.awaiting = true
 	p.t.Reset(p.timeout)
 	p.mu.Unlock()
-	if p.ws.Ping(context.Background()) != nil {
+	if p.raw != nil {
+		if p.raw.Ping(p.timeout) != nil {
+			p.ws.CloseNow()
+		}
 		return
 	}
+	if p.ws.Ping(context.Background()) == nil {
+		p.pong()
+	}
+}
+
+func (p *pinger) pong() {
 	p.mu.Lock()
-	if !p.stopped {
+	if p.awaiting && !p.stopped {
 		p.awaiting = false
 		p.t.Reset(p.interval)
 	}

@@ -1,5 +1,6 @@
-// Package wsbuf gives coder/websocket small buffers for a hijacked HTTP
-// connection.
+// Package wsbuf is the socket under coder/websocket for connections that
+// mostly sit idle: small buffers (Writer), coalesced writes and pings that
+// cost no allocation (Conn).
 //
 // The library keeps the buffers Hijack returns for the connection's whole
 // life. net/http's are 4 KiB each way, 8 KiB at every idle connection, and
@@ -8,8 +9,8 @@
 //     is read straight into its own buffer;
 //   - writes: the buffer only needs to hold a frame header (up to 14 bytes)
 //     and the start of its payload; the rest is copied through. A caller
-//     that writes many frames coalesces them below (the broker corks the
-//     connection), or each frame costs a system call or two.
+//     that writes many frames corks the Conn, or each frame costs a system
+//     call or two.
 package wsbuf
 
 import (

@@ -1,4 +1,4 @@
-package broker
+package wsbuf
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ func TestCorkedConnCoalescesAndClearsDeadline(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	c := &corkedConn{Conn: a}
+	c := &Conn{Conn: a}
 	got := make(chan []byte, 10)
 	go func() {
 		buf := make([]byte, 64)
@@ -166,7 +166,7 @@ func TestPingGoesBetweenFrames(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	c := &corkedConn{Conn: a}
+	c := &Conn{Conn: a}
 	got := make(chan []byte, 100)
 	go func() {
 		buf := make([]byte, 1024)

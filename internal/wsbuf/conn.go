@@ -1,4 +1,4 @@
-package broker
+package wsbuf
 
 import (
 	"encoding/binary"
@@ -8,7 +8,8 @@ import (
 	"time"
 )
 
-// corkedConn sits between coder/websocket and the socket. It does two things
+// Conn sits between coder/websocket and the socket (Writer's Wrap makes
+// one). It does two things
 // the library cannot do cheaply:
 //   - it coalesces writes: between Cork and Uncork, Write only buffers, and
 //     Uncork sends everything with one write system call. The library
@@ -27,7 +28,7 @@ import (
 // Locking: mu guards corked, buf, frames and pingDue, and is held during
 // every write to the socket, so a control frame written concurrently (a
 // pong from the reader, a ping) goes between frames, never into one.
-type corkedConn struct {
+type Conn struct {
 	net.Conn
 	mu      sync.Mutex
 	corked  bool
@@ -36,9 +37,14 @@ type corkedConn struct {
 	pingDue bool // a ping waits for the frame being written to end
 
 	// The reader's: set before it starts, used only by it.
-	in     pongFilter
-	onPong func() // the peer sent a pong
+	in pongFilter
+	// OnPong is called on the reader's goroutine for every pong the peer
+	// sends. Set it before the reader starts.
+	OnPong func()
 }
+
+// NewConn wraps a hijacked connection.
+func NewConn(c net.Conn) *Conn { return &Conn{Conn: c} }
 
 // pingFrame is a ping without payload, as a server sends it (unmasked).
 var pingFrame = []byte{0x89, 0x00}
@@ -47,13 +53,13 @@ var pingFrame = []byte{0x89, 0x00}
 var corkBuffers = sync.Pool{New: func() any { return new([]byte) }}
 
 // Read reads for the library's reader, without the peer's pongs: they go
-// to onPong instead.
-func (c *corkedConn) Read(p []byte) (int, error) {
+// to OnPong instead.
+func (c *Conn) Read(p []byte) (int, error) {
 	for {
 		n, err := c.Conn.Read(p)
 		kept, pongs, ferr := c.in.filter(p[:n])
-		if pongs > 0 && c.onPong != nil {
-			c.onPong()
+		if pongs > 0 && c.OnPong != nil {
+			c.OnPong()
 		}
 		if ferr != nil {
 			return len(kept), ferr
@@ -65,7 +71,7 @@ func (c *corkedConn) Read(p []byte) (int, error) {
 	}
 }
 
-func (c *corkedConn) Write(p []byte) (int, error) {
+func (c *Conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.frames.consume(p)
@@ -81,7 +87,7 @@ func (c *corkedConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (c *corkedConn) bufferLocked(p []byte) {
+func (c *Conn) bufferLocked(p []byte) {
 	if c.buf == nil {
 		c.buf = (*corkBuffers.Get().(*[]byte))[:0]
 	}
@@ -89,7 +95,7 @@ func (c *corkedConn) bufferLocked(p []byte) {
 }
 
 // pingIfDueLocked sends a pending ping if the stream is between frames.
-func (c *corkedConn) pingIfDueLocked() error {
+func (c *Conn) pingIfDueLocked() error {
 	if !c.pingDue || !c.frames.atBoundary() {
 		return nil
 	}
@@ -107,7 +113,7 @@ func (c *corkedConn) pingIfDueLocked() error {
 
 // Ping sends a ping: now if no frame is half written (within timeout), or
 // right after the frame being written. It fails once the close frame went.
-func (c *corkedConn) Ping(timeout time.Duration) error {
+func (c *Conn) Ping(timeout time.Duration) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.frames.closed {
@@ -129,14 +135,14 @@ func (c *corkedConn) Ping(timeout time.Duration) error {
 }
 
 // Cork starts buffering.
-func (c *corkedConn) Cork() {
+func (c *Conn) Cork() {
 	c.mu.Lock()
 	c.corked = true
 	c.mu.Unlock()
 }
 
 // Uncork writes what was buffered, within timeout, and stops buffering.
-func (c *corkedConn) Uncork(timeout time.Duration) error {
+func (c *Conn) Uncork(timeout time.Duration) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.corked = false
