@@ -354,3 +354,43 @@ func FuzzPongFilter(f *testing.F) {
 		_, _, _ = g.filter(append([]byte(nil), sizes...))
 	})
 }
+
+// The filter and the tracker sit on every byte the broker reads and
+// writes: what they cost per command-sized frame, in 512-byte reads.
+func BenchmarkPongFilter(b *testing.B) {
+	var stream []byte
+	for range 64 {
+		stream = append(stream, frame(0x1, 300, true)...)
+	}
+	buf := make([]byte, len(stream))
+	b.SetBytes(int64(len(stream)))
+	b.ReportAllocs()
+	for b.Loop() {
+		copy(buf, stream)
+		var f pongFilter
+		for p := buf; len(p) > 0; {
+			n := min(len(p), ReadSize)
+			if _, _, err := f.filter(p[:n]); err != nil {
+				b.Fatal(err)
+			}
+			p = p[n:]
+		}
+	}
+}
+
+func BenchmarkFrameTracker(b *testing.B) {
+	var stream []byte
+	for range 64 {
+		stream = append(stream, frame(0x1, 300, false)...)
+	}
+	b.SetBytes(int64(len(stream)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var t frameTracker
+		for p := stream; len(p) > 0; {
+			n := min(len(p), WriteSize)
+			t.consume(p[:n])
+			p = p[n:]
+		}
+	}
+}
