@@ -481,3 +481,110 @@ func TestPingKeepsLivePeersAndDropsDeadOnes(t *testing.T) {
 	default:
 	}
 }
+
+// The broker writes its pings itself, between the library's frames, and
+// takes the pongs out before the library reads: under a stream of replies
+// and events, while the client pings the broker too (the library answers
+// those through the same layer), every message arrives intact and in order,
+// and the connection stays up. (Where exactly a ping goes relative to a
+// half-written frame is TestPingGoesBetweenFrames's: here the window is too
+// rare to hit reliably.)
+func TestPingsInterleaveWithTraffic(t *testing.T) {
+	b := startBroker(t, "CTIBROKER_WS__PINGINTERVAL=1ms", "CTIBROKER_WS__PINGTIMEOUT=5s", "CTIBROKER_LIMITS__COMMANDRATE=0")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var pings atomic.Int32
+	ws, _, err := websocket.Dial(ctx, "ws://"+b.addr+"/v1/ws?agent=alice", &websocket.DialOptions{
+		OnPingReceived: func(context.Context, []byte) bool { pings.Add(1); return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	msgs := make(chan map[string]any, 1024)
+	go func() {
+		defer close(msgs)
+		for {
+			_, data, err := ws.Read(ctx)
+			if err != nil {
+				return
+			}
+			var m map[string]any
+			if err := json.Unmarshal(data, &m); err != nil {
+				t.Errorf("a message arrived garbled: %v: %q", err, data)
+				return
+			}
+			msgs <- m
+		}
+	}()
+	var sid string
+	lastSeq := 0.0
+	// next returns the next message; events' seq must only grow.
+	next := func() map[string]any {
+		t.Helper()
+		m, ok := <-msgs
+		if !ok {
+			t.Fatal("the connection closed")
+		}
+		if seq, ok := m["seq"].(float64); ok {
+			if seq <= lastSeq {
+				t.Fatalf("event seq %v after %v", seq, lastSeq)
+			}
+			lastSeq = seq
+		}
+		return m
+	}
+	for sid == "" {
+		if m := next(); m["name"] == protocol.EvSessionInitialized {
+			sid = m["target"].(string)
+		}
+	}
+	request := func(command, target string, data any) {
+		t.Helper()
+		req, _ := json.Marshal(map[string]any{"command": command, "target": target, "data": data})
+		if err := ws.Write(ctx, websocket.MessageText, req); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			m := next()
+			if r, ok := m["result"]; ok {
+				if r != "success" {
+					t.Fatalf("%s: %v", command, m)
+				}
+				return
+			}
+		}
+	}
+	pingErr := make(chan error, 1)
+	stop := make(chan struct{})
+	go func() { // the client pings the broker meanwhile
+		for {
+			select {
+			case <-stop:
+				pingErr <- nil
+				return
+			default:
+			}
+			if err := ws.Ping(ctx); err != nil {
+				pingErr <- err
+				return
+			}
+		}
+	}()
+	request("session.addchannel", sid, map[string]any{"channel": map[string]string{"id": "p", "name": "1001", "type": "TELEPHONY"}})
+	request("channel.activate", sid+".p", nil)
+	before := pings.Load()
+	for i := range 300 {
+		if i%2 == 0 {
+			request("channel.ready", sid+".p", map[string]any{})
+		} else {
+			request("channel.notready", sid+".p", map[string]string{"reasoncode": "lunch"})
+		}
+	}
+	close(stop)
+	if err := <-pingErr; err != nil {
+		t.Fatalf("the client's pings: %v", err)
+	}
+	if n := pings.Load() - before; n < 10 {
+		t.Fatalf("%d pings from the broker during 300 commands at a 1 ms interval", n)
+	}
+}
