@@ -9,8 +9,7 @@ import (
 )
 
 // Conn sits between coder/websocket and the socket (Writer's Wrap makes
-// one). It does two things
-// the library cannot do cheaply:
+// one). It does two things the library cannot do cheaply:
 //   - it coalesces writes: between Cork and Uncork, Write only buffers, and
 //     Uncork sends everything with one write system call. The library
 //     flushes every frame; corking a batch of queued messages turns one
@@ -77,7 +76,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	c.frames.consume(p)
 	if c.corked {
 		c.bufferLocked(p)
-		c.pingIfDueLocked()
+		_ = c.pingIfDueLocked() // corked: it only buffers
 		return len(p), nil
 	}
 	n, err := c.Conn.Write(p)
