@@ -213,41 +213,31 @@ func RunEcho(ctx context.Context, cfg Config, sizes Sizes) (Report, error) {
 	}
 	cmd, _ := json.Marshal(map[string]any{"command": "channel.ready", "target": "0123456789abcdef01234567.p"})
 	deadline := time.Now().Add(cfg.Duration)
-	var wg sync.WaitGroup
 	t0 := time.Now()
-	for _, ws := range conns {
-		if ws == nil {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer ws.CloseNow()
-			for time.Now().Before(deadline) {
-				if limiter != nil && limiter.Wait(runCtx) != nil {
+	onEach(conns, func(ws *websocket.Conn) {
+		for time.Now().Before(deadline) {
+			if limiter != nil && limiter.Wait(runCtx) != nil {
+				return
+			}
+			t := time.Now()
+			if ws.Write(runCtx, websocket.MessageText, cmd) != nil {
+				return
+			}
+			for k := 0; k <= sizes.Events; k++ {
+				m, _, err := read(runCtx, ws)
+				if err != nil {
 					return
 				}
-				t := time.Now()
-				if ws.Write(runCtx, websocket.MessageText, cmd) != nil {
-					return
-				}
-				for k := 0; k <= sizes.Events; k++ {
-					m, _, err := read(runCtx, ws)
-					if err != nil {
-						return
-					}
-					if k == 0 {
-						st.commands.Add(1)
-						st.record(st.rtt, time.Since(t).Microseconds())
-					} else {
-						st.agentEvents.Add(1)
-						st.record(st.agentLat, time.Now().UnixMilli()-m.Timestamp)
-					}
+				if k == 0 {
+					st.commands.Add(1)
+					st.record(st.rtt, time.Since(t).Microseconds())
+				} else {
+					st.agentEvents.Add(1)
+					st.record(st.agentLat, time.Now().UnixMilli()-m.Timestamp)
 				}
 			}
-		}()
-	}
-	wg.Wait()
+		}
+	})
 	elapsed := time.Since(t0)
 	r := Report{Mode: "bare-websocket", Agents: cfg.Agents, Seconds: elapsed.Seconds(), Connected: st.connected.Load(),
 		ConnectFailures: st.connectFails.Load(), Commands: st.commands.Load(), Failures: st.failures}
@@ -268,6 +258,20 @@ func holdEcho(ctx context.Context, cfg Config, st *stats, conns []*websocket.Con
 	t0 := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
+	onEach(conns, func(ws *websocket.Conn) {
+		for {
+			if _, _, err := ws.Read(ctx); err != nil {
+				return
+			}
+		}
+	})
+	return Report{Mode: "bare-websocket", Agents: cfg.Agents, Seconds: time.Since(t0).Seconds(), Connected: st.connected.Load(),
+		ConnectFailures: st.connectFails.Load(), Failures: st.failures}
+}
+
+// onEach runs f on every open connection, each on a goroutine of its own,
+// closes the connection when f returns, and waits for all of them.
+func onEach(conns []*websocket.Conn, f func(ws *websocket.Conn)) {
 	var wg sync.WaitGroup
 	for _, ws := range conns {
 		if ws == nil {
@@ -277,14 +281,8 @@ func holdEcho(ctx context.Context, cfg Config, st *stats, conns []*websocket.Con
 		go func() {
 			defer wg.Done()
 			defer ws.CloseNow()
-			for {
-				if _, _, err := ws.Read(ctx); err != nil {
-					return
-				}
-			}
+			f(ws)
 		}()
 	}
 	wg.Wait()
-	return Report{Mode: "bare-websocket", Agents: cfg.Agents, Seconds: time.Since(t0).Seconds(), Connected: st.connected.Load(),
-		ConnectFailures: st.connectFails.Load(), Failures: st.failures}
 }

@@ -9,14 +9,14 @@ import (
 	"time"
 )
 
-func TestCorkedConnCoalescesAndClearsDeadline(t *testing.T) {
+// pipeConn returns a Conn over one end of a pipe, and what each read of
+// the other end got.
+func pipeConn(t *testing.T) (*Conn, <-chan []byte) {
 	a, b := net.Pipe()
-	defer a.Close()
-	defer b.Close()
-	c := &Conn{Conn: a}
-	got := make(chan []byte, 10)
+	t.Cleanup(func() { a.Close(); b.Close() })
+	got := make(chan []byte, 100)
 	go func() {
-		buf := make([]byte, 64)
+		buf := make([]byte, 1024)
 		for {
 			n, err := b.Read(buf)
 			if err != nil {
@@ -26,6 +26,11 @@ func TestCorkedConnCoalescesAndClearsDeadline(t *testing.T) {
 			got <- append([]byte(nil), buf[:n]...)
 		}
 	}()
+	return &Conn{Conn: a}, got
+}
+
+func TestCorkedConnCoalescesAndClearsDeadline(t *testing.T) {
+	c, got := pipeConn(t)
 	c.Cork()
 	for _, p := range []string{"one ", "two ", "three"} {
 		if _, err := c.Write([]byte(p)); err != nil {
@@ -163,22 +168,7 @@ func FuzzFrameTracker(f *testing.F) {
 // its end; while corked it joins the batch; after the close frame it is
 // refused.
 func TestPingGoesBetweenFrames(t *testing.T) {
-	a, b := net.Pipe()
-	defer a.Close()
-	defer b.Close()
-	c := &Conn{Conn: a}
-	got := make(chan []byte, 100)
-	go func() {
-		buf := make([]byte, 1024)
-		for {
-			n, err := b.Read(buf)
-			if err != nil {
-				close(got)
-				return
-			}
-			got <- append([]byte(nil), buf[:n]...)
-		}
-	}()
+	c, got := pipeConn(t)
 	read := func(n int) []byte {
 		t.Helper()
 		var out []byte
