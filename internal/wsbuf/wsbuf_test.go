@@ -2,11 +2,13 @@ package wsbuf_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +16,10 @@ import (
 
 	"github.com/ctibroker/ctibroker/internal/wsbuf"
 )
+
+// upgradeRequest is a client's WebSocket handshake, written by hand.
+const upgradeRequest = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+	"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 
 // maskedText is a client's text frame (masked, as clients must send).
 func maskedText(payload string) []byte {
@@ -58,9 +64,7 @@ func TestHijackKeepsBytesSentBeforeTheUpgrade(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			req := "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-				"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-			if _, err := c.Write(append([]byte(req), maskedText(tc.message)...)); err != nil {
+			if _, err := c.Write(append([]byte(upgradeRequest), maskedText(tc.message)...)); err != nil {
 				t.Fatal(err)
 			}
 			status, err := bufio.NewReader(c).ReadString('\n')
@@ -118,5 +122,95 @@ func TestSmallBuffersCarryLargeMessages(t *testing.T) {
 		if string(b) != msg {
 			t.Fatalf("%d bytes: echoed %d bytes, not the same", n, len(b))
 		}
+	}
+}
+
+// clientFrame is a masked frame with first byte b0 (FIN, opcode) and payload.
+func clientFrame(b0 byte, payload []byte) []byte {
+	key := [4]byte{9, 8, 7, 6}
+	f := []byte{b0}
+	if len(payload) < 126 {
+		f = append(f, 0x80|byte(len(payload)))
+	} else {
+		f = append(f, 0x80|126, byte(len(payload)>>8), byte(len(payload)))
+	}
+	f = append(f, key[:]...)
+	for i, c := range payload {
+		f = append(f, c^key[i%4])
+	}
+	return f
+}
+
+// What a peer's pongs get, through the library and Conn: a valid one is
+// reported and taken out of the stream (the message after it arrives); an
+// invalid one fails the read, without a panic, and is not counted.
+func TestConnReportsPongsAndRejectsBadOnes(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		pong    []byte
+		pongs   int32
+		wantErr bool
+	}{
+		{"empty pong", clientFrame(0x8A, nil), 1, false},
+		{"pong with data", clientFrame(0x8A, []byte("abc")), 1, false},
+		{"longer than a control frame", clientFrame(0x8A, bytes.Repeat([]byte("x"), 126)), 0, true},
+		{"fragmented", clientFrame(0x0A, nil), 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var pongs atomic.Int32
+			type result struct {
+				msg string
+				err error
+			}
+			got := make(chan result, 1)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				wrap := func(c net.Conn) net.Conn {
+					conn := wsbuf.NewConn(c)
+					conn.OnPong = func() { pongs.Add(1) }
+					return conn
+				}
+				ws, err := websocket.Accept(&wsbuf.Writer{ResponseWriter: w, Wrap: wrap}, r, nil)
+				if err != nil {
+					t.Errorf("accept: %v", err)
+					return
+				}
+				defer ws.CloseNow()
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_, b, err := ws.Read(ctx)
+				got <- result{string(b), err}
+			}))
+			defer srv.Close()
+			c, err := net.Dial("tcp", srv.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Write([]byte(upgradeRequest)); err != nil {
+				t.Fatal(err)
+			}
+			status, err := bufio.NewReader(c).ReadString('\n')
+			if err != nil || !strings.Contains(status, "101") {
+				t.Fatalf("handshake: %q %v", status, err)
+			}
+			if _, err := c.Write(append(tc.pong, maskedText("after")...)); err != nil {
+				t.Fatal(err)
+			}
+			var r result
+			select {
+			case r = <-got:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the server's read did not return")
+			}
+			switch {
+			case tc.wantErr && r.err == nil:
+				t.Fatalf("read %q, want an error", r.msg)
+			case !tc.wantErr && (r.err != nil || r.msg != "after"):
+				t.Fatalf("read %q, %v; want the message after the pong", r.msg, r.err)
+			}
+			if n := pongs.Load(); n != tc.pongs {
+				t.Fatalf("%d pongs reported, want %d", n, tc.pongs)
+			}
+		})
 	}
 }
