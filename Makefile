@@ -1,5 +1,6 @@
 # ctibroker. `make run` starts a broker on 127.0.0.1:8080 with the embedded
-# defaults; `make test` runs every test with the race detector.
+# defaults; `make test` runs every test with the race detector (and the two
+# that measure stack and allocations once more without it).
 GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
@@ -15,6 +16,7 @@ build:
 
 test: lint
 	$(GO) test -race -count=1 -timeout 8m ./...
+	$(GO) test -count=1 -run 'MinimumStack|AllocatesNothing' ./internal/wsbuf # measured without the race detector
 
 lint:
 	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './.git/*')); \

@@ -20,11 +20,15 @@ import (
 )
 
 // wsConn is one client WebSocket. An idle connection has one goroutine, its
-// reader (readLoop); everything else runs only while there is work:
+// reader (readLoop), parked at the minimum stack; everything else runs only
+// while there is work:
+//   - a read, started by the reader when the peer has sent something, reads
+//     and submits messages until none has come for readLinger. It runs on
+//     the server's pool, whose goroutines keep the stack the library's read
+//     path needs, and the reader waits for it: one read at a time;
 //   - a flush, started by Send or a close request when none is running,
 //     writes the queued batches and returns when the queue is empty. It runs
-//     on the server's writer pool (internal/workers), whose goroutines keep
-//     the stack a write needs.
+//     on the server's pool too.
 //     At most one runs at a time (writing, under mu), so it is the socket's
 //     only writer of data frames and the only one to send the close frame;
 //   - a ping, from a timer, writes a ping frame between the library's frames
@@ -47,8 +51,9 @@ type wsConn struct {
 	// when the broker gives up on a graceful shutdown. abort closes the
 	// socket, which ends reads, writes and pings.
 	base context.Context
-	// writers runs flushes: the server's pool, shared by every connection.
-	writers *workers.Pool
+	// pool runs reads and flushes: the server's, shared by every
+	// connection.
+	pool *workers.Pool
 
 	mu       sync.Mutex
 	queue    [][][]byte // batches to write; grows on demand, nil when idle
@@ -77,8 +82,8 @@ type closeRequest struct {
 
 var _ session.Conn = (*wsConn)(nil)
 
-func newWSConn(base context.Context, writers *workers.Pool, ws *websocket.Conn, cork *wsbuf.Conn, agent, remote string, cfg *WSConfig, queue int, log *zap.Logger) *wsConn {
-	return &wsConn{base: base, writers: writers, ws: ws, cork: cork, agent: agent, remote: remote, cfg: cfg, limit: queue, logBase: log}
+func newWSConn(base context.Context, pool *workers.Pool, ws *websocket.Conn, cork *wsbuf.Conn, agent, remote string, cfg *WSConfig, queue int, log *zap.Logger) *wsConn {
+	return &wsConn{base: base, pool: pool, ws: ws, cork: cork, agent: agent, remote: remote, cfg: cfg, limit: queue, logBase: log}
 }
 
 // logger writes the connection's log lines. It is made per line and costs
@@ -170,7 +175,7 @@ func (c *wsConn) startWriterLocked() {
 	}
 	c.writing = true
 	c.workers.Add(1)
-	c.writers.Go(c.flush)
+	c.pool.Go(c.flush)
 }
 
 // Close implements session.Conn: queued messages are sent first.
@@ -235,7 +240,9 @@ func (c *wsConn) flush() {
 		if req != nil {
 			c.closedBy.Store(int32(req.code))
 			c.logger().Debug("closing connection", zap.Int("code", int(req.code)), zap.String("reason", req.reason))
-			// Close waits for the peer's close frame for a bounded time.
+			// Close waits for the peer's close frame for a bounded time,
+			// reading on this goroutine.
+			c.cork.StopWaiting()
 			_ = c.ws.Close(websocket.StatusCode(req.code), req.reason)
 			return
 		}
@@ -296,21 +303,76 @@ func (c *wsConn) wait() {
 	c.workers.Wait()
 }
 
-// readLoop reads frames and submits them to the session in order until the
-// socket closes. Read gets no context: a context would cost a registration
-// per frame, and abort or the close handshake ends it. The loop keeps a
-// small frame (see Server.runConn).
+// readLoop submits the peer's messages to the session in order until the
+// socket closes. It waits in wsbuf.Conn.WaitReadable, which keeps an idle
+// connection's goroutine at the runtime's minimum stack (2 KiB; the
+// library's read path would double it, see internal/wsbuf/wait.go), and
+// does the reads on the pool. A peer that pings is read here, the
+// library's way (wsbuf.Conn.SawPing).
 func (c *wsConn) readLoop(s *session.Session, limiter *rate.Limiter) {
-	for {
-		typ, frame, err := c.ws.Read(context.Background())
-		if err != nil {
-			c.readEnded(err)
-			return
+	var reading sync.WaitGroup
+	next := readWait
+	read := func() {
+		defer reading.Done()
+		next = c.readAvailable(s, limiter)
+	}
+	for next == readWait {
+		c.cork.WaitReadable()
+		if c.cork.SawPing() {
+			next = readDirect
+			break
 		}
-		if !c.submit(s, limiter, typ, frame) {
-			return
+		reading.Add(1)
+		c.pool.Go(read)
+		reading.Wait()
+	}
+	if next == readDirect {
+		for c.readOne(s, limiter) {
 		}
 	}
+}
+
+// What readLoop does after a read.
+type readNext int
+
+const (
+	readWait   readNext = iota // wait for the peer again
+	readDirect                 // the peer pings: read here from now on
+	readEnded                  // the socket or the session has ended
+)
+
+// readLinger is how long a read waits for the connection's next message
+// before it hands the waiting back to readLoop. A client sending a stream
+// of commands is read without a handoff per message; an agent's desktop,
+// a command every few seconds, pays one per command (about 1 µs).
+const readLinger = 20 * time.Millisecond
+
+// readAvailable reads and submits messages while they come within
+// readLinger of each other.
+func (c *wsConn) readAvailable(s *session.Session, limiter *rate.Limiter) readNext {
+	for {
+		if !c.readOne(s, limiter) {
+			return readEnded
+		}
+		if !c.cork.WaitReadableFor(readLinger) {
+			return readWait
+		}
+		if c.cork.SawPing() {
+			return readDirect
+		}
+	}
+}
+
+// readOne reads a message and submits it; false when the socket or the
+// session has ended. Read gets no context: a context would cost a
+// registration per frame, and abort or the close handshake ends it.
+func (c *wsConn) readOne(s *session.Session, limiter *rate.Limiter) bool {
+	typ, frame, err := c.ws.Read(context.Background())
+	if err != nil {
+		c.readEnded(err)
+		return false
+	}
+	return c.submit(s, limiter, typ, frame)
 }
 
 func (c *wsConn) readEnded(err error) {

@@ -482,6 +482,32 @@ func TestPingKeepsLivePeersAndDropsDeadOnes(t *testing.T) {
 	}
 }
 
+// Many WebSocket stacks ping on their own to keep proxies open. The
+// broker's reader waits below the library, which answers pings: a client
+// that pings is read the library's way from then on, and is answered while
+// idle as while busy, a command between its pings or not.
+func TestClientPingsAreAnsweredIdleOrBusy(t *testing.T) {
+	b := startBroker(t)
+	c, sid := attach(t, b, "agent=alice")
+	ping := func() {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), msgTimeout)
+		defer cancel()
+		if err := c.ws.Ping(ctx); err != nil {
+			t.Fatalf("ping: %v", err)
+		}
+	}
+	ping()
+	ping()
+	if r := c.request(t, protocol.CmdAddChannel, sid, map[string]any{"channel": map[string]string{"id": "p", "name": "1", "type": "TELEPHONY"}}); r["result"] != "success" {
+		t.Fatalf("add channel after pings: %v", r)
+	}
+	ping()
+	if r := c.request(t, protocol.CmdChannelActivate, sid+".p", nil); r["result"] != "success" {
+		t.Fatalf("activate after a ping: %v", r)
+	}
+}
+
 // The broker writes its pings itself, between the library's frames, and
 // takes the pongs out before the library reads: under a stream of replies
 // and events, while the client pings the broker too (the library answers

@@ -66,9 +66,9 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[*wsConn]struct{}
-	// writers runs the connections' flushes (see wsConn).
-	writers workers.Pool
-	wg      sync.WaitGroup // connection handlers
+	// pool runs the connections' reads and flushes (see wsConn).
+	pool workers.Pool
+	wg   sync.WaitGroup // connection handlers
 }
 
 // New builds a server from cfg. It starts nothing; see Serve.
@@ -108,10 +108,10 @@ func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
 	return s, nil
 }
 
-// housekeeping stops idle flush goroutines and, without Redis, drops replay
+// housekeeping stops the pool's idle goroutines and, without Redis, drops replay
 // events older than their TTL, until the server stops.
 func (s *Server) housekeeping() {
-	reap := time.NewTicker(writerMaxIdle)
+	reap := time.NewTicker(poolMaxIdle)
 	defer reap.Stop()
 	var expire <-chan time.Time
 	if s.mem != nil {
@@ -122,7 +122,7 @@ func (s *Server) housekeeping() {
 	for {
 		select {
 		case <-reap.C:
-			s.writers.Reap(writerMaxIdle)
+			s.pool.Reap(poolMaxIdle)
 		case <-expire:
 			s.mem.ExpireEvents()
 		case <-s.base.Done():
@@ -214,8 +214,8 @@ func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 	}
 }
 
-// writerMaxIdle is how long a writer goroutine stays parked for more work.
-const writerMaxIdle = 2 * time.Second
+// poolMaxIdle is how long a pooled goroutine stays parked for more work.
+const poolMaxIdle = 2 * time.Second
 
 // Serve serves on ln until ctx is cancelled, then shuts down gracefully:
 // readiness turns false, every connection is closed with 1001 after its
@@ -267,7 +267,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.abortAll()
 	_ = waitGroup(context.Background(), &s.wg)
 	<-housekeepingDone
-	s.writers.Close() // every connection has finished
+	s.pool.Close() // every connection has finished
 	if merr := s.manager.Shutdown(sctx); merr != nil {
 		s.log.Warn("sessions did not stop in time", zap.Error(merr))
 	}
@@ -362,7 +362,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(s.cfg.WS.MaxMessage)
-	c := newWSConn(s.base, &s.writers, ws, cork, id.AgentID, r.RemoteAddr, &s.cfg.WS, s.cfg.Limits.SendQueue, s.connLog)
+	c := newWSConn(s.base, &s.pool, ws, cork, id.AgentID, r.RemoteAddr, &s.cfg.WS, s.cfg.Limits.SendQueue, s.connLog)
 	c.metrics = s.metrics
 	cork.OnPong = c.pong // before the reader starts
 	if !s.track(c) {
@@ -385,9 +385,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 //
 // An idle connection's only goroutine is this one, parked in readLoop, so
 // its stack is most of what an idle connection costs. It does no deep work
-// (attaching, decoding, logging happen elsewhere), so its stack never grows
-// past 4 KiB: the runtime only grows stacks, and shrinks one only when less
-// than a quarter of it is in use, which a parked reader never is.
+// (attaching, reading, decoding, logging happen elsewhere), so its stack
+// stays at the runtime's 2 KiB minimum.
 func (s *Server) runConn(c *wsConn, sess *session.Session, limiter *rate.Limiter, role string) {
 	c.readLoop(sess, limiter)
 	s.closeConn(c, sess, role)

@@ -1,15 +1,18 @@
 package wsbuf
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
 // Conn sits between coder/websocket and the socket (Writer's Wrap makes
-// one). It does two things the library cannot do cheaply:
+// one). It does three things the library cannot do cheaply (the third,
+// waiting for the peer, is in wait.go):
 //   - it coalesces writes: between Cork and Uncork, Write only buffers, and
 //     Uncork sends everything with one write system call. The library
 //     flushes every frame; corking a batch of queued messages turns one
@@ -35,10 +38,20 @@ type Conn struct {
 	frames  frameTracker
 	pingDue bool // a ping waits for the frame being written to end
 
-	// The reader's: set before it starts, used only by it.
-	in pongFilter
-	// OnPong is called on the reader's goroutine for every pong the peer
-	// sends. Set it before the reader starts.
+	// The read side (wait.go has its locking).
+	rmu     sync.Mutex
+	in      pongFilter
+	br      *bufio.Reader // the library's reader, from Writer.Hijack
+	pend    []byte        // read by WaitReadable, not yet by the library
+	pendBuf *[]byte       // pend's buffer, from pendBuffers
+	pendErr error         // what the socket returned to WaitReadable
+	closing bool          // see StopWaiting
+	// raw and readable are set by the first WaitReadable, on the reader's
+	// goroutine.
+	raw      syscall.RawConn
+	readable func(fd uintptr) bool
+	// OnPong is called for every pong the peer sends, on the goroutine
+	// reading (Read or WaitReadable). Set it before the reader starts.
 	OnPong func()
 }
 
@@ -54,12 +67,18 @@ var corkBuffers = sync.Pool{New: func() any { return new([]byte) }}
 // Read reads for the library's reader, without the peer's pongs: they go
 // to OnPong instead.
 func (c *Conn) Read(p []byte) (int, error) {
+	c.rmu.Lock()
+	n, ok, err := c.readPendingLocked(p)
+	c.rmu.Unlock()
+	if ok {
+		return n, err
+	}
 	for {
 		n, err := c.Conn.Read(p)
+		c.rmu.Lock()
 		kept, pongs, ferr := c.in.filter(p[:n])
-		if pongs > 0 && c.OnPong != nil {
-			c.OnPong()
-		}
+		c.rmu.Unlock()
+		c.reportPongs(pongs)
 		if ferr != nil {
 			return len(kept), ferr
 		}
@@ -204,10 +223,11 @@ func (t *frameTracker) consume(p []byte) {
 // by its frame's first byte, so it is dropped as it comes, without
 // buffering.
 type pongFilter struct {
-	head [maxHeader]byte
-	n    int
-	left uint64
-	drop bool // the current frame is a pong
+	head  [maxHeader]byte
+	n     int
+	left  uint64
+	drop  bool // the current frame is a pong
+	pings bool // a ping has come
 }
 
 // errBadPong: a pong frame that is fragmented or longer than a control
@@ -239,6 +259,7 @@ func (f *pongFilter) filter(p []byte) (kept []byte, pongs int, err error) {
 		i++
 		if f.n == 0 {
 			f.drop = b&0x0f == opPong
+			f.pings = f.pings || b&0x0f == opPing
 		}
 		f.head[f.n] = b
 		f.n++
@@ -267,6 +288,7 @@ func (f *pongFilter) filter(p []byte) (kept []byte, pongs int, err error) {
 const (
 	maxHeader = 14 // 2 bytes, an 8-byte length, a 4-byte mask
 	opClose   = 0x8
+	opPing    = 0x9
 	opPong    = 0xA
 )
 

@@ -1,6 +1,7 @@
 // Package wsbuf is the socket under coder/websocket for connections that
-// mostly sit idle: small buffers (Writer), coalesced writes and pings that
-// cost no allocation (Conn).
+// mostly sit idle: small buffers (Writer), coalesced writes, pings that
+// cost no allocation, and a wait for the peer at the minimum goroutine
+// stack (Conn).
 //
 // The library keeps the buffers Hijack returns for the connection's whole
 // life. net/http's are 4 KiB each way, 8 KiB at every idle connection, and
@@ -51,19 +52,32 @@ func (w *Writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		raw.Close()
 		return nil, nil, fmt.Errorf("flush the handshake: %w", err)
 	}
+	// What the HTTP server read past the request must come first: a client
+	// that sends right after the 101 (written before the hijack) can lose
+	// its first byte to net/http's background read.
+	var early []byte
+	if n := brw.Reader.Buffered(); n > 0 {
+		b, _ := brw.Reader.Peek(n)
+		early = bytes.Clone(b)
+	}
 	conn := raw
 	if w.Wrap != nil {
 		conn = w.Wrap(raw)
 	}
 	r := bufio.NewReaderSize(conn, ReadSize)
-	// What the HTTP server read past the request (rare: clients wait for
-	// the 101) must come first. The library keeps what our reader has
-	// buffered and reads the connection after it, so the bytes go into our
-	// reader's buffer now.
-	if n := brw.Reader.Buffered(); n > 0 {
-		early, _ := brw.Reader.Peek(n)
-		r = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn), max(ReadSize, n))
-		if _, err := r.Peek(n); err != nil {
+	if c, ok := conn.(*Conn); ok {
+		// Conn hands them to the library's first read, through its pong
+		// filter, as every byte the library reads.
+		c.br = r
+		if err := c.setEarly(early); err != nil {
+			raw.Close()
+			return nil, nil, err
+		}
+	} else if len(early) > 0 {
+		// The library keeps what our reader has buffered and reads the
+		// connection after it, so the bytes go into our reader's buffer.
+		r = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(early), conn), max(ReadSize, len(early)))
+		if _, err := r.Peek(len(early)); err != nil {
 			raw.Close()
 			return nil, nil, fmt.Errorf("keep the early bytes: %w", err)
 		}

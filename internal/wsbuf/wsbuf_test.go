@@ -32,24 +32,36 @@ func maskedText(payload string) []byte {
 }
 
 // A client that sends its first frame together with the upgrade request
-// (before the 101) must not lose it: net/http has already buffered it.
+// (before the 101) must not lose it: net/http has already buffered it. A
+// server waiting in WaitReadable must not wait for more: the frame is not
+// on the socket any more.
 func TestHijackKeepsBytesSentBeforeTheUpgrade(t *testing.T) {
 	for _, tc := range []struct {
-		name    string
-		message string
+		name      string
+		message   string
+		waitFirst bool
 	}{
-		{"short", "hello"},
-		{"longest single-byte-length frame", strings.Repeat("x", 125)},
+		{"short", "hello", false},
+		{"longest single-byte-length frame", strings.Repeat("x", 125), false},
+		{"short, WaitReadable first", "hello", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := make(chan string, 1)
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				ws, err := websocket.Accept(&wsbuf.Writer{ResponseWriter: w}, r, nil)
+				var conn *wsbuf.Conn
+				var wrap func(net.Conn) net.Conn // none: the plain small-buffer path
+				if tc.waitFirst {
+					wrap = func(c net.Conn) net.Conn { conn = wsbuf.NewConn(c); return conn }
+				}
+				ws, err := websocket.Accept(&wsbuf.Writer{ResponseWriter: w, Wrap: wrap}, r, nil)
 				if err != nil {
 					t.Errorf("accept: %v", err)
 					return
 				}
 				defer ws.CloseNow()
+				if tc.waitFirst {
+					conn.WaitReadable()
+				}
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
 				_, b, err := ws.Read(ctx)
@@ -80,6 +92,71 @@ func TestHijackKeepsBytesSentBeforeTheUpgrade(t *testing.T) {
 				t.Fatal("the frame sent with the upgrade request never arrived")
 			}
 		})
+	}
+}
+
+// net/http can read a byte past the request in the background, and a
+// client may send right after the 101, which goes out before the hijack: a
+// pong split there must still be taken out, and the filter must stay in
+// step with the frames after it.
+func TestHijackFiltersEarlyBytes(t *testing.T) {
+	var pongs atomic.Int32
+	got := make(chan string, 2)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		wrap := func(c net.Conn) net.Conn {
+			conn := wsbuf.NewConn(c)
+			conn.OnPong = func() { pongs.Add(1) }
+			return conn
+		}
+		ws, err := websocket.Accept(&wsbuf.Writer{ResponseWriter: w, Wrap: wrap}, r, nil)
+		if err != nil {
+			t.Errorf("accept: %v", err)
+			return
+		}
+		defer ws.CloseNow()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for range 2 {
+			_, b, err := ws.Read(ctx)
+			if err != nil {
+				t.Errorf("read: %v", err)
+				return
+			}
+			got <- string(b)
+		}
+	}))
+	defer srv.Close()
+	c, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pong := wsbuf.ClientFrame(0x8A, []byte("early"))
+	if _, err := c.Write(append([]byte(upgradeRequest), pong[:3]...)); err != nil {
+		t.Fatal(err)
+	}
+	status, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || !strings.Contains(status, "101") {
+		t.Fatalf("handshake: %q %v", status, err)
+	}
+	rest := append(append(append([]byte(nil), pong[3:]...), maskedText("first")...), pong...)
+	if _, err := c.Write(append(rest, maskedText("second")...)); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"first", "second"} {
+		select {
+		case m := <-got:
+			if m != want {
+				t.Fatalf("server read %q, want %q", m, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%q never arrived", want)
+		}
+	}
+	// The split pong ends on the socket, where it is reported, as the
+	// second is.
+	if n := pongs.Load(); n != 2 {
+		t.Fatalf("%d pongs reported, want 2: the filter lost step with the frames", n)
 	}
 }
 
@@ -125,37 +202,35 @@ func TestSmallBuffersCarryLargeMessages(t *testing.T) {
 	}
 }
 
-// clientFrame is a masked frame with first byte b0 (FIN, opcode) and payload.
-func clientFrame(b0 byte, payload []byte) []byte {
-	key := [4]byte{9, 8, 7, 6}
-	f := []byte{b0}
-	if len(payload) < 126 {
-		f = append(f, 0x80|byte(len(payload)))
-	} else {
-		f = append(f, 0x80|126, byte(len(payload)>>8), byte(len(payload)))
-	}
-	f = append(f, key[:]...)
-	for i, c := range payload {
-		f = append(f, c^key[i%4])
-	}
-	return f
-}
-
-// What a peer's pongs get, through the library and Conn: a valid one is
+// What a peer's pongs get, through the library and Conn, whether the server
+// waits in the library's Read or in WaitReadable first: a valid one is
 // reported and taken out of the stream (the message after it arrives); an
 // invalid one fails the read, without a panic, and is not counted.
 func TestConnReportsPongsAndRejectsBadOnes(t *testing.T) {
-	for _, tc := range []struct {
+	type testCase struct {
 		name    string
 		pong    []byte
 		pongs   int32
 		wantErr bool
-	}{
-		{"empty pong", clientFrame(0x8A, nil), 1, false},
-		{"pong with data", clientFrame(0x8A, []byte("abc")), 1, false},
-		{"longer than a control frame", clientFrame(0x8A, bytes.Repeat([]byte("x"), 126)), 0, true},
-		{"fragmented", clientFrame(0x0A, nil), 0, true},
-	} {
+	}
+	var cases []testCase
+	for _, waitFirst := range []bool{false, true} {
+		prefix := "library reads: "
+		if waitFirst {
+			prefix = "WaitReadable first: "
+		}
+		for _, tc := range []testCase{
+			{"empty pong", wsbuf.ClientFrame(0x8A, nil), 1, false},
+			{"pong with data", wsbuf.ClientFrame(0x8A, []byte("abc")), 1, false},
+			{"longer than a control frame", wsbuf.ClientFrame(0x8A, bytes.Repeat([]byte("x"), 126)), 0, true},
+			{"fragmented", wsbuf.ClientFrame(0x0A, nil), 0, true},
+		} {
+			tc.name = prefix + tc.name
+			cases = append(cases, tc)
+		}
+	}
+	for _, tc := range cases {
+		waitFirst := strings.HasPrefix(tc.name, "WaitReadable")
 		t.Run(tc.name, func(t *testing.T) {
 			var pongs atomic.Int32
 			type result struct {
@@ -164,8 +239,9 @@ func TestConnReportsPongsAndRejectsBadOnes(t *testing.T) {
 			}
 			got := make(chan result, 1)
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				var conn *wsbuf.Conn
 				wrap := func(c net.Conn) net.Conn {
-					conn := wsbuf.NewConn(c)
+					conn = wsbuf.NewConn(c)
 					conn.OnPong = func() { pongs.Add(1) }
 					return conn
 				}
@@ -175,6 +251,9 @@ func TestConnReportsPongsAndRejectsBadOnes(t *testing.T) {
 					return
 				}
 				defer ws.CloseNow()
+				if waitFirst {
+					conn.WaitReadable()
+				}
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
 				_, b, err := ws.Read(ctx)

@@ -1,0 +1,5 @@
+//go:build !race
+
+package wsbuf
+
+const raceEnabled = false
