@@ -37,11 +37,12 @@ type EchoOptions struct {
 	PingInterval, PingTimeout time.Duration
 	// Lean: hold a connection as the broker does, at its cost floor: the
 	// broker's socket layer (internal/wsbuf: small buffers, pings that
-	// allocate nothing) instead of net/http's 4 KiB buffers each way and
-	// the library's Ping, and the reader on a fresh goroutine while the
-	// HTTP handler returns, which releases net/http's per-request state and
-	// the handler's deep stack. Without it, the connection is held the way
-	// coder/websocket's examples do.
+	// allocate nothing, the wait for the peer at the minimum stack)
+	// instead of net/http's 4 KiB buffers each way and the library's Ping,
+	// and the reader on a fresh goroutine while the HTTP handler returns,
+	// which releases net/http's per-request state and the handler's deep
+	// stack. Without it, the connection is held the way coder/websocket's
+	// examples do.
 	Lean bool
 }
 
@@ -68,6 +69,12 @@ func ServeEcho(ctx context.Context, ln net.Listener, sizes Sizes, opts EchoOptio
 		}
 		ctx := context.Background()
 		for {
+			if raw != nil {
+				// Wait as the broker's readers do, at the minimum stack.
+				// (The broker then reads on a pooled goroutine; the idle
+				// floor's connections send nothing.)
+				raw.WaitReadable()
+			}
 			if _, _, err := ws.Read(ctx); err != nil {
 				return
 			}

@@ -65,7 +65,12 @@ var pingFrame = []byte{0x89, 0x00}
 var corkBuffers = sync.Pool{New: func() any { return new([]byte) }}
 
 // Read reads for the library's reader, without the peer's pongs: they go
-// to OnPong instead.
+// to OnPong instead. What WaitReadable read comes first. The library's
+// reader holds only ReaderSize bytes (see Writer.Hijack): a small read
+// reads up to ReadSize bytes from the socket into a lent buffer and keeps
+// the rest for the next Read, so a message still takes one system call
+// and an idle connection holds no read buffer; a large read goes straight
+// into p.
 func (c *Conn) Read(p []byte) (int, error) {
 	c.rmu.Lock()
 	n, ok, err := c.readPendingLocked(p)
@@ -73,6 +78,24 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if ok {
 		return n, err
 	}
+	if len(p) >= ReadSize {
+		return c.readSocket(p)
+	}
+	buf := pendBuffers.Get().(*[]byte)
+	n, err = c.readSocket(*buf)
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	m := copy(p, (*buf)[:n])
+	if m == n {
+		pendBuffers.Put(buf)
+		return m, err
+	}
+	c.pendBuf, c.pend, c.pendErr = buf, (*buf)[m:n], err
+	return m, nil
+}
+
+// readSocket reads the socket into p and takes the pongs out.
+func (c *Conn) readSocket(p []byte) (int, error) {
 	for {
 		n, err := c.Conn.Read(p)
 		c.rmu.Lock()

@@ -7,7 +7,9 @@
 // life. net/http's are 4 KiB each way, 8 KiB at every idle connection, and
 // the messages here are a few hundred bytes:
 //   - reads: a command arrives with one read system call; a larger message
-//     is read straight into its own buffer;
+//     is read straight into its own buffer. With a Conn, the library's
+//     reader holds 32 bytes, and a read buffer is lent only while bytes
+//     wait for the library;
 //   - writes: the buffer only needs to hold a frame header (up to 14 bytes)
 //     and the start of its payload; the rest is copied through. A caller
 //     that writes many frames corks the Conn, or each frame costs a system
@@ -25,8 +27,14 @@ import (
 
 // Buffer sizes of a hijacked connection.
 const (
-	ReadSize  = 512
-	WriteSize = 64
+	// ReadSize is the most one read system call takes; without Wrap it is
+	// the size of the library's reader too.
+	ReadSize = 512
+	// ReaderSize is the library's reader's with a Conn, which lends a
+	// ReadSize buffer only while bytes wait for the library (Conn.Read):
+	// enough for a frame header.
+	ReaderSize = 32
+	WriteSize  = 64
 )
 
 // Writer is a ResponseWriter whose Hijack returns small buffers. Wrap, if
@@ -64,8 +72,13 @@ func (w *Writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.Wrap != nil {
 		conn = w.Wrap(raw)
 	}
-	r := bufio.NewReaderSize(conn, ReadSize)
-	if c, ok := conn.(*Conn); ok {
+	c, isConn := conn.(*Conn)
+	size := ReadSize
+	if isConn {
+		size = ReaderSize
+	}
+	r := bufio.NewReaderSize(conn, size)
+	if isConn {
 		// Conn hands them to the library's first read, through its pong
 		// filter, as every byte the library reads.
 		c.br = r

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -160,45 +161,75 @@ func TestHijackFiltersEarlyBytes(t *testing.T) {
 	}
 }
 
-// Messages larger than both buffers go through intact, both ways.
+// Messages of every size around the buffers' go through intact, both
+// ways, one at a time and many written at once: with net/http's buffers
+// swapped for small ones (plain), and with a Conn under the library,
+// waiting in WaitReadable before each read as the broker does.
 func TestSmallBuffersCarryLargeMessages(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := websocket.Accept(&wsbuf.Writer{ResponseWriter: w}, r, nil)
-		if err != nil {
-			return
-		}
-		defer ws.CloseNow()
-		ctx := context.Background()
-		for {
-			typ, b, err := ws.Read(ctx)
+	sizes := []int{1, 20, wsbuf.ReaderSize - 6, wsbuf.ReaderSize, wsbuf.WriteSize - 1, wsbuf.ReadSize - 6,
+		wsbuf.ReadSize, wsbuf.ReadSize + 1, 3 * wsbuf.ReadSize, 20_000}
+	for _, withConn := range []bool{false, true} {
+		t.Run(fmt.Sprintf("conn=%v", withConn), func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				var conn *wsbuf.Conn
+				var wrap func(net.Conn) net.Conn
+				if withConn {
+					wrap = func(c net.Conn) net.Conn { conn = wsbuf.NewConn(c); return conn }
+				}
+				ws, err := websocket.Accept(&wsbuf.Writer{ResponseWriter: w, Wrap: wrap}, r, nil)
+				if err != nil {
+					return
+				}
+				ws.SetReadLimit(-1)
+				defer ws.CloseNow()
+				ctx := context.Background()
+				for {
+					if conn != nil {
+						conn.WaitReadable()
+					}
+					typ, b, err := ws.Read(ctx)
+					if err != nil {
+						return
+					}
+					if ws.Write(ctx, typ, b) != nil {
+						return
+					}
+				}
+			}))
+			defer srv.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
 			if err != nil {
-				return
+				t.Fatal(err)
 			}
-			if ws.Write(ctx, typ, b) != nil {
-				return
+			ws.SetReadLimit(-1)
+			defer ws.CloseNow()
+			echo := func(msgs []string) {
+				t.Helper()
+				for _, m := range msgs {
+					if err := ws.Write(ctx, websocket.MessageText, []byte(m)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				for _, m := range msgs {
+					_, b, err := ws.Read(ctx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if string(b) != m {
+						t.Fatalf("%d bytes: echoed %d bytes, not the same", len(m), len(b))
+					}
+				}
 			}
-		}
-	}))
-	defer srv.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.CloseNow()
-	for _, n := range []int{1, wsbuf.WriteSize - 1, wsbuf.ReadSize, wsbuf.ReadSize + 1, 20_000} {
-		msg := strings.Repeat("m", n)
-		if err := ws.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
-			t.Fatal(err)
-		}
-		_, b, err := ws.Read(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(b) != msg {
-			t.Fatalf("%d bytes: echoed %d bytes, not the same", n, len(b))
-		}
+			var all []string
+			for i, n := range sizes {
+				msg := strings.Repeat(string(rune('a'+i)), n)
+				echo([]string{msg})
+				all = append(all, msg, msg[:n/2])
+			}
+			echo(all) // written back to back: messages share reads
+		})
 	}
 }
 
