@@ -14,7 +14,8 @@
 # keeps the broker's stderr (e.g. with GODEBUG=gctrace=1). BARE=lean measures
 # the floor instead: a bare coder/websocket server (`ctiload echo --lean`)
 # holding the connections the way the broker does (its buffers, a fresh reader
-# goroutine each, a ping every 30 s) and nothing else; BARE=plain the same
+# goroutine each waiting at the minimum stack, a ping every 30 s) and nothing
+# else; BARE=plain the same
 # server holding them the way coder/websocket's examples do.
 # Usage: scripts/idle-memory.sh [sessions per load process, default 9900]
 set -euo pipefail
@@ -26,8 +27,10 @@ dbg=16061
 url=ws://127.0.0.1:$port/v1/ws bare=() count=ctibroker_sessions
 if [ -n "${BARE:-}" ]; then
 	dbg=$port url=ws://127.0.0.1:$port/ bare=(--bare) count=ctiload_echo_connections lean=()
-	[ "$BARE" = lean ] && lean=(--lean)
-	bin/ctiload echo --listen 127.0.0.1:$port --ping 30s "${lean[@]}" 2>>"${BROKER_STDERR:-/dev/stderr}" &
+	godebug=${GODEBUG:-}
+	# The broker starts its goroutines at the minimum stack (cmd/ctibroker/stacks.go).
+	[ "$BARE" = lean ] && lean=(--lean) godebug=${godebug:+$godebug,}adaptivestackstart=0
+	GODEBUG=$godebug bin/ctiload echo --listen 127.0.0.1:$port --ping 30s "${lean[@]}" 2>>"${BROKER_STDERR:-/dev/stderr}" &
 else
 	CTIBROKER_LIMITS__COMMANDRATE=0 CTIBROKER_LOG__LEVEL=warn CTIBROKER_LISTEN=127.0.0.1:$port \
 		CTIBROKER_DEBUG__LISTEN=127.0.0.1:$dbg "${BROKER:-bin/ctibroker}" serve 2>>"${BROKER_STDERR:-/dev/stderr}" &
