@@ -85,13 +85,13 @@ func (c *Conn) Read(p []byte) (int, error) {
 	n, err = c.readSocket(*buf)
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	m := copy(p, (*buf)[:n])
-	if m == n {
+	if n == 0 {
 		pendBuffers.Put(buf)
-		return m, err
+		return 0, err
 	}
-	c.pendBuf, c.pend, c.pendErr = buf, (*buf)[m:n], err
-	return m, nil
+	c.pendBuf, c.pend, c.pendErr = buf, (*buf)[:n], err
+	n, _, _ = c.readPendingLocked(p)
+	return n, nil
 }
 
 // readSocket reads the socket into p and takes the pongs out.

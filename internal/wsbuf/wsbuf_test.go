@@ -22,6 +22,25 @@ import (
 const upgradeRequest = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 	"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 
+// handshake dials srv, sends the upgrade request by hand followed by
+// first, and reads the 101: the client's connection, closed at cleanup.
+func handshake(t *testing.T, srv *httptest.Server, first []byte) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Write(append([]byte(upgradeRequest), first...)); err != nil {
+		t.Fatal(err)
+	}
+	status, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || !strings.Contains(status, "101") {
+		t.Fatalf("handshake: %q %v", status, err)
+	}
+	return c
+}
+
 // maskedText is a client's text frame (masked, as clients must send).
 func maskedText(payload string) []byte {
 	key := [4]byte{1, 2, 3, 4}
@@ -72,18 +91,7 @@ func TestHijackKeepsBytesSentBeforeTheUpgrade(t *testing.T) {
 				got <- string(b)
 			}))
 			defer srv.Close()
-			c, err := net.Dial("tcp", srv.Listener.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			if _, err := c.Write(append([]byte(upgradeRequest), maskedText(tc.message)...)); err != nil {
-				t.Fatal(err)
-			}
-			status, err := bufio.NewReader(c).ReadString('\n')
-			if err != nil || !strings.Contains(status, "101") {
-				t.Fatalf("handshake: %q %v", status, err)
-			}
+			handshake(t, srv, maskedText(tc.message))
 			select {
 			case m := <-got:
 				if m != tc.message {
@@ -127,19 +135,8 @@ func TestHijackFiltersEarlyBytes(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	c, err := net.Dial("tcp", srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	pong := wsbuf.ClientFrame(0x8A, []byte("early"))
-	if _, err := c.Write(append([]byte(upgradeRequest), pong[:3]...)); err != nil {
-		t.Fatal(err)
-	}
-	status, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil || !strings.Contains(status, "101") {
-		t.Fatalf("handshake: %q %v", status, err)
-	}
+	c := handshake(t, srv, pong[:3])
 	rest := append(append(append([]byte(nil), pong[3:]...), maskedText("first")...), pong...)
 	if _, err := c.Write(append(rest, maskedText("second")...)); err != nil {
 		t.Fatal(err)
@@ -239,10 +236,11 @@ func TestSmallBuffersCarryLargeMessages(t *testing.T) {
 // invalid one fails the read, without a panic, and is not counted.
 func TestConnReportsPongsAndRejectsBadOnes(t *testing.T) {
 	type testCase struct {
-		name    string
-		pong    []byte
-		pongs   int32
-		wantErr bool
+		name      string
+		pong      []byte
+		pongs     int32
+		wantErr   bool
+		waitFirst bool
 	}
 	var cases []testCase
 	for _, waitFirst := range []bool{false, true} {
@@ -251,17 +249,16 @@ func TestConnReportsPongsAndRejectsBadOnes(t *testing.T) {
 			prefix = "WaitReadable first: "
 		}
 		for _, tc := range []testCase{
-			{"empty pong", wsbuf.ClientFrame(0x8A, nil), 1, false},
-			{"pong with data", wsbuf.ClientFrame(0x8A, []byte("abc")), 1, false},
-			{"longer than a control frame", wsbuf.ClientFrame(0x8A, bytes.Repeat([]byte("x"), 126)), 0, true},
-			{"fragmented", wsbuf.ClientFrame(0x0A, nil), 0, true},
+			{"empty pong", wsbuf.ClientFrame(0x8A, nil), 1, false, false},
+			{"pong with data", wsbuf.ClientFrame(0x8A, []byte("abc")), 1, false, false},
+			{"longer than a control frame", wsbuf.ClientFrame(0x8A, bytes.Repeat([]byte("x"), 126)), 0, true, false},
+			{"fragmented", wsbuf.ClientFrame(0x0A, nil), 0, true, false},
 		} {
-			tc.name = prefix + tc.name
+			tc.name, tc.waitFirst = prefix+tc.name, waitFirst
 			cases = append(cases, tc)
 		}
 	}
 	for _, tc := range cases {
-		waitFirst := strings.HasPrefix(tc.name, "WaitReadable")
 		t.Run(tc.name, func(t *testing.T) {
 			var pongs atomic.Int32
 			type result struct {
@@ -282,7 +279,7 @@ func TestConnReportsPongsAndRejectsBadOnes(t *testing.T) {
 					return
 				}
 				defer ws.CloseNow()
-				if waitFirst {
+				if tc.waitFirst {
 					conn.WaitReadable()
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -291,18 +288,7 @@ func TestConnReportsPongsAndRejectsBadOnes(t *testing.T) {
 				got <- result{string(b), err}
 			}))
 			defer srv.Close()
-			c, err := net.Dial("tcp", srv.Listener.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			if _, err := c.Write([]byte(upgradeRequest)); err != nil {
-				t.Fatal(err)
-			}
-			status, err := bufio.NewReader(c).ReadString('\n')
-			if err != nil || !strings.Contains(status, "101") {
-				t.Fatalf("handshake: %q %v", status, err)
-			}
+			c := handshake(t, srv, nil)
 			if _, err := c.Write(append(tc.pong, maskedText("after")...)); err != nil {
 				t.Fatal(err)
 			}
