@@ -29,6 +29,7 @@ fuzz:
 	$(GO) test ./protocol -run '^$$' -fuzz FuzzDecodeRequest -fuzztime $(FUZZTIME)
 	$(GO) test ./protocol -run '^$$' -fuzz FuzzParseTarget -fuzztime $(FUZZTIME)
 	$(GO) test ./channel -run '^$$' -fuzz FuzzParseCommand -fuzztime $(FUZZTIME)
+	$(GO) test ./broker -run '^$$' -fuzz FuzzRESTQuery -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/wsbuf -run '^$$' -fuzz FuzzFrameTracker -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/wsbuf -run '^$$' -fuzz FuzzPongFilter -fuzztime $(FUZZTIME)
 

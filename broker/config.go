@@ -411,6 +411,19 @@ func (c Config) SessionOptions() session.Options {
 	}
 }
 
+// SimControl reports whether the simulated switch's control API is served:
+// sim.control when set, otherwise only when agents are not authenticated
+// (auth.mode none, loopback only).
+func (c Config) SimControl() bool {
+	if c.Adapter.Kind != "sim" {
+		return false
+	}
+	if c.Sim.Control != nil {
+		return *c.Sim.Control
+	}
+	return c.Auth.Mode == AuthNone
+}
+
 // resumeWindow is the age of the oldest event a resuming agent can have
 // missed: its connection may have been dead for a ping interval and timeout
 // before the broker noticed, and the session then waits for it for the

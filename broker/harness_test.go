@@ -14,6 +14,7 @@ import (
 	"github.com/coder/websocket"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/ctibroker/ctibroker/internal/redistest"
 	"github.com/ctibroker/ctibroker/internal/testutil"
@@ -38,11 +39,22 @@ func startBroker(tb testing.TB, env ...string) *testBroker {
 // environment cannot express, such as lists) and environment assignments.
 func startBrokerYAML(tb testing.TB, yaml string, env ...string) *testBroker {
 	tb.Helper()
+	return startBrokerLog(tb, zaptest.NewLogger(tb, zaptest.Level(zap.WarnLevel)), yaml, env...)
+}
+
+// startBrokerObserved starts a broker whose warnings the test can inspect.
+func startBrokerObserved(tb testing.TB, env ...string) (*testBroker, *observer.ObservedLogs) {
+	tb.Helper()
+	core, logs := observer.New(zap.WarnLevel)
+	return startBrokerLog(tb, zap.New(core), "", env...), logs
+}
+
+func startBrokerLog(tb testing.TB, log *zap.Logger, yaml string, env ...string) *testBroker {
+	tb.Helper()
 	cfg, err := loadTB(tb, yaml, env)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	log := zaptest.NewLogger(tb, zaptest.Level(zap.WarnLevel))
 	srv, err := New(cfg, log, log)
 	if err != nil {
 		tb.Fatal(err)

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ctibroker/ctibroker/history"
 	"github.com/ctibroker/ctibroker/protocol"
@@ -20,13 +22,6 @@ import (
 // (pages from 1), times accepted as RFC 3339 or Unix ms and returned as Unix
 // ms, durations in milliseconds in fields ending in Ms. Every route is
 // described in docs/openapi.yaml; a test keeps the two in step.
-
-// REST limits.
-const (
-	defaultPageSize  = 50
-	maxPageSize      = 500
-	maxReportBuckets = 2000
-)
 
 // apiError carries an HTTP status and error code.
 type apiError struct {
@@ -67,6 +62,23 @@ func (s *Server) rest(h func(r *http.Request, id session.Identity) (any, error))
 	}
 }
 
+// adminOnly lets only admins through (in auth.mode none, every loopback
+// caller acts as admin).
+func (s *Server) adminOnly(h http.Handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := s.auth.IdentifyREST(r)
+		if err != nil {
+			writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", err.Error())
+			return
+		}
+		if id.Role != RoleAdmin {
+			writeError(w, http.StatusForbidden, "FORBIDDEN", "admins only")
+			return
+		}
+		h.ServeHTTP(w, r)
+	}
+}
+
 // maySee reports whether the caller may read an agent with those teams:
 // agents only themselves, supervisors their teams, admins everyone.
 func maySee(id session.Identity, agent string, teams []string) bool {
@@ -87,16 +99,21 @@ type page struct {
 	Total    int `json:"total"`
 }
 
-func paging(r *http.Request) (num, size int, err error) {
-	num, size = 1, defaultPageSize
-	if v := r.URL.Query().Get("pageNum"); v != "" {
-		if num, err = strconv.Atoi(v); err != nil || num < 1 {
-			return 0, 0, badParam("pageNum", "want an integer from 1")
+// maxPageNum bounds pageNum so that (pageNum-1)*pageSize cannot overflow;
+// a page beyond the list is simply empty.
+const maxPageNum = 1_000_000
+
+// paging reads pageNum (from 1) and pageSize (1..MaxPageSize).
+func paging(q url.Values) (num, size int, err error) {
+	num, size = 1, protocol.DefaultPageSize
+	if v := q.Get("pageNum"); v != "" {
+		if num, err = strconv.Atoi(v); err != nil || num < 1 || num > maxPageNum {
+			return 0, 0, badParam("pageNum", "want an integer from 1 to %d", maxPageNum)
 		}
 	}
-	if v := r.URL.Query().Get("pageSize"); v != "" {
-		if size, err = strconv.Atoi(v); err != nil || size < 1 || size > maxPageSize {
-			return 0, 0, badParam("pageSize", "want an integer from 1 to %d", maxPageSize)
+	if v := q.Get("pageSize"); v != "" {
+		if size, err = strconv.Atoi(v); err != nil || size < 1 || size > protocol.MaxPageSize {
+			return 0, 0, badParam("pageSize", "want an integer from 1 to %d", protocol.MaxPageSize)
 		}
 	}
 	return num, size, nil
@@ -108,29 +125,34 @@ func paginate[T any](all []T, num, size int) page {
 	return page{List: append([]T{}, all[from:to]...), PageNum: num, PageSize: size, Total: len(all)}
 }
 
-// parseTime accepts RFC 3339 or Unix milliseconds.
-func parseTime(r *http.Request, name string, def time.Time) (time.Time, error) {
-	v := r.URL.Query().Get(name)
+// parseTime accepts RFC 3339 or Unix milliseconds between
+// protocol.MinTimeMs and MaxTimeMs (years 2000 to 2100): every later
+// computation on times stays far from overflowing.
+func parseTime(q url.Values, name string, def time.Time) (time.Time, error) {
+	v := q.Get(name)
 	if v == "" {
 		return def, nil
 	}
-	if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
-		return time.UnixMilli(ms), nil
-	}
-	t, err := time.Parse(time.RFC3339, v)
+	ms, err := strconv.ParseInt(v, 10, 64)
 	if err != nil {
-		return time.Time{}, badParam(name, "want RFC 3339 or Unix milliseconds, got %q", v)
+		t, perr := time.Parse(time.RFC3339, v)
+		if perr != nil {
+			return time.Time{}, badParam(name, "want RFC 3339 or Unix milliseconds, got %q", truncate(v, 64))
+		}
+		ms = t.UnixMilli()
 	}
-	return t, nil
+	if ms < protocol.MinTimeMs || ms >= protocol.MaxTimeMs {
+		return time.Time{}, badParam(name, "want a time from 2000-01-01 to 2100-01-01")
+	}
+	return time.UnixMilli(ms), nil
 }
 
 // window reads from/to (default: since midnight UTC until now).
-func window(r *http.Request) (from, to time.Time, err error) {
-	now := time.Now()
-	if from, err = parseTime(r, "from", now.Truncate(24*time.Hour)); err != nil {
+func window(q url.Values, now time.Time) (from, to time.Time, err error) {
+	if from, err = parseTime(q, "from", now.Truncate(24*time.Hour)); err != nil {
 		return
 	}
-	if to, err = parseTime(r, "to", now); err != nil {
+	if to, err = parseTime(q, "to", now); err != nil {
 		return
 	}
 	if !to.After(from) {
@@ -139,9 +161,43 @@ func window(r *http.Request) (from, to time.Time, err error) {
 	return
 }
 
-func listParam(r *http.Request, name string) []string {
+// reportWindow reads a report's from, to and interval; the window holds at
+// most protocol.MaxReportBuckets intervals.
+func reportWindow(q url.Values, now time.Time) (from, to time.Time, step time.Duration, err error) {
+	if from, to, err = window(q, now); err != nil {
+		return
+	}
+	iv := q.Get("interval")
+	if iv == "" {
+		iv = "1h"
+	}
+	step, ok := reportIntervals[iv]
+	if !ok {
+		err = badParam("interval", "want 15m, 30m, 1h or 1d")
+		return
+	}
+	if buckets := (to.Sub(from) + step - 1) / step; buckets > protocol.MaxReportBuckets {
+		err = badParam("interval", "at most %d intervals per report; widen the interval or narrow from/to", protocol.MaxReportBuckets)
+	}
+	return
+}
+
+// truncate cuts s to at most n bytes for an error message, on a rune
+// boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+func listParam(q url.Values, name string) []string {
 	var out []string
-	for _, v := range r.URL.Query()[name] {
+	for _, v := range q[name] {
 		for _, p := range strings.Split(v, ",") {
 			if p = strings.TrimSpace(p); p != "" {
 				out = append(out, p)
@@ -159,11 +215,12 @@ var agentSorts = map[string]func(a, b protocol.AgentView) int{
 
 // GET /v1/agents?team=&status=&channelType=&sort=&pageNum=&pageSize=
 func (s *Server) listAgents(r *http.Request, id session.Identity) (any, error) {
-	num, size, err := paging(r)
+	q := r.URL.Query()
+	num, size, err := paging(q)
 	if err != nil {
 		return nil, err
 	}
-	key := r.URL.Query().Get("sort")
+	key := q.Get("sort")
 	desc := strings.HasPrefix(key, "-")
 	key = strings.TrimPrefix(key, "-")
 	if key == "" {
@@ -173,8 +230,8 @@ func (s *Server) listAgents(r *http.Request, id session.Identity) (any, error) {
 	if !ok {
 		return nil, badParam("sort", "want agentId, status or statusSince, optionally prefixed with -")
 	}
-	views, err := s.manager.Agents(r.Context(), protocol.WatchFilter{Teams: listParam(r, "team"),
-		Statuses: listParam(r, "status"), ChannelTypes: listParam(r, "channelType")})
+	views, err := s.manager.Agents(r.Context(), protocol.WatchFilter{Teams: listParam(q, "team"),
+		Statuses: listParam(q, "status"), ChannelTypes: listParam(q, "channelType")})
 	if err != nil {
 		return nil, err
 	}
@@ -286,11 +343,12 @@ func (s *Server) mySessions(r *http.Request, id session.Identity) (any, error) {
 // GET /v1/agents/{id}/history?from=&to=&pageNum=&pageSize=
 func (s *Server) agentHistory(r *http.Request, id session.Identity) (any, error) {
 	agent := r.PathValue("id")
-	from, to, err := window(r)
+	q := r.URL.Query()
+	from, to, err := window(q, time.Now())
 	if err != nil {
 		return nil, err
 	}
-	num, size, err := paging(r)
+	num, size, err := paging(q)
 	if err != nil {
 		return nil, err
 	}
@@ -329,26 +387,16 @@ type agentReport struct {
 
 // GET /v1/reports/agents?from=&to=&interval=30m|1h|1d&teams=&pageNum=&pageSize=
 func (s *Server) agentReports(r *http.Request, id session.Identity) (any, error) {
-	from, to, err := window(r)
+	q := r.URL.Query()
+	from, to, step, err := reportWindow(q, time.Now())
 	if err != nil {
 		return nil, err
 	}
-	num, size, err := paging(r)
+	num, size, err := paging(q)
 	if err != nil {
 		return nil, err
 	}
-	iv := r.URL.Query().Get("interval")
-	if iv == "" {
-		iv = "1h"
-	}
-	step, ok := reportIntervals[iv]
-	if !ok {
-		return nil, badParam("interval", "want 15m, 30m, 1h or 1d")
-	}
-	if to.Sub(from)/step > maxReportBuckets {
-		return nil, badParam("interval", "at most %d intervals per report; widen the interval or narrow from/to", maxReportBuckets)
-	}
-	teams := listParam(r, "teams")
+	teams := listParam(q, "teams")
 	agents, err := s.manager.HistoryAgents(r.Context())
 	if err != nil {
 		return nil, err

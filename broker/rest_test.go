@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ctibroker/ctibroker/history"
 	"github.com/ctibroker/ctibroker/internal/redistest"
 	"github.com/ctibroker/ctibroker/protocol"
 )
@@ -172,7 +174,7 @@ func TestRESTAgentsSessionsHistoryReports(t *testing.T) {
 				"/v1/agents?sort=mood":                    "sort",
 				"/v1/agents/alice/history?from=yesterday": "from",
 				"/v1/reports/agents?interval=7m":          "interval",
-				"/v1/reports/agents?from=2000&to=1000":    "to",
+				"/v1/reports/agents?from=1700000002000&to=1700000001000":    "to",
 			} {
 				code, body := getJSON(t, b.url(q), nil)
 				msg := fmt.Sprint(body["error"])
@@ -220,4 +222,43 @@ func TestRESTRoles(t *testing.T) {
 			t.Errorf("GET %s: %d %v, want %d (total %d)", tt.path, code, body, tt.status, tt.total)
 		}
 	}
+}
+
+// FuzzRESTQuery feeds arbitrary query strings to the REST parsers: they
+// never panic, and what they accept is within the documented bounds.
+func FuzzRESTQuery(f *testing.F) {
+	for _, s := range []string{
+		"from=9223199276854775807&to=9223372036854775807&interval=1d", "pageNum=9223372036854775807",
+		"from=2000-01-01T00:00:00Z&to=2099-12-31T00:00:00Z&interval=15m", "pageSize=0", "from=&to=",
+		"team=a,b,,c&status=ready", "interval=1h&from=1700000000000", "from=-1&to=%ff",
+	} {
+		f.Add(s)
+	}
+	now := time.Now()
+	f.Fuzz(func(t *testing.T, raw string) {
+		q, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		if num, size, err := paging(q); err == nil {
+			if num < 1 || num > maxPageNum || size < 1 || size > protocol.MaxPageSize {
+				t.Fatalf("paging(%q) = %d, %d", raw, num, size)
+			}
+			_ = paginate(make([]int, 3), num, size)
+		}
+		if from, to, step, err := reportWindow(q, now); err == nil {
+			if from.UnixMilli() < protocol.MinTimeMs || to.UnixMilli() >= protocol.MaxTimeMs || !to.After(from) {
+				t.Fatalf("reportWindow(%q) = %v, %v", raw, from, to)
+			}
+			periods := history.Report("a", nil, nil, from.UnixMilli(), to.UnixMilli(), step.Milliseconds())
+			if len(periods) > protocol.MaxReportBuckets {
+				t.Fatalf("reportWindow(%q) allowed %d periods", raw, len(periods))
+			}
+		}
+		for _, v := range listParam(q, "team") {
+			if v == "" || strings.Contains(v, ",") {
+				t.Fatalf("listParam(%q) = %q", raw, v)
+			}
+		}
+	})
 }

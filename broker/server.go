@@ -186,8 +186,8 @@ func (s *Server) router() (*http.ServeMux, []string) {
 	r.handle("GET /v1/sessions/{id}", s.rest(s.getSession))
 	r.handle("GET /v1/reports/agents", s.rest(s.agentReports))
 	s.webRoutes(r)
-	if s.sim != nil {
-		r.handle("POST /v1/sim/events", s.sim.ControlHandler().ServeHTTP)
+	if s.sim != nil && s.cfg.SimControl() {
+		r.handle("POST /v1/sim/events", s.adminOnly(s.sim.ControlHandler()))
 	}
 	return r.mux, r.patterns
 }
@@ -223,6 +223,9 @@ const poolMaxIdle = 2 * time.Second
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.cfg.Auth.Mode == AuthNone {
 		s.log.Warn("auth.mode is none: agents are trusted by their ?agent= parameter; loopback only, never in production")
+	} else if s.cfg.Adapter.Kind == "sim" {
+		s.log.Warn("adapter.kind is sim with authenticated agents: no telephony switch is connected, agents' states are simulated",
+			zap.Bool("sim.control", s.cfg.SimControl()))
 	}
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(s.log)}
 	managerDone := make(chan struct{})

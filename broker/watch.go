@@ -26,8 +26,9 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", err.Error())
 		return
 	}
-	requested := protocol.WatchFilter{Teams: listParam(r, "teams"), Agents: listParam(r, "agents"),
-		ChannelTypes: listParam(r, "channelTypes"), Statuses: listParam(r, "statuses")}
+	q := r.URL.Query()
+	requested := protocol.WatchFilter{Teams: listParam(q, "teams"), Agents: listParam(q, "agents"),
+		ChannelTypes: listParam(q, "channelTypes"), Statuses: listParam(q, "statuses")}
 	f, fail := session.Scope(id, requested)
 	if fail != nil {
 		writeError(w, http.StatusForbidden, string(fail.Code), fail.Message)

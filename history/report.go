@@ -64,12 +64,18 @@ func aggregate(ivs []Interval) []segment {
 
 // Report cuts one agent's intervals (all its sessions) and interaction
 // starts into periods of length step from from to to, exactly at the
-// boundaries.
+// boundaries. The caller bounds the number of periods ((to-from)/step); the
+// loop counts periods, never accumulates times, so no input makes it run on.
 func Report(agent string, ivs []Interval, interactionStarts []int64, from, to, step int64) []Period {
+	if step <= 0 || to <= from {
+		return nil
+	}
 	segs := aggregate(ivs)
 	stillIn := slices.ContainsFunc(ivs, func(iv Interval) bool { return iv.Open && iv.State == protocol.StateActive })
-	var out []Period
-	for p := from; p < to; p += step {
+	n := (to-from)/step + min((to-from)%step, 1)
+	out := make([]Period, 0, n)
+	for i := range n {
+		p := from + i*step
 		pe := min(p+step, to)
 		per := Period{AgentID: agent, From: p, To: pe, NotReadyReasonMs: Durations{}}
 		prevLoggedIn := false

@@ -6,10 +6,6 @@ import (
 	"unicode/utf8"
 )
 
-// MaxIDLength bounds session, group and channel ids so that a target can never
-// be used to make the broker store arbitrarily large keys.
-const MaxIDLength = 128
-
 // Target addresses a session, or a channel inside it, optionally through a
 // channel group: "<session>", "<session>.<channel>", "<session>.<group>.<channel>".
 type Target struct {

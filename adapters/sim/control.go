@@ -2,8 +2,10 @@ package sim
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"strconv"
 	"sync/atomic"
@@ -29,9 +31,6 @@ type ControlRequest struct {
 	ReasonCodes []protocol.ReasonCode `json:"reasonCodes"`
 }
 
-// maxControlBody bounds a control request.
-const maxControlBody = 64 << 10
-
 var interactionSeq atomic.Uint64
 
 // ControlHandler serves POST /v1/sim/events:
@@ -47,11 +46,25 @@ var interactionSeq atomic.Uint64
 //	{"event":"fault","agent":"a","fault":"error"|"timeout"|"panic","count":1}
 //
 // It answers 202 with {"interaction":id} for interaction.start, 202 {} for the
-// others, 400 for a bad request, 409 when the switch state does not allow it.
+// others, 400 for a bad request, 409 when the switch state does not allow it,
+// 413 for a body over protocol.MaxControlBody and 415 for a body that is not
+// application/json: a browser cannot send JSON to another origin without a
+// CORS preflight, which the broker never grants, so no web page can drive
+// the switch through a visitor's browser. Who may call it is the caller's
+// business (the broker requires an admin token in jwt mode).
 func (s *Switch) ControlHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+			controlError(w, http.StatusUnsupportedMediaType, "the body must be application/json")
+			return
+		}
 		var req ControlRequest
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxControlBody))
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, protocol.MaxControlBody))
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			controlError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is larger than %d bytes", protocol.MaxControlBody))
+			return
+		}
 		if err == nil {
 			err = json.Unmarshal(body, &req)
 		}
@@ -111,6 +124,9 @@ func (s *Switch) control(req ControlRequest) (int, map[string]string, error) {
 	case "fault":
 		if err := need("agent", req.Agent, "fault", req.Fault); err != nil {
 			return http.StatusBadRequest, nil, err
+		}
+		if req.Count == 0 {
+			req.Count = 1
 		}
 		if err := s.InjectFault(req.Agent, req.Fault, req.Count); err != nil {
 			return http.StatusBadRequest, nil, err

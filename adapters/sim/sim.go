@@ -37,6 +37,10 @@ type Config struct {
 	Agents map[string]Agent `koanf:"agents"`
 	// EventBuffer bounds the switch events not yet read by the broker.
 	EventBuffer int `koanf:"eventbuffer"`
+	// Control serves the control API (POST /v1/sim/events). Nil: on only
+	// when agents are not authenticated (auth.mode none); the broker
+	// decides (see broker.Config.SimControl).
+	Control *bool `koanf:"control"`
 }
 
 // Agent is an agent known to the switch.
@@ -161,16 +165,27 @@ func (s *Switch) call(ctx context.Context, agent string, mutating bool) error {
 	return nil
 }
 
-// InjectFault makes the agent's next count calls fail with kind.
+// ErrTooManyFaults refuses faults beyond protocol.MaxSimFaults pending for
+// one agent.
+var ErrTooManyFaults = fmt.Errorf("at most %d faults may be pending for one agent", protocol.MaxSimFaults)
+
+// InjectFault makes the agent's next count calls (1 to
+// protocol.MaxSimFaults) fail with kind.
 func (s *Switch) InjectFault(agent, kind string, count int) error {
 	switch kind {
 	case FaultError, FaultTimeout, FaultPanic:
 	default:
 		return fmt.Errorf("unknown fault %q (error, timeout, panic)", kind)
 	}
+	if count < 1 || count > protocol.MaxSimFaults {
+		return fmt.Errorf("count %d is not between 1 and %d", count, protocol.MaxSimFaults)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for range max(count, 1) {
+	if len(s.faults[agent])+count > protocol.MaxSimFaults {
+		return ErrTooManyFaults
+	}
+	for range count {
 		s.faults[agent] = append(s.faults[agent], kind)
 	}
 	return nil
