@@ -101,7 +101,9 @@ func TestControlAPI(t *testing.T) {
 	h := s.ControlHandler()
 	post := func(body string) int {
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/sim/events", strings.NewReader(body)))
+		req := httptest.NewRequest(http.MethodPost, "/v1/sim/events", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		h.ServeHTTP(rec, req)
 		return rec.Code
 	}
 	tests := []struct {
@@ -116,6 +118,7 @@ func TestControlAPI(t *testing.T) {
 		{`{"event":"endpoint.taken","endpoint":{"type":"TELEPHONY"}}`, 400},
 		{`{"event":"fault","agent":"a","fault":"error"}`, 202},
 		{`{"event":"fault","agent":"a","fault":"melt"}`, 400},
+		{`{"event":"fault","agent":"a","fault":"error","count":1001}`, 400},
 		{`{"event":"nonsense"}`, 400},
 		{`not json`, 400},
 	}
@@ -123,6 +126,11 @@ func TestControlAPI(t *testing.T) {
 		if got := post(tt.body); got != tt.want {
 			t.Errorf("POST %s = %d, want %d", tt.body, got, tt.want)
 		}
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/sim/events", strings.NewReader(`{"event":"addressbook.changed"}`)))
+	if rec.Code != http.StatusUnsupportedMediaType {
+		t.Errorf("POST without Content-Type = %d, want 415", rec.Code)
 	}
 	ev := <-s.Events()
 	if ev.Kind != adapters.InteractionStarted || !strings.HasPrefix(ev.InteractionID, "sim-") {
