@@ -165,8 +165,22 @@ func follow(tb testing.TB, addr, agent, lastEventID string) <-chan sseEvent {
 // followRequest streams the Server-Sent Events of url until the test ends.
 func followRequest(tb testing.TB, parent context.Context, url, lastEventID string) <-chan sseEvent {
 	tb.Helper()
+	out, code := openStream(tb, parent, url, nil, lastEventID)
+	if code != http.StatusOK {
+		tb.Fatalf("events stream: HTTP %d", code)
+	}
+	return out
+}
+
+// openStream opens an SSE stream with headers; it returns the HTTP status,
+// and the events when it is 200.
+func openStream(tb testing.TB, parent context.Context, url string, header http.Header, lastEventID string) (<-chan sseEvent, int) {
+	tb.Helper()
 	ctx, cancel := context.WithCancel(parent)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	for k, v := range header {
+		req.Header[k] = v
+	}
 	if lastEventID != "" {
 		req.Header.Set("Last-Event-ID", lastEventID)
 	}
@@ -176,8 +190,9 @@ func followRequest(tb testing.TB, parent context.Context, url, lastEventID strin
 		tb.Fatal(err)
 	}
 	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
 		cancel()
-		tb.Fatalf("events stream: HTTP %d", resp.StatusCode)
+		return nil, resp.StatusCode
 	}
 	out := make(chan sseEvent, 4096)
 	done := make(chan struct{})
@@ -203,7 +218,7 @@ func followRequest(tb testing.TB, parent context.Context, url, lastEventID strin
 		}
 	}()
 	tb.Cleanup(func() { cancel(); <-done })
-	return out
+	return out, http.StatusOK
 }
 
 // seqOf returns an event's seq.

@@ -33,8 +33,13 @@ func (s *Server) serveAgentEvents(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "INVALID_REQUEST", "agent id: "+err.Error())
 		return
 	}
-	if ident.Role == RoleAgent && ident.AgentID != agent {
-		writeError(w, http.StatusForbidden, "FORBIDDEN", "agents may only follow their own events")
+	teams, err := s.agentTeams(r.Context(), ident, agent)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", err.Error())
+		return
+	}
+	if !maySee(ident, agent, teams) {
+		writeError(w, http.StatusForbidden, "FORBIDDEN", "agents may follow only themselves, supervisors the agents of their teams")
 		return
 	}
 	from := map[string]uint64{}
@@ -45,7 +50,21 @@ func (s *Server) serveAgentEvents(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, "INVALID_REQUEST", "Last-Event-ID: want <session>:<seq>")
 			return
 		}
-		from[sid] = n
+		// A resume id is checked like the path: replaying another
+		// agent's session through this stream would bypass the rule above.
+		owner, err := s.manager.SessionOwner(r.Context(), sid)
+		switch {
+		case err != nil:
+			writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "the session store is unreachable")
+			return
+		case owner != "" && owner != agent:
+			writeError(w, http.StatusForbidden, "FORBIDDEN", "Last-Event-ID names a session of another agent")
+			return
+		case owner == agent:
+			from[sid] = n
+		}
+		// An unknown session (expired from the history) resumes nothing:
+		// the stream starts live.
 	} else if v := r.URL.Query().Get("since"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {

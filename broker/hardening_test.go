@@ -5,6 +5,8 @@ package broker
 // each with a test over real sockets or HTTP that fails if it comes back.
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -148,5 +150,156 @@ func TestHardeningRESTTimeAndPagingBounds(t *testing.T) {
 	// The broker is still well after all that.
 	if code, _ := getJSON(t, b.url("/v1/reports/agents?interval=1h"), nil); code != http.StatusOK {
 		t.Fatalf("a sane report: %d", code)
+	}
+}
+
+// An agent's event stream follows the rule of every other route: agents
+// themselves, supervisors the agents of their teams, admins everyone.
+func TestHardeningAgentEventsFollowTheRoleRules(t *testing.T) {
+	b := startBroker(t, jwtEnv...)
+	alice, asid := attach(t, b, "access_token="+mustToken(t, "alice", RoleAgent, "sales"))
+	alice.request(t, protocol.CmdAddChannel, asid, map[string]any{"channel": map[string]string{"id": "p", "name": "1", "type": "TELEPHONY"}})
+	for _, tt := range []struct {
+		name string
+		tok  string
+		want int
+	}{
+		{"herself", mustToken(t, "alice", RoleAgent), http.StatusOK},
+		{"another agent", mustToken(t, "bob", RoleAgent, "sales"), http.StatusForbidden},
+		{"supervisor of her team", mustToken(t, "vicky", RoleSupervisor, "sales"), http.StatusOK},
+		{"supervisor of another team", mustToken(t, "sam", RoleSupervisor, "support"), http.StatusForbidden},
+		{"admin", mustToken(t, "root", RoleAdmin), http.StatusOK},
+	} {
+		if _, code := openStream(t, context.Background(), b.url("/v1/agents/alice/events"), bearer(tt.tok), ""); code != tt.want {
+			t.Errorf("%s: HTTP %d, want %d", tt.name, code, tt.want)
+		}
+	}
+}
+
+// A resume id names a session; it must be one of the followed agent's, or
+// anyone could read another agent's stored events through their own stream.
+func TestHardeningLastEventIDOfAnotherAgent(t *testing.T) {
+	b := startBroker(t, jwtEnv...)
+	bob, bsid := attach(t, b, "access_token="+mustToken(t, "bob", RoleAgent, "sales"))
+	bob.request(t, protocol.CmdAddChannel, bsid, map[string]any{"channel": map[string]string{"id": "secret", "name": "1", "type": "TELEPHONY"}})
+	attach(t, b, "access_token="+mustToken(t, "alice", RoleAgent, "sales"))
+	events, code := openStream(t, context.Background(), b.url("/v1/agents/alice/events"), bearer(mustToken(t, "alice", RoleAgent)), bsid+":0")
+	if code == http.StatusOK {
+		select {
+		case ev := <-events:
+			if strings.Contains(ev.id, bsid) || strings.Contains(fmt.Sprint(ev.data), "secret") {
+				t.Fatalf("alice's stream replayed bob's event %+v", ev)
+			}
+		case <-time.After(500 * time.Millisecond):
+		}
+		return
+	}
+	if code != http.StatusForbidden {
+		t.Fatalf("HTTP %d, want 403 or a stream without bob's events", code)
+	}
+}
+
+// Agents and supervisors live in separate namespaces: no id crosses them.
+func TestHardeningIdentityNamespaces(t *testing.T) {
+	b := startBroker(t, jwtEnv...)
+	sup, supSID := attach(t, b, "access_token="+mustToken(t, "vicky", RoleSupervisor, "sales"))
+	// An agent whose id looks like a supervisor's key gets a session of
+	// its own, as an agent.
+	for _, sub := range []string{"sup:vicky", "sup%3Avicky"} {
+		ag, agSID := attach(t, b, "access_token="+mustToken(t, strings.ReplaceAll(sub, "%3A", ":"), RoleAgent))
+		if agSID == supSID {
+			t.Fatalf("agent %q joined supervisor vicky's session", sub)
+		}
+		if r := ag.request(t, protocol.CmdSupervisorSubscribe, agSID, map[string]any{}); r["result"] != "failure" {
+			t.Fatalf("agent %q subscribed like a supervisor: %v", sub, r)
+		}
+	}
+	// The supervisor's namespace cannot be written as an agent id.
+	if _, err := dial(t, b, "access_token="+mustToken(t, "alice", RoleAgent), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := MintToken(testSecret, "sup.vicky", RoleAgent, nil, time.Hour, time.Now()); err == nil {
+		t.Fatal("an agent id with '.' was accepted")
+	}
+	// The reverse: a supervisor named like an agent does not get the
+	// agent's session, and cannot command it.
+	alice, aliceSID := attach(t, b, "access_token="+mustToken(t, "alice", RoleAgent, "sales"))
+	_ = alice
+	fake, fakeSID := attach(t, b, "access_token="+mustToken(t, "alice", RoleSupervisor, "sales"))
+	if fakeSID == aliceSID {
+		t.Fatal("supervisor alice joined agent alice's session")
+	}
+	if r := fake.request(t, protocol.CmdAddChannel, aliceSID, map[string]any{"channel": map[string]string{"id": "p", "name": "1", "type": "TELEPHONY"}}); r["result"] != "failure" {
+		t.Fatalf("supervisor alice commanded agent alice's session: %v", r)
+	}
+	_ = sup
+	// Reports include agents whatever their id, and no supervisor.
+	code, body := getJSON(t, b.url("/v1/reports/agents"), bearer(mustToken(t, "root", RoleAdmin)))
+	var ids []string
+	for _, r := range body["list"].([]any) {
+		ids = append(ids, r.(map[string]any)["agentId"].(string))
+	}
+	if code != http.StatusOK || strings.Join(ids, ",") != "alice,sup:vicky" {
+		t.Fatalf("report lists %v (HTTP %d), want alice and sup:vicky", ids, code)
+	}
+}
+
+// Every attach applies the connecting token's identity: a session does not
+// keep rights a re-issued token no longer grants.
+func TestHardeningAttachAppliesTheTokensIdentity(t *testing.T) {
+	b := startBroker(t, jwtEnv...)
+	_, asid := attach(t, b, "access_token="+mustToken(t, "alice", RoleAgent, "sales"))
+	_, bsid := attach(t, b, "access_token="+mustToken(t, "bob", RoleAgent, "support"))
+
+	// A supervisor of both teams sees both agents.
+	sv, svsid := attach(t, b, "access_token="+mustToken(t, "vicky", RoleSupervisor, "sales", "support"))
+	sv.request(t, protocol.CmdSupervisorSubscribe, svsid, map[string]any{})
+	snap := sv.until(t, isEvent(protocol.EvSupervisorSnapshot))
+	if n := len(snap["data"].(map[string]any)["agents"].([]any)); n != 2 {
+		t.Fatalf("snapshot of both teams has %d agents", n)
+	}
+	// Her re-issued token names support only: the session is resumed, and
+	// its subscription re-filtered with a resync snapshot.
+	sv2, svsid2, before := attachSeeing(t, b, "access_token="+mustToken(t, "vicky", RoleSupervisor, "support"))
+	if svsid2 != svsid {
+		t.Fatalf("a teams change should resume the session (got %s, had %s)", svsid2, svsid)
+	}
+	if len(before) != 1 || before[0]["name"] != protocol.EvSupervisorSnapshot {
+		t.Fatalf("before session.initialized: %v, want one resync snapshot", before)
+	}
+	data := before[0]["data"].(map[string]any)
+	agents := data["agents"].([]any)
+	if data["reason"] != protocol.SnapshotResync || len(agents) != 1 || agents[0].(map[string]any)["agentId"] != "bob" {
+		t.Fatalf("after the teams change: %v", data)
+	}
+	// Changes of the sales agent no longer reach her.
+	alice2, _ := attach(t, b, "access_token="+mustToken(t, "alice", RoleAgent, "sales"))
+	alice2.request(t, protocol.CmdAddChannel, asid, map[string]any{"channel": map[string]string{"id": "p", "name": "1", "type": "TELEPHONY"}})
+	bob2, _ := attach(t, b, "access_token="+mustToken(t, "bob", RoleAgent, "support"))
+	bob2.request(t, protocol.CmdAddChannel, bsid, map[string]any{"channel": map[string]string{"id": "p", "name": "2", "type": "TELEPHONY"}})
+	ch := sv2.until(t, isEvent(protocol.EvSupervisorAgentChanged))
+	if ch["data"].(map[string]any)["agentId"] != "bob" {
+		t.Fatalf("first change after the teams change is about %v", ch["data"].(map[string]any)["agentId"])
+	}
+
+	// A role change ends the old session: an admin token is not a
+	// supervisor session with wider rights.
+	adm, admsid := attach(t, b, "access_token="+mustToken(t, "vicky", RoleAdmin))
+	if admsid == svsid {
+		t.Fatal("a role change kept the session")
+	}
+	_ = adm
+
+	// An agent's teams change too: supervisors of her new team see her.
+	sup, supsid := attach(t, b, "access_token="+mustToken(t, "sam", RoleSupervisor, "support"))
+	sup.request(t, protocol.CmdSupervisorSubscribe, supsid, map[string]any{})
+	sup.until(t, isEvent(protocol.EvSupervisorSnapshot))
+	attach(t, b, "access_token="+mustToken(t, "alice", RoleAgent, "support"))
+	appeared := sup.until(t, func(m map[string]any) bool {
+		d, _ := m["data"].(map[string]any)
+		return m["name"] == protocol.EvSupervisorAgentChanged && d["agentId"] == "alice"
+	})
+	if appeared["data"].(map[string]any)["previous"] != nil {
+		t.Fatalf("alice should appear to support's supervisor: %v", appeared["data"])
 	}
 }

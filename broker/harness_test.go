@@ -250,9 +250,24 @@ func (c *client) request(tb testing.TB, command, target string, data any) map[st
 // attach dials an agent and returns the client and its session id.
 func attach(tb testing.TB, b *testBroker, query string) (*client, string) {
 	tb.Helper()
+	c, sid, _ := attachSeeing(tb, b, query)
+	return c, sid
+}
+
+// attachSeeing is attach, also returning the messages that came before
+// session.initialized.
+func attachSeeing(tb testing.TB, b *testBroker, query string) (*client, string, []map[string]any) {
+	tb.Helper()
 	c := mustDial(tb, b, query)
-	init := c.until(tb, isEvent(protocol.EvSessionInitialized))
-	return c, init["target"].(string)
+	var before []map[string]any
+	init := c.until(tb, func(m map[string]any) bool {
+		if m["name"] == protocol.EvSessionInitialized {
+			return true
+		}
+		before = append(before, m)
+		return false
+	})
+	return c, init["target"].(string), before
 }
 
 var eventually = testutil.Eventually

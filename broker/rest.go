@@ -2,6 +2,7 @@ package broker
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -77,6 +78,36 @@ func (s *Server) adminOnly(h http.Handler) http.HandlerFunc {
 		}
 		h.ServeHTTP(w, r)
 	}
+}
+
+// agentTeams returns an agent's teams as far as the broker knows them, for
+// maySee: from its live session, else its history, else the switch. Only
+// supervisors need them.
+func (s *Server) agentTeams(ctx context.Context, caller session.Identity, agent string) ([]string, error) {
+	if !caller.Supervisor() || caller.AllTeams {
+		return nil, nil
+	}
+	v, err := s.manager.AgentView(ctx, agent)
+	if err != nil {
+		return nil, err
+	}
+	if v != nil {
+		return v.Teams, nil
+	}
+	sessions, err := s.manager.AgentHistory(ctx, agent)
+	if err != nil {
+		return nil, err
+	}
+	if teams := latestTeams(sessions); len(teams) > 0 {
+		return teams, nil
+	}
+	actx, cancel := context.WithTimeout(ctx, s.cfg.Adapter.Timeout)
+	defer cancel()
+	teams, err := s.adapter.Teams(actx, agent)
+	if err != nil {
+		return nil, fmt.Errorf("the agent's teams: %w", err)
+	}
+	return teams, nil
 }
 
 // maySee reports whether the caller may read an agent with those teams:

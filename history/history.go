@@ -23,6 +23,8 @@ const (
 	KindEnd = "end"
 	// KindStart opens a session and names the agent's teams.
 	KindStart = "start"
+	// KindTeams records that the agent's teams changed (a re-issued token).
+	KindTeams = "teams"
 )
 
 // Interaction events.

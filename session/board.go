@@ -208,6 +208,13 @@ func (b *board) apply(ctx context.Context, e Envelope) {
 		_ = json.Unmarshal(h.Data, &init)
 		if prev != nil && prev.SessionID == e.Session {
 			b.seqs[e.Agent] = e.Seq
+			if init.Teams != nil && !sameSet(init.Teams, prev.Teams) {
+				// A re-issued token changed the agent's teams: who may
+				// see the agent changes with them.
+				cur := *prev
+				cur.Teams = init.Teams
+				b.set(e.Agent, prev, &cur)
+			}
 			b.mu.Unlock()
 			return
 		}

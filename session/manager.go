@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -104,14 +105,22 @@ const (
 // channels, read-only, can watch agents).
 func (id Identity) Supervisor() bool { return id.Role == RoleSupervisor || id.Role == RoleAdmin }
 
-// key is the identity's registry and store key: supervisors and agents with
-// the same id have different sessions.
+// key is the identity's registry and store key. Agents and supervisors
+// live in separate namespaces that no id can cross: an agent's key is its
+// id, a supervisor's is "sup." and its id, and ids never contain '.'
+// (protocol.ValidateID), so no agent id can name a supervisor's session or
+// the reverse.
 func (id Identity) key() string {
 	if id.Supervisor() {
-		return "sup:" + id.AgentID
+		return supervisorKeyPrefix + id.AgentID
 	}
 	return id.AgentID
 }
+
+const supervisorKeyPrefix = "sup."
+
+// isAgentKey tells an agent's key from a supervisor's.
+func isAgentKey(key string) bool { return !strings.Contains(key, ".") }
 
 // Conn is a client connection as a session sees it.
 type Conn interface {
@@ -131,6 +140,9 @@ var (
 	ErrAlreadyConnected = errors.New("the agent already has a live connection")
 	ErrSessionEnded     = errors.New("session ended")
 	ErrShuttingDown     = errors.New("broker is shutting down")
+	// errRoleChanged: the connecting identity has another role than the
+	// session's; the session ends and a new one starts.
+	errRoleChanged = errors.New("the role changed")
 	ErrStoreUnavailable = errors.New("the session store is unavailable")
 )
 
@@ -383,9 +395,13 @@ func (m *Manager) Attach(ctx context.Context, id Identity, conn Conn, since *uin
 			return nil, err
 		}
 		res := make(chan error, 1)
-		if s.post(func(s *Session) { res <- s.attach(conn, since, created) }) {
+		if s.post(func(s *Session) { res <- s.attach(conn, id, since, created) }) {
 			select {
 			case err := <-res:
+				if errors.Is(err, errRoleChanged) {
+					s.post(func(s *Session) { s.finish(protocol.CloseTakenOver, "session ended: the role changed") })
+					break // wait for it to end, then open a new one
+				}
 				if err != nil {
 					return nil, err
 				}

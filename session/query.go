@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ctibroker/ctibroker/history"
@@ -45,8 +46,11 @@ func (m *Manager) Session(ctx context.Context, sid string) (SessionHistory, bool
 	}
 	h := SessionHistory{SessionID: sid, AgentID: entries[0].Agent, Entries: entries, Created: time.UnixMilli(entries[0].At)}
 	for _, e := range entries {
-		if e.Kind == history.KindStart {
+		switch e.Kind {
+		case history.KindStart:
 			h.Teams, h.Created = e.Teams, time.UnixMilli(e.At)
+		case history.KindTeams:
+			h.Teams = e.Teams
 		}
 	}
 	if v, err := m.AgentView(ctx, h.AgentID); err == nil && v != nil && v.SessionID == sid {
@@ -77,11 +81,37 @@ func (m *Manager) AgentHistory(ctx context.Context, agent string) ([]SessionHist
 	return out, nil
 }
 
-// HistoryAgents lists the agents with stored history.
+// HistoryAgents lists the agents (not supervisors) with stored history.
 func (m *Manager) HistoryAgents(ctx context.Context) ([]string, error) {
 	sctx, cancel := context.WithTimeout(ctx, m.opts.StoreTimeout)
 	defer cancel()
-	return m.store.HistoryAgents(sctx)
+	keys, err := m.store.HistoryAgents(sctx)
+	return slices.DeleteFunc(keys, func(k string) bool { return !isAgentKey(k) }), err
+}
+
+// SessionOwner returns the key of the agent (or supervisor) a session
+// belongs to, from its live record or its stored timeline; "" when the
+// session is unknown. An agent's key is its id.
+func (m *Manager) SessionOwner(ctx context.Context, sid string) (string, error) {
+	sctx, cancel := context.WithTimeout(ctx, m.opts.StoreTimeout)
+	defer cancel()
+	rec, ok, err := m.store.Load(sctx, sid)
+	if err != nil {
+		return "", fmt.Errorf("owner of %s: %w", sid, err)
+	}
+	if ok && rec.AgentID != "" {
+		return rec.AgentID, nil
+	}
+	raw, err := m.store.Timeline(sctx, sid)
+	if err != nil {
+		return "", fmt.Errorf("owner of %s: %w", sid, err)
+	}
+	for _, e := range decodeEntries(raw) {
+		if e.Kind == history.KindStart {
+			return e.Agent, nil
+		}
+	}
+	return "", nil
 }
 
 func decodeEntries(raw [][]byte) []history.Entry {

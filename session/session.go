@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,7 +60,7 @@ type op struct {
 type Session struct {
 	m     *Manager
 	id    string
-	key   string // registry and store key (supervisors: "sup:<id>")
+	key   string // registry and store key (see Identity.key)
 	ident Identity
 	teams []string
 
@@ -535,8 +536,13 @@ func (s *Session) hasGroup(id string) bool {
 	return false
 }
 
-// attach makes conn the session's connection and sends it the initial events.
-func (s *Session) attach(conn Conn, since *uint64, created bool) error {
+// attach makes conn the session's connection and sends it the initial
+// events. The connection's identity applies from now on: a session never
+// keeps rights the connecting token no longer grants.
+func (s *Session) attach(conn Conn, id Identity, since *uint64, created bool) error {
+	if id.Role != s.ident.Role {
+		return errRoleChanged
+	}
 	if s.conn != nil && s.conn != conn {
 		if s.m.opts.MultiConnect == MultiConnectReject {
 			return ErrAlreadyConnected
@@ -548,6 +554,7 @@ func (s *Session) attach(conn Conn, since *uint64, created bool) error {
 	s.conn = conn
 	s.stopGrace()
 	s.logger().Info("connection attached", zap.String("remote", conn.RemoteAddr()), zap.Bool("created", created))
+	s.applyTeams(id)
 	if since != nil && !created && !s.unsynced {
 		ctx, cancel := context.WithTimeout(context.Background(), s.m.opts.StoreTimeout)
 		missed, ok, err := s.m.store.EventsSince(ctx, s.id, *since, s.committed)
@@ -568,6 +575,43 @@ func (s *Session) attach(conn Conn, since *uint64, created bool) error {
 	}
 	s.emitInitialized(!created)
 	return nil
+}
+
+// applyTeams makes the connecting identity's teams the session's. An
+// agent's token without teams keeps the teams the session has (from the
+// switch). A supervisor's subscriptions are scoped again, each with a resync
+// snapshot.
+func (s *Session) applyTeams(id Identity) {
+	if s.ident.Supervisor() {
+		if sameSet(id.Teams, s.ident.Teams) {
+			return
+		}
+		s.ident.Teams, s.teams = id.Teams, id.Teams
+		s.rescopeSubscriptions()
+		return
+	}
+	if len(id.Teams) == 0 || sameSet(id.Teams, s.teams) {
+		return
+	}
+	s.logger().Info("the agent's teams changed", zap.Strings("from", s.teams), zap.Strings("to", id.Teams))
+	s.ident.Teams, s.teams = id.Teams, id.Teams
+	s.setTopics()
+	s.timeline = append(s.timeline, s.entry(history.Entry{Kind: history.KindTeams, Teams: s.teams, At: time.Now().UnixMilli()}))
+	s.publishPresence(s.state())
+	s.forcePersist = true
+}
+
+// sameSet reports whether a and b hold the same strings.
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Session) emitInitialized(resumed bool) {
@@ -787,7 +831,7 @@ func (s *Session) persist(replies []store.Reply, force bool) error {
 	if s.unsynced && !force {
 		return errUnsynced
 	}
-	c := store.Commit{SessionID: s.id, AgentID: s.ident.AgentID, Node: s.m.opts.Node, Version: s.version,
+	c := store.Commit{SessionID: s.id, AgentID: s.key, Node: s.m.opts.Node, Version: s.version,
 		Events: s.outbox, Topics: s.topics, Timeline: s.timeline, Replies: replies, LeaseTTL: s.m.opts.LeaseTTL}
 	if s.m.store.Durable() {
 		c.Snapshot = s.snapshot()

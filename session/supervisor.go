@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"slices"
 
+	"go.uber.org/zap"
+
 	"github.com/ctibroker/ctibroker/channel"
 	"github.com/ctibroker/ctibroker/protocol"
 )
@@ -111,6 +113,32 @@ func (s *Session) startSubscription(id string, requested protocol.WatchFilter, r
 		Agents: nonNil(agents), Summary: sum})
 	s.forcePersist = true
 	return nil
+}
+
+// rescopeSubscriptions restarts every subscription under the session's
+// current rights, each with a resync snapshot. A subscription whose
+// requested teams are no longer allowed at all ends with an empty resync
+// snapshot: the supervisor's view of it is empty and stays so.
+func (s *Session) rescopeSubscriptions() {
+	for id, sub := range s.subs {
+		sub.cancel()
+		delete(s.subs, id)
+		requested := sub.filter
+		if len(requested.Teams) > 0 && !s.ident.AllTeams {
+			requested.Teams = slices.DeleteFunc(slices.Clone(requested.Teams), func(t string) bool { return !slices.Contains(s.ident.Teams, t) })
+			if len(requested.Teams) == 0 {
+				s.emit(s.id, protocol.EvSupervisorSnapshot, protocol.SupervisorSnapshot{SubscriptionID: id, Reason: protocol.SnapshotResync,
+					Agents: []protocol.AgentView{}})
+				continue
+			}
+		}
+		if f := s.startSubscription(id, requested, protocol.SnapshotResync); f != nil {
+			s.logger().Warn("could not scope a subscription again", zap.String("subscription", id), zap.String("failure", f.Error()))
+			s.emit(s.id, protocol.EvSupervisorSnapshot, protocol.SupervisorSnapshot{SubscriptionID: id, Reason: protocol.SnapshotResync,
+				Agents: []protocol.AgentView{}})
+		}
+	}
+	s.forcePersist = true
 }
 
 func (s *Session) onAgentChanged(id string, subJSON []byte, c Change) {

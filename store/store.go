@@ -138,7 +138,8 @@ type Store interface {
 	// AgentSessions returns the agent's sessions within the history
 	// retention (live or ended), oldest first, with their creation times.
 	AgentSessions(ctx context.Context, agentID string) ([]SessionRef, error)
-	// HistoryAgents returns every agent with sessions in the history.
+	// HistoryAgents returns the key of every agent (and supervisor) with
+	// sessions in the history.
 	HistoryAgents(ctx context.Context) ([]string, error)
 	// Timeline returns the session's timeline entries, oldest first; kept
 	// for Limits.History after the session ended.

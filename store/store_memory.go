@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"strings"
 	"sync"
 	"time"
 
@@ -328,7 +327,7 @@ func (m *Memory) HistoryAgents(context.Context) ([]string, error) {
 	defer m.mu.RUnlock()
 	out := make([]string, 0, len(m.history))
 	for a, refs := range m.history {
-		if len(refs) > 0 && !strings.HasPrefix(a, "sup:") {
+		if len(refs) > 0 {
 			out = append(out, a)
 		}
 	}

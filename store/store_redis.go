@@ -392,11 +392,9 @@ func (r *Redis) HistoryAgents(ctx context.Context) ([]string, error) {
 		for it.Next(ctx) {
 			k := strings.TrimPrefix(it.Val(), r.prefix+"hist:{")
 			agent := strings.TrimSuffix(k, "}")
-			if !strings.HasPrefix(agent, "sup:") {
-				mu.Lock()
-				seen[agent] = true
-				mu.Unlock()
-			}
+			mu.Lock()
+			seen[agent] = true
+			mu.Unlock()
 		}
 		return it.Err()
 	}
