@@ -169,12 +169,12 @@ func TestRESTAgentsSessionsHistoryReports(t *testing.T) {
 
 			// Bad parameters get 400 naming the parameter.
 			for q, param := range map[string]string{
-				"/v1/agents?pageSize=0":                   "pageSize",
-				"/v1/agents?pageNum=x":                    "pageNum",
-				"/v1/agents?sort=mood":                    "sort",
-				"/v1/agents/alice/history?from=yesterday": "from",
-				"/v1/reports/agents?interval=7m":          "interval",
-				"/v1/reports/agents?from=1700000002000&to=1700000001000":    "to",
+				"/v1/agents?pageSize=0":                                  "pageSize",
+				"/v1/agents?pageNum=x":                                   "pageNum",
+				"/v1/agents?sort=mood":                                   "sort",
+				"/v1/agents/alice/history?from=yesterday":                "from",
+				"/v1/reports/agents?interval=7m":                         "interval",
+				"/v1/reports/agents?from=1700000002000&to=1700000001000": "to",
 			} {
 				code, body := getJSON(t, b.url(q), nil)
 				msg := fmt.Sprint(body["error"])

@@ -142,7 +142,7 @@ var (
 	ErrShuttingDown     = errors.New("broker is shutting down")
 	// errRoleChanged: the connecting identity has another role than the
 	// session's; the session ends and a new one starts.
-	errRoleChanged = errors.New("the role changed")
+	errRoleChanged      = errors.New("the role changed")
 	ErrStoreUnavailable = errors.New("the session store is unavailable")
 )
 
