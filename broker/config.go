@@ -107,14 +107,15 @@ type WSConfig struct {
 
 // LimitsConfig holds the per-connection and per-session bounds.
 type LimitsConfig struct {
-	SendQueue    int           `koanf:"sendqueue"`
-	CommandRate  float64       `koanf:"commandrate"`
-	CommandBurst int           `koanf:"commandburst"`
-	Inbox        int           `koanf:"inbox"`
-	History      int           `koanf:"history"`
-	HistoryTTL   time.Duration `koanf:"historyttl"`
-	Timeline     int           `koanf:"timeline"`
-	RequestIDs   int           `koanf:"requestids"`
+	SendQueue      int           `koanf:"sendqueue"`
+	SendQueueBytes int           `koanf:"sendqueuebytes"`
+	CommandRate    float64       `koanf:"commandrate"`
+	CommandBurst   int           `koanf:"commandburst"`
+	Inbox          int           `koanf:"inbox"`
+	History        int           `koanf:"history"`
+	HistoryTTL     time.Duration `koanf:"historyttl"`
+	Timeline       int           `koanf:"timeline"`
+	RequestIDs     int           `koanf:"requestids"`
 }
 
 // SessionConfig configures session lifetimes and policies.
@@ -290,7 +291,8 @@ func (c Config) Validate() error {
 	}
 	positive := map[string]float64{
 		"ws.maxmessage": float64(c.WS.MaxMessage), "limits.sendqueue": float64(c.Limits.SendQueue),
-		"limits.inbox": float64(c.Limits.Inbox), "limits.history": float64(c.Limits.History),
+		"limits.sendqueuebytes": float64(c.Limits.SendQueueBytes),
+		"limits.inbox":          float64(c.Limits.Inbox), "limits.history": float64(c.Limits.History),
 		"limits.timeline": float64(c.Limits.Timeline), "limits.requestids": float64(c.Limits.RequestIDs),
 		"ws.pinginterval": float64(c.WS.PingInterval), "ws.pingtimeout": float64(c.WS.PingTimeout),
 		"ws.writetimeout": float64(c.WS.WriteTimeout), "session.grace": float64(c.Session.Grace),

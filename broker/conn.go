@@ -55,14 +55,16 @@ type wsConn struct {
 	// connection.
 	pool *workers.Pool
 
-	mu       sync.Mutex
-	queue    [][][]byte // batches to write; grows on demand, nil when idle
-	queued   int        // messages in queue, at most limit
-	limit    int
-	writing  bool          // a flush goroutine runs (or the write side died)
-	closeReq *closeRequest // the first close request wins
-	closing  atomic.Bool   // no more messages are accepted
-	ping     *time.Timer   // see pingTick
+	mu        sync.Mutex
+	queue     [][][]byte // batches to write; grows on demand, nil when idle
+	queued    int        // messages in queue, at most limit
+	bytes     int        // bytes in queue, at most byteLimit
+	limit     int
+	byteLimit int
+	writing   bool          // a flush goroutine runs (or the write side died)
+	closeReq  *closeRequest // the first close request wins
+	closing   atomic.Bool   // no more messages are accepted
+	ping      *time.Timer   // see pingTick
 	// awaitingPong: a ping is out and ping is armed with the timeout.
 	awaitingPong bool
 	expiry       *time.Timer // closes the connection when its token expires
@@ -82,8 +84,9 @@ type closeRequest struct {
 
 var _ session.Conn = (*wsConn)(nil)
 
-func newWSConn(base context.Context, pool *workers.Pool, ws *websocket.Conn, cork *wsbuf.Conn, agent, remote string, cfg *WSConfig, queue int, log *zap.Logger) *wsConn {
-	return &wsConn{base: base, pool: pool, ws: ws, cork: cork, agent: agent, remote: remote, cfg: cfg, limit: queue, logBase: log}
+func newWSConn(base context.Context, pool *workers.Pool, ws *websocket.Conn, cork *wsbuf.Conn, agent, remote string, cfg *WSConfig, limits LimitsConfig, log *zap.Logger) *wsConn {
+	return &wsConn{base: base, pool: pool, ws: ws, cork: cork, agent: agent, remote: remote, cfg: cfg,
+		limit: limits.SendQueue, byteLimit: limits.SendQueueBytes, logBase: log}
 }
 
 // logger writes the connection's log lines. It is made per line and costs
@@ -153,9 +156,13 @@ func (c *wsConn) Send(msgs [][]byte) bool {
 		c.mu.Unlock()
 		return false
 	}
-	// A batch larger than the limit is accepted into an empty queue (a long
-	// replay on attach); the limit catches messages piling up unread.
-	if c.queued > 0 && c.queued+len(msgs) > c.limit {
+	// A batch larger than the limits is accepted into an empty queue (a
+	// long replay on attach); the limits catch messages piling up unread.
+	size := 0
+	for _, m := range msgs {
+		size += len(m)
+	}
+	if c.queued > 0 && (c.queued+len(msgs) > c.limit || c.bytes+size > c.byteLimit) {
 		c.mu.Unlock()
 		c.metrics.Dropped()
 		c.requestClose(closeRequest{code: protocol.CloseTryAgainLater, reason: "slow consumer: send queue full"})
@@ -163,6 +170,7 @@ func (c *wsConn) Send(msgs [][]byte) bool {
 	}
 	c.queue = append(c.queue, msgs)
 	c.queued += len(msgs)
+	c.bytes += size
 	c.startWriterLocked()
 	c.mu.Unlock()
 	return true
@@ -223,7 +231,7 @@ func (c *wsConn) flush() {
 	for {
 		c.mu.Lock()
 		batches := c.queue
-		c.queue, c.queued = nil, 0
+		c.queue, c.queued, c.bytes = nil, 0, 0
 		req := c.closeReq
 		if len(batches) == 0 && req == nil {
 			c.writing = false

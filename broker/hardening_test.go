@@ -6,12 +6,16 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
+
+	"github.com/coder/websocket"
 
 	"github.com/ctibroker/ctibroker/protocol"
 )
@@ -301,5 +305,101 @@ func TestHardeningAttachAppliesTheTokensIdentity(t *testing.T) {
 	})
 	if appeared["data"].(map[string]any)["previous"] != nil {
 		t.Fatalf("alice should appear to support's supervisor: %v", appeared["data"])
+	}
+}
+
+// A failure reply never amplifies its request: echoed input is cut at
+// protocol.MaxEchoBytes and marked, and nothing is HTML-escaped.
+func TestHardeningFailureRepliesDoNotAmplify(t *testing.T) {
+	b := startBroker(t)
+	c, sid := attach(t, b, "agent=alice")
+	huge := strings.Repeat("<", 60<<10) // the largest frame ws.maxmessage (64 KiB) admits
+	for _, frame := range []string{
+		`{"command":"channel.ready","target":"` + huge + `"}`,
+		`{"command":"` + huge + `","target":"` + sid + `"}`,
+		`{"command":"channel.ready","target":"` + sid + `.p","requestId":"` + huge + `"}`,
+		`{"command":"channel.notready","target":"` + sid + `.p","data":{"reasoncode":"` + huge + `"}}`,
+		`not json ` + huge,
+	} {
+		c.sendRaw(t, websocket.MessageText, []byte(frame))
+		raw := c.nextRaw(t)
+		if len(raw) > 6*protocol.MaxEchoBytes {
+			t.Errorf("a %d-byte request got a %d-byte reply", len(frame), len(raw))
+		}
+		var m map[string]any
+		if err := json.Unmarshal(raw, &m); err != nil {
+			t.Fatalf("reply is not JSON: %v", err)
+		}
+		if m["result"] != "failure" || m["truncated"] != true {
+			t.Errorf("reply to a %d-byte request: %.300s, want a failure marked truncated", len(frame), raw)
+		}
+		if strings.Contains(string(raw), `\u003c`) {
+			t.Errorf("reply HTML-escapes the client's input: %.200s", raw)
+		}
+	}
+	// A short failure echoes the request as it was, unmarked.
+	c.sendRaw(t, websocket.MessageText, []byte(`{"command":"nope","target":"<s>"}`))
+	m := c.next(t)
+	if _, marked := m["truncated"]; marked || fmt.Sprint(m["original"]) != "map[command:nope target:<s>]" {
+		t.Fatalf("short failure reply: %v", m)
+	}
+}
+
+// Every text frame the broker sends is valid UTF-8, whatever bytes the
+// client sent (browsers close the connection with 1007 otherwise).
+func TestHardeningRepliesAreValidUTF8(t *testing.T) {
+	b := startBroker(t)
+	c, sid := attach(t, b, "agent=alice")
+	for _, frame := range []string{
+		"{\"command\":\"x\xff\xfe\",\"target\":\"" + sid + "\"}",
+		"{\"command\":\"channel.ready\",\"target\":\"\xc3\x28\"}",
+		"{\"command\":\"session.addchannel\",\"target\":\"" + sid + "\",\"data\":{\"channel\":{\"id\":\"p\",\"name\":\"\xed\xa0\x80\",\"type\":\"TELEPHONY\"}}}",
+		"not json \xff",
+		"{\"command\":\"nope\",\"target\":\"s\",\"pad\":\"" + strings.Repeat("é", 600) + "\"}", // cut inside a rune
+	} {
+		c.sendRaw(t, websocket.MessageText, []byte(frame))
+		for {
+			raw := c.nextRaw(t)
+			if !utf8.Valid(raw) {
+				t.Fatalf("the broker sent invalid UTF-8 in reply to %q: %q", frame, raw)
+			}
+			if strings.Contains(string(raw), `"result"`) {
+				break
+			}
+		}
+	}
+}
+
+// A connection that does not read is bounded in bytes, not only in
+// messages: it is closed with 1013 once limits.sendqueuebytes are queued.
+func TestHardeningSendQueueBoundedInBytes(t *testing.T) {
+	b := startBroker(t, "CTIBROKER_LIMITS__COMMANDRATE=0", "CTIBROKER_LIMITS__SENDQUEUE=1000000", "CTIBROKER_LIMITS__SENDQUEUEBYTES=65536")
+	ctx := context.Background()
+	ws, _, err := websocket.Dial(ctx, "ws://"+b.addr+"/v1/ws?agent=alice", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	ws.SetReadLimit(-1)
+	// Do not read while sending commands whose failure replies are about
+	// 3 KiB each: 16 MB of replies fill the kernel's socket buffers (a few
+	// MB on loopback), then the broker's queue. No write deadline: a
+	// deadline would close our own connection (coder/websocket).
+	frame := []byte(`{"command":"nope","target":"` + strings.Repeat("x", 4096) + `"}`)
+	for range 5000 {
+		if err := ws.Write(ctx, websocket.MessageText, frame); err != nil {
+			break // the broker closed the connection
+		}
+	}
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, _, err := ws.Read(rctx)
+		cancel()
+		if err != nil {
+			if code := websocket.CloseStatus(err); code != websocket.StatusCode(protocol.CloseTryAgainLater) {
+				t.Fatalf("closed with %d (%v), want 1013", code, err)
+			}
+			return
+		}
 	}
 }

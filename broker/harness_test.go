@@ -186,16 +186,23 @@ func (c *client) send(tb testing.TB, v any) {
 // next returns the next message, failing after msgTimeout.
 func (c *client) next(tb testing.TB) map[string]any {
 	tb.Helper()
+	data := c.nextRaw(tb)
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		tb.Fatalf("server sent invalid JSON %q: %v", data, err)
+	}
+	return m
+}
+
+// nextRaw returns the next message as sent, failing after msgTimeout.
+func (c *client) nextRaw(tb testing.TB) []byte {
+	tb.Helper()
 	select {
 	case data, ok := <-c.msgs:
 		if !ok {
 			tb.Fatalf("connection closed while waiting for a message: %v", <-c.closed)
 		}
-		var m map[string]any
-		if err := json.Unmarshal(data, &m); err != nil {
-			tb.Fatalf("server sent invalid JSON %q: %v", data, err)
-		}
-		return m
+		return data
 	case <-time.After(msgTimeout):
 		tb.Fatal("no message within timeout")
 	}

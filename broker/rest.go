@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/ctibroker/ctibroker/history"
 	"github.com/ctibroker/ctibroker/protocol"
@@ -168,7 +167,7 @@ func parseTime(q url.Values, name string, def time.Time) (time.Time, error) {
 	if err != nil {
 		t, perr := time.Parse(time.RFC3339, v)
 		if perr != nil {
-			return time.Time{}, badParam(name, "want RFC 3339 or Unix milliseconds, got %q", truncate(v, 64))
+			return time.Time{}, badParam(name, "want RFC 3339 or Unix milliseconds, got %q", protocol.CutEncoded(v, 64))
 		}
 		ms = t.UnixMilli()
 	}
@@ -211,19 +210,6 @@ func reportWindow(q url.Values, now time.Time) (from, to time.Time, step time.Du
 		err = badParam("interval", "at most %d intervals per report; widen the interval or narrow from/to", protocol.MaxReportBuckets)
 	}
 	return
-}
-
-// truncate cuts s to at most n bytes for an error message, on a rune
-// boundary.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
 }
 
 func listParam(q url.Values, name string) []string {

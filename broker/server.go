@@ -365,7 +365,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(s.cfg.WS.MaxMessage)
-	c := newWSConn(s.base, &s.pool, ws, cork, id.AgentID, r.RemoteAddr, &s.cfg.WS, s.cfg.Limits.SendQueue, s.connLog)
+	c := newWSConn(s.base, &s.pool, ws, cork, id.AgentID, r.RemoteAddr, &s.cfg.WS, s.cfg.Limits, s.connLog)
 	c.metrics = s.metrics
 	cork.OnPong = c.pong // before the reader starts
 	if !s.track(c) {

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -84,7 +83,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 		return true
 	}
 	send := func(name string, v any) bool {
-		b, _ := json.Marshal(v)
+		b, _ := protocol.Marshal(v)
 		return sendRaw(name, b)
 	}
 	subJSON := []byte(`"sse"`)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 )
 
 // Result values of a reply.
@@ -48,6 +49,10 @@ type Reply struct {
 	Failure   *Failure        `json:"failure,omitempty"`
 	Original  json.RawMessage `json:"original,omitempty"`
 	RequestID string          `json:"requestId,omitempty"`
+	// Truncated: what the failure echoes of the request (command, target,
+	// requestId, original, the message) was cut at MaxEchoBytes each; a
+	// cut original is the start of the frame as a JSON string.
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // Event is an object event pushed by the broker. Seq is per session, starts at
@@ -65,10 +70,12 @@ type Event struct {
 // failure that answers it together with what must be echoed back.
 type Inbound struct {
 	Request Request
-	// Original is the frame as received: the JSON object itself, or for
-	// INVALID_JSON the text encoded as a JSON string.
-	Original json.RawMessage
-	Failure  *Failure
+	// Original is what a failure reply echoes of the frame: the JSON object
+	// itself, or (INVALID_JSON, or a frame over MaxEchoBytes: Truncated)
+	// the text as a JSON string. Always valid UTF-8.
+	Original  json.RawMessage
+	Truncated bool
+	Failure   *Failure
 }
 
 // DecodeRequest parses one client frame. It never panics; every malformed
@@ -80,6 +87,12 @@ func DecodeRequest(frame []byte) Inbound {
 	if !json.Valid(frame) {
 		return RejectFrame(frame, "frame is not valid JSON")
 	}
+	// Invalid UTF-8 can only be inside JSON strings: replacing it keeps
+	// the frame valid JSON, and everything echoed from it (data, original)
+	// valid UTF-8, which browsers require of text frames.
+	if !utf8.Valid(frame) {
+		frame = bytes.ToValidUTF8(frame, []byte("\uFFFD"))
+	}
 	var fields struct {
 		Command   json.RawMessage `json:"command"`
 		Target    json.RawMessage `json:"target"`
@@ -89,7 +102,12 @@ func DecodeRequest(frame []byte) Inbound {
 	if b := bytes.TrimSpace(frame); len(b) == 0 || b[0] != '{' || json.Unmarshal(frame, &fields) != nil {
 		return RejectFrame(frame, "frame is not a JSON object")
 	}
-	in := Inbound{Original: json.RawMessage(bytes.TrimSpace(frame))}
+	var in Inbound
+	if trimmed := bytes.TrimSpace(frame); len(trimmed) <= MaxEchoBytes {
+		in.Original = trimmed
+	} else {
+		in.Original, in.Truncated = echoText(trimmed)
+	}
 	// Recover what can be echoed before validating, so that even a failure
 	// reply carries the client's command, target and requestId.
 	var typeErr error
@@ -127,8 +145,53 @@ func DecodeRequest(frame []byte) Inbound {
 // RejectFrame answers a frame that cannot be a request at all (a binary
 // frame): INVALID_JSON with the frame echoed as a JSON string.
 func RejectFrame(frame []byte, message string) Inbound {
-	text, _ := json.Marshal(string(frame))
-	return Inbound{Original: text, Failure: &Failure{Code: CodeInvalidJSON, Message: message}}
+	in := Inbound{Failure: &Failure{Code: CodeInvalidJSON, Message: message}}
+	in.Original, in.Truncated = echoText(frame)
+	return in
+}
+
+// echoText encodes the start of frame as a JSON string of at most about
+// MaxEchoBytes, with invalid UTF-8 replaced; truncated reports a cut.
+func echoText(frame []byte) (json.RawMessage, bool) {
+	s := CutEncoded(string(frame), MaxEchoBytes)
+	text, _ := Marshal(s)
+	return text, len(s) < len(frame)
+}
+
+// CutEncoded returns the longest prefix of s, on a rune boundary, whose
+// JSON encoding (without quotes) takes at most n bytes: control characters
+// take six bytes encoded, so cutting by raw length would still amplify.
+func CutEncoded(s string, n int) string {
+	size := 0
+	for i, r := range s {
+		w := utf8.RuneLen(r)
+		switch {
+		case r == utf8.RuneError:
+			w = 3 // invalid bytes are encoded as U+FFFD
+		case r == '"' || r == '\\' || r == '\n' || r == '\r' || r == '\t':
+			w = 2
+		case r < 0x20 || r == 0x7f || r == 0x2028 || r == 0x2029:
+			w = 6
+		}
+		if size+w > n {
+			return s[:i]
+		}
+		size += w
+	}
+	return s
+}
+
+// Marshal encodes v as JSON like encoding/json, without HTML escaping: what
+// the broker sends is read by programs, and escaping <, > and & would make
+// a reply up to six times larger than what it echoes.
+func Marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte{'\n'}), nil
 }
 
 func isNull(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }
@@ -169,22 +232,35 @@ func SuccessReply(req Request, data json.RawMessage) Reply {
 	return Reply{Command: req.Command, Target: req.Target, Result: ResultSuccess, Data: data, RequestID: req.RequestID}
 }
 
-// FailureReply builds a failure reply carrying the original frame.
+// FailureReply builds a failure reply carrying the original frame. What it
+// echoes of the client's input is cut at MaxEchoBytes each (and the reply
+// marked Truncated): a reply is never much larger than its request.
 func FailureReply(in Inbound, f *Failure) Reply {
-	return Reply{Command: in.Request.Command, Target: in.Request.Target, Result: ResultFailure,
-		Failure: f, Original: in.Original, RequestID: in.Request.RequestID}
+	r := Reply{Result: ResultFailure, Original: in.Original, Truncated: in.Truncated}
+	cut := func(s string) string {
+		c := CutEncoded(s, MaxEchoBytes)
+		r.Truncated = r.Truncated || len(c) < len(s)
+		return c
+	}
+	r.Command, r.Target, r.RequestID = cut(in.Request.Command), cut(in.Request.Target), cut(in.Request.RequestID)
+	if f != nil {
+		bounded := *f
+		bounded.Message, bounded.Context = cut(f.Message), cut(f.Context)
+		r.Failure = &bounded
+	}
+	return r
 }
 
 // AppendString appends s as a JSON string. It escapes what JSON requires
-// (quote, backslash, control characters) and, like encoding/json, <, > and
-// &; s must be valid UTF-8 (ids are validated).
+// (quote, backslash, control characters), and no HTML characters (see
+// Marshal); s must be valid UTF-8 (ids are validated).
 func AppendString(dst []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' && c != 0x7f {
+		if c >= 0x20 && c != '"' && c != '\\' && c != 0x7f {
 			continue
 		}
 		dst = append(dst, s[start:i]...)

@@ -153,8 +153,15 @@ func FuzzDecodeRequest(f *testing.F) {
 		if in.Failure == nil && in.Request.Command == "" {
 			t.Fatal("accepted a request without command")
 		}
-		if _, err := json.Marshal(FailureReply(in, Failf(CodeInternal, "x"))); err != nil {
+		reply, err := Marshal(FailureReply(in, Failf(CodeInternal, "%s", frame)))
+		if err != nil {
 			t.Fatalf("failure reply does not encode: %v", err)
+		}
+		if !utf8.Valid(reply) || len(reply) > 8*MaxEchoBytes {
+			t.Fatalf("failure reply to %q is %d bytes, valid UTF-8 %v", frame, len(reply), utf8.Valid(reply))
+		}
+		if in.Failure == nil && !utf8.Valid(in.Request.Data) {
+			t.Fatalf("data %q is not valid UTF-8", in.Request.Data)
 		}
 		if in.Failure == nil {
 			var nr NotReadyData

@@ -81,10 +81,10 @@ func (c Change) AppendData(dst, sub []byte) []byte {
 func encodeChange(agent string, prev, cur *protocol.AgentView) *encodedChange {
 	e := &encodedChange{agent: protocol.AppendString(nil, agent), prev: []byte("null"), cur: []byte("null")}
 	if prev != nil {
-		e.prev, _ = json.Marshal(prev)
+		e.prev, _ = protocol.Marshal(prev)
 	}
 	if cur != nil {
-		e.cur, _ = json.Marshal(cur)
+		e.cur, _ = protocol.Marshal(cur)
 	}
 	return e
 }

@@ -709,7 +709,7 @@ func (s *Session) sendWire() {
 // by encoding/json, the envelope around it by hand), and the bus envelope
 // shares its bytes.
 func (s *Session) emit(target, name string, data any) {
-	raw, err := json.Marshal(data)
+	raw, err := protocol.Marshal(data)
 	if err != nil {
 		s.logger().Error("cannot encode event data", zap.String("event", name), zap.Error(err))
 		return
@@ -918,10 +918,10 @@ func (s *Session) handleCommand(c command) {
 		}
 	}
 	reply := s.execute(in)
-	msg, err := json.Marshal(reply)
+	msg, err := protocol.Marshal(reply)
 	if err != nil {
 		s.logger().Error("cannot encode reply", zap.Error(err))
-		msg, _ = json.Marshal(protocol.FailureReply(in, protocol.Failf(protocol.CodeInternal, "reply could not be encoded")))
+		msg, _ = protocol.Marshal(protocol.FailureReply(in, protocol.Failf(protocol.CodeInternal, "reply could not be encoded")))
 	}
 	remember := in.Failure == nil && id != "" && cacheable(reply)
 	var reps []store.Reply
@@ -938,7 +938,7 @@ func (s *Session) handleCommand(c command) {
 		if s.handedOver {
 			return
 		}
-		msg, _ = json.Marshal(protocol.FailureReply(in, protocol.Failf(protocol.CodeUnavailable,
+		msg, _ = protocol.Marshal(protocol.FailureReply(in, protocol.Failf(protocol.CodeUnavailable,
 			"the change could not be stored (%v); its events follow once the store is back", err)))
 		s.deliver(msg)
 		s.m.opts.Metrics.CommandDone(metricCommand(in), string(protocol.CodeUnavailable), time.Since(c.frame.Received).Seconds())

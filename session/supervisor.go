@@ -40,7 +40,7 @@ func (s *Session) supervisorCommand(req protocol.Request) (json.RawMessage, *pro
 		if fail := s.startSubscription(id, f, protocol.SnapshotSubscribed); fail != nil {
 			return nil, fail
 		}
-		data, _ := json.Marshal(protocol.SubscribeReply{SubscriptionID: id})
+		data, _ := protocol.Marshal(protocol.SubscribeReply{SubscriptionID: id})
 		return data, nil
 	case protocol.CmdSupervisorUnsubscribe:
 		var d protocol.UnsubscribeData

@@ -209,7 +209,7 @@ func (s *Session) addressBook() ([]byte, *protocol.Failure) {
 		s.ab.book = &book
 	}
 	s.m.dir.fillAddressBook(s.ab.book)
-	msg, err := json.Marshal(s.ab.book)
+	msg, err := protocol.Marshal(s.ab.book)
 	if err != nil {
 		return nil, protocol.Failf(protocol.CodeInternal, "address book could not be encoded: %v", err)
 	}
