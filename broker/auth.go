@@ -91,14 +91,14 @@ func (a *Authenticator) Identify(r *http.Request) (id session.Identity, expires 
 	return session.Identity{AgentID: c.Subject, Role: c.Role, Teams: c.Teams, AllTeams: c.Role == RoleAdmin}, c.ExpiresAt.Time, nil
 }
 
-// IdentifyREST authenticates a REST or SSE request. With auth.mode none (a
-// loopback-only development mode) a request without ?agent= acts as admin.
-func (a *Authenticator) IdentifyREST(r *http.Request) (session.Identity, error) {
+// IdentifyREST authenticates a REST or SSE request; expires is zero when
+// the identity does not expire. With auth.mode none (a loopback-only
+// development mode) a request without ?agent= acts as admin.
+func (a *Authenticator) IdentifyREST(r *http.Request) (id session.Identity, expires time.Time, err error) {
 	if a.mode == AuthNone && r.URL.Query().Get("agent") == "" {
-		return session.Identity{AgentID: "local-admin", Role: RoleAdmin, AllTeams: true}, nil
+		return session.Identity{AgentID: "local-admin", Role: RoleAdmin, AllTeams: true}, time.Time{}, nil
 	}
-	id, _, err := a.Identify(r)
-	return id, err
+	return a.Identify(r)
 }
 
 // MintToken signs a token for sub with the secret.

@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -14,16 +13,15 @@ import (
 	"github.com/ctibroker/ctibroker/session"
 )
 
-// sseHeartbeat keeps idle event streams open through proxies.
-const sseHeartbeat = 15 * time.Second
-
 // serveAgentEvents streams an agent's session events as Server-Sent Events,
 // from whichever node owns the session: GET /v1/agents/{id}/events.
 // Resume with Last-Event-ID (<session>:<seq>, as sent in every id: line) or
 // ?since=<seq> (of the agent's live session). An event named "reset" says
-// events were lost beyond recovery: reload the agent's state.
+// events were lost beyond recovery (reload the agent's state), or, with
+// {"reason":"token expired"}, that the stream ends: reconnect with a fresh
+// token.
 func (s *Server) serveAgentEvents(w http.ResponseWriter, r *http.Request) {
-	ident, err := s.auth.IdentifyREST(r)
+	ident, expires, err := s.auth.IdentifyREST(r)
 	if err != nil {
 		writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", err.Error())
 		return
@@ -80,59 +78,47 @@ func (s *Server) serveAgentEvents(w http.ResponseWriter, r *http.Request) {
 			from[sid] = n
 		}
 	}
-	flusher, ok := w.(http.Flusher)
-	if !ok {
-		writeError(w, http.StatusInternalServerError, "INTERNAL", "streaming unsupported")
+	st, done := s.startStream(w, r, "events", expires)
+	defer done()
+	defer st.end()
+	if st.comment("ctibroker agent events") != nil {
 		return
 	}
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	_, _ = fmt.Fprint(w, ": ctibroker agent events\n\n")
-	flusher.Flush()
-
-	// The stream ends with the request or at shutdown.
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	stop := context.AfterFunc(s.streams, cancel)
-	defer stop()
 	heartbeat := time.NewTicker(sseHeartbeat)
 	defer heartbeat.Stop()
+	// Follow blocks on a full queue: a stream that falls behind holds its
+	// bus subscription back until the write deadline drops it.
 	events := make(chan session.Envelope, 256)
 	followErr := make(chan error, 1)
 	go func() {
-		followErr <- s.manager.Follow(ctx, session.AgentTopic(agent), from, func(e session.Envelope) error {
+		followErr <- s.manager.Follow(st.ctx, session.AgentTopic(agent), from, func(e session.Envelope) error {
 			select {
 			case events <- e:
 				return nil
-			case <-ctx.Done():
-				return ctx.Err()
+			case <-st.ctx.Done():
+				return st.ctx.Err()
 			}
 		})
 	}()
 	for {
+		var err error
 		select {
 		case e := <-events:
-			var err error
+			id := e.Session + ":" + strconv.FormatUint(e.Seq, 10)
 			if e.Reset {
-				_, err = fmt.Fprintf(w, "id: %s:%d\nevent: reset\ndata: {\"session\":%q,\"seq\":%d}\n\n", e.Session, e.Seq, e.Session, e.Seq)
+				err = st.event(id, "reset", fmt.Appendf(nil, `{"session":%q,"seq":%d}`, e.Session, e.Seq))
 			} else {
-				_, err = fmt.Fprintf(w, "id: %s:%d\nevent: %s\ndata: %s\n\n", e.Session, e.Seq, eventName(e.Event), e.Event)
+				err = st.event(id, eventName(e.Event), e.Event)
 			}
-			if err != nil {
-				return
-			}
-			flusher.Flush()
 		case <-heartbeat.C:
-			if _, err := fmt.Fprint(w, ": heartbeat\n\n"); err != nil {
-				return
-			}
-			flusher.Flush()
+			err = st.comment("heartbeat")
 		case err := <-followErr:
-			if err != nil && ctx.Err() == nil {
+			if err != nil && st.ctx.Err() == nil {
 				s.log.Warn("agent event stream ended", zap.String("agent", agent), zap.Error(err))
 			}
+			return
+		}
+		if err != nil {
 			return
 		}
 	}

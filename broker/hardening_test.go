@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -402,4 +403,93 @@ func TestHardeningSendQueueBoundedInBytes(t *testing.T) {
 			return
 		}
 	}
+}
+
+// metricsText returns the broker's /metrics page.
+func (b *testBroker) metricsText(tb testing.TB) string {
+	tb.Helper()
+	resp, err := http.Get(b.url("/metrics"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
+}
+
+// Event streams end when the caller's token expires, with a last "reset"
+// event saying so.
+func TestHardeningStreamsEndAtTokenExpiry(t *testing.T) {
+	b := startBroker(t, jwtEnv...)
+	attach(t, b, "access_token="+mustToken(t, "alice", RoleAgent, "sales"))
+	short := func(sub, role string, teams ...string) http.Header {
+		tok, err := MintToken(testSecret, sub, role, teams, 1500*time.Millisecond, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bearer(tok)
+	}
+	for _, tt := range []struct {
+		path   string
+		header http.Header
+	}{
+		{"/v1/agents/alice/events", short("alice", RoleAgent)},
+		{"/v1/watch/agents", short("vicky", RoleSupervisor, "sales")},
+	} {
+		events, code := openStream(t, context.Background(), b.url(tt.path), tt.header, "")
+		if code != http.StatusOK {
+			t.Fatalf("%s: HTTP %d", tt.path, code)
+		}
+		deadline := time.After(5 * time.Second)
+	read:
+		for {
+			select {
+			case ev, ok := <-events:
+				if ok && ev.name == "reset" {
+					if ev.data["reason"] != "token expired" {
+						t.Fatalf("%s: reset %v", tt.path, ev.data)
+					}
+					break read
+				}
+			case <-deadline:
+				t.Fatalf("%s: still streaming after the token expired", tt.path)
+			}
+		}
+	}
+}
+
+// A stream whose client does not read is dropped within ws.writetimeout,
+// like a slow WebSocket; it does not hold its handler forever.
+func TestHardeningUnreadStreamsAreDropped(t *testing.T) {
+	b := startBroker(t, "CTIBROKER_WS__WRITETIMEOUT=500ms", "CTIBROKER_LIMITS__COMMANDRATE=0")
+	c, sid := attach(t, b, "agent=alice")
+	// Large state.updated events: 30 channels with long names.
+	for i := range 30 {
+		c.request(t, protocol.CmdAddChannel, sid, map[string]any{"channel": map[string]string{
+			"id": fmt.Sprintf("c%d", i), "name": fmt.Sprintf("%d-%s", i, strings.Repeat("n", 200)), "type": "CHAT"}})
+	}
+	c.request(t, protocol.CmdChannelActivate, sid+".c0", nil)
+	// A raw client that sends its request and never reads.
+	conn, err := net.Dial("tcp", b.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /v1/agents/alice/events HTTP/1.1\r\nHost: %s\r\n\r\n", b.addr)
+	eventually(t, "the stream to open", func() bool {
+		return strings.Contains(b.metricsText(t), `ctibroker_streams{kind="events"} 1`)
+	})
+	// About 8 MB of events, more than the kernel's socket buffers, from an
+	// agent that waits for each reply.
+	for i := range 1200 {
+		cmd := protocol.CmdChannelReady
+		var data any
+		if i%2 == 1 {
+			cmd, data = protocol.CmdChannelNotReady, map[string]string{"reasoncode": "lunch"}
+		}
+		c.request(t, cmd, sid+".c0", data)
+	}
+	eventually(t, "the unread stream to be dropped", func() bool {
+		return strings.Contains(b.metricsText(t), `ctibroker_streams{kind="events"} 0`)
+	})
 }

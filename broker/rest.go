@@ -44,7 +44,7 @@ var (
 // rest authenticates and turns a handler's (body, error) into a response.
 func (s *Server) rest(h func(r *http.Request, id session.Identity) (any, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		id, err := s.auth.IdentifyREST(r)
+		id, _, err := s.auth.IdentifyREST(r)
 		if err != nil {
 			writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", err.Error())
 			return
@@ -66,7 +66,7 @@ func (s *Server) rest(h func(r *http.Request, id session.Identity) (any, error))
 // caller acts as admin).
 func (s *Server) adminOnly(h http.Handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		id, err := s.auth.IdentifyREST(r)
+		id, _, err := s.auth.IdentifyREST(r)
 		if err != nil {
 			writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", err.Error())
 			return

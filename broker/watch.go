@@ -1,8 +1,6 @@
 package broker
 
 import (
-	"context"
-	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,14 +11,19 @@ import (
 	"github.com/ctibroker/ctibroker/session"
 )
 
+// watchQueue bounds the changes queued for one watch stream: a client that
+// cannot keep up is cut off (it reconnects and gets a fresh snapshot), never
+// buffered without bound.
+const watchQueue = 4096
+
 // serveWatch streams the supervisor watch as Server-Sent Events:
 // GET /v1/watch/agents?teams=&agents=&channelTypes=&statuses=
 // The first event is "supervisor.snapshot", then "supervisor.agent.changed"
-// events; ids are "<node>:<n>". A client reconnecting with Last-Event-ID
-// of this node gets the changes it missed while they are still in the
-// node's buffer, otherwise a fresh snapshot with reason "resync".
+// events; ids are "<node>:<n>". A stream resumed with Last-Event-ID starts
+// with a snapshot whose reason is "resync", which replaces the client's
+// view. The stream ends with a "reset" event when the token expires.
 func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
-	id, err := s.auth.IdentifyREST(r)
+	id, expires, err := s.auth.IdentifyREST(r)
 	if err != nil {
 		writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", err.Error())
 		return
@@ -33,23 +36,10 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusForbidden, string(fail.Code), fail.Message)
 		return
 	}
-	flusher, ok := w.(http.Flusher)
-	if !ok {
-		writeError(w, http.StatusInternalServerError, "INTERNAL", "streaming unsupported")
-		return
-	}
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	stop := context.AfterFunc(s.streams, cancel)
-	defer stop()
-
-	// Changes go through a bounded queue: a client that cannot keep up is
-	// cut off (it reconnects and gets a fresh snapshot), never buffered
-	// without bound.
-	changes := make(chan session.Change, 4096)
+	changes := make(chan session.Change, watchQueue)
 	var overflow sync.Once
 	overflowed := make(chan struct{})
-	snapshot, unwatch, err := s.manager.Watch(ctx, f, func(c session.Change) {
+	snapshot, unwatch, err := s.manager.Watch(r.Context(), f, func(c session.Change) {
 		select {
 		case changes <- c:
 		default:
@@ -61,10 +51,9 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer unwatch()
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
+	st, done := s.startStream(w, r, "watch", expires)
+	defer done()
+	defer st.end()
 
 	var n uint64
 	if last := r.Header.Get("Last-Event-ID"); last != "" {
@@ -74,17 +63,9 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 			n, _ = strconv.ParseUint(seq, 10, 64)
 		}
 	}
-	sendRaw := func(name string, b []byte) bool {
+	send := func(name string, data []byte) error {
 		n++
-		if _, err := fmt.Fprintf(w, "id: %s:%d\nevent: %s\ndata: %s\n\n", s.cfg.Node.ID, n, name, b); err != nil {
-			return false
-		}
-		flusher.Flush()
-		return true
-	}
-	send := func(name string, v any) bool {
-		b, _ := protocol.Marshal(v)
-		return sendRaw(name, b)
+		return st.event(s.cfg.Node.ID+":"+strconv.FormatUint(n, 10), name, data)
 	}
 	subJSON := []byte(`"sse"`)
 	reason := protocol.SnapshotSubscribed
@@ -95,25 +76,25 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 	for _, a := range snapshot {
 		sum.Add(a.Status)
 	}
-	if !send(protocol.EvSupervisorSnapshot, protocol.SupervisorSnapshot{SubscriptionID: "sse", Reason: reason, Agents: snapshot, Summary: sum}) {
+	snap, _ := protocol.Marshal(protocol.SupervisorSnapshot{SubscriptionID: "sse", Reason: reason, Agents: snapshot, Summary: sum})
+	if send(protocol.EvSupervisorSnapshot, snap) != nil {
 		return
 	}
 	heartbeat := time.NewTicker(sseHeartbeat)
 	defer heartbeat.Stop()
 	for {
+		var err error
 		select {
 		case c := <-changes:
-			if !sendRaw(protocol.EvSupervisorAgentChanged, c.AppendData(nil, subJSON)) {
-				return
-			}
+			err = send(protocol.EvSupervisorAgentChanged, c.AppendData(nil, subJSON))
 		case <-heartbeat.C:
-			if _, err := fmt.Fprint(w, ": heartbeat\n\n"); err != nil {
-				return
-			}
-			flusher.Flush()
+			err = st.comment("heartbeat")
 		case <-overflowed:
 			return
-		case <-ctx.Done():
+		case <-st.ctx.Done():
+			return
+		}
+		if err != nil {
 			return
 		}
 	}

@@ -11,6 +11,7 @@ import (
 // Metrics are the broker's collectors.
 type Metrics struct {
 	Connections     *prometheus.GaugeVec
+	Streams         *prometheus.GaugeVec
 	Commands        *prometheus.CounterVec
 	CommandDuration *prometheus.HistogramVec
 	EventsPublished prometheus.Counter
@@ -32,6 +33,8 @@ func New(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ctibroker_connections",
 			Help: "Open WebSocket connections, by role."}, []string{"role"}),
+		Streams: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ctibroker_streams",
+			Help: "Open Server-Sent Event streams, by kind (events, watch)."}, []string{"kind"}),
 		Commands: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ctibroker_commands_total",
 			Help: "Commands answered, by command and result (success or the failure code)."}, []string{"command", "result"}),
 		CommandDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ctibroker_command_duration_seconds",
@@ -53,7 +56,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		StoreErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ctibroker_store_errors_total",
 			Help: "Session store calls that failed, by operation."}, []string{"op"}),
 	}
-	reg.MustRegister(m.Connections, m.Commands, m.CommandDuration, m.EventsPublished, m.EventsDelivered, m.SendQueueDrops,
+	reg.MustRegister(m.Connections, m.Streams, m.Commands, m.CommandDuration, m.EventsPublished, m.EventsDelivered, m.SendQueueDrops,
 		m.SlowConsumers, m.AdapterDuration, m.AdapterErrors, m.StoreDuration, m.StoreErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -90,6 +93,13 @@ func (m *Metrics) Dropped() {
 	if m != nil {
 		m.SendQueueDrops.Inc()
 		m.SlowConsumers.Inc()
+	}
+}
+
+// Stream adds delta to the open event streams of kind.
+func (m *Metrics) Stream(kind string, delta float64) {
+	if m != nil {
+		m.Streams.WithLabelValues(kind).Add(delta)
 	}
 }
 
