@@ -37,6 +37,7 @@ var DefaultsYAML []byte
 // Config is the broker configuration.
 type Config struct {
 	Listen      string                       `koanf:"listen"`
+	HTTP        HTTPConfig                   `koanf:"http"`
 	Auth        AuthConfig                   `koanf:"auth"`
 	Log         LogConfig                    `koanf:"log"`
 	WS          WSConfig                     `koanf:"ws"`
@@ -105,17 +106,28 @@ type WSConfig struct {
 	WriteTimeout time.Duration `koanf:"writetimeout"`
 }
 
+// HTTPConfig bounds HTTP requests in time and size.
+type HTTPConfig struct {
+	ReadHeaderTimeout time.Duration `koanf:"readheadertimeout"`
+	ReadTimeout       time.Duration `koanf:"readtimeout"`
+	WriteTimeout      time.Duration `koanf:"writetimeout"`
+	IdleTimeout       time.Duration `koanf:"idletimeout"`
+	MaxHeaderBytes    int           `koanf:"maxheaderbytes"`
+}
+
 // LimitsConfig holds the per-connection and per-session bounds.
 type LimitsConfig struct {
-	SendQueue      int           `koanf:"sendqueue"`
-	SendQueueBytes int           `koanf:"sendqueuebytes"`
-	CommandRate    float64       `koanf:"commandrate"`
-	CommandBurst   int           `koanf:"commandburst"`
-	Inbox          int           `koanf:"inbox"`
-	History        int           `koanf:"history"`
-	HistoryTTL     time.Duration `koanf:"historyttl"`
-	Timeline       int           `koanf:"timeline"`
-	RequestIDs     int           `koanf:"requestids"`
+	Connections      int           `koanf:"connections"`
+	ConnectionsPerIP int           `koanf:"connectionsperip"`
+	SendQueue        int           `koanf:"sendqueue"`
+	SendQueueBytes   int           `koanf:"sendqueuebytes"`
+	CommandRate      float64       `koanf:"commandrate"`
+	CommandBurst     int           `koanf:"commandburst"`
+	Inbox            int           `koanf:"inbox"`
+	History          int           `koanf:"history"`
+	HistoryTTL       time.Duration `koanf:"historyttl"`
+	Timeline         int           `koanf:"timeline"`
+	RequestIDs       int           `koanf:"requestids"`
 }
 
 // SessionConfig configures session lifetimes and policies.
@@ -291,8 +303,11 @@ func (c Config) Validate() error {
 	}
 	positive := map[string]float64{
 		"ws.maxmessage": float64(c.WS.MaxMessage), "limits.sendqueue": float64(c.Limits.SendQueue),
-		"limits.sendqueuebytes": float64(c.Limits.SendQueueBytes),
-		"limits.inbox":          float64(c.Limits.Inbox), "limits.history": float64(c.Limits.History),
+		"limits.sendqueuebytes": float64(c.Limits.SendQueueBytes), "limits.connections": float64(c.Limits.Connections),
+		"http.readheadertimeout": float64(c.HTTP.ReadHeaderTimeout), "http.readtimeout": float64(c.HTTP.ReadTimeout),
+		"http.writetimeout": float64(c.HTTP.WriteTimeout), "http.idletimeout": float64(c.HTTP.IdleTimeout),
+		"http.maxheaderbytes": float64(c.HTTP.MaxHeaderBytes),
+		"limits.inbox":        float64(c.Limits.Inbox), "limits.history": float64(c.Limits.History),
 		"limits.timeline": float64(c.Limits.Timeline), "limits.requestids": float64(c.Limits.RequestIDs),
 		"ws.pinginterval": float64(c.WS.PingInterval), "ws.pingtimeout": float64(c.WS.PingTimeout),
 		"ws.writetimeout": float64(c.WS.WriteTimeout), "session.grace": float64(c.Session.Grace),
@@ -318,6 +333,9 @@ func (c Config) Validate() error {
 	if c.Limits.HistoryTTL > 0 && c.Limits.HistoryTTL < c.resumeWindow() {
 		return fmt.Errorf("limits.historyttl: must be at least session.grace + ws.pinginterval + ws.pingtimeout (%s): "+
 			"a resuming agent may have missed events that old", c.resumeWindow())
+	}
+	if c.Limits.ConnectionsPerIP < 0 {
+		return errors.New("limits.connectionsperip: must not be negative (0: no per-address cap)")
 	}
 	if c.Limits.CommandRate < 0 || c.Limits.CommandBurst < 0 {
 		return errors.New("limits.commandrate: must not be negative")

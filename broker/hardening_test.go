@@ -5,12 +5,15 @@ package broker
 // each with a test over real sockets or HTTP that fails if it comes back.
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -492,4 +495,109 @@ func TestHardeningUnreadStreamsAreDropped(t *testing.T) {
 	eventually(t, "the unread stream to be dropped", func() bool {
 		return strings.Contains(b.metricsText(t), `ctibroker_streams{kind="events"} 0`)
 	})
+}
+
+// rawConn opens a TCP connection to the broker from a chosen loopback
+// source address (127.0.0.x: several "clients" on one machine).
+func rawConn(tb testing.TB, b *testBroker, from string) net.Conn {
+	tb.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 2 * time.Second}
+	c, err := d.Dial("tcp", b.addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return c
+}
+
+// statusOf sends a GET over c and returns the response's status code, or 0
+// when the connection ends first.
+func statusOf(tb testing.TB, c net.Conn, path string) int {
+	tb.Helper()
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path)
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// Slow or idle clients are bounded in time: a body trickled byte by byte,
+// an idle keep-alive connection, oversize headers.
+func TestHardeningHTTPTimeouts(t *testing.T) {
+	b := startBroker(t, "CTIBROKER_HTTP__READTIMEOUT=1s", "CTIBROKER_HTTP__IDLETIMEOUT=500ms")
+	t.Run("trickled body", func(t *testing.T) {
+		c := rawConn(t, b, "127.0.0.1")
+		fmt.Fprintf(c, "POST /v1/sim/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+		start := time.Now()
+		buf := make([]byte, 512)
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			_, _ = c.Write([]byte(" "))
+			_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			if _, err := c.Read(buf); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+				break // answered or closed
+			}
+			if time.Since(start) > 4*time.Second {
+				t.Fatal("a trickled body kept its connection open past http.readtimeout")
+			}
+		}
+	})
+	t.Run("idle keep-alive", func(t *testing.T) {
+		c := rawConn(t, b, "127.0.0.1")
+		fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+			t.Fatalf("an idle keep-alive connection was not closed after http.idletimeout: %v", err)
+		}
+	})
+	t.Run("oversize headers", func(t *testing.T) {
+		c := rawConn(t, b, "127.0.0.1")
+		fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: %s\r\n\r\n", strings.Repeat("x", 64<<10))
+		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Fatalf("64 KiB of headers: %v %v, want 431", resp, err)
+		}
+	})
+}
+
+// One client cannot take every connection: a per-IP cap, a global cap,
+// and above the global cap a few connections only health checks and
+// metrics may use, so that the broker can still be watched at its limit.
+func TestHardeningConnectionCaps(t *testing.T) {
+	b := startBroker(t, "CTIBROKER_LIMITS__CONNECTIONS=20", "CTIBROKER_LIMITS__CONNECTIONSPERIP=10")
+	for range 10 {
+		rawConn(t, b, "127.0.0.1")
+	}
+	if code := statusOf(t, rawConn(t, b, "127.0.0.1"), "/healthz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("11th connection from one address: %d, want 503", code)
+	}
+	// Another client still gets in, up to the global cap.
+	for range 10 {
+		rawConn(t, b, "127.0.0.2")
+	}
+	// At the global cap: health checks and metrics are answered, the rest
+	// is refused with 503.
+	if code := statusOf(t, rawConn(t, b, "127.0.0.3"), "/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz at the cap: %d, want 200", code)
+	}
+	if code := statusOf(t, rawConn(t, b, "127.0.0.3"), "/metrics"); code != http.StatusOK {
+		t.Fatalf("/metrics at the cap: %d, want 200", code)
+	}
+	if _, err := dial(t, b, "agent=carol", nil); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("a WebSocket at the cap: %v, want 503", err)
+	}
+	if code := statusOf(t, rawConn(t, b, "127.0.0.3"), "/v1/agents"); code != http.StatusServiceUnavailable {
+		t.Fatalf("REST at the cap: %d, want 503", code)
+	}
 }

@@ -227,7 +227,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.log.Warn("adapter.kind is sim with authenticated agents: no telephony switch is connected, agents' states are simulated",
 			zap.Bool("sim.control", s.cfg.SimControl()))
 	}
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(s.log)}
+	capLn := newCapListener(ln, s.connectionCap(), s.cfg.Limits.ConnectionsPerIP)
+	ln = capLn
+	h := s.cfg.HTTP
+	srv := &http.Server{Handler: capped(capLn, s.Handler()), ReadHeaderTimeout: h.ReadHeaderTimeout, ReadTimeout: h.ReadTimeout,
+		WriteTimeout: h.WriteTimeout, IdleTimeout: h.IdleTimeout, MaxHeaderBytes: h.MaxHeaderBytes, ErrorLog: zap.NewStdLog(s.log)}
 	managerDone := make(chan struct{})
 	go func() {
 		defer close(managerDone)

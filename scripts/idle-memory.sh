@@ -32,7 +32,8 @@ if [ -n "${BARE:-}" ]; then
 	[ "$BARE" = lean ] && lean=(--lean) godebug=${godebug:+$godebug,}adaptivestackstart=0
 	GODEBUG=$godebug bin/ctiload echo --listen 127.0.0.1:$port --ping 30s "${lean[@]}" 2>>"${BROKER_STDERR:-/dev/stderr}" &
 else
-	CTIBROKER_LIMITS__COMMANDRATE=0 CTIBROKER_LOG__LEVEL=warn CTIBROKER_LISTEN=127.0.0.1:$port \
+	CTIBROKER_LIMITS__COMMANDRATE=0 CTIBROKER_LIMITS__CONNECTIONS=30000 CTIBROKER_LIMITS__CONNECTIONSPERIP=0 \
+		CTIBROKER_LOG__LEVEL=warn CTIBROKER_LISTEN=127.0.0.1:$port \
 		CTIBROKER_DEBUG__LISTEN=127.0.0.1:$dbg "${BROKER:-bin/ctibroker}" serve 2>>"${BROKER_STDERR:-/dev/stderr}" &
 fi
 trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT

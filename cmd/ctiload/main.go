@@ -10,7 +10,8 @@
 //	ctiload echo --listen 127.0.0.1:9999 --ping 30s --lean   the idle baseline's server
 //	ctiload --url ws://127.0.0.1:9999/ --bare --agents 20000 --idle  and its connections
 //
-// The broker must allow the load: CTIBROKER_LIMITS__COMMANDRATE=0.
+// The broker must allow the load: CTIBROKER_LIMITS__COMMANDRATE=0, and for
+// more than 1,000 connections CTIBROKER_LIMITS__CONNECTIONSPERIP=0.
 package main
 
 import (
