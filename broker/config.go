@@ -119,6 +119,8 @@ type HTTPConfig struct {
 type LimitsConfig struct {
 	Connections      int           `koanf:"connections"`
 	ConnectionsPerIP int           `koanf:"connectionsperip"`
+	Channels         int           `koanf:"channels"`
+	Groups           int           `koanf:"groups"`
 	SendQueue        int           `koanf:"sendqueue"`
 	SendQueueBytes   int           `koanf:"sendqueuebytes"`
 	CommandRate      float64       `koanf:"commandrate"`
@@ -304,6 +306,7 @@ func (c Config) Validate() error {
 	positive := map[string]float64{
 		"ws.maxmessage": float64(c.WS.MaxMessage), "limits.sendqueue": float64(c.Limits.SendQueue),
 		"limits.sendqueuebytes": float64(c.Limits.SendQueueBytes), "limits.connections": float64(c.Limits.Connections),
+		"limits.channels": float64(c.Limits.Channels), "limits.groups": float64(c.Limits.Groups),
 		"http.readheadertimeout": float64(c.HTTP.ReadHeaderTimeout), "http.readtimeout": float64(c.HTTP.ReadTimeout),
 		"http.writetimeout": float64(c.HTTP.WriteTimeout), "http.idletimeout": float64(c.HTTP.IdleTimeout),
 		"http.maxheaderbytes": float64(c.HTTP.MaxHeaderBytes),
@@ -425,6 +428,7 @@ func (c Config) SessionOptions() session.Options {
 	return session.Options{
 		Grace: c.Session.Grace, OnExpire: c.Session.OnExpire, MultiConnect: c.Session.MultiConnect,
 		HistorySize: c.Limits.History, TimelineSize: c.Limits.Timeline, InboxSize: c.Limits.Inbox,
+		MaxChannels: c.Limits.Channels, MaxGroups: c.Limits.Groups,
 		AdapterTimeout: c.Adapter.Timeout, RequestIDTTL: c.Session.RequestIDTTL, RequestIDLimit: c.Limits.RequestIDs,
 		ACW: acw, AddressBookInterval: c.AddressBook.Interval, DefaultHandleTime: c.AddressBook.DefaultHandleTime,
 		Node: c.Node.ID, LeaseTTL: c.Redis.LeaseTTL, StoreTimeout: c.Redis.Timeout, HealthInterval: c.Redis.HealthInterval,

@@ -601,3 +601,47 @@ func TestHardeningConnectionCaps(t *testing.T) {
 		t.Fatalf("REST at the cap: %d, want 503", code)
 	}
 }
+
+// A session's size is bounded: channels, groups, and the strings and lists
+// a client puts in them (every state.updated and supervisor change carries
+// them all).
+func TestHardeningSessionSizeLimits(t *testing.T) {
+	b := startBroker(t, "CTIBROKER_LIMITS__CHANNELS=3", "CTIBROKER_LIMITS__GROUPS=1")
+	c, sid := attach(t, b, "agent=alice")
+	ch := func(id string) map[string]string {
+		return map[string]string{"id": id, "name": "n-" + id, "type": "TELEPHONY"}
+	}
+	for _, id := range []string{"a", "b"} {
+		if r := c.request(t, protocol.CmdAddChannel, sid, map[string]any{"channel": ch(id)}); r["result"] != "success" {
+			t.Fatalf("addchannel %s: %v", id, r)
+		}
+	}
+	failsNaming := func(what, limit string, r map[string]any) {
+		t.Helper()
+		f, _ := r["failure"].(map[string]any)
+		if r["result"] != "failure" || f["code"] != "INVALID_REQUEST" || !strings.Contains(fmt.Sprint(f["message"]), limit) {
+			t.Errorf("%s: %v, want INVALID_REQUEST naming %s", what, r, limit)
+		}
+	}
+	failsNaming("a group of two over the channel limit", "limits.channels",
+		c.request(t, protocol.CmdAddChannelGroup, sid, map[string]any{"channelGroup": map[string]any{"id": "g", "name": "G", "channels": []any{ch("c"), ch("d")}}}))
+	if r := c.request(t, protocol.CmdAddChannelGroup, sid, map[string]any{"channelGroup": map[string]any{"id": "g", "name": "G", "channels": []any{ch("c")}}}); r["result"] != "success" {
+		t.Fatalf("third channel, in a group: %v", r)
+	}
+	failsNaming("a fourth channel", "limits.channels", c.request(t, protocol.CmdAddChannel, sid, map[string]any{"channel": ch("e")}))
+	failsNaming("a second group", "limits.groups",
+		c.request(t, protocol.CmdAddChannelGroup, sid, map[string]any{"channelGroup": map[string]any{"id": "h", "name": "H", "channels": []any{}}}))
+
+	// Strings and lists are bounded too.
+	c2, sid2 := attach(t, b, "agent=bob")
+	long := strings.Repeat("n", protocol.MaxNameLength+1)
+	failsNaming("a long channel name", "name", c2.request(t, protocol.CmdAddChannel, sid2, map[string]any{"channel": map[string]string{"id": "p", "name": long, "type": "TELEPHONY"}}))
+	failsNaming("a long channel type", "type", c2.request(t, protocol.CmdAddChannel, sid2, map[string]any{"channel": map[string]string{"id": "p", "name": "1", "type": long}}))
+	c2.request(t, protocol.CmdAddChannel, sid2, map[string]any{"channel": map[string]string{"id": "p", "name": "1", "type": "TELEPHONY"}})
+	queues := make([]string, protocol.MaxQueues+1)
+	for i := range queues {
+		queues[i] = fmt.Sprint("q", i)
+	}
+	failsNaming("too many queues", "queue", c2.request(t, protocol.CmdChannelActivate, sid2+".p", map[string]any{"channeloptions": map[string]any{"queue": queues}}))
+	failsNaming("a long queue name", "queue", c2.request(t, protocol.CmdChannelActivate, sid2+".p", map[string]any{"channeloptions": map[string]any{"queue": long}}))
+}

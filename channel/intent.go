@@ -89,6 +89,18 @@ func (c *Catalog) LogoutReason(code string) (Reason, *protocol.Failure) {
 	return Reason{}, protocol.Failf(protocol.CodeInvalidReason, "logout reason %q is not in the logout catalog", code)
 }
 
+func checkQueues(qs []string) *protocol.Failure {
+	if len(qs) > protocol.MaxQueues {
+		return protocol.Failf(protocol.CodeInvalidRequest, "field \"data.channelOptions.queue\": at most %d queues", protocol.MaxQueues)
+	}
+	for _, q := range qs {
+		if q == "" || len(q) > protocol.MaxNameLength {
+			return protocol.Failf(protocol.CodeInvalidRequest, "field \"data.channelOptions.queue\": a queue name is 1 to %d bytes", protocol.MaxNameLength)
+		}
+	}
+	return nil
+}
+
 // ParseCommand validates a channel.* command's data against the catalog and
 // returns the intent it stands for. It does not look at any channel state.
 func ParseCommand(command string, data json.RawMessage, cat *Catalog) (Intent, *protocol.Failure) {
@@ -105,6 +117,9 @@ func ParseCommand(command string, data json.RawMessage, cat *Catalog) (Intent, *
 			in.Event = EvDeactivate
 		}
 		if d.ChannelOptions != nil {
+			if f := checkQueues(d.ChannelOptions.Queue); f != nil {
+				return in, f
+			}
 			in.Queues = d.ChannelOptions.Queue
 			if command == protocol.CmdChannelDeactivate {
 				r, f := cat.LogoutReason(string(d.ChannelOptions.Reason))

@@ -9,6 +9,13 @@ const (
 	// ids, so that no id can make the broker store arbitrarily large keys.
 	MaxIDLength = 128
 
+	// MaxNameLength bounds the names a client gives: a channel's name (its
+	// switch endpoint: an extension, an address) and type, a group's name,
+	// a queue. They are part of every state.updated and supervisor change.
+	MaxNameLength = 256
+	// MaxQueues bounds the queues one channel.activate names.
+	MaxQueues = 64
+
 	// MaxEchoBytes bounds what a failure reply echoes of the client's input:
 	// the request in "original" and the failure message. Longer input is cut
 	// and the reply says "truncated": a reply never amplifies its request.

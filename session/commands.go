@@ -44,6 +44,12 @@ func (s *Session) sessionCommand(req protocol.Request) (json.RawMessage, *protoc
 		if s.hasGroup(g.ID) {
 			return nil, protocol.Failf(protocol.CodeInvalidState, "channel group %s already exists", g.ID)
 		}
+		if len(s.groups) >= s.m.opts.MaxGroups {
+			return nil, protocol.Failf(protocol.CodeInvalidRequest, "at most %d channel groups per session (limits.groups)", s.m.opts.MaxGroups)
+		}
+		if len(g.Name) > protocol.MaxNameLength {
+			return nil, protocol.Failf(protocol.CodeInvalidRequest, "field \"data.channelGroup.name\" is at most %d bytes", protocol.MaxNameLength)
+		}
 		if f := s.checkNewChannels("data.channelGroup.", g.Channels); f != nil {
 			return nil, f
 		}
@@ -102,6 +108,9 @@ func nonNil[T any](s []T) []T {
 
 // checkNewChannels validates channel specs about to be added.
 func (s *Session) checkNewChannels(field string, specs []protocol.ChannelSpec) *protocol.Failure {
+	if n := len(s.channels) + len(specs); n > s.m.opts.MaxChannels {
+		return protocol.Failf(protocol.CodeInvalidRequest, "at most %d channels per session (limits.channels)", s.m.opts.MaxChannels)
+	}
 	seen := map[string]bool{}
 	for i, spec := range specs {
 		prefix := "data.channel"
@@ -116,6 +125,9 @@ func (s *Session) checkNewChannels(field string, specs []protocol.ChannelSpec) *
 		}
 		if strings.TrimSpace(spec.Type) == "" {
 			return protocol.Failf(protocol.CodeInvalidRequest, "field \"%s.type\" is required (TELEPHONY, EMAIL, CHAT or a custom type)", prefix)
+		}
+		if len(spec.Name) > protocol.MaxNameLength || len(spec.Type) > protocol.MaxNameLength || len(spec.ModelType) > protocol.MaxNameLength {
+			return protocol.Failf(protocol.CodeInvalidRequest, "fields \"%s.name\", \"type\" and \"modelType\" are at most %d bytes", prefix, protocol.MaxNameLength)
 		}
 		if s.channel(spec.ID) != nil || seen[spec.ID] {
 			return protocol.Failf(protocol.CodeInvalidState, "channel %s already exists", spec.ID)

@@ -53,11 +53,14 @@ type ACWPolicy struct {
 
 // Options configure sessions. The broker's configuration holds the defaults.
 type Options struct {
-	Grace          time.Duration
-	OnExpire       string
-	MultiConnect   string
-	HistorySize    int
-	TimelineSize   int
+	Grace        time.Duration
+	OnExpire     string
+	MultiConnect string
+	HistorySize  int
+	TimelineSize int
+	// MaxChannels and MaxGroups bound a session's channels and groups.
+	MaxChannels    int
+	MaxGroups      int
 	InboxSize      int
 	AdapterTimeout time.Duration
 	RequestIDTTL   time.Duration

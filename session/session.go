@@ -508,6 +508,10 @@ func (s *Session) initFromSwitch() error {
 			s.logger().Warn("ignoring an invalid or duplicate login reported by the switch", zap.String("channel", l.Channel.ID), zap.String("group", l.GroupID))
 			continue
 		}
+		if len(s.channels) >= s.m.opts.MaxChannels || (l.GroupID != "" && !s.hasGroup(l.GroupID) && len(s.groups) >= s.m.opts.MaxGroups) {
+			s.logger().Warn("ignoring a login reported by the switch beyond limits.channels or limits.groups", zap.String("channel", l.Channel.ID))
+			continue
+		}
 		if l.GroupID != "" && !s.hasGroup(l.GroupID) {
 			s.groups = append(s.groups, l.GroupID)
 		}

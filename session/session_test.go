@@ -67,7 +67,7 @@ func testManager(tb testing.TB, opts Options) (*Manager, *store.Memory) {
 	base := Options{Grace: time.Minute, OnExpire: OnExpireKeep, MultiConnect: MultiConnectTakeover, HistorySize: 1024,
 		TimelineSize: 1000, InboxSize: 8, AdapterTimeout: time.Second, RequestIDTTL: time.Minute, RequestIDLimit: 100,
 		AddressBookInterval: time.Second, DefaultHandleTime: time.Minute, Node: "n", LeaseTTL: time.Minute,
-		StoreTimeout: time.Second, HealthInterval: time.Hour}
+		StoreTimeout: time.Second, HealthInterval: time.Hour, MaxChannels: 32, MaxGroups: 8}
 	if opts.InboxSize != 0 {
 		base.InboxSize = opts.InboxSize
 	}
