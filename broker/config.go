@@ -429,6 +429,7 @@ func (c Config) SessionOptions() session.Options {
 		Grace: c.Session.Grace, OnExpire: c.Session.OnExpire, MultiConnect: c.Session.MultiConnect,
 		HistorySize: c.Limits.History, TimelineSize: c.Limits.Timeline, InboxSize: c.Limits.Inbox,
 		MaxChannels: c.Limits.Channels, MaxGroups: c.Limits.Groups,
+		CommandRate: c.Limits.CommandRate, CommandBurst: c.Limits.CommandBurst,
 		AdapterTimeout: c.Adapter.Timeout, RequestIDTTL: c.Session.RequestIDTTL, RequestIDLimit: c.Limits.RequestIDs,
 		ACW: acw, AddressBookInterval: c.AddressBook.Interval, DefaultHandleTime: c.AddressBook.DefaultHandleTime,
 		Node: c.Node.ID, LeaseTTL: c.Redis.LeaseTTL, StoreTimeout: c.Redis.Timeout, HealthInterval: c.Redis.HealthInterval,

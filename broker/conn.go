@@ -9,7 +9,6 @@ import (
 
 	"github.com/coder/websocket"
 	"go.uber.org/zap"
-	"golang.org/x/time/rate"
 
 	"github.com/ctibroker/ctibroker/internal/lazylog"
 	"github.com/ctibroker/ctibroker/internal/workers"
@@ -317,12 +316,12 @@ func (c *wsConn) wait() {
 // library's read path would double it, see internal/wsbuf/wait.go), and
 // does the reads on the pool. A peer that pings is read here, the
 // library's way (wsbuf.Conn.SawPing).
-func (c *wsConn) readLoop(s *session.Session, limiter *rate.Limiter) {
+func (c *wsConn) readLoop(s *session.Session) {
 	var reading sync.WaitGroup
 	next := readWait
 	read := func() {
 		defer reading.Done()
-		next = c.readAvailable(s, limiter)
+		next = c.readAvailable(s)
 	}
 	for next == readWait {
 		c.cork.WaitReadable()
@@ -335,7 +334,7 @@ func (c *wsConn) readLoop(s *session.Session, limiter *rate.Limiter) {
 		reading.Wait()
 	}
 	if next == readDirect {
-		for c.readOne(s, limiter) {
+		for c.readOne(s) {
 		}
 	}
 }
@@ -357,9 +356,9 @@ const readLinger = 20 * time.Millisecond
 
 // readAvailable reads and submits messages while they come within
 // readLinger of each other.
-func (c *wsConn) readAvailable(s *session.Session, limiter *rate.Limiter) readNext {
+func (c *wsConn) readAvailable(s *session.Session) readNext {
 	for {
-		if !c.readOne(s, limiter) {
+		if !c.readOne(s) {
 			return readEnded
 		}
 		if !c.cork.WaitReadableFor(readLinger) {
@@ -374,13 +373,13 @@ func (c *wsConn) readAvailable(s *session.Session, limiter *rate.Limiter) readNe
 // readOne reads a message and submits it; false when the socket or the
 // session has ended. Read gets no context: a context would cost a
 // registration per frame, and abort or the close handshake ends it.
-func (c *wsConn) readOne(s *session.Session, limiter *rate.Limiter) bool {
+func (c *wsConn) readOne(s *session.Session) bool {
 	typ, frame, err := c.ws.Read(context.Background())
 	if err != nil {
 		c.readEnded(err)
 		return false
 	}
-	return c.submit(s, limiter, typ, frame)
+	return c.submit(s, typ, frame)
 }
 
 func (c *wsConn) readEnded(err error) {
@@ -391,8 +390,7 @@ func (c *wsConn) readEnded(err error) {
 }
 
 // submit hands a frame to the session; false when the session has ended.
-func (c *wsConn) submit(s *session.Session, limiter *rate.Limiter, typ websocket.MessageType, data []byte) bool {
+func (c *wsConn) submit(s *session.Session, typ websocket.MessageType, data []byte) bool {
 	f := session.Frame{Data: data, Binary: typ != websocket.MessageText, Received: time.Now()}
-	f.Limited = limiter != nil && !limiter.AllowN(f.Received, 1)
 	return s.Submit(c.base, c, f) == nil
 }

@@ -645,3 +645,28 @@ func TestHardeningSessionSizeLimits(t *testing.T) {
 	failsNaming("too many queues", "queue", c2.request(t, protocol.CmdChannelActivate, sid2+".p", map[string]any{"channeloptions": map[string]any{"queue": queues}}))
 	failsNaming("a long queue name", "queue", c2.request(t, protocol.CmdChannelActivate, sid2+".p", map[string]any{"channeloptions": map[string]any{"queue": long}}))
 }
+
+// The command rate limit belongs to the agent's session: reconnecting or
+// taking the session over does not refill it.
+func TestHardeningRateLimitSurvivesReconnects(t *testing.T) {
+	b := startBroker(t, "CTIBROKER_LIMITS__COMMANDRATE=1", "CTIBROKER_LIMITS__COMMANDBURST=5")
+	limited := 0
+	for range 6 {
+		// Each round takes the session over with a new connection (the
+		// old one is closed with 4001) and sends three commands at once.
+		c, sid := attach(t, b, "agent=alice")
+		for range 3 {
+			c.send(t, map[string]any{"command": protocol.CmdNotReadyReasons, "target": sid})
+		}
+		for range 3 {
+			r := c.until(t, func(m map[string]any) bool { return m["result"] != nil })
+			if f, _ := r["failure"].(map[string]any); f["code"] == string(protocol.CodeRateLimited) {
+				limited++
+			}
+		}
+	}
+	// 18 commands in well under a second against a burst of 5 and 1/s.
+	if limited < 10 {
+		t.Fatalf("%d of 18 commands were rate limited across reconnects, want at least 10", limited)
+	}
+}

@@ -22,7 +22,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
-	"golang.org/x/time/rate"
 
 	"github.com/ctibroker/ctibroker/adapters"
 	"github.com/ctibroker/ctibroker/adapters/sim"
@@ -380,12 +379,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// goroutine, which then returns. net/http's per-connection state
 	// (buffers, a deep stack) is released for the connection's whole life,
 	// and the reader starts on a small, fresh stack.
-	sess, limiter := s.openConn(c, id, expires, since)
+	sess := s.openConn(c, id, expires, since)
 	if sess == nil {
 		s.closeConn(c, nil, id.Role)
 		return
 	}
-	go s.runConn(c, sess, limiter, id.Role)
+	go s.runConn(c, sess, id.Role)
 }
 
 // runConn reads the connection until it ends.
@@ -394,14 +393,14 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 // its stack is most of what an idle connection costs. It does no deep work
 // (attaching, reading, decoding, logging happen elsewhere), so its stack
 // stays at the runtime's 2 KiB minimum.
-func (s *Server) runConn(c *wsConn, sess *session.Session, limiter *rate.Limiter, role string) {
-	c.readLoop(sess, limiter)
+func (s *Server) runConn(c *wsConn, sess *session.Session, role string) {
+	c.readLoop(sess)
 	s.closeConn(c, sess, role)
 }
 
 // openConn attaches the connection to the agent's session; nil when it was
 // refused (the connection is closed then).
-func (s *Server) openConn(c *wsConn, id session.Identity, expires time.Time, since *uint64) (*session.Session, *rate.Limiter) {
+func (s *Server) openConn(c *wsConn, id session.Identity, expires time.Time, since *uint64) *session.Session {
 	s.metrics.Connection(id.Role, 1)
 	actx, cancel := context.WithTimeout(s.base, s.cfg.Redis.LeaseTTL+2*s.cfg.Redis.Timeout+s.cfg.Adapter.Timeout)
 	sess, err := s.manager.Attach(actx, id, c, since)
@@ -418,18 +417,14 @@ func (s *Server) openConn(c *wsConn, id session.Identity, expires time.Time, sin
 		c.Close(code, reason)
 		// The close handshake needs a reader; it ends with the socket.
 		_, _, _ = c.ws.Read(context.Background())
-		return nil, nil
+		return nil
 	}
 	if !expires.IsZero() {
 		c.expiry = time.AfterFunc(time.Until(expires), func() { c.Close(protocol.CloseUnauthorized, "token expired") })
 	}
-	var limiter *rate.Limiter
-	if s.cfg.Limits.CommandRate > 0 {
-		limiter = rate.NewLimiter(rate.Limit(s.cfg.Limits.CommandRate), s.cfg.Limits.CommandBurst)
-	}
 	c.logger().Info("connected", zap.String("session", sess.ID()))
 	c.startPings()
-	return sess, limiter
+	return sess
 }
 
 // closeConn finishes a connection whose reader has returned.

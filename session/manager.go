@@ -58,6 +58,10 @@ type Options struct {
 	MultiConnect string
 	HistorySize  int
 	TimelineSize int
+	// CommandRate (per second) and CommandBurst bound a session's commands,
+	// whatever its connections; 0: no limit.
+	CommandRate  float64
+	CommandBurst int
 	// MaxChannels and MaxGroups bound a session's channels and groups.
 	MaxChannels    int
 	MaxGroups      int

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/ctibroker/ctibroker/adapters"
 	"github.com/ctibroker/ctibroker/channel"
@@ -29,7 +30,6 @@ import (
 type Frame struct {
 	Data     []byte
 	Binary   bool // not a text frame: refused, the protocol is JSON text
-	Limited  bool // over the connection's command rate: refused
 	Received time.Time
 }
 
@@ -37,11 +37,7 @@ func (f *Frame) decode() protocol.Inbound {
 	if f.Binary {
 		return protocol.RejectFrame(f.Data, "binary frames are not accepted: send JSON text frames")
 	}
-	in := protocol.DecodeRequest(f.Data)
-	if in.Failure == nil && f.Limited {
-		in.Failure = protocol.Failf(protocol.CodeRateLimited, "more than the allowed commands per second; slow down")
-	}
-	return in
+	return protocol.DecodeRequest(f.Data)
 }
 
 type command struct {
@@ -104,8 +100,11 @@ type Session struct {
 	topics      []string
 	envPrefix   []byte
 	replies     replies
-	catalog     *channel.Catalog
-	ab          *addressBookState // made by the first address book request
+	// limiter bounds the session's commands per second, whatever the
+	// connection: reconnecting does not refill it. Nil: no limit.
+	limiter *rate.Limiter
+	catalog *channel.Catalog
+	ab      *addressBookState // made by the first address book request
 	// grace runs while no connection is attached; graceGen tells a stale
 	// expiry (the timer fired as a connection attached) from the current one.
 	grace     *time.Timer
@@ -142,6 +141,9 @@ func newSession(m *Manager, id string, ident Identity) *Session {
 		m: m, id: id, key: ident.key(), ident: ident, teams: ident.Teams, created: time.Now().UnixMilli(),
 		done:    make(chan struct{}),
 		replies: newReplies(m.opts.RequestIDTTL, m.opts.RequestIDLimit),
+	}
+	if m.opts.CommandRate > 0 {
+		s.limiter = rate.NewLimiter(rate.Limit(m.opts.CommandRate), max(m.opts.CommandBurst, 1))
 	}
 	s.setTopics()
 	return s
@@ -913,6 +915,9 @@ func (s *Session) handleCommand(c command) {
 		return // from a connection that was taken over or closed
 	}
 	in := c.frame.decode()
+	if in.Failure == nil && s.limiter != nil && !s.limiter.AllowN(c.frame.Received, 1) {
+		in.Failure = protocol.Failf(protocol.CodeRateLimited, "more than the allowed commands per second; slow down")
+	}
 	now := time.Now()
 	id := in.Request.RequestID
 	if in.Failure == nil && id != "" {
