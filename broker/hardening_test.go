@@ -21,6 +21,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/ctibroker/ctibroker/internal/redistest"
 	"github.com/ctibroker/ctibroker/protocol"
 )
 
@@ -668,5 +669,58 @@ func TestHardeningRateLimitSurvivesReconnects(t *testing.T) {
 	// 18 commands in well under a second against a burst of 5 and 1/s.
 	if limited < 10 {
 		t.Fatalf("%d of 18 commands were rate limited across reconnects, want at least 10", limited)
+	}
+}
+
+// Redis paused (not killed): a commit that timed out may still land when
+// Redis resumes. Its outcome is resolved by reading back: it landed, and its
+// events are delivered; the agent is never told that another connection
+// took over, which would be false.
+func TestHardeningPausedRedisIsNoTakeover(t *testing.T) {
+	rs := redistest.Start(t)
+	b := startBroker(t, "CTIBROKER_REDIS__URL="+rs.URL(), "CTIBROKER_REDIS__LEASETTL=1s",
+		"CTIBROKER_REDIS__TIMEOUT=300ms", "CTIBROKER_REDIS__HEALTHINTERVAL=2s")
+	c, sid := attach(t, b, "agent=alice")
+	c.request(t, protocol.CmdAddChannel, sid, map[string]any{"channel": map[string]string{"id": "p", "name": "1", "type": "TELEPHONY"}})
+	c.request(t, protocol.CmdChannelActivate, sid+".p", nil)
+	c.until(t, isEvent(protocol.EvStateUpdated))
+
+	rs.Pause()
+	// The health check runs every 2 s: this command reaches the store,
+	// whose commit times out with an unknown outcome.
+	r := c.request(t, protocol.CmdChannelReady, sid+".p", nil)
+	if f, _ := r["failure"].(map[string]any); r["result"] != "failure" || f["code"] != string(protocol.CodeUnavailable) {
+		t.Fatalf("ready while Redis is paused: %v, want UNAVAILABLE", r)
+	}
+	time.Sleep(1500 * time.Millisecond) // past the lease: the timed-out commit lands on resume
+	rs.Resume()
+
+	// The events of the change that landed follow; the connection stays.
+	deadline := time.After(8 * time.Second)
+	for {
+		select {
+		case data, ok := <-c.msgs:
+			if !ok {
+				t.Fatalf("connection closed after Redis resumed: %v", <-c.closed)
+			}
+			var m map[string]any
+			_ = json.Unmarshal(data, &m)
+			if m["name"] == protocol.EvChannelInfoChanged && strings.Contains(string(data), `"status":"ready"`) {
+				// And the stored state agrees, seen from a fresh connection.
+				time.Sleep(200 * time.Millisecond)
+				select {
+				case err := <-c.closed:
+					t.Fatalf("connection closed after the events: %v", err)
+				default:
+				}
+				code, v := getJSON(t, b.url("/v1/agents/alice"), nil)
+				if code != http.StatusOK || !strings.Contains(fmt.Sprint(v["channels"]), "status:ready") {
+					t.Fatalf("stored view: %d %v", code, v)
+				}
+				return
+			}
+		case <-deadline:
+			t.Fatal("the change that landed was never delivered")
+		}
 	}
 }

@@ -114,6 +114,10 @@ type Session struct {
 	started   map[string]time.Time // interaction id -> start, for handle times
 	endWith   *protocol.CloseCode  // end the session after this op's messages
 
+	// inDoubt: commits that failed without an answer and may still land
+	// (see resolveInDoubt).
+	inDoubt []inDoubtCommit
+
 	// Flags, together to save the padding each would cost.
 	unsynced bool // a commit failed; retrySync is scheduled
 	// forcePersist commits the snapshot even without events (supervisor
@@ -837,7 +841,7 @@ func (s *Session) persist(replies []store.Reply, force bool) error {
 	if s.unsynced && !force {
 		return errUnsynced
 	}
-	c := store.Commit{SessionID: s.id, AgentID: s.key, Node: s.m.opts.Node, Version: s.version,
+	c := store.Commit{ID: newID()[:16], SessionID: s.id, AgentID: s.key, Node: s.m.opts.Node, Version: s.version,
 		Events: s.outbox, Topics: s.topics, Timeline: s.timeline, Replies: replies, LeaseTTL: s.m.opts.LeaseTTL}
 	if s.m.store.Durable() {
 		c.Snapshot = s.snapshot()
@@ -852,22 +856,87 @@ func (s *Session) persist(replies []store.Reply, force bool) error {
 		s.forcePersist = false
 		s.committed = s.seq
 		s.timeline = s.timeline[:0]
+		s.inDoubt = nil // none of them can land now: the version moved on
 		if s.unsynced {
 			s.unsynced = false
 			s.logger().Info("session state stored again after a store outage")
 		}
 		return nil
+	case errors.Is(err, store.ErrConflict) && len(s.inDoubt) > 0:
+		// Maybe one of our own commits that timed out landed meanwhile.
+		if landed, rerr := s.resolveInDoubt(); rerr == nil && landed {
+			return s.persist(replies, force)
+		} else if rerr != nil {
+			return s.commitFailed(c, rerr)
+		}
+		s.handOver(err.Error())
+		return err
 	case errors.Is(err, store.ErrNotOwner), errors.Is(err, store.ErrConflict):
 		s.handOver(err.Error())
 		return err
 	default:
-		if !s.unsynced {
-			s.logger().Error("could not store the session state; events held until the store is back", zap.Error(err))
-		}
-		s.unsynced = true
-		time.AfterFunc(s.m.opts.HealthInterval, func() { s.post(func(s *Session) { s.retrySync() }) })
-		return err
+		return s.commitFailed(c, err)
 	}
+}
+
+// inDoubtCommit is a commit whose outcome is unknown (the store did not
+// answer in time): it may still land, so it is remembered until a read-back
+// or a later commit settles it.
+type inDoubtCommit struct {
+	id       string
+	lastSeq  uint64 // the last event it carried
+	timeline int    // how many timeline entries it carried
+}
+
+// commitFailed holds the commit's events until the store is back, and
+// remembers it as in doubt.
+func (s *Session) commitFailed(c store.Commit, err error) error {
+	if !s.unsynced {
+		s.logger().Error("could not store the session state; events held until the store is back", zap.Error(err))
+	}
+	if len(s.inDoubt) < maxInDoubt {
+		s.inDoubt = append(s.inDoubt, inDoubtCommit{id: c.ID, lastSeq: s.seq, timeline: len(c.Timeline)})
+	}
+	s.unsynced = true
+	time.AfterFunc(s.m.opts.HealthInterval, func() { s.post(func(s *Session) { s.retrySync() }) })
+	return err
+}
+
+// maxInDoubt bounds the in-doubt commits remembered; each retry of the same
+// change is one, and the store is down meanwhile.
+const maxInDoubt = 64
+
+// resolveInDoubt reads the record back after a version conflict: when the
+// commit that moved it is one of ours whose outcome was unknown, it landed.
+// Its events are delivered (they are stored and were published) and dropped
+// from what is pending; the rest is committed again by the caller. It
+// reports whether one had landed.
+func (s *Session) resolveInDoubt() (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.m.opts.StoreTimeout)
+	rec, ok, err := s.m.store.Load(ctx, s.id)
+	cancel()
+	if err != nil || !ok {
+		return false, err
+	}
+	i := slices.IndexFunc(s.inDoubt, func(d inDoubtCommit) bool { return d.id == rec.LastCommit })
+	if i < 0 || rec.Version != s.version+1 {
+		return false, nil
+	}
+	d := s.inDoubt[i]
+	s.logger().Info("a commit that timed out had landed; its events are delivered", zap.Uint64("seq", d.lastSeq))
+	s.version, s.committed, s.inDoubt = rec.Version, d.lastSeq, nil
+	n := 0
+	for _, e := range s.outbox {
+		if e.Seq > d.lastSeq {
+			break
+		}
+		s.deliver(e.Payload)
+		n++
+	}
+	s.m.opts.Metrics.EventsCommitted(n)
+	s.outbox = slices.Delete(s.outbox, 0, n)
+	s.timeline = slices.Delete(s.timeline, 0, min(d.timeline, len(s.timeline)))
+	return true, nil
 }
 
 var errUnsynced = errors.New("session state not stored yet")

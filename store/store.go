@@ -43,6 +43,9 @@ type Reply struct {
 
 // Commit is one atomic change of a session.
 type Commit struct {
+	// ID identifies the commit; the record keeps the last one's (see
+	// Record.LastCommit).
+	ID        string
 	SessionID string
 	AgentID   string
 	Node      string
@@ -72,7 +75,11 @@ type Record struct {
 	SessionID string
 	AgentID   string
 	Version   uint64
-	Snapshot  []byte
+	// LastCommit is the ID of the commit that moved the record to Version:
+	// a writer whose commit timed out (its outcome unknown) reads it back to
+	// learn whether the commit landed.
+	LastCommit string
+	Snapshot   []byte
 }
 
 // Limits bound what the store keeps.

@@ -46,6 +46,7 @@ type memSession struct {
 	mu       sync.Mutex // guards the fields below
 	agent    string
 	version  uint64
+	commit   string // the last commit's ID
 	snapshot []byte
 	events   *ring
 	timeline *lockedRing
@@ -144,7 +145,7 @@ func (m *Memory) Load(_ context.Context, sid string) (Record, bool, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Record{SessionID: sid, AgentID: s.agent, Version: s.version, Snapshot: s.snapshot}, true, nil
+	return Record{SessionID: sid, AgentID: s.agent, Version: s.version, LastCommit: s.commit, Snapshot: s.snapshot}, true, nil
 }
 
 func (m *Memory) session(sid string) *memSession {
@@ -198,6 +199,7 @@ func (m *Memory) Commit(ctx context.Context, c Commit) error {
 		return ErrConflict
 	}
 	s.version++
+	s.commit = c.ID
 	if c.Snapshot != nil {
 		s.snapshot = c.Snapshot
 	}

@@ -17,7 +17,8 @@ import (
 // the commit script touches a single Cluster slot:
 //
 //	P agent:{agent}          string  the agent's live session id      TTL
-//	P sess:{sid}             hash    v (version), snap, agent          TTL
+//	P sess:{sid}             hash    v (version), c (its commit's id),  TTL
+//	                                 snap, agent
 //	P sess:{sid}:ev          stream  events, ID "<seq>-0", field e     MAXLEN, TTL
 //	P sess:{sid}:tl          list    timeline entries                  LTRIM, TTL
 //	P sess:{sid}:lease       string  owner node id                     lease TTL
@@ -200,7 +201,7 @@ func (r *Redis) Load(ctx context.Context, sid string) (Record, bool, error) {
 	if err != nil {
 		return Record{}, false, fmt.Errorf("load %s: bad version %q", sid, m["v"])
 	}
-	return Record{SessionID: sid, AgentID: m["agent"], Version: v, Snapshot: []byte(m["snap"])}, true, nil
+	return Record{SessionID: sid, AgentID: m["agent"], Version: v, LastCommit: m["c"], Snapshot: []byte(m["snap"])}, true, nil
 }
 
 // commitScript applies a Commit: fenced by the lease (re-taken when it
@@ -215,13 +216,13 @@ if v ~= tonumber(ARGV[2]) then return redis.error_reply('CONFLICT ' .. v) end
 if owner == false then redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[13]) end
 local ttl = ARGV[4]
 if ARGV[3] ~= '' then
-  redis.call('HSET', KEYS[1], 'v', v + 1, 'agent', ARGV[7], 'snap', ARGV[3])
+  redis.call('HSET', KEYS[1], 'v', v + 1, 'c', ARGV[15], 'agent', ARGV[7], 'snap', ARGV[3])
 else
-  redis.call('HSET', KEYS[1], 'v', v + 1, 'agent', ARGV[7])
+  redis.call('HSET', KEYS[1], 'v', v + 1, 'c', ARGV[15], 'agent', ARGV[7])
 end
 redis.call('PEXPIRE', KEYS[1], ttl)
 local nE, nT, nL, nR = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-local i = 15
+local i = 16
 local topics = {}
 for t = 1, nT do topics[t] = ARGV[i]; i = i + 1 end
 for e = 1, nE do
@@ -246,7 +247,7 @@ func (r *Redis) Commit(ctx context.Context, c Commit) error {
 	args := make([]any, 0, 12+len(c.Topics)+3*len(c.Events)+len(c.Timeline)+len(c.Replies))
 	args = append(args, c.Node, c.Version, c.Snapshot, r.limits.TTL.Milliseconds(), r.limits.Events, r.limits.Timeline,
 		c.AgentID, len(c.Events), len(c.Topics), len(c.Timeline), len(c.Replies), r.limits.ReplyTTL.Milliseconds(),
-		c.LeaseTTL.Milliseconds(), r.limits.History.Milliseconds())
+		c.LeaseTTL.Milliseconds(), r.limits.History.Milliseconds(), c.ID)
 	for _, t := range c.Topics {
 		args = append(args, r.prefix+t)
 	}

@@ -69,11 +69,11 @@ func TestStoreCommitFencedByLeaseAndVersion(t *testing.T) {
 		if err := s.Commit(ctx, Commit{SessionID: "s1", AgentID: "alice", Node: "A", Version: 0, Snapshot: []byte("stale")}); !errors.Is(err, ErrConflict) {
 			t.Fatalf("commit at a stale version: %v", err)
 		}
-		if err := s.Commit(ctx, Commit{SessionID: "s1", AgentID: "alice", Node: "A", Version: 1, Events: []Event{ev(3)}}); err != nil {
+		if err := s.Commit(ctx, Commit{ID: "c2", SessionID: "s1", AgentID: "alice", Node: "A", Version: 1, Events: []Event{ev(3)}}); err != nil {
 			t.Fatal(err)
 		}
 		rec, ok, err := s.Load(ctx, "s1")
-		if err != nil || !ok || rec.Version != 2 || rec.AgentID != "alice" {
+		if err != nil || !ok || rec.Version != 2 || rec.AgentID != "alice" || rec.LastCommit != "c2" {
 			t.Fatalf("Load = %+v, %v, %v", rec, ok, err)
 		}
 		if s.Durable() && string(rec.Snapshot) != "v1" {
