@@ -168,6 +168,9 @@ type ShutdownConfig struct {
 	Timeout time.Duration `koanf:"timeout"`
 }
 
+// MinSecretLength is the shortest HS256 secret accepted: 256 bits.
+const MinSecretLength = 32
+
 // EnvPrefix prefixes every environment variable the broker reads.
 const EnvPrefix = "CTIBROKER_"
 
@@ -231,7 +234,7 @@ func LoadConfig(fs *pflag.FlagSet, environ []string) (Config, error) {
 	var cfg Config
 	err := k.UnmarshalWithConf("", &cfg, koanf.UnmarshalConf{DecoderConfig: &mapstructure.DecoderConfig{
 		DecodeHook: mapstructure.ComposeDecodeHookFunc(
-			mapstructure.StringToTimeDurationHookFunc(),
+			durationHook,
 			mapstructure.StringToSliceHookFunc(",")),
 		WeaklyTypedInput: true,
 		ErrorUnused:      true,
@@ -245,6 +248,26 @@ func LoadConfig(fs *pflag.FlagSet, environ []string) (Config, error) {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
 	return cfg, nil
+}
+
+// durationHook decodes durations from strings with a unit only: a bare
+// number (YAML "grace: 120") would otherwise decode as 120 nanoseconds.
+func durationHook(_ reflect.Type, to reflect.Type, data any) (any, error) {
+	if to != reflect.TypeFor[time.Duration]() {
+		return data, nil
+	}
+	switch v := data.(type) {
+	case string:
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a duration: give a unit, like 30s or 2m", v)
+		}
+		return d, nil
+	case time.Duration:
+		return v, nil
+	default:
+		return nil, fmt.Errorf("%v is not a duration: give a unit, like 30s or 2m", v)
+	}
 }
 
 // knownKey reports whether a flattened koanf key names a field of t. Map
@@ -274,7 +297,12 @@ func knownKey(t reflect.Type, parts []string) bool {
 	return true
 }
 
-var decodeErrRe = regexp.MustCompile(`'([^']*)'`)
+var (
+	decodeErrRe = regexp.MustCompile(`'([^']*)'`)
+	// mapKeyRe finds map keys in mapstructure's names (acw[chat].timeout),
+	// which the file writes acw.chat.timeout; list indexes stay ([0]).
+	mapKeyRe = regexp.MustCompile(`\[([^\]0-9][^\]]*)\]`)
+)
 
 // decodeErrorLine turns mapstructure's multi-line error into one line that
 // names the key.
@@ -288,7 +316,7 @@ func decodeErrorLine(err error) string {
 		if m := decodeErrRe.FindStringSubmatch(l); m != nil && m[1] != "" {
 			rest := strings.TrimSpace(strings.Replace(l, m[0], "", 1))
 			rest = strings.TrimPrefix(rest, "error decoding")
-			return fmt.Sprintf("%s: %s", m[1], strings.TrimLeft(strings.TrimSpace(rest), ": "))
+			return fmt.Sprintf("%s: %s", mapKeyRe.ReplaceAllString(m[1], ".$1"), strings.TrimLeft(strings.TrimSpace(rest), ": "))
 		}
 		return l
 	}
@@ -400,8 +428,8 @@ func (c Config) Validate() error {
 		if c.Auth.JWT.Secret == "" {
 			return errors.New("auth.jwt.secret: required when auth.mode is jwt (set CTIBROKER_AUTH__JWT__SECRET)")
 		}
-		if len(c.Auth.JWT.Secret) < 32 {
-			return errors.New("auth.jwt.secret: must be at least 32 bytes for HS256")
+		if len(c.Auth.JWT.Secret) < MinSecretLength {
+			return fmt.Errorf("auth.jwt.secret: must be at least %d bytes for HS256", MinSecretLength)
 		}
 	case AuthNone:
 		if !isLoopback(host) {

@@ -1,6 +1,10 @@
 package load
 
-import "testing"
+import (
+	"context"
+	"strings"
+	"testing"
+)
 
 func TestScanEvent(t *testing.T) {
 	name, ts, ok := scanEvent([]byte(`{"messageType":"objectEvent","target":"s","name":"supervisor.agent.changed","data":{"x":{"timestamp":1}},"seq":9,"timestamp":1700000000123}`))
@@ -9,6 +13,15 @@ func TestScanEvent(t *testing.T) {
 	}
 	if _, _, ok := scanEvent([]byte(`{"command":"x","result":"success"}`)); ok {
 		t.Fatal("a reply scanned as an event")
+	}
+}
+
+// Nothing is sent to a host that is not this machine, not even a scrape.
+func TestScrapeRefusesOtherHosts(t *testing.T) {
+	for _, u := range []string{"http://10.0.0.1/metrics", "http://example.com/metrics", "http://127.0.0.1.example.com/metrics"} {
+		if _, _, err := Scrape(context.Background(), u); err == nil || !strings.Contains(err.Error(), "loopback") {
+			t.Errorf("Scrape(%s) = %v, want a loopback refusal", u, err)
+		}
 	}
 }
 

@@ -23,6 +23,9 @@ type BrokerMemory struct {
 
 // Scrape reads RSS and heap in use from a Prometheus endpoint.
 func Scrape(ctx context.Context, metricsURL string) (rss, heap float64, err error) {
+	if err := CheckLoopback(metricsURL); err != nil {
+		return 0, 0, err
+	}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

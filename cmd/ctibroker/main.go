@@ -110,6 +110,9 @@ func token(args, environ []string, stdout io.Writer) error {
 	if cfg.Auth.JWT.Secret == "" {
 		return errors.New("auth.jwt.secret is not configured (set CTIBROKER_AUTH__JWT__SECRET or use --config)")
 	}
+	if len(cfg.Auth.JWT.Secret) < broker.MinSecretLength {
+		return fmt.Errorf("auth.jwt.secret: must be at least %d bytes for HS256", broker.MinSecretLength)
+	}
 	t, err := broker.MintToken(cfg.Auth.JWT.Secret, *sub, *role, *teams, *ttl, time.Now())
 	if err != nil {
 		return err

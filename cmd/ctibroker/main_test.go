@@ -45,6 +45,10 @@ func TestTokenCommand(t *testing.T) {
 	if err := run([]string{"token", "--sub", "a.b"}, env, &out); err == nil {
 		t.Fatal("token for an invalid agent id")
 	}
+	// A short secret is refused as serve refuses it, whatever auth.mode.
+	if err := run([]string{"token", "--sub", "alice"}, []string{"CTIBROKER_AUTH__JWT__SECRET=short"}, &out); err == nil || !strings.Contains(err.Error(), "32 bytes") {
+		t.Fatalf("token with a 5-byte secret: %v", err)
+	}
 }
 
 func TestCommandErrors(t *testing.T) {

@@ -64,6 +64,10 @@ func run(args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	// Before anything is sent anywhere: this tool only loads this machine.
+	if err := load.CheckLoopback(cfg.URL); err != nil {
+		return err
+	}
 	if *metricsURL == "" {
 		u, err := url.Parse(cfg.URL)
 		if err != nil {
