@@ -724,3 +724,56 @@ func TestHardeningPausedRedisIsNoTakeover(t *testing.T) {
 		}
 	}
 }
+
+// With auth.mode none the broker trusts whoever reaches its loopback
+// address; a web page rebinding its own domain to 127.0.0.1 must not count
+// as such: requests must name a loopback host.
+func TestHardeningNoAuthChecksTheHost(t *testing.T) {
+	b := startBroker(t)
+	get := func(host, path string) int {
+		req, _ := http.NewRequest(http.MethodGet, b.url(path), nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	_, port, _ := net.SplitHostPort(b.addr)
+	for host, want := range map[string]int{
+		"127.0.0.1:" + port:          http.StatusOK,
+		"localhost:" + port:          http.StatusOK,
+		"[::1]:" + port:              http.StatusOK,
+		"localhost":                  http.StatusOK,
+		"evil.example.com:" + port:   http.StatusForbidden,
+		"evil.example.com":           http.StatusForbidden,
+		"127.0.0.1.nip.io:" + port:   http.StatusForbidden,
+		"localhost.evil.com:" + port: http.StatusForbidden,
+	} {
+		if got := get(host, "/v1/agents"); got != want {
+			t.Errorf("Host %q: %d, want %d", host, got, want)
+		}
+	}
+	// The WebSocket and the sim control API too.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, resp, err := websocket.Dial(ctx, "ws://"+b.addr+"/v1/ws?agent=alice", &websocket.DialOptions{Host: "evil.example.com"})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("WebSocket with a rebound Host: %v, want 403", err)
+	}
+	if resp != nil {
+		resp.Body.Close()
+	}
+	req, _ := http.NewRequest(http.MethodPost, b.url("/v1/sim/events"), strings.NewReader(`{"event":"addressbook.changed"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Host = "evil.example.com"
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("sim control with a rebound Host: %d, want 403", resp.StatusCode)
+	}
+}

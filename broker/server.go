@@ -164,7 +164,28 @@ func defaultNodeID() string {
 // Handler returns the HTTP routes.
 func (s *Server) Handler() http.Handler {
 	mux, _ := s.router()
+	if s.cfg.Auth.Mode == AuthNone {
+		return loopbackHostOnly(mux)
+	}
 	return mux
+}
+
+// loopbackHostOnly refuses requests that do not name a loopback host. With
+// auth.mode none the broker trusts whoever reaches it on loopback; a web
+// page that rebinds its own domain to 127.0.0.1 (DNS rebinding) reaches it
+// too, but names its own domain in Host.
+func loopbackHostOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if hh, _, err := net.SplitHostPort(host); err == nil {
+			host = hh
+		}
+		if !isLoopback(strings.Trim(host, "[]")) {
+			writeError(w, http.StatusForbidden, "FORBIDDEN", "auth.mode none answers loopback hosts only (localhost, 127.0.0.1, [::1])")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // router builds the routes and lists their patterns (for the OpenAPI test).
