@@ -48,6 +48,7 @@ type Config struct {
 	AddressBook AddressBookConfig            `koanf:"addressbook"`
 	History     HistoryConfig                `koanf:"history"`
 	Debug       DebugConfig                  `koanf:"debug"`
+	Admin       AdminConfig                  `koanf:"admin"`
 	Shutdown    ShutdownConfig               `koanf:"shutdown"`
 	Redis       RedisConfig                  `koanf:"redis"`
 	Node        NodeConfig                   `koanf:"node"`
@@ -156,6 +157,11 @@ type AddressBookConfig struct {
 type HistoryConfig struct {
 	Retention time.Duration `koanf:"retention"`
 	Sessions  int           `koanf:"sessions"`
+}
+
+// AdminConfig configures the operators' listener.
+type AdminConfig struct {
+	Listen string `koanf:"listen"`
 }
 
 // DebugConfig configures the profiling listener.
@@ -403,6 +409,11 @@ func (c Config) Validate() error {
 	if c.Redis.URL != "" {
 		if _, err := redis.ParseURL(c.Redis.URL); err != nil {
 			return fmt.Errorf("redis.url: %v", err)
+		}
+	}
+	if c.Admin.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
+			return fmt.Errorf("admin.listen: %q is not host:port: %v", c.Admin.Listen, err)
 		}
 	}
 	if c.Debug.Listen != "" {

@@ -777,3 +777,44 @@ func TestHardeningNoAuthChecksTheHost(t *testing.T) {
 		t.Errorf("sim control with a rebound Host: %d, want 403", resp.StatusCode)
 	}
 }
+
+// freeAddr returns a free loopback address.
+func freeAddr(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// With admin.listen set, metrics and readiness details are served there and
+// not on the public listener.
+func TestHardeningAdminListener(t *testing.T) {
+	admin := freeAddr(t)
+	b := startBroker(t, "CTIBROKER_ADMIN__LISTEN="+admin, "CTIBROKER_NODE__ID=node-secret-7")
+	if code, _ := getJSON(t, b.url("/healthz"), nil); code != http.StatusOK {
+		t.Fatalf("public /healthz: %d", code)
+	}
+	code, body := getJSON(t, b.url("/readyz"), nil)
+	if code != http.StatusOK || strings.Contains(fmt.Sprint(body), "node-secret-7") || body["sessions"] != nil {
+		t.Fatalf("public /readyz: %d %v, want status only", code, body)
+	}
+	resp, err := http.Get(b.url("/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("public /metrics: %d, want 404", resp.StatusCode)
+	}
+	adm := &testBroker{addr: admin}
+	eventually(t, "the admin listener", func() bool { return adm.readyz() == http.StatusOK })
+	if code, body := getJSON(t, adm.url("/readyz"), nil); code != http.StatusOK || body["node"] != "node-secret-7" {
+		t.Fatalf("admin /readyz: %d %v", code, body)
+	}
+	if !strings.Contains(adm.metricsText(t), "ctibroker_events_published_total") {
+		t.Fatal("admin /metrics serves no broker metrics")
+	}
+}

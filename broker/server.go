@@ -195,8 +195,14 @@ func (s *Server) router() (*http.ServeMux, []string) {
 	r.handle("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	r.handle("GET /readyz", s.serveReady)
-	r.handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}).ServeHTTP)
+	if s.cfg.Admin.Listen == "" {
+		s.adminRoutes(r)
+	} else {
+		r.handle("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+			ready, status := s.readiness()
+			writeJSON(w, map[bool]int{true: http.StatusOK, false: http.StatusServiceUnavailable}[ready], map[string]string{"status": status})
+		})
+	}
 	r.handle("GET /v1/agents/{id}/events", s.serveAgentEvents)
 	r.handle("GET /v1/watch/agents", s.serveWatch)
 	r.handle("GET /v1/agents", s.rest(s.listAgents))
@@ -223,15 +229,50 @@ func (r *routes) handle(pattern string, h http.HandlerFunc) {
 	r.mux.HandleFunc(pattern, h)
 }
 
-func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
+// adminRoutes are the operators' routes: on admin.listen when set, else on
+// the main listener.
+func (s *Server) adminRoutes(r *routes) {
+	r.handle("GET /readyz", s.serveReady)
+	r.handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}).ServeHTTP)
+}
+
+// readiness reports whether the node takes connections, and why not.
+func (s *Server) readiness() (bool, string) {
 	switch {
 	case s.draining.Load():
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+		return false, "draining"
 	case !s.manager.Healthy():
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "store unavailable"})
+		return false, "store unavailable"
 	default:
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "sessions": s.manager.SessionCount(), "node": s.cfg.Node.ID})
+		return true, "ready"
 	}
+}
+
+func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
+	if ready, status := s.readiness(); !ready {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": status})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "sessions": s.manager.SessionCount(), "node": s.cfg.Node.ID})
+}
+
+// startAdmin serves the operators' routes on admin.listen.
+func (s *Server) startAdmin() (*http.Server, error) {
+	ln, err := net.Listen("tcp", s.cfg.Admin.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("admin.listen %s: %w", s.cfg.Admin.Listen, err)
+	}
+	r := &routes{mux: http.NewServeMux()}
+	r.handle("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	s.adminRoutes(r)
+	h := s.cfg.HTTP
+	srv := &http.Server{Handler: r.mux, ReadHeaderTimeout: h.ReadHeaderTimeout, ReadTimeout: h.ReadTimeout,
+		WriteTimeout: h.WriteTimeout, IdleTimeout: h.IdleTimeout, MaxHeaderBytes: h.MaxHeaderBytes, ErrorLog: zap.NewStdLog(s.log)}
+	go func() { _ = srv.Serve(ln) }()
+	s.log.Info("admin listening", zap.String("addr", ln.Addr().String()))
+	return srv, nil
 }
 
 // poolMaxIdle is how long a pooled goroutine stays parked for more work.
@@ -272,6 +313,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			return err
 		}
 		defer dbg.Close()
+	}
+	if s.cfg.Admin.Listen != "" {
+		adm, err := s.startAdmin()
+		if err != nil {
+			return err
+		}
+		defer adm.Close()
 	}
 	s.log.Info("broker listening", zap.String("addr", ln.Addr().String()), zap.String("auth", s.cfg.Auth.Mode), zap.String("adapter", s.cfg.Adapter.Kind))
 
