@@ -63,6 +63,9 @@ func (a *Authenticator) Identify(r *http.Request) (id session.Identity, expires 
 		return id, expires, nil
 	}
 	token := q.Get("access_token")
+	if t := subprotocolToken(r); t != "" {
+		token = t
+	}
 	if h := r.Header.Get("Authorization"); h != "" {
 		scheme, rest, _ := strings.Cut(h, " ")
 		if !strings.EqualFold(scheme, "Bearer") {
@@ -71,7 +74,7 @@ func (a *Authenticator) Identify(r *http.Request) (id session.Identity, expires 
 		token = strings.TrimSpace(rest)
 	}
 	if token == "" {
-		return id, expires, errors.New("missing token: use Authorization: Bearer <token> or ?access_token=")
+		return id, expires, errors.New("missing token: use Authorization: Bearer <token>, the WebSocket subprotocol " + BearerSubprotocol + "<token>, or ?access_token=")
 	}
 	var c Claims
 	_, err = jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return a.secret, nil },
@@ -89,6 +92,27 @@ func (a *Authenticator) Identify(r *http.Request) (id session.Identity, expires 
 		return id, expires, fmt.Errorf("invalid token: role %q is not one of %s", c.Role, strings.Join(roles, ", "))
 	}
 	return session.Identity{AgentID: c.Subject, Role: c.Role, Teams: c.Teams, AllTeams: c.Role == RoleAdmin}, c.ExpiresAt.Time, nil
+}
+
+// Subprotocol is the WebSocket subprotocol the broker speaks. A browser,
+// which cannot set headers on a WebSocket, may offer its token as a second
+// subprotocol, BearerSubprotocol followed by the token; the broker answers
+// with Subprotocol only, so the token is in no URL and no response.
+const (
+	Subprotocol       = "ctibroker.v1"
+	BearerSubprotocol = "ctibroker.bearer."
+)
+
+// subprotocolToken returns the token offered as a subprotocol, if any.
+func subprotocolToken(r *http.Request) string {
+	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(h, ",") {
+			if t, ok := strings.CutPrefix(strings.TrimSpace(p), BearerSubprotocol); ok {
+				return t
+			}
+		}
+	}
+	return ""
 }
 
 // IdentifyREST authenticates a REST or SSE request; expires is zero when

@@ -818,3 +818,51 @@ func TestHardeningAdminListener(t *testing.T) {
 		t.Fatal("admin /metrics serves no broker metrics")
 	}
 }
+
+// The wallboard's pages tell browsers to keep them out of frames, to send
+// no Referer (the page may have had a token in its URL) and to run only the
+// broker's own scripts.
+func TestHardeningWallboardHeaders(t *testing.T) {
+	b := startBroker(t)
+	for _, path := range []string{"/", "/static/wallboard.js"} {
+		resp, err := http.Get(b.url(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		h := resp.Header
+		if csp := h.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") ||
+			strings.Contains(csp, "unsafe-inline") || h.Get("X-Frame-Options") != "DENY" || h.Get("Referrer-Policy") != "no-referrer" ||
+			h.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("%s headers: %v", path, h)
+		}
+	}
+}
+
+// Browsers cannot set headers on a WebSocket: the token may come in the
+// subprotocol list (ctibroker.bearer.<token>, with ctibroker.v1) instead of
+// the URL, which proxies log.
+func TestHardeningTokenInSubprotocol(t *testing.T) {
+	b := startBroker(t, jwtEnv...)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tok := mustToken(t, "alice", RoleAgent, "sales")
+	ws, _, err := websocket.Dial(ctx, "ws://"+b.addr+"/v1/ws", &websocket.DialOptions{Subprotocols: []string{"ctibroker.v1", "ctibroker.bearer." + tok}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	if ws.Subprotocol() != "ctibroker.v1" {
+		t.Fatalf("subprotocol %q, want ctibroker.v1 (never the token)", ws.Subprotocol())
+	}
+	_, msg, err := ws.Read(ctx)
+	if err != nil || !strings.Contains(string(msg), protocol.EvSessionInitialized) || !strings.Contains(string(msg), `"agentId":"alice"`) {
+		t.Fatalf("first message %s, %v", msg, err)
+	}
+	// A forged one is refused before the upgrade.
+	_, resp, err := websocket.Dial(ctx, "ws://"+b.addr+"/v1/ws", &websocket.DialOptions{Subprotocols: []string{"ctibroker.v1", "ctibroker.bearer.x.y.z"}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("forged token in the subprotocol: %v", err)
+	}
+	resp.Body.Close()
+}

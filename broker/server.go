@@ -431,7 +431,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	var cork *wsbuf.Conn
 	cw := &wsbuf.Writer{ResponseWriter: w, Wrap: func(c net.Conn) net.Conn { cork = wsbuf.NewConn(c); return cork }}
-	ws, err := websocket.Accept(cw, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.WS.Origins})
+	ws, err := websocket.Accept(cw, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.WS.Origins, Subprotocols: []string{Subprotocol}})
 	if err != nil {
 		s.log.Info("websocket upgrade failed", zap.String("remote", r.RemoteAddr), zap.Error(err))
 		return

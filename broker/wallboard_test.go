@@ -2,9 +2,15 @@ package broker
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -122,5 +128,54 @@ func TestWallboardShowsLiveStatus(t *testing.T) {
 	}
 	if conn != "conn down" {
 		t.Fatalf("the page does not show the disconnection: %q", conn)
+	}
+}
+
+// The wallboard opened with ?token= (a bookmark, a link) keeps the token out
+// of every URL: the address bar drops it, and the WebSocket and REST calls
+// carry it in headers, so a proxy in front logs no token.
+func TestWallboardKeepsTokensOutOfURLs(t *testing.T) {
+	b := startBroker(t, jwtEnv...)
+	ctx := browser(t)
+	alice, asid := attach(t, b, "access_token="+mustToken(t, "alice", RoleAgent, "sales"))
+	alice.request(t, protocol.CmdAddChannel, asid, map[string]any{"channel": map[string]string{"id": "phone", "name": "1001", "type": "TELEPHONY"}})
+
+	// A logging reverse proxy in front of the broker.
+	target, _ := url.Parse(b.url("/"))
+	var mu sync.Mutex
+	var logged []string
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		logged = append(logged, r.URL.String())
+		mu.Unlock()
+		httputil.NewSingleHostReverseProxy(target).ServeHTTP(w, r)
+	}))
+	defer proxy.Close()
+
+	tok := mustToken(t, "vicky", RoleSupervisor, "sales")
+	runCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := chromedp.Do(runCtx, chromedp.Navigate(proxy.URL+"/?token="+tok), chromedp.WaitVisible(`tr[data-agent="alice"]`)); err != nil {
+		t.Fatalf("wallboard with a token did not show alice: %v", err)
+	}
+	// Clicking an agent fetches its history over REST.
+	if err := chromedp.Do(runCtx, chromedp.Click(`tr[data-agent="alice"]`), chromedp.WaitVisible(`#detail`)); err != nil {
+		t.Fatal(err)
+	}
+	href, err := chromedp.Run(runCtx, chromedp.Evaluate[string](`location.href`))
+	if err != nil || strings.Contains(href, tok) || strings.Contains(href, "token") {
+		t.Fatalf("the address bar still holds the token: %s (%v)", href, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	sawWS := false
+	for _, u := range logged {
+		if strings.Contains(u, tok[len(tok)-20:]) && !strings.HasPrefix(u, "/?token=") {
+			t.Errorf("the proxy logged a token in %s", u)
+		}
+		sawWS = sawWS || strings.HasPrefix(u, "/v1/ws")
+	}
+	if !sawWS {
+		t.Fatalf("no WebSocket went through the proxy: %v", logged)
 	}
 }

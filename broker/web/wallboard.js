@@ -4,7 +4,16 @@
 (() => {
   const $ = (s) => document.querySelector(s);
   const params = new URLSearchParams(location.search);
-  const token = () => params.get("token") || localStorage.getItem("ctibroker.token") || "";
+  // A token given in the page URL (?token=) is kept in this tab only and
+  // taken out of the address bar at once: URLs end up in histories, logs
+  // and shared links. It reaches the broker as a WebSocket subprotocol and
+  // an Authorization header, never in a URL.
+  if (params.has("token")) {
+    sessionStorage.setItem("ctibroker.token", params.get("token"));
+    params.delete("token");
+    history.replaceState(null, "", location.pathname + (params.size ? "?" + params : "") + location.hash);
+  }
+  const token = () => sessionStorage.getItem("ctibroker.token") || "";
   const agents = new Map();
   let ws, sessionId = "", lastSeq = 0, retry = 500, selected = "";
 
@@ -13,9 +22,10 @@
 
   function connect() {
     const q = new URLSearchParams();
-    if (token()) q.set("access_token", token()); else q.set("supervisor", params.get("supervisor") || "wallboard");
+    const protocols = ["ctibroker.v1"];
+    if (token()) protocols.push("ctibroker.bearer." + token()); else q.set("supervisor", params.get("supervisor") || "wallboard");
     if (lastSeq) q.set("since", lastSeq);
-    ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/ws?${q}`);
+    ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/ws?${q}`, protocols);
     ws.onmessage = (e) => handle(JSON.parse(e.data));
     ws.onopen = () => { retry = 500; };
     ws.onclose = (e) => {
@@ -133,7 +143,14 @@
       bar.appendChild(seg);
     }
     $("#span").textContent = `${new Date(start).toLocaleTimeString()} – now`;
-    $("#legend").innerHTML = [...statusOrder.slice(0, 4), "inactive"].map((s) => `<span><i style="background:var(--${s})"></i>${label(s)}</span>`).join("");
+    const legend = $("#legend");
+    legend.textContent = "";
+    for (const s of [...statusOrder.slice(0, 4), "inactive"]) {
+      const item = document.createElement("span"), swatch = document.createElement("i");
+      swatch.style.background = `var(--${s})`; // set through the DOM: the page's CSP allows no style attributes
+      item.append(swatch, label(s));
+      legend.append(item);
+    }
   }
 
   function esc(s) {
@@ -143,7 +160,7 @@
   $("#team").onchange = render;
   $("#login").onsubmit = (e) => {
     e.preventDefault();
-    localStorage.setItem("ctibroker.token", $("#token").value.trim());
+    sessionStorage.setItem("ctibroker.token", $("#token").value.trim());
     $("#login").hidden = true;
     if (ws) ws.close();
   };
