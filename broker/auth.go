@@ -1,14 +1,19 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/ctibroker/ctibroker/protocol"
 	"github.com/ctibroker/ctibroker/session"
@@ -21,24 +26,124 @@ const (
 	RoleAdmin      = session.RoleAdmin
 )
 
+// roles in increasing order of rights: a token naming several (an identity
+// provider's list of roles) gets the highest.
 var roles = []string{RoleAgent, RoleSupervisor, RoleAdmin}
 
-// Claims are the broker's JWT claims.
+// Claims are the claims of the tokens `ctibroker token` mints.
 type Claims struct {
 	Role  string   `json:"role"`
 	Teams []string `json:"teams,omitempty"`
 	jwt.RegisteredClaims
 }
 
+// JWKS fetching bounds.
+const (
+	// jwksTimeout bounds one fetch of the key set.
+	jwksTimeout = 5 * time.Second
+	// jwksMaxBytes bounds the key set document.
+	jwksMaxBytes = 1 << 20
+	// jwksUnknownKID is how often a token with an unknown key id may make
+	// the broker fetch the set again (a rotation); other unknown ids wait
+	// at most jwksUnknownWait, then are refused.
+	jwksUnknownKID  = 10 * time.Second
+	jwksUnknownWait = 100 * time.Millisecond
+)
+
 // Authenticator turns an HTTP request into an identity.
 type Authenticator struct {
-	mode   string
-	secret []byte
+	mode       string
+	secret     []byte
+	keys       keyfunc.Keyfunc // nil without auth.jwt.jwksurl
+	parser     *jwt.Parser
+	roleClaim  []string // claim path, e.g. realm_access.roles
+	teamsClaim []string
 }
 
-// NewAuthenticator creates an authenticator for the configured mode.
-func NewAuthenticator(cfg AuthConfig) *Authenticator {
-	return &Authenticator{mode: cfg.Mode, secret: []byte(cfg.JWT.Secret)}
+// NewAuthenticator creates an authenticator for the configured mode. With a
+// JWKS URL, the key set is fetched now (a failure is logged, and retried)
+// and refreshed in the background until ctx ends.
+func NewAuthenticator(ctx context.Context, cfg AuthConfig, log *zap.Logger) (*Authenticator, error) {
+	j := cfg.JWT
+	a := &Authenticator{mode: cfg.Mode, roleClaim: strings.Split(j.RoleClaim, "."), teamsClaim: strings.Split(j.TeamsClaim, ".")}
+	var methods []string
+	if j.Secret != "" {
+		a.secret = []byte(j.Secret)
+		methods = append(methods, jwt.SigningMethodHS256.Alg())
+	}
+	if j.JWKSURL != "" && cfg.Mode == AuthJWT {
+		k, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{j.JWKSURL}, keyfunc.Override{
+			Client:            &http.Client{Transport: limitedBody{http.DefaultTransport, jwksMaxBytes}},
+			HTTPTimeout:       jwksTimeout,
+			RefreshInterval:   j.JWKSRefresh,
+			RefreshUnknownKID: rate.NewLimiter(rate.Every(jwksUnknownKID), 1),
+			RateLimitWaitMax:  jwksUnknownWait,
+			RefreshErrorHandlerFunc: func(u string) func(context.Context, error) {
+				return func(_ context.Context, err error) {
+					log.Warn("could not fetch the JWKS; tokens signed with keys not yet known are refused", zap.String("url", u), zap.Error(err))
+				}
+			},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("auth.jwt.jwksurl: %w", err)
+		}
+		a.keys = k
+		methods = append(methods, jwt.SigningMethodRS256.Alg(), jwt.SigningMethodES256.Alg())
+	}
+	opts := []jwt.ParserOption{jwt.WithValidMethods(methods), jwt.WithExpirationRequired(), jwt.WithLeeway(5 * time.Second)}
+	if j.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(j.Issuer))
+	}
+	if j.Audience != "" {
+		opts = append(opts, jwt.WithAudience(j.Audience))
+	}
+	a.parser = jwt.NewParser(opts...)
+	return a, nil
+}
+
+// limitedBody bounds the responses of a transport.
+type limitedBody struct {
+	http.RoundTripper
+	max int64
+}
+
+func (l limitedBody) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := l.RoundTripper.RoundTrip(r)
+	if err == nil {
+		resp.Body = struct {
+			io.Reader
+			io.Closer
+		}{&errLimitReader{r: resp.Body, n: l.max}, resp.Body}
+	}
+	return resp, err
+}
+
+// errLimitReader fails, rather than ending quietly, past its limit: a
+// truncated key set must not decode.
+type errLimitReader struct {
+	r io.Reader
+	n int64
+}
+
+func (e *errLimitReader) Read(p []byte) (int, error) {
+	if e.n <= 0 {
+		return 0, fmt.Errorf("response larger than %d bytes", jwksMaxBytes)
+	}
+	p = p[:min(int64(len(p)), e.n)]
+	n, err := e.r.Read(p)
+	e.n -= int64(n)
+	return n, err
+}
+
+// key returns the key that verifies t: the secret for HS256, the provider's
+// key named by its kid otherwise. The parser has already refused any other
+// algorithm, so a token cannot pick its own verification (HS256 "signed"
+// with a public key, alg none).
+func (a *Authenticator) key(t *jwt.Token) (any, error) {
+	if t.Method.Alg() == jwt.SigningMethodHS256.Alg() {
+		return a.secret, nil
+	}
+	return a.keys.Keyfunc(t)
 }
 
 // Identify authenticates r. expires is zero when the identity does not expire.
@@ -76,22 +181,75 @@ func (a *Authenticator) Identify(r *http.Request) (id session.Identity, expires 
 	if token == "" {
 		return id, expires, errors.New("missing token: use Authorization: Bearer <token>, the WebSocket subprotocol " + BearerSubprotocol + "<token>, or ?access_token=")
 	}
-	var c Claims
-	_, err = jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return a.secret, nil },
-		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), jwt.WithExpirationRequired(), jwt.WithLeeway(5*time.Second))
-	if err != nil {
+	return a.parse(token)
+}
+
+// parse verifies a token and reads the identity from its claims. Claims are
+// read generically (jwt.MapClaims): exp, nbf and iat must be JSON numbers,
+// and role and teams may sit anywhere, as identity providers put them.
+func (a *Authenticator) parse(token string) (id session.Identity, expires time.Time, err error) {
+	claims := jwt.MapClaims{}
+	if _, err := a.parser.ParseWithClaims(token, claims, a.key); err != nil {
 		return id, expires, fmt.Errorf("invalid token: %w", err)
 	}
-	if err := protocol.ValidateID(c.Subject); err != nil {
+	sub, _ := claims.GetSubject()
+	if err := protocol.ValidateID(sub); err != nil {
 		return id, expires, fmt.Errorf("invalid token: sub: %w", err)
 	}
-	if c.Role == "" {
-		c.Role = RoleAgent
+	role := RoleAgent
+	if v, ok := claimAt(claims, a.roleClaim); ok && len(stringsOf(v)) > 0 {
+		named := stringsOf(v)
+		best := -1
+		for _, r := range named {
+			best = max(best, slices.Index(roles, r))
+		}
+		if best < 0 {
+			return id, expires, fmt.Errorf("invalid token: %s names no role of %s", strings.Join(a.roleClaim, "."), strings.Join(roles, ", "))
+		}
+		role = roles[best]
 	}
-	if !slices.Contains(roles, c.Role) {
-		return id, expires, fmt.Errorf("invalid token: role %q is not one of %s", c.Role, strings.Join(roles, ", "))
+	var teams []string
+	if v, ok := claimAt(claims, a.teamsClaim); ok {
+		teams = stringsOf(v)
 	}
-	return session.Identity{AgentID: c.Subject, Role: c.Role, Teams: c.Teams, AllTeams: c.Role == RoleAdmin}, c.ExpiresAt.Time, nil
+	exp, _ := claims.GetExpirationTime() // required by the parser
+	return session.Identity{AgentID: sub, Role: role, Teams: teams, AllTeams: role == RoleAdmin}, exp.Time, nil
+}
+
+// claimAt follows a claim path (realm_access.roles) through nested objects.
+func claimAt(claims map[string]any, path []string) (any, bool) {
+	var cur any = claims
+	for _, p := range path {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if cur, ok = m[p]; !ok {
+			return nil, false
+		}
+	}
+	return cur, true
+}
+
+// stringsOf reads a claim that is a string or a list of strings; other
+// values are ignored.
+func stringsOf(v any) []string {
+	switch v := v.(type) {
+	case string:
+		if v == "" || len(v) > protocol.MaxNameLength {
+			return nil
+		}
+		return []string{v}
+	case []any:
+		var out []string
+		for _, x := range v {
+			if s, ok := x.(string); ok && s != "" && len(s) <= protocol.MaxNameLength {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
 }
 
 // Subprotocol is the WebSocket subprotocol the broker speaks. A browser,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"reflect"
 	"regexp"
 	"slices"
@@ -86,10 +87,20 @@ const (
 
 // AuthConfig configures authentication.
 type AuthConfig struct {
-	Mode string `koanf:"mode"`
-	JWT  struct {
-		Secret string `koanf:"secret"`
-	} `koanf:"jwt"`
+	Mode string    `koanf:"mode"`
+	JWT  JWTConfig `koanf:"jwt"`
+}
+
+// JWTConfig says which tokens are accepted and where the identity is in
+// them.
+type JWTConfig struct {
+	Secret      string        `koanf:"secret"`
+	JWKSURL     string        `koanf:"jwksurl"`
+	JWKSRefresh time.Duration `koanf:"jwksrefresh"`
+	Issuer      string        `koanf:"issuer"`
+	Audience    string        `koanf:"audience"`
+	RoleClaim   string        `koanf:"roleclaim"`
+	TeamsClaim  string        `koanf:"teamsclaim"`
 }
 
 // LogConfig configures logging.
@@ -436,11 +447,26 @@ func (c Config) Validate() error {
 	}
 	switch c.Auth.Mode {
 	case AuthJWT:
-		if c.Auth.JWT.Secret == "" {
-			return errors.New("auth.jwt.secret: required when auth.mode is jwt (set CTIBROKER_AUTH__JWT__SECRET)")
+		j := c.Auth.JWT
+		if j.Secret == "" && j.JWKSURL == "" {
+			return errors.New("auth.jwt.secret: required when auth.mode is jwt, unless auth.jwt.jwksurl is set (set CTIBROKER_AUTH__JWT__SECRET)")
 		}
-		if len(c.Auth.JWT.Secret) < MinSecretLength {
+		if j.Secret != "" && len(j.Secret) < MinSecretLength {
 			return fmt.Errorf("auth.jwt.secret: must be at least %d bytes for HS256", MinSecretLength)
+		}
+		if j.JWKSURL != "" {
+			u, err := url.Parse(j.JWKSURL)
+			if err != nil || !(u.Scheme == "https" || u.Scheme == "http" && isLoopback(u.Hostname())) || u.Host == "" {
+				return fmt.Errorf("auth.jwt.jwksurl: %q must be an https URL (http only on loopback)", j.JWKSURL)
+			}
+			if j.JWKSRefresh < time.Minute {
+				return errors.New("auth.jwt.jwksrefresh: must be at least 1m")
+			}
+		}
+		for key, path := range map[string]string{"auth.jwt.roleclaim": j.RoleClaim, "auth.jwt.teamsclaim": j.TeamsClaim} {
+			if path == "" || slices.Contains(strings.Split(path, "."), "") {
+				return fmt.Errorf("%s: %q is not a claim name or dotted path", key, path)
+			}
 		}
 	case AuthNone:
 		if !isLoopback(host) {

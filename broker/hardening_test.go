@@ -595,9 +595,14 @@ func TestHardeningConnectionCaps(t *testing.T) {
 	if code := statusOf(t, rawConn(t, b, "127.0.0.3"), "/metrics"); code != http.StatusOK {
 		t.Fatalf("/metrics at the cap: %d, want 200", code)
 	}
-	if _, err := dial(t, b, "agent=carol", nil); err == nil || !strings.Contains(err.Error(), "503") {
+	from3 := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.3")}}).DialContext}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, resp, err := websocket.Dial(ctx, "ws://"+b.addr+"/v1/ws?agent=carol", &websocket.DialOptions{HTTPClient: from3})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("a WebSocket at the cap: %v, want 503", err)
 	}
+	resp.Body.Close()
 	if code := statusOf(t, rawConn(t, b, "127.0.0.3"), "/v1/agents"); code != http.StatusServiceUnavailable {
 		t.Fatalf("REST at the cap: %d, want 503", code)
 	}

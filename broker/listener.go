@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"net"
 	"net/http"
 	"sync"
@@ -68,9 +69,10 @@ func (l *capListener) full() bool { return l.open.Load() > int64(l.max) }
 var refusal = []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 5\r\nConnection: close\r\nContent-Length: 72\r\n\r\n" +
 	`{"error":{"code":"UNAVAILABLE","message":"too many connections; retry"}}`)
 
-// refuse answers 503 and closes. The request is drained for a moment so
-// that closing does not reset the connection before the client reads the
-// answer.
+// refuse answers 503 and closes, within refuseTime. It reads the request's
+// head first (up to refuseRead bytes): an HTTP client takes an answer that
+// comes before its request for a broken connection, and closing with the
+// request unread would reset the connection under the answer.
 func (l *capListener) refuse(c net.Conn) {
 	select {
 	case l.refusing <- struct{}{}:
@@ -81,14 +83,22 @@ func (l *capListener) refuse(c net.Conn) {
 	go func() {
 		defer func() { <-l.refusing }()
 		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(time.Second))
+		_ = c.SetDeadline(time.Now().Add(refuseTime))
+		head := make([]byte, 0, refuseRead)
+		buf := make([]byte, 512)
+		for len(head) < refuseRead && !bytes.Contains(head, []byte("\r\n\r\n")) {
+			n, err := c.Read(buf[:min(len(buf), refuseRead-len(head))])
+			head = append(head, buf[:n]...)
+			if err != nil {
+				return
+			}
+		}
 		if _, err := c.Write(refusal); err != nil {
 			return
 		}
 		if tc, ok := c.(*net.TCPConn); ok {
 			_ = tc.CloseWrite()
 		}
-		buf := make([]byte, 512)
 		for {
 			if _, err := c.Read(buf); err != nil {
 				return
@@ -96,6 +106,13 @@ func (l *capListener) refuse(c net.Conn) {
 		}
 	}()
 }
+
+// A refused connection is answered within refuseTime, after reading at most
+// refuseRead bytes of its request.
+const (
+	refuseTime = time.Second
+	refuseRead = 16 << 10
+)
 
 func (l *capListener) release(ip string) {
 	l.mu.Lock()

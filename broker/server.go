@@ -82,7 +82,11 @@ func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
 	base, cancel := context.WithCancel(context.Background())
 	streams, cancelStreams := context.WithCancel(base)
 	s := &Server{streams: streams, cancelStreams: cancelStreams, cfg: cfg, log: log.With(zap.String("node", cfg.Node.ID)), audit: audit.With(zap.String("node", cfg.Node.ID)),
-		auth: NewAuthenticator(cfg.Auth), adapter: sw, sim: sw, base: base, cancel: cancel, conns: map[*wsConn]struct{}{}}
+		adapter: sw, sim: sw, base: base, cancel: cancel, conns: map[*wsConn]struct{}{}}
+	if s.auth, err = NewAuthenticator(base, cfg.Auth, s.log); err != nil {
+		cancel()
+		return nil, err
+	}
 	s.connLog = lazylog.Base(s.log)
 	s.reg = prometheus.NewRegistry()
 	s.metrics = metrics.New(s.reg)
