@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -607,4 +608,83 @@ func TestHistorySurvivesRestartWithRedis(t *testing.T) {
 	if code, body := getJSON(t, n2.broker().url("/v1/sessions/"+sid), nil); code != 200 || len(body["interactions"].([]any)) != 1 {
 		t.Fatalf("session after restart: %d %v", code, body)
 	}
+}
+
+// An agent whose node is killed resumes on another node within 2 s, long
+// before the session's lease (5 s here) would expire: the new node sees that
+// the owner's liveness key is gone and takes the lease at once. Nothing
+// acknowledged is lost.
+func TestClusterFailoverWithinTwoSeconds(t *testing.T) {
+	took := failover(t, redistest.Start(t), "CTIBROKER_REDIS__LEASETTL=5s")
+	t.Logf("resumed on node B %v after the kill", took.Round(time.Millisecond))
+	if took > 2*time.Second {
+		t.Fatalf("resumed %v after the kill, want at most 2s", took)
+	}
+}
+
+// BenchmarkFailover measures kill -9 to the resumed session.initialized on
+// another node, against the lease-expiry baseline (nodettl = leasettl: the
+// liveness key lapses no sooner than the lease).
+func BenchmarkFailover(b *testing.B) {
+	rs := redistest.Start(b)
+	for _, nodeTTL := range []string{"1s", "5s"} {
+		b.Run("nodettl="+nodeTTL, func(b *testing.B) {
+			var total time.Duration
+			for b.Loop() {
+				total += failover(b, rs, "CTIBROKER_REDIS__LEASETTL=5s", "CTIBROKER_REDIS__NODETTL="+nodeTTL,
+					"CTIBROKER_REDIS__PREFIX=bench"+strconv.Itoa(rand.IntN(1e9))+":")
+			}
+			b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms/failover")
+		})
+	}
+}
+
+// failover runs an agent on node A, kills A and resumes on node B; it
+// returns the time from the kill to the resumed session.initialized, after
+// checking the session and its acknowledged state survived.
+func failover(tb testing.TB, rs *redistest.Server, env ...string) time.Duration {
+	tb.Helper()
+	a, b := startNode(tb, rs, "node-a", env...), startNode(tb, rs, "node-b", env...)
+	defer b.kill()
+	c, sid := attach(tb, a.broker(), "agent=alice")
+	c.request(tb, protocol.CmdAddChannel, sid, map[string]any{"channel": map[string]string{"id": "p", "name": "1001", "type": "TELEPHONY"}})
+	c.request(tb, protocol.CmdChannelActivate, sid+".p", nil)
+	if r := c.request(tb, protocol.CmdChannelReady, sid+".p", nil); r["result"] != "success" {
+		tb.Fatal(r)
+	}
+	last := seqOf(c.until(tb, isEvent(protocol.EvStateUpdated)))
+	killed := time.Now()
+	a.kill()
+	took, m := resumeOn(tb, b, fmt.Sprintf("agent=alice&since=%d", last), killed)
+	if m["target"] != sid || m["data"].(map[string]any)["resumed"] != true {
+		tb.Fatalf("not the same session resumed: %v", m)
+	}
+	code, v := getJSON(tb, b.broker().url("/v1/agents/alice"), nil)
+	if code != http.StatusOK || !strings.Contains(fmt.Sprint(v["channels"]), "status:ready") {
+		tb.Fatalf("state after failover: %d %v", code, v)
+	}
+	return took
+}
+
+// resumeOn reconnects to node n until a session.initialized arrives, as a
+// client does, and returns it with the time since from.
+func resumeOn(t testing.TB, n *node, query string, from time.Time) (time.Duration, map[string]any) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := dial(t, n.broker(), query, nil)
+		if err != nil {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		for m := range c.msgs {
+			var msg map[string]any
+			_ = json.Unmarshal(m, &msg)
+			if msg["name"] == protocol.EvSessionInitialized {
+				return time.Since(from), msg
+			}
+		}
+	}
+	t.Fatal("never resumed")
+	return 0, nil
 }

@@ -67,6 +67,7 @@ type RedisConfig struct {
 	Prefix         string        `koanf:"prefix"`
 	Timeout        time.Duration `koanf:"timeout"`
 	LeaseTTL       time.Duration `koanf:"leasettl"`
+	NodeTTL        time.Duration `koanf:"nodettl"`
 	SessionTTL     time.Duration `koanf:"sessionttl"`
 	HealthInterval time.Duration `koanf:"healthinterval"`
 }
@@ -361,7 +362,7 @@ func (c Config) Validate() error {
 		"ws.writetimeout": float64(c.WS.WriteTimeout), "session.grace": float64(c.Session.Grace),
 		"session.requestidttl": float64(c.Session.RequestIDTTL), "adapter.timeout": float64(c.Adapter.Timeout),
 		"shutdown.timeout": float64(c.Shutdown.Timeout), "addressbook.defaulthandletime": float64(c.AddressBook.DefaultHandleTime),
-		"redis.timeout": float64(c.Redis.Timeout), "redis.leasettl": float64(c.Redis.LeaseTTL),
+		"redis.timeout": float64(c.Redis.Timeout), "redis.leasettl": float64(c.Redis.LeaseTTL), "redis.nodettl": float64(c.Redis.NodeTTL),
 		"redis.sessionttl": float64(c.Redis.SessionTTL), "redis.healthinterval": float64(c.Redis.HealthInterval),
 		"history.retention": float64(c.History.Retention), "history.sessions": float64(c.History.Sessions),
 	}
@@ -413,6 +414,9 @@ func (c Config) Validate() error {
 		if p.Timeout < 0 {
 			return fmt.Errorf("acw.%s.timeout: must not be negative", typ)
 		}
+	}
+	if c.Redis.NodeTTL > c.Redis.LeaseTTL {
+		return errors.New("redis.nodettl: must not be longer than redis.leasettl")
 	}
 	if c.Redis.URL != "" && len(c.Redis.Addrs) > 0 {
 		return errors.New("redis.url: set either redis.url or redis.addrs, not both")
@@ -497,7 +501,7 @@ func (c Config) SessionOptions() session.Options {
 		CommandRate: c.Limits.CommandRate, CommandBurst: c.Limits.CommandBurst,
 		AdapterTimeout: c.Adapter.Timeout, RequestIDTTL: c.Session.RequestIDTTL, RequestIDLimit: c.Limits.RequestIDs,
 		ACW: acw, AddressBookInterval: c.AddressBook.Interval, DefaultHandleTime: c.AddressBook.DefaultHandleTime,
-		Node: c.Node.ID, LeaseTTL: c.Redis.LeaseTTL, StoreTimeout: c.Redis.Timeout, HealthInterval: c.Redis.HealthInterval,
+		Node: c.Node.ID, LeaseTTL: c.Redis.LeaseTTL, NodeTTL: c.Redis.NodeTTL, StoreTimeout: c.Redis.Timeout, HealthInterval: c.Redis.HealthInterval,
 	}
 }
 

@@ -103,6 +103,10 @@ func (s *storeMetrics) Acquire(ctx context.Context, sid, agent, node string, ttl
 	return sm(s, "acquire", func() (string, error) { return s.Store.Acquire(ctx, sid, agent, node, ttl) })
 }
 
+func (s *storeMetrics) Heartbeat(ctx context.Context, node string, ttl time.Duration) error {
+	return s.do("heartbeat", func() error { return s.Store.Heartbeat(ctx, node, ttl) })
+}
+
 func (s *storeMetrics) Renew(ctx context.Context, node string, ttl time.Duration, leases []store.Lease) ([]string, error) {
 	return sm(s, "renew", func() ([]string, error) { return s.Store.Renew(ctx, node, ttl, leases) })
 }

@@ -83,6 +83,11 @@ type Options struct {
 	// owner renews it every LeaseTTL/3. It bounds how long a dead node's
 	// sessions stay unreachable.
 	LeaseTTL time.Duration
+	// NodeTTL is how long this node's liveness lasts without a heartbeat
+	// (every NodeTTL/3). Another node takes the sessions of a node whose
+	// liveness lapsed as soon as their agents reconnect to it, without
+	// waiting for LeaseTTL.
+	NodeTTL time.Duration
 	// StoreTimeout bounds every store call.
 	StoreTimeout time.Duration
 	// HealthInterval is how often the store is pinged for readiness.
@@ -235,6 +240,13 @@ func (m *Manager) Run(ctx context.Context) error {
 	}()
 	health := time.NewTicker(m.opts.HealthInterval)
 	defer health.Stop()
+	var heartbeats <-chan time.Time // none without a node TTL (one node, tests)
+	if m.opts.NodeTTL > 0 {
+		t := time.NewTicker(m.opts.NodeTTL / 3)
+		defer t.Stop()
+		heartbeats = t.C
+		m.heartbeat(ctx)
+	}
 	leases := time.NewTicker(max(m.opts.LeaseTTL/3, time.Millisecond))
 	defer leases.Stop()
 	reap := time.NewTicker(workerMaxIdle)
@@ -268,6 +280,8 @@ func (m *Manager) Run(ctx context.Context) error {
 				}()
 			default: // the last round is still running: the store is slow
 			}
+		case <-heartbeats:
+			m.heartbeat(ctx)
 		case <-health.C:
 			m.checkHealth(ctx)
 			if sub == nil {
@@ -308,6 +322,16 @@ func (m *Manager) renewLeases() {
 		if s := m.byIDLocal(sid); s != nil {
 			s.post(func(s *Session) { s.handOver("lease lost to another node") })
 		}
+	}
+}
+
+// heartbeat renews this node's liveness. It runs on Run's loop: a node
+// whose loop is stuck stops looking alive, which is right.
+func (m *Manager) heartbeat(ctx context.Context) {
+	hctx, cancel := context.WithTimeout(ctx, min(m.opts.StoreTimeout, m.opts.NodeTTL))
+	defer cancel()
+	if err := m.store.Heartbeat(hctx, m.opts.Node, m.opts.NodeTTL); err != nil {
+		m.log.Debug("heartbeat failed", zap.Error(err))
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -841,7 +842,7 @@ func (s *Session) persist(replies []store.Reply, force bool) error {
 	if s.unsynced && !force {
 		return errUnsynced
 	}
-	c := store.Commit{ID: newID()[:16], SessionID: s.id, AgentID: s.key, Node: s.m.opts.Node, Version: s.version,
+	c := store.Commit{ID: strconv.FormatUint(rand.Uint64(), 36), SessionID: s.id, AgentID: s.key, Node: s.m.opts.Node, Version: s.version,
 		Events: s.outbox, Topics: s.topics, Timeline: s.timeline, Replies: replies, LeaseTTL: s.m.opts.LeaseTTL}
 	if s.m.store.Durable() {
 		c.Snapshot = s.snapshot()

@@ -121,9 +121,14 @@ type Store interface {
 	Claim(ctx context.Context, agentID, sid string) (string, error)
 	// SessionOf returns the agent's live session id, "" when none.
 	SessionOf(ctx context.Context, agentID string) (string, error)
-	// Acquire takes the session's lease for node unless another node holds
-	// it; it returns the holder.
+	// Acquire takes the session's lease for node unless another live node
+	// holds it; it returns the holder. A holder whose liveness (Heartbeat)
+	// lapsed is dead or cut off: its lease is taken at once, without waiting
+	// for it to expire. Commits stay fenced by lease and version, so a node
+	// that was only cut off cannot apply anything afterwards.
 	Acquire(ctx context.Context, sid, agentID, node string, ttl time.Duration) (owner string, err error)
+	// Heartbeat says node is alive for ttl.
+	Heartbeat(ctx context.Context, node string, ttl time.Duration) error
 	// Renew extends node's leases on sessions, in one round trip where the
 	// store allows (a node renews all its sessions together), re-taking a
 	// lease that expired and is free. It returns the sessions whose lease

@@ -106,6 +106,9 @@ func (m *Memory) Acquire(_ context.Context, sid, _, node string, ttl time.Durati
 	return node, nil
 }
 
+// Heartbeat implements Store: one process, always alive.
+func (m *Memory) Heartbeat(context.Context, string, time.Duration) error { return nil }
+
 // Renew implements Store.
 func (m *Memory) Renew(_ context.Context, node string, ttl time.Duration, leases []Lease) ([]string, error) {
 	m.mu.Lock()

@@ -25,6 +25,7 @@ import (
 //	P sess:{sid}:req:<id>    string  reply to a requestId              reply TTL
 //	P live                   set     live session ids                  members removed at End
 //	P hist:{agent}           zset    the agent's sessions by creation  history retention
+//	P node:{node}:alive      string  the node is alive                 redis.nodettl
 //
 // A session's timeline is kept for the history retention after it ended.
 type Redis struct {
@@ -45,6 +46,7 @@ func (r *Redis) agentKey(agent string) string { return r.prefix + "agent:{" + ag
 func (r *Redis) histKey(agent string) string  { return r.prefix + "hist:{" + agent + "}" }
 func (r *Redis) liveKey() string              { return r.prefix + "live" }
 func (r *Redis) sessKey(sid string) string    { return r.prefix + "sess:{" + sid + "}" }
+func (r *Redis) aliveKey(node string) string  { return r.prefix + "node:{" + node + "}:alive" }
 
 // Durable implements Store.
 func (r *Redis) Durable() bool { return true }
@@ -101,16 +103,50 @@ if cur == false or cur == ARGV[1] then
 end
 return cur`)
 
-// Acquire implements Store.
+// stealScript takes the lease from ARGV[1] (a node found dead), if it
+// still holds it.
+var stealScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return ARGV[2]
+end
+return cur`)
+
+// Acquire implements Store. The owner's liveness key is read apart from the
+// lease (another Cluster slot), then the lease is taken only if that owner
+// still holds it.
 func (r *Redis) Acquire(ctx context.Context, sid, agentID, node string, ttl time.Duration) (string, error) {
-	owner, err := acquireScript.Run(ctx, r.c, []string{r.sessKey(sid) + ":lease"}, node, ttl.Milliseconds()).Text()
+	lease := r.sessKey(sid) + ":lease"
+	owner, err := acquireScript.Run(ctx, r.c, []string{lease}, node, ttl.Milliseconds()).Text()
 	if err != nil {
 		return "", fmt.Errorf("acquire lease of %s: %w", sid, err)
+	}
+	if owner != node {
+		alive, err := r.c.Exists(ctx, r.aliveKey(owner)).Result()
+		if err != nil {
+			return "", fmt.Errorf("liveness of node %s: %w", owner, err)
+		}
+		if alive == 0 {
+			if owner, err = stealScript.Run(ctx, r.c, []string{lease}, owner, node, ttl.Milliseconds()).Text(); errors.Is(err, redis.Nil) {
+				return r.Acquire(ctx, sid, agentID, node, ttl) // released meanwhile
+			} else if err != nil {
+				return "", fmt.Errorf("acquire lease of %s: %w", sid, err)
+			}
+		}
 	}
 	if owner == node {
 		_ = r.c.PExpire(ctx, r.agentKey(agentID), r.limits.TTL).Err()
 	}
 	return owner, nil
+}
+
+// Heartbeat implements Store.
+func (r *Redis) Heartbeat(ctx context.Context, node string, ttl time.Duration) error {
+	if err := r.c.Set(ctx, r.aliveKey(node), "1", ttl).Err(); err != nil {
+		return fmt.Errorf("heartbeat of %s: %w", node, err)
+	}
+	return nil
 }
 
 var renewScript = redis.NewScript(`

@@ -37,12 +37,48 @@ var backends = []backend{
 	}},
 }
 
+// forEach runs f against every store, with nodes A and B alive (their
+// liveness lasts the test).
 func forEach(t *testing.T, f func(t *testing.T, s Store, b bus.Bus)) {
 	for _, be := range backends {
 		t.Run(be.name, func(t *testing.T) {
 			s, b := be.make(t)
+			for _, n := range []string{"A", "B"} {
+				if err := s.Heartbeat(context.Background(), n, time.Minute); err != nil {
+					t.Fatal(err)
+				}
+			}
 			f(t, s, b)
 		})
+	}
+}
+
+// A lease held by a node whose liveness lapsed is taken at once, and that
+// node is fenced: its commits no longer land.
+func TestStoreLeaseOfADeadNodeIsTakenAtOnce(t *testing.T) {
+	ctx := context.Background()
+	s, _ := backends[1].make(t) // one process has no other node: Redis only
+	if err := s.Heartbeat(ctx, "A", 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Heartbeat(ctx, "B", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if owner, _ := s.Acquire(ctx, "s1", "a", "A", time.Minute); owner != "A" {
+		t.Fatalf("A: %q", owner)
+	}
+	if owner, _ := s.Acquire(ctx, "s1", "a", "B", time.Minute); owner != "A" {
+		t.Fatalf("B took the lease of a live node: %q", owner)
+	}
+	time.Sleep(200 * time.Millisecond) // A stops heartbeating
+	if owner, _ := s.Acquire(ctx, "s1", "a", "B", time.Minute); owner != "B" {
+		t.Fatalf("B did not take the lease of a dead node, well within its minute: %q", owner)
+	}
+	if err := s.Commit(ctx, Commit{SessionID: "s1", AgentID: "a", Node: "A", Version: 0}); !errors.Is(err, ErrNotOwner) {
+		t.Fatalf("A, cut off and back, committed: %v", err)
+	}
+	if lost, _ := s.Renew(ctx, "A", time.Minute, []Lease{{"s1", "a"}}); !slices.Equal(lost, []string{"s1"}) {
+		t.Fatalf("A renewed a lease it lost: lost %v", lost)
 	}
 }
 
