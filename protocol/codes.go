@@ -38,7 +38,7 @@ var failureCodes = []CodeDoc[FailureCode]{
 	{CodeInvalidReason, "The reason code is not in the not-ready or logout catalog, or is not selectable by agents."},
 	{CodeAdapterError, "The telephony switch (CTI adapter) refused or failed the change. Nothing changed in the broker."},
 	{CodeTimeout, "The switch did not answer within `adapter.timeout`. Nothing changed in the broker."},
-	{CodeRateLimited, "The connection sends commands faster than `limits.commandrate`; the command was not applied."},
+	{CodeRateLimited, "The session receives commands faster than `limits.commandrate` (whatever its connections: reconnecting does not refill the bucket); the command was not applied."},
 	{CodeUnavailable, "The shared state store (Redis) is unreachable, so the change could not be stored: nothing was applied, or, if the switch had already applied it, the events follow once the store is back. Retry later."},
 	{CodeInternal, "A bug in the broker or an adapter; the command was not applied and the broker keeps running."},
 }
@@ -72,7 +72,7 @@ var closeCodes = []CodeDoc[CloseCode]{
 	{ClosePolicyViolation, "The client broke the protocol in a way that cannot be answered with a failure reply."},
 	{CloseMessageTooBig, "A frame exceeded `ws.maxmessage`."},
 	{CloseInternalError, "The broker failed unexpectedly; reconnect with `since=`."},
-	{CloseTryAgainLater, "Slow consumer: the client did not read fast enough and its send queue (`limits.sendqueue`) overflowed. The session lives on; reconnect with `since=`."},
+	{CloseTryAgainLater, "Slow consumer: the client did not read fast enough and its send queue (`limits.sendqueue` messages or `limits.sendqueuebytes` bytes) overflowed. The session lives on; reconnect with `since=`."},
 	{CloseSessionEnded, "The session ended (`session.logout`); do not reconnect automatically."},
 	{CloseTakenOver, "Another connection of the same agent took the session over (`session.multiconnect: takeover`)."},
 	{CloseAlreadyConnected, "The agent already has a live connection and `session.multiconnect` is `reject`."},
