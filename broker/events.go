@@ -23,21 +23,21 @@ import (
 func (s *Server) serveAgentEvents(w http.ResponseWriter, r *http.Request) {
 	ident, expires, err := s.auth.IdentifyREST(r)
 	if err != nil {
-		writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", err.Error())
+		writeError(w, protocol.CodeUnauthorized, err.Error())
 		return
 	}
 	agent := r.PathValue("id")
 	if err := protocol.ValidateID(agent); err != nil {
-		writeError(w, http.StatusBadRequest, "INVALID_REQUEST", "agent id: "+err.Error())
+		writeError(w, protocol.CodeInvalidRequest, "agent id: "+err.Error())
 		return
 	}
 	teams, err := s.agentTeams(r.Context(), ident, agent)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", err.Error())
+		writeError(w, protocol.CodeUnavailable, err.Error())
 		return
 	}
 	if !maySee(ident, agent, teams) {
-		writeError(w, http.StatusForbidden, "FORBIDDEN", "agents may follow only themselves, supervisors the agents of their teams")
+		writeError(w, protocol.CodeForbidden, "agents may follow only themselves, supervisors the agents of their teams")
 		return
 	}
 	from := map[string]uint64{}
@@ -45,7 +45,7 @@ func (s *Server) serveAgentEvents(w http.ResponseWriter, r *http.Request) {
 		sid, seq, ok := strings.Cut(id, ":")
 		n, err := strconv.ParseUint(seq, 10, 64)
 		if !ok || err != nil || protocol.ValidateID(sid) != nil {
-			writeError(w, http.StatusBadRequest, "INVALID_REQUEST", "Last-Event-ID: want <session>:<seq>")
+			writeError(w, protocol.CodeInvalidRequest, "Last-Event-ID: want <session>:<seq>")
 			return
 		}
 		// A resume id is checked like the path: replaying another
@@ -53,10 +53,10 @@ func (s *Server) serveAgentEvents(w http.ResponseWriter, r *http.Request) {
 		owner, err := s.manager.SessionOwner(r.Context(), sid)
 		switch {
 		case err != nil:
-			writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "the session store is unreachable")
+			writeError(w, protocol.CodeUnavailable, "the session store is unreachable")
 			return
 		case owner != "" && owner != agent:
-			writeError(w, http.StatusForbidden, "FORBIDDEN", "Last-Event-ID names a session of another agent")
+			writeError(w, protocol.CodeForbidden, "Last-Event-ID names a session of another agent")
 			return
 		case owner == agent:
 			from[sid] = n
@@ -66,12 +66,12 @@ func (s *Server) serveAgentEvents(w http.ResponseWriter, r *http.Request) {
 	} else if v := r.URL.Query().Get("since"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "INVALID_REQUEST", "query parameter since: not a sequence number")
+			writeError(w, protocol.CodeInvalidRequest, "query parameter since: not a sequence number")
 			return
 		}
 		sid, err := s.manager.SessionOf(r.Context(), agent)
 		if err != nil {
-			writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "the session store is unreachable")
+			writeError(w, protocol.CodeUnavailable, "the session store is unreachable")
 			return
 		}
 		if sid != "" {

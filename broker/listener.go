@@ -2,11 +2,14 @@ package broker
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ctibroker/ctibroker/protocol"
 )
 
 // capListener caps the client connections the main listener holds, every
@@ -66,8 +69,12 @@ func (l *capListener) Accept() (net.Conn, error) {
 // full reports whether the connections beyond the reserve are taken.
 func (l *capListener) full() bool { return l.open.Load() > int64(l.max) }
 
-var refusal = []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 5\r\nConnection: close\r\nContent-Length: 72\r\n\r\n" +
-	`{"error":{"code":"UNAVAILABLE","message":"too many connections; retry"}}`)
+// refusal is the whole answer to a connection over a cap.
+var refusal = func() []byte {
+	body := fmt.Sprintf(`{"error":{"code":%q,"message":"too many connections; retry"}}`, protocol.CodeUnavailable)
+	return fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nRetry-After: 5\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
+		protocol.CodeUnavailable.HTTPStatus(), http.StatusText(protocol.CodeUnavailable.HTTPStatus()), len(body), body)
+}()
 
 // refuse answers 503 and closes, within refuseTime. It reads the request's
 // head first (up to refuseRead bytes): an HTTP client takes an answer that
@@ -155,7 +162,7 @@ func capped(l *capListener, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if l.full() && !healthPaths[r.URL.Path] {
 			w.Header().Set("Retry-After", "5")
-			writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "too many connections; retry")
+			writeError(w, protocol.CodeUnavailable, "too many connections; retry")
 			return
 		}
 		h.ServeHTTP(w, r)

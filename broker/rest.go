@@ -23,30 +23,27 @@ import (
 // ms, durations in milliseconds in fields ending in Ms. Every route is
 // described in docs/openapi.yaml; a test keeps the two in step.
 
-// apiError carries an HTTP status and error code.
+// apiError is a REST error: a failure code (its HTTP status comes from the
+// code table) and a message.
 type apiError struct {
-	status int
-	code   string
-	msg    string
+	code protocol.FailureCode
+	msg  string
 }
 
 func (e *apiError) Error() string { return e.msg }
 
 func badParam(name, format string, args ...any) error {
-	return &apiError{http.StatusBadRequest, "INVALID_REQUEST", "parameter " + name + ": " + fmt.Sprintf(format, args...)}
+	return &apiError{protocol.CodeInvalidRequest, "parameter " + name + ": " + fmt.Sprintf(format, args...)}
 }
 
-var (
-	errForbidden = &apiError{http.StatusForbidden, "FORBIDDEN", "not allowed for your role or teams"}
-	errNotFound  = &apiError{http.StatusNotFound, "NOT_FOUND", "not found"}
-)
+var errNotFound = &apiError{protocol.CodeNotFound, "not found"}
 
 // rest authenticates and turns a handler's (body, error) into a response.
 func (s *Server) rest(h func(r *http.Request, id session.Identity) (any, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id, _, err := s.auth.IdentifyREST(r)
 		if err != nil {
-			writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", err.Error())
+			writeError(w, protocol.CodeUnauthorized, err.Error())
 			return
 		}
 		body, err := h(r, id)
@@ -55,9 +52,9 @@ func (s *Server) rest(h func(r *http.Request, id session.Identity) (any, error))
 		case err == nil:
 			writeJSON(w, http.StatusOK, body)
 		case errors.As(err, &ae):
-			writeError(w, ae.status, ae.code, ae.msg)
+			writeError(w, ae.code, ae.msg)
 		default:
-			writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", err.Error())
+			writeError(w, protocol.CodeUnavailable, err.Error())
 		}
 	}
 }
@@ -68,11 +65,11 @@ func (s *Server) adminOnly(h http.Handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id, _, err := s.auth.IdentifyREST(r)
 		if err != nil {
-			writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", err.Error())
+			writeError(w, protocol.CodeUnauthorized, err.Error())
 			return
 		}
 		if id.Role != RoleAdmin {
-			writeError(w, http.StatusForbidden, "FORBIDDEN", "admins only")
+			writeError(w, protocol.CodeForbidden, "admins only")
 			return
 		}
 		h.ServeHTTP(w, r)
@@ -338,7 +335,7 @@ func (s *Server) getSession(r *http.Request, id session.Identity) (any, error) {
 // GET /v1/sessions/my: the caller's live sessions (at most one per agent).
 func (s *Server) mySessions(r *http.Request, id session.Identity) (any, error) {
 	if id.Role != RoleAgent {
-		return nil, &apiError{http.StatusForbidden, "FORBIDDEN", "only agents have sessions of their own (in auth.mode none: ?agent=<id>)"}
+		return nil, &apiError{protocol.CodeForbidden, "only agents have sessions of their own (in auth.mode none: ?agent=<id>)"}
 	}
 	list := []sessionBody{}
 	v, err := s.manager.AgentView(r.Context(), id.AgentID)

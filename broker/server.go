@@ -185,7 +185,7 @@ func loopbackHostOnly(h http.Handler) http.Handler {
 			host = hh
 		}
 		if !isLoopback(strings.Trim(host, "[]")) {
-			writeError(w, http.StatusForbidden, "FORBIDDEN", "auth.mode none answers loopback hosts only (localhost, 127.0.0.1, [::1])")
+			writeError(w, protocol.CodeForbidden, "auth.mode none answers loopback hosts only (localhost, 127.0.0.1, [::1])")
 			return
 		}
 		h.ServeHTTP(w, r)
@@ -416,19 +416,19 @@ func (s *Server) abortAll() {
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if s.draining.Load() {
-		writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", "broker is shutting down")
+		writeError(w, protocol.CodeUnavailable, "broker is shutting down")
 		return
 	}
 	id, expires, err := s.auth.Identify(r)
 	if err != nil {
-		writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", err.Error())
+		writeError(w, protocol.CodeUnauthorized, err.Error())
 		return
 	}
 	var since *uint64
 	if v := r.URL.Query().Get("since"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "INVALID_REQUEST", "query parameter since: not a sequence number")
+			writeError(w, protocol.CodeInvalidRequest, "query parameter since: not a sequence number")
 			return
 		}
 		since = &n
@@ -544,8 +544,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
+// writeError writes a REST error: {"error":{"code","message"}} with the
+// code's HTTP status from the failure code table.
+func writeError(w http.ResponseWriter, code protocol.FailureCode, msg string) {
+	writeJSON(w, code.HTTPStatus(), map[string]any{"error": map[string]string{"code": string(code), "message": msg}})
 }
 
 // ListenAndServe listens on cfg.Listen and serves until ctx is cancelled.

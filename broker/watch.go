@@ -25,7 +25,7 @@ const watchQueue = 4096
 func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 	id, expires, err := s.auth.IdentifyREST(r)
 	if err != nil {
-		writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", err.Error())
+		writeError(w, protocol.CodeUnauthorized, err.Error())
 		return
 	}
 	q := r.URL.Query()
@@ -33,7 +33,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 		ChannelTypes: listParam(q, "channelTypes"), Statuses: listParam(q, "statuses")}
 	f, fail := session.Scope(id, requested)
 	if fail != nil {
-		writeError(w, http.StatusForbidden, string(fail.Code), fail.Message)
+		writeError(w, fail.Code, fail.Message)
 		return
 	}
 	changes := make(chan session.Change, watchQueue)
@@ -47,7 +47,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 		}
 	})
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "UNAVAILABLE", err.Error())
+		writeError(w, protocol.CodeUnavailable, err.Error())
 		return
 	}
 	defer unwatch()

@@ -1,10 +1,13 @@
 package protocol
 
-// FailureCode is the machine-readable reason of a failure reply. Clients branch
-// on it; the human-readable message may change between releases, the code may not.
+import "net/http"
+
+// FailureCode is the machine-readable reason of a failure. Clients branch on
+// it; the human-readable message may change between releases, the code may
+// not.
 type FailureCode string
 
-// Failure codes. FailureCodes lists them with their documentation.
+// Failure codes. FailureCodes lists them with what they mean.
 const (
 	CodeInvalidJSON    FailureCode = "INVALID_JSON"
 	CodeInvalidRequest FailureCode = "INVALID_REQUEST"
@@ -19,43 +22,76 @@ const (
 	CodeRateLimited    FailureCode = "RATE_LIMITED"
 	CodeUnavailable    FailureCode = "UNAVAILABLE"
 	CodeInternal       FailureCode = "INTERNAL"
+	CodeUnauthorized   FailureCode = "UNAUTHORIZED"
+	CodeTooLarge       FailureCode = "TOO_LARGE"
+	CodeUnsupported    FailureCode = "UNSUPPORTED_MEDIA_TYPE"
 )
 
-// CodeDoc documents one code of a table.
-type CodeDoc[T any] struct {
-	Code T
-	When string
+// FailureDoc describes one failure code: the HTTP status a REST error with
+// it has, whether it is transient (the same request may succeed later: it
+// is retried with the same requestId, and its reply is not remembered), and
+// whether command replies carry it (or only REST and the WebSocket upgrade).
+type FailureDoc struct {
+	Code       FailureCode
+	HTTPStatus int
+	Transient  bool
+	InReplies  bool
+	When       string
 }
 
-var failureCodes = []CodeDoc[FailureCode]{
-	{CodeInvalidJSON, "The frame is not valid JSON (or is a binary frame). `original` holds the received text as a JSON string."},
-	{CodeInvalidRequest, "A field is missing or has the wrong type, e.g. `channel.notready` without `reasoncode`, an id containing `.`."},
-	{CodeUnknownCommand, "The `command` is not one the broker knows."},
-	{CodeInvalidTarget, "The `target` is malformed for the command (empty part, too many parts, session command with a channel target)."},
-	{CodeNotFound, "The target session, channel group or channel does not exist."},
-	{CodeForbidden, "The target belongs to another agent's session."},
-	{CodeInvalidState, "The channel state machine refuses the command (the message names the current state), or the id already exists."},
-	{CodeInvalidReason, "The reason code is not in the not-ready or logout catalog, or is not selectable by agents."},
-	{CodeAdapterError, "The telephony switch (CTI adapter) refused or failed the change. Nothing changed in the broker."},
-	{CodeTimeout, "The switch did not answer within `adapter.timeout`. Nothing changed in the broker."},
-	{CodeRateLimited, "The session receives commands faster than `limits.commandrate` (whatever its connections: reconnecting does not refill the bucket); the command was not applied."},
-	{CodeUnavailable, "The shared state store (Redis) is unreachable, so the change could not be stored: nothing was applied, or, if the switch had already applied it, the events follow once the store is back. Retry later."},
-	{CodeInternal, "A bug in the broker or an adapter; the command was not applied and the broker keeps running."},
+// The failure code table: the one place that says what each code means.
+var failureCodes = []FailureDoc{
+	{CodeInvalidJSON, http.StatusBadRequest, false, true, "The frame is not valid JSON (or is a binary frame). `original` holds the received text as a JSON string."},
+	{CodeInvalidRequest, http.StatusBadRequest, false, true, "A field is missing or has the wrong type, e.g. `channel.notready` without `reasoncode`, an id containing `.`."},
+	{CodeUnknownCommand, http.StatusBadRequest, false, true, "The `command` is not one the broker knows."},
+	{CodeInvalidTarget, http.StatusBadRequest, false, true, "The `target` is malformed for the command (empty part, too many parts, session command with a channel target)."},
+	{CodeNotFound, http.StatusNotFound, false, true, "The target session, channel group or channel does not exist."},
+	{CodeForbidden, http.StatusForbidden, false, true, "The target belongs to another agent's session, or the caller's role or teams do not allow it."},
+	{CodeInvalidState, http.StatusConflict, false, true, "The channel state machine refuses the command (the message names the current state), or the id already exists."},
+	{CodeInvalidReason, http.StatusBadRequest, false, true, "The reason code is not in the not-ready or logout catalog, or is not selectable by agents."},
+	{CodeAdapterError, http.StatusBadGateway, true, true, "The telephony switch (CTI adapter) refused or failed the change. Nothing changed in the broker."},
+	{CodeTimeout, http.StatusGatewayTimeout, true, true, "The switch did not answer within `adapter.timeout`. Nothing changed in the broker."},
+	{CodeRateLimited, http.StatusTooManyRequests, true, true, "The session receives commands faster than `limits.commandrate` (whatever its connections: reconnecting does not refill the bucket); the command was not applied."},
+	{CodeUnavailable, http.StatusServiceUnavailable, true, true, "The shared state store (Redis) is unreachable, so the change could not be stored: nothing was applied, or, if the switch had already applied it, the events follow once the store is back. Retry later."},
+	{CodeInternal, http.StatusInternalServerError, true, true, "A bug in the broker or an adapter; the command was not applied and the broker keeps running."},
+	{CodeUnauthorized, http.StatusUnauthorized, false, false, "REST and the WebSocket upgrade: the token is missing, invalid or expired."},
+	{CodeTooLarge, http.StatusRequestEntityTooLarge, false, false, "REST: the request body is larger than its route allows."},
+	{CodeUnsupported, http.StatusUnsupportedMediaType, false, false, "REST: the request body is not `application/json`."},
 }
+
+var failureByCode = func() map[FailureCode]FailureDoc {
+	m := make(map[FailureCode]FailureDoc, len(failureCodes))
+	for _, d := range failureCodes {
+		m[d.Code] = d
+	}
+	return m
+}()
 
 // FailureCodes returns the failure code table in documentation order.
-func FailureCodes() []CodeDoc[FailureCode] {
-	return append([]CodeDoc[FailureCode](nil), failureCodes...)
+func FailureCodes() []FailureDoc { return append([]FailureDoc(nil), failureCodes...) }
+
+// Transient reports whether a failure may go away by itself: retry later,
+// with the same requestId.
+func (c FailureCode) Transient() bool { return failureByCode[c].Transient }
+
+// HTTPStatus is the status of a REST error with this code (500 for a code
+// not in the table).
+func (c FailureCode) HTTPStatus() int {
+	if d, ok := failureByCode[c]; ok {
+		return d.HTTPStatus
+	}
+	return http.StatusInternalServerError
 }
 
 // CloseCode is a WebSocket close status the broker sends. It is a plain int so
 // that this package does not depend on a WebSocket library.
 type CloseCode int
 
-// Close codes. CloseCodes lists them with their documentation.
+// Close codes. CloseCodes lists them with what they mean.
 const (
 	CloseNormal           CloseCode = 1000
 	CloseGoingAway        CloseCode = 1001
+	CloseProtocolError    CloseCode = 1002
 	ClosePolicyViolation  CloseCode = 1008
 	CloseMessageTooBig    CloseCode = 1009
 	CloseInternalError    CloseCode = 1011
@@ -66,18 +102,28 @@ const (
 	CloseUnauthorized     CloseCode = 4401
 )
 
-var closeCodes = []CodeDoc[CloseCode]{
-	{CloseNormal, "The client closed the connection."},
-	{CloseGoingAway, "The broker is shutting down; reconnect (to another node) with `since=<last seq>`."},
-	{ClosePolicyViolation, "The client broke the protocol in a way that cannot be answered with a failure reply."},
-	{CloseMessageTooBig, "A frame exceeded `ws.maxmessage`."},
-	{CloseInternalError, "The broker failed unexpectedly; reconnect with `since=`."},
-	{CloseTryAgainLater, "Slow consumer: the client did not read fast enough and its send queue (`limits.sendqueue` messages or `limits.sendqueuebytes` bytes) overflowed. The session lives on; reconnect with `since=`."},
-	{CloseSessionEnded, "The session ended (`session.logout`); do not reconnect automatically."},
-	{CloseTakenOver, "Another connection of the same agent took the session over (`session.multiconnect: takeover`)."},
-	{CloseAlreadyConnected, "The agent already has a live connection and `session.multiconnect` is `reject`."},
-	{CloseUnauthorized, "The token expired while the connection was open; reconnect with a fresh token."},
+// CloseDoc describes one close code and whether a client should reconnect
+// after it (with since=<last seq>); after the others, reconnecting
+// automatically would fight the reason it was closed for.
+type CloseDoc struct {
+	Code      CloseCode
+	Reconnect bool
+	When      string
+}
+
+var closeCodes = []CloseDoc{
+	{CloseNormal, false, "The client closed the connection."},
+	{CloseGoingAway, true, "The broker is shutting down; reconnect (to another node) with `since=<last seq>`."},
+	{CloseProtocolError, true, "The client broke the WebSocket protocol (RFC 6455): a malformed, unmasked or oversize control frame, reserved bits, an unknown opcode."},
+	{ClosePolicyViolation, false, "The client broke the protocol in a way that cannot be answered with a failure reply."},
+	{CloseMessageTooBig, true, "A frame exceeded `ws.maxmessage`."},
+	{CloseInternalError, true, "The broker failed unexpectedly; reconnect with `since=`."},
+	{CloseTryAgainLater, true, "Slow consumer: the client did not read fast enough and its send queue (`limits.sendqueue` messages or `limits.sendqueuebytes` bytes) overflowed. The session lives on; reconnect with `since=`."},
+	{CloseSessionEnded, false, "The session ended (`session.logout`); do not reconnect automatically."},
+	{CloseTakenOver, false, "Another connection of the same agent took the session over (`session.multiconnect: takeover`)."},
+	{CloseAlreadyConnected, false, "The agent already has a live connection and `session.multiconnect` is `reject`."},
+	{CloseUnauthorized, true, "The token expired while the connection was open; reconnect with a fresh token."},
 }
 
 // CloseCodes returns the close code table in documentation order.
-func CloseCodes() []CodeDoc[CloseCode] { return append([]CodeDoc[CloseCode](nil), closeCodes...) }
+func CloseCodes() []CloseDoc { return append([]CloseDoc(nil), closeCodes...) }

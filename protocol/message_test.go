@@ -124,9 +124,17 @@ func TestCodeTablesComplete(t *testing.T) {
 			t.Fatalf("failure code %s duplicated or undocumented", c.Code)
 		}
 		seen[c.Code] = true
+		if c.Code.HTTPStatus() != c.HTTPStatus || c.HTTPStatus < 400 || c.HTTPStatus > 599 {
+			t.Errorf("%s: HTTP status %d", c.Code, c.HTTPStatus)
+		}
+		// A transient failure is the server's or the switch's, or a rate
+		// limit; a client mistake is never worth retrying as is.
+		if c.Transient != (c.HTTPStatus >= 500 || c.HTTPStatus == 429) {
+			t.Errorf("%s: transient %v with HTTP %d", c.Code, c.Transient, c.HTTPStatus)
+		}
 	}
-	if len(seen) != 13 {
-		t.Fatalf("failure code table has %d codes, want the 13 of the protocol", len(seen))
+	if FailureCode("NOPE").HTTPStatus() != 500 || FailureCode("NOPE").Transient() {
+		t.Fatal("an unknown code must be a permanent 500")
 	}
 	closes := map[CloseCode]bool{}
 	for _, c := range CloseCodes() {

@@ -1061,16 +1061,7 @@ func (s *Session) rememberedReply(id string, now time.Time) ([]byte, bool) {
 
 // cacheable: transient failures are not remembered, so that a retry with the
 // same requestId is applied once the switch recovers.
-func cacheable(r protocol.Reply) bool {
-	if r.Failure == nil {
-		return true
-	}
-	switch r.Failure.Code {
-	case protocol.CodeAdapterError, protocol.CodeTimeout, protocol.CodeRateLimited, protocol.CodeUnavailable, protocol.CodeInternal:
-		return false
-	}
-	return true
-}
+func cacheable(r protocol.Reply) bool { return r.Failure == nil || !r.Failure.Code.Transient() }
 
 func (s *Session) execute(in protocol.Inbound) (reply protocol.Reply) {
 	defer func() {

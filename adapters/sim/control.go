@@ -55,26 +55,26 @@ var interactionSeq atomic.Uint64
 func (s *Switch) ControlHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-			controlError(w, http.StatusUnsupportedMediaType, "the body must be application/json")
+			controlError(w, protocol.CodeUnsupported, "the body must be application/json")
 			return
 		}
 		var req ControlRequest
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, protocol.MaxControlBody))
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			controlError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is larger than %d bytes", protocol.MaxControlBody))
+			controlError(w, protocol.CodeTooLarge, fmt.Sprintf("the body is larger than %d bytes", protocol.MaxControlBody))
 			return
 		}
 		if err == nil {
 			err = json.Unmarshal(body, &req)
 		}
 		if err != nil {
-			controlError(w, http.StatusBadRequest, fmt.Sprintf("invalid body: %v", err))
+			controlError(w, protocol.CodeInvalidRequest, fmt.Sprintf("invalid body: %v", err))
 			return
 		}
-		status, resp, err := s.control(req)
+		code, resp, err := s.control(req)
 		if err != nil {
-			controlError(w, status, err.Error())
+			controlError(w, code, err.Error())
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
@@ -83,7 +83,7 @@ func (s *Switch) ControlHandler() http.Handler {
 	})
 }
 
-func (s *Switch) control(req ControlRequest) (int, map[string]string, error) {
+func (s *Switch) control(req ControlRequest) (protocol.FailureCode, map[string]string, error) {
 	need := func(fields ...string) error {
 		for i := 0; i < len(fields); i += 2 {
 			if fields[i+1] == "" {
@@ -116,43 +116,43 @@ func (s *Switch) control(req ControlRequest) (int, map[string]string, error) {
 	case adapters.CatalogChanged:
 		if req.ReasonCodes != nil {
 			if err := s.SetNotReadyReasons(req.ReasonCodes); err != nil {
-				return http.StatusServiceUnavailable, nil, err
+				return protocol.CodeUnavailable, nil, err
 			}
-			return 0, map[string]string{}, nil
+			return "", map[string]string{}, nil
 		}
 	case adapters.AddressBookChanged:
 	case "fault":
 		if err := need("agent", req.Agent, "fault", req.Fault); err != nil {
-			return http.StatusBadRequest, nil, err
+			return protocol.CodeInvalidRequest, nil, err
 		}
 		if req.Count == 0 {
 			req.Count = 1
 		}
 		if err := s.InjectFault(req.Agent, req.Fault, req.Count); err != nil {
-			return http.StatusBadRequest, nil, err
+			return protocol.CodeInvalidRequest, nil, err
 		}
-		return 0, map[string]string{}, nil
+		return "", map[string]string{}, nil
 	default:
 		err = fmt.Errorf("unknown event %q", req.Event)
 	}
 	if err != nil {
-		return http.StatusBadRequest, nil, err
+		return protocol.CodeInvalidRequest, nil, err
 	}
 	if err := s.Emit(ev); err != nil {
-		code := http.StatusConflict
+		code := protocol.CodeInvalidState
 		if err == ErrBusy {
-			code = http.StatusServiceUnavailable
+			code = protocol.CodeUnavailable
 		}
 		return code, nil, err
 	}
 	if ev.Kind == adapters.InteractionStarted {
-		return 0, map[string]string{"interaction": ev.InteractionID}, nil
+		return "", map[string]string{"interaction": ev.InteractionID}, nil
 	}
-	return 0, map[string]string{}, nil
+	return "", map[string]string{}, nil
 }
 
-func controlError(w http.ResponseWriter, status int, msg string) {
+func controlError(w http.ResponseWriter, code protocol.FailureCode, msg string) {
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": http.StatusText(status), "message": msg}})
+	w.WriteHeader(code.HTTPStatus())
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": string(code), "message": msg}})
 }

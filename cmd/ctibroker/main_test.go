@@ -75,13 +75,14 @@ func TestREADMEListsCodeTables(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	yesNo := map[bool]string{true: "yes", false: "no"}
 	for _, c := range protocol.FailureCodes() {
-		if row := fmt.Sprintf("| `%s` | %s |", c.Code, c.When); !strings.Contains(string(readme), row) {
+		if row := fmt.Sprintf("| `%s` | %d | %s | %s |", c.Code, c.HTTPStatus, yesNo[c.Transient], c.When); !strings.Contains(string(readme), row) {
 			t.Errorf("README.md lacks the row %q", row)
 		}
 	}
 	for _, c := range protocol.CloseCodes() {
-		if row := fmt.Sprintf("| %d | %s |", c.Code, c.When); !strings.Contains(string(readme), row) {
+		if row := fmt.Sprintf("| %d | %s | %s |", c.Code, yesNo[c.Reconnect], c.When); !strings.Contains(string(readme), row) {
 			t.Errorf("README.md lacks the row %q", row)
 		}
 	}
