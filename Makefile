@@ -16,7 +16,6 @@ build:
 
 test: lint
 	$(GO) test -race -count=1 -timeout 8m ./...
-	$(GO) test -count=1 -run 'MinimumStack|AllocatesNothing' ./internal/wsbuf # measured without the race detector
 
 lint:
 	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './.git/*')); \
@@ -30,8 +29,6 @@ fuzz:
 	$(GO) test ./protocol -run '^$$' -fuzz FuzzParseTarget -fuzztime $(FUZZTIME)
 	$(GO) test ./channel -run '^$$' -fuzz FuzzParseCommand -fuzztime $(FUZZTIME)
 	$(GO) test ./broker -run '^$$' -fuzz FuzzRESTQuery -fuzztime $(FUZZTIME)
-	$(GO) test ./internal/wsbuf -run '^$$' -fuzz FuzzFrameTracker -fuzztime $(FUZZTIME)
-	$(GO) test ./internal/wsbuf -run '^$$' -fuzz FuzzPongFilter -fuzztime $(FUZZTIME)
 
 # Benchmarks (figures, and the commands that made them: docs/benchmarks.md):
 # Go micro-benchmarks, socket-level memory vs Redis benchmarks (need
@@ -40,7 +37,7 @@ fuzz:
 BENCHTIME ?= 2s
 LOADTIME ?= 10s
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem -count 1 ./protocol ./channel ./session ./bus ./broker ./internal/wsbuf
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem -count 1 ./protocol ./channel ./session ./bus ./broker 
 	@CTIBROKER_LIMITS__COMMANDRATE=0 CTIBROKER_LIMITS__CONNECTIONSPERIP=0 CTIBROKER_LOG__LEVEL=warn CTIBROKER_LISTEN=127.0.0.1:18080 bin/ctibroker serve & pid=$$!; \
 	sleep 1; bin/ctiload --url ws://127.0.0.1:18080/v1/ws --agents 100 --duration $(LOADTIME) --baseline; rc=$$?; \
 	kill $$pid; wait $$pid; exit $$rc

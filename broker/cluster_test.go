@@ -12,8 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -125,17 +123,6 @@ func (n *node) start() {
 			n.tb.Fatalf("node %s not ready:\n%s", n.id, n.log.String())
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-	// The broker re-executes itself with small initial goroutine stacks
-	// (cmd/ctibroker/stacks.go); the process now running has the setting.
-	if runtime.GOOS == "linux" {
-		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", n.cmd.Process.Pid))
-		if err != nil {
-			n.tb.Fatal(err)
-		}
-		if !regexp.MustCompile(`(^|\x00)GODEBUG=([^\x00]*,)?adaptivestackstart=0(,|\x00|$)`).Match(env) {
-			n.tb.Fatalf("node %s runs without GODEBUG adaptivestackstart=0", n.id)
-		}
 	}
 }
 

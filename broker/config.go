@@ -138,7 +138,6 @@ type LimitsConfig struct {
 	SendQueueBytes   int           `koanf:"sendqueuebytes"`
 	CommandRate      float64       `koanf:"commandrate"`
 	CommandBurst     int           `koanf:"commandburst"`
-	Inbox            int           `koanf:"inbox"`
 	History          int           `koanf:"history"`
 	HistoryTTL       time.Duration `koanf:"historyttl"`
 	Timeline         int           `koanf:"timeline"`
@@ -356,8 +355,8 @@ func (c Config) Validate() error {
 		"http.readheadertimeout": float64(c.HTTP.ReadHeaderTimeout), "http.readtimeout": float64(c.HTTP.ReadTimeout),
 		"http.writetimeout": float64(c.HTTP.WriteTimeout), "http.idletimeout": float64(c.HTTP.IdleTimeout),
 		"http.maxheaderbytes": float64(c.HTTP.MaxHeaderBytes),
-		"limits.inbox":        float64(c.Limits.Inbox), "limits.history": float64(c.Limits.History),
-		"limits.timeline": float64(c.Limits.Timeline), "limits.requestids": float64(c.Limits.RequestIDs),
+		"limits.history":      float64(c.Limits.History),
+		"limits.timeline":     float64(c.Limits.Timeline), "limits.requestids": float64(c.Limits.RequestIDs),
 		"ws.pinginterval": float64(c.WS.PingInterval), "ws.pingtimeout": float64(c.WS.PingTimeout),
 		"ws.writetimeout": float64(c.WS.WriteTimeout), "session.grace": float64(c.Session.Grace),
 		"session.requestidttl": float64(c.Session.RequestIDTTL), "adapter.timeout": float64(c.Adapter.Timeout),
@@ -496,7 +495,7 @@ func (c Config) SessionOptions() session.Options {
 	}
 	return session.Options{
 		Grace: c.Session.Grace, OnExpire: c.Session.OnExpire, MultiConnect: c.Session.MultiConnect,
-		HistorySize: c.Limits.History, TimelineSize: c.Limits.Timeline, InboxSize: c.Limits.Inbox,
+		HistorySize: c.Limits.History, TimelineSize: c.Limits.Timeline,
 		MaxChannels: c.Limits.Channels, MaxGroups: c.Limits.Groups,
 		CommandRate: c.Limits.CommandRate, CommandBurst: c.Limits.CommandBurst,
 		AdapterTimeout: c.Adapter.Timeout, RequestIDTTL: c.Session.RequestIDTTL, RequestIDLimit: c.Limits.RequestIDs,

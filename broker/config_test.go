@@ -135,7 +135,7 @@ func TestDefaultsDocumentEveryKey(t *testing.T) {
 	// Every key of Config must appear in defaults.yaml, which is the
 	// documented reference.
 	for _, key := range []string{"listen", "auth", "mode", "secret", "level", "format", "origins", "maxmessage",
-		"pinginterval", "pingtimeout", "writetimeout", "sendqueue", "commandrate", "commandburst", "inbox", "history", "historyttl",
+		"pinginterval", "pingtimeout", "writetimeout", "sendqueue", "commandrate", "commandburst", "history", "historyttl",
 		"timeline", "requestids", "grace", "onexpire", "multiconnect", "requestidttl", "kind", "timeout", "acw",
 		"interval", "defaulthandletime", "latency", "failrate", "eventbuffer", "agents", "notreadyreasons",
 		"logoutreasons", "addressbooks", "retention", "sessions", "url", "addrs", "mastername", "prefix", "leasettl",

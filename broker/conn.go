@@ -2,157 +2,209 @@ package broker
 
 import (
 	"context"
+	"errors"
+	"io"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
-	"github.com/ctibroker/ctibroker/internal/lazylog"
-	"github.com/ctibroker/ctibroker/internal/workers"
-	"github.com/ctibroker/ctibroker/internal/wsbuf"
 	"github.com/ctibroker/ctibroker/metrics"
 	"github.com/ctibroker/ctibroker/protocol"
 	"github.com/ctibroker/ctibroker/session"
 )
 
-// wsConn is one client WebSocket. An idle connection has one goroutine, its
-// reader (readLoop), parked at the minimum stack; everything else runs only
-// while there is work:
-//   - a read, started by the reader when the peer has sent something, reads
-//     and submits messages until none has come for readLinger. It runs on
-//     the server's pool, whose goroutines keep the stack the library's read
-//     path needs, and the reader waits for it: one read at a time;
-//   - a flush, started by Send or a close request when none is running,
-//     writes the queued batches and returns when the queue is empty. It runs
-//     on the server's pool too.
-//     At most one runs at a time (writing, under mu), so it is the socket's
-//     only writer of data frames and the only one to send the close frame;
-//   - a ping, from a timer, writes a ping frame between the library's frames
-//     (wsbuf.Conn.Ping) and returns; the reader sees the pong (pong), before
-//     the library would.
+// wsConn is one client WebSocket, served with coder/websocket's own reading,
+// writing, pings and close handshake. Goroutines:
+//   - the reader (read), for the connection's life. It reads a frame,
+//     submits it to the session and reads the next one only once the
+//     command's reply has been written: a connection has one command in
+//     flight, so the replies to what a client sent always go out before the
+//     close frame the library answers the client's close (or protocol
+//     error) with, and a client cannot queue work faster than it is
+//     answered;
+//   - a writer (flush), only while messages are queued: it writes them in
+//     order, then, when a close was requested, the close frame;
+//   - a ping, from the connection's timer, only when the connection was
+//     silent for a ping interval (nats-server's rule: a peer that sends
+//     data is alive).
 //
-// Locking: mu guards queue, queued, writing, closeReq, closing's
-// transitions and the ping timer. It is never held while writing to the
-// socket. closing is also read without mu as a fast path.
+// Locking: mu guards everything below it. It is never held while writing
+// to the socket.
 type wsConn struct {
 	ws      *websocket.Conn
-	cork    *wsbuf.Conn // the socket under ws: corks batches, sends pings
 	remote  string
+	agent   string
 	cfg     *WSConfig
 	metrics *metrics.Metrics
-	agent   string
-	logBase *zap.Logger // lazylog.Base of the server's logger; see logger
-	// base is the server's context, shared by every connection (a context
-	// of its own would cost an idle connection about 600 bytes): it ends
-	// when the broker gives up on a graceful shutdown. abort closes the
-	// socket, which ends reads, writes and pings.
-	base context.Context
-	// pool runs reads and flushes: the server's, shared by every
-	// connection.
-	pool *workers.Pool
+	log     *zap.Logger
+
+	// lastRead is when the peer last sent a frame (Unix ns); inFlight is set
+	// while a command is being answered: no ping is needed then.
+	lastRead atomic.Int64
+	inFlight atomic.Bool
+	// replied gets a value when the command in flight has been answered
+	// (its reply written or dropped); gone is closed when the connection is
+	// finished.
+	replied chan struct{}
+	gone    chan struct{}
 
 	mu        sync.Mutex
-	queue     [][][]byte // batches to write; grows on demand, nil when idle
-	queued    int        // messages in queue, at most limit
-	bytes     int        // bytes in queue, at most byteLimit
+	queue     []batch // waiting for the writer; nil when idle
+	queued    int     // messages in queue, at most limit
+	bytes     int     // bytes in queue, at most byteLimit
 	limit     int
 	byteLimit int
-	writing   bool          // a flush goroutine runs (or the write side died)
+	writing   bool          // a flush goroutine runs
 	closeReq  *closeRequest // the first close request wins
-	closing   atomic.Bool   // no more messages are accepted
-	ping      *time.Timer   // see pingTick
-	// awaitingPong: a ping is out and ping is armed with the timeout.
-	awaitingPong bool
-	expiry       *time.Timer // closes the connection when its token expires
-	// workers counts flush goroutines. Add happens under mu while
-	// closing is false; wait sets closing under mu first, so no Add can
-	// race with its Wait.
-	workers  sync.WaitGroup
+	closing   bool          // no more messages are accepted
+	ping      *time.Timer
+	expiry    *time.Timer // closes the connection when its token expires
+	// flushes counts flush goroutines. Add happens under mu while closing
+	// is false; wait sets closing under mu first, so no Add races its Wait.
+	flushes  sync.WaitGroup
 	closedBy atomic.Int32 // close code the broker sent, 0 if none
+	goneOnce sync.Once
+}
+
+// batch is messages written together; done, when set, is called once they
+// have been written or dropped.
+type batch struct {
+	msgs [][]byte
+	done func()
 }
 
 type closeRequest struct {
 	code   protocol.CloseCode
 	reason string
-	// drain sends the queued messages first.
+	// drain writes the queued messages first (bounded by ws.writetimeout);
+	// a slow consumer's queue is dropped instead.
 	drain bool
 }
 
 var _ session.Conn = (*wsConn)(nil)
 
-func newWSConn(base context.Context, pool *workers.Pool, ws *websocket.Conn, cork *wsbuf.Conn, agent, remote string, cfg *WSConfig, limits LimitsConfig, log *zap.Logger) *wsConn {
-	return &wsConn{base: base, pool: pool, ws: ws, cork: cork, agent: agent, remote: remote, cfg: cfg,
-		limit: limits.SendQueue, byteLimit: limits.SendQueueBytes, logBase: log}
+func newWSConn(ws *websocket.Conn, agent, remote string, cfg *WSConfig, limits LimitsConfig, m *metrics.Metrics, log *zap.Logger) *wsConn {
+	c := &wsConn{ws: ws, agent: agent, remote: remote, cfg: cfg, metrics: m, log: log,
+		limit: limits.SendQueue, byteLimit: limits.SendQueueBytes,
+		replied: make(chan struct{}, 1), gone: make(chan struct{})}
+	c.lastRead.Store(time.Now().UnixNano())
+	return c
 }
 
-// logger writes the connection's log lines. It is made per line and costs
-// nothing unless the line is written: a logger kept per connection would
-// cost every idle connection.
-func (c *wsConn) logger() lazylog.Logger {
-	return lazylog.New(c.logBase, zap.String("agent", c.agent), zap.String("remote", c.remote))
+// logf writes a log line with the connection's fields; it costs nothing
+// when the level is off.
+func (c *wsConn) logf(level zapcore.Level, msg string, fields ...zap.Field) {
+	if ce := c.log.Check(level, msg); ce != nil {
+		ce.Write(append(fields, zap.String("agent", c.agent), zap.String("remote", c.remote))...)
+	}
 }
 
-// startPings arms the ping timer. The first ping comes after a random part
+// read submits the peer's frames to the session until the socket or the
+// session ends.
+func (c *wsConn) read(s *session.Session) {
+	for {
+		typ, data, err := c.ws.Read(context.Background())
+		if err != nil {
+			c.readEnded(err)
+			return
+		}
+		c.lastRead.Store(time.Now().UnixNano())
+		c.inFlight.Store(true)
+		f := session.Frame{Data: data, Binary: typ != websocket.MessageText, Received: time.Now(), Done: c.answered}
+		if s.Submit(c, f) != nil {
+			return
+		}
+		select {
+		case <-c.replied:
+			c.inFlight.Store(false)
+		case <-c.gone:
+			return
+		}
+	}
+}
+
+// answered is the session's acknowledgement that the command in flight has
+// been answered.
+func (c *wsConn) answered() {
+	select {
+	case c.replied <- struct{}{}:
+	default:
+	}
+}
+
+// readEnded handles the end of reading. The library has already answered a
+// close frame, and a protocol error it knows (1002, 1009) with its close
+// frame; an unmasked frame it only reports: that one is answered here with
+// 1002. A dead socket gets nothing.
+func (c *wsConn) readEnded(err error) {
+	status := websocket.CloseStatus(err)
+	switch {
+	case status != -1:
+		c.logf(zap.DebugLevel, "peer closed", zap.Int("code", int(status)))
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed), errors.Is(err, syscall.ECONNRESET):
+		c.logf(zap.DebugLevel, "read ended", zap.Error(err))
+	default:
+		code := protocol.CloseProtocolError
+		if errors.Is(err, websocket.ErrMessageTooBig) {
+			code = protocol.CloseMessageTooBig
+		}
+		c.logf(zap.InfoLevel, "protocol error", zap.Error(err))
+		c.requestClose(closeRequest{code: code, reason: "protocol error", drain: true})
+	}
+}
+
+// startPings arms the ping timer. The first check comes after a random part
 // of the interval, so that connections opened together (a broker restart,
 // a load test) do not ping together forever after.
 func (c *wsConn) startPings() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closing.Load() || c.cfg.PingInterval <= 0 {
+	if c.closing || c.cfg.PingInterval <= 0 {
 		return
 	}
-	first := c.cfg.PingInterval/2 + rand.N(c.cfg.PingInterval/2+1)
-	c.ping = time.AfterFunc(first, c.pingTick)
+	c.ping = time.AfterFunc(c.cfg.PingInterval/2+rand.N(c.cfg.PingInterval/2+1), c.pingTick)
 }
 
-// pingTick runs on the ping timer's goroutine. One timer serves both ends
-// of a ping: armed with the interval it sends one, armed with the timeout
-// while the pong is awaited it closes the connection. The ping goes through
-// the corked connection (see wsbuf.Conn) and the reader sees the pong
-// (pong): nothing waits in between, and nothing is allocated per ping.
+// pingTick runs on the timer's goroutine: a ping when the peer was silent
+// for an interval and no command is being answered, then the next check.
+// The library's Ping waits for the pong, which the reader receives; a peer
+// that does not answer within ws.pingtimeout is dropped.
 func (c *wsConn) pingTick() {
-	c.mu.Lock()
-	if c.closing.Load() {
-		c.mu.Unlock()
-		return
+	next := c.cfg.PingInterval
+	if quiet := time.Since(time.Unix(0, c.lastRead.Load())); quiet < next || c.inFlight.Load() {
+		next -= min(quiet, next-time.Millisecond)
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.PingTimeout)
+		err := c.ws.Ping(ctx)
+		cancel()
+		if err != nil {
+			c.logf(zap.InfoLevel, "peer did not answer ping", zap.Duration("timeout", c.cfg.PingTimeout), zap.Error(err))
+			c.abort()
+			return
+		}
 	}
-	if c.awaitingPong {
-		c.mu.Unlock()
-		c.logger().Info("peer did not answer ping", zap.Duration("timeout", c.cfg.PingTimeout))
-		c.abort()
-		return
-	}
-	c.awaitingPong = true
-	c.ping.Reset(c.cfg.PingTimeout)
-	c.mu.Unlock()
-	if err := c.cork.Ping(c.cfg.PingTimeout); err != nil {
-		c.logger().Debug("ping failed", zap.Error(err))
-		c.abort()
-	}
-}
-
-// pong runs on the reader's goroutine (wsbuf.Conn.Read) for every pong the
-// peer sends: the peer is alive, the next ping is due an interval from now.
-func (c *wsConn) pong() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.awaitingPong && !c.closing.Load() {
-		c.awaitingPong = false
-		c.ping.Reset(c.cfg.PingInterval)
+	if !c.closing {
+		c.ping.Reset(next)
 	}
 }
 
 // Send implements session.Conn.
-func (c *wsConn) Send(msgs [][]byte) bool {
-	if c.closing.Load() {
-		return false
-	}
+func (c *wsConn) Send(msgs [][]byte, done func()) bool {
 	c.mu.Lock()
-	if c.closing.Load() {
+	if c.closing {
 		c.mu.Unlock()
+		if done != nil {
+			done()
+		}
 		return false
 	}
 	// A batch larger than the limits is accepted into an empty queue (a
@@ -165,9 +217,12 @@ func (c *wsConn) Send(msgs [][]byte) bool {
 		c.mu.Unlock()
 		c.metrics.Dropped()
 		c.requestClose(closeRequest{code: protocol.CloseTryAgainLater, reason: "slow consumer: send queue full"})
+		if done != nil {
+			done()
+		}
 		return false
 	}
-	c.queue = append(c.queue, msgs)
+	c.queue = append(c.queue, batch{msgs, done})
 	c.queued += len(msgs)
 	c.bytes += size
 	c.startWriterLocked()
@@ -181,8 +236,8 @@ func (c *wsConn) startWriterLocked() {
 		return
 	}
 	c.writing = true
-	c.workers.Add(1)
-	c.pool.Go(c.flush)
+	c.flushes.Add(1)
+	go c.flush()
 }
 
 // Close implements session.Conn: queued messages are sent first.
@@ -196,37 +251,42 @@ func (c *wsConn) RemoteAddr() string { return c.remote }
 func (c *wsConn) requestClose(r closeRequest) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closing.Load() {
+	if c.closing {
 		return
 	}
 	c.closeReq = &r
-	c.stopPingsLocked()
+	c.closing = true
+	c.stopTimersLocked()
 	c.startWriterLocked()
-	c.closing.Store(true)
 }
 
-func (c *wsConn) stopPingsLocked() {
+func (c *wsConn) stopTimersLocked() {
 	if c.ping != nil {
 		c.ping.Stop()
 	}
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
 }
 
-// abort closes the socket at once, without a close frame: the peer is gone,
-// did not answer a ping, or the broker gave up waiting. The reader's Read
-// fails and it returns.
+// abort closes the socket at once, without a close frame: the peer is gone
+// or did not answer a ping, or the broker gave up waiting.
 func (c *wsConn) abort() {
 	c.mu.Lock()
-	c.closing.Store(true)
-	c.stopPingsLocked()
+	c.closing = true
+	c.stopTimersLocked()
 	c.mu.Unlock()
 	_ = c.ws.CloseNow()
+	c.finished()
 }
 
-// flush writes the queued batches until the queue is empty, then returns,
-// unless it has sent the close frame: then writing stays set and no writer
-// starts again.
+// finished unblocks the reader's wait for a reply, once.
+func (c *wsConn) finished() { c.goneOnce.Do(func() { close(c.gone) }) }
+
+// flush writes the queued batches until the queue is empty, then returns;
+// after a close request, it writes the close frame last.
 func (c *wsConn) flush() {
-	defer c.workers.Done()
+	defer c.flushes.Done()
 	for {
 		c.mu.Lock()
 		batches := c.queue
@@ -239,64 +299,55 @@ func (c *wsConn) flush() {
 		}
 		c.mu.Unlock()
 		if req != nil && !req.drain {
+			dropped(batches)
 			batches = nil
 		}
-		if !c.writeBatch(batches) {
+		if !c.write(batches) {
 			return
 		}
 		if req != nil {
 			c.closedBy.Store(int32(req.code))
-			c.logger().Debug("closing connection", zap.Int("code", int(req.code)), zap.String("reason", req.reason))
-			// Close waits for the peer's close frame for a bounded time,
-			// reading on this goroutine.
-			c.cork.StopWaiting()
+			c.logf(zap.DebugLevel, "closing connection", zap.Int("code", int(req.code)), zap.String("reason", req.reason))
+			// The library writes the close frame (unless it already
+			// answered the peer's) and waits a bounded time for the peer's.
 			_ = c.ws.Close(websocket.StatusCode(req.code), req.reason)
+			c.finished()
 			return
 		}
 	}
 }
 
-// writeBatch writes the queued batches with one system call when the
-// connection is corked. A failed write aborts the connection.
-func (c *wsConn) writeBatch(batches [][][]byte) bool {
+// write writes batches within ws.writetimeout; a failed write aborts the
+// connection. Every batch's done is called.
+func (c *wsConn) write(batches []batch) bool {
 	if len(batches) == 0 {
 		return true
 	}
-	c.cork.Cork()
-	ok := true
-	for _, msgs := range batches {
-		if ok = c.writeAll(msgs); !ok {
-			break
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.WriteTimeout)
+	defer cancel()
+	for i, b := range batches {
+		for _, m := range b.msgs {
+			if err := c.ws.Write(ctx, websocket.MessageText, m); err != nil {
+				c.logf(zap.DebugLevel, "write failed", zap.Error(err))
+				dropped(batches[i:])
+				c.abort()
+				return false
+			}
+			c.metrics.Delivered()
 		}
-	}
-	if err := c.cork.Uncork(c.cfg.WriteTimeout); err != nil && ok {
-		c.logger().Debug("write failed", zap.Error(err))
-		c.abort()
-		return false
-	}
-	return ok
-}
-
-func (c *wsConn) writeAll(msgs [][]byte) bool {
-	for _, m := range msgs {
-		if !c.write(m) {
-			return false
+		if b.done != nil {
+			b.done()
 		}
 	}
 	return true
 }
 
-func (c *wsConn) write(msg []byte) bool {
-	// Corked writes only fill a buffer: the real write (in Uncork) has the
-	// deadline. Without a context deadline the library sets no timer per
-	// message.
-	if err := c.ws.Write(context.Background(), websocket.MessageText, msg); err != nil {
-		c.logger().Debug("write failed", zap.Error(err))
-		c.abort()
-		return false
+func dropped(batches []batch) {
+	for _, b := range batches {
+		if b.done != nil {
+			b.done()
+		}
 	}
-	c.metrics.Delivered()
-	return true
 }
 
 // wait stops new writers and pings and blocks until the running ones have
@@ -304,93 +355,9 @@ func (c *wsConn) write(msg []byte) bool {
 // and the close handshake).
 func (c *wsConn) wait() {
 	c.mu.Lock()
-	c.closing.Store(true)
-	c.stopPingsLocked()
+	c.closing = true
+	c.stopTimersLocked()
 	c.mu.Unlock()
-	c.workers.Wait()
-}
-
-// readLoop submits the peer's messages to the session in order until the
-// socket closes. It waits in wsbuf.Conn.WaitReadable, which keeps an idle
-// connection's goroutine at the runtime's minimum stack (2 KiB; the
-// library's read path would double it, see internal/wsbuf/wait.go), and
-// does the reads on the pool. A peer that pings is read here, the
-// library's way (wsbuf.Conn.SawPing).
-func (c *wsConn) readLoop(s *session.Session) {
-	var reading sync.WaitGroup
-	next := readWait
-	read := func() {
-		defer reading.Done()
-		next = c.readAvailable(s)
-	}
-	for next == readWait {
-		c.cork.WaitReadable()
-		if c.cork.SawPing() {
-			next = readDirect
-			break
-		}
-		reading.Add(1)
-		c.pool.Go(read)
-		reading.Wait()
-	}
-	if next == readDirect {
-		for c.readOne(s) {
-		}
-	}
-}
-
-// What readLoop does after a read.
-type readNext int
-
-const (
-	readWait   readNext = iota // wait for the peer again
-	readDirect                 // the peer pings: read here from now on
-	readEnded                  // the socket or the session has ended
-)
-
-// readLinger is how long a read waits for the connection's next message
-// before it hands the waiting back to readLoop. A client sending a stream
-// of commands is read without a handoff per message; an agent's desktop,
-// a command every few seconds, pays one per command (about 1 µs).
-const readLinger = 20 * time.Millisecond
-
-// readAvailable reads and submits messages while they come within
-// readLinger of each other.
-func (c *wsConn) readAvailable(s *session.Session) readNext {
-	for {
-		if !c.readOne(s) {
-			return readEnded
-		}
-		if !c.cork.WaitReadableFor(readLinger) {
-			return readWait
-		}
-		if c.cork.SawPing() {
-			return readDirect
-		}
-	}
-}
-
-// readOne reads a message and submits it; false when the socket or the
-// session has ended. Read gets no context: a context would cost a
-// registration per frame, and abort or the close handshake ends it.
-func (c *wsConn) readOne(s *session.Session) bool {
-	typ, frame, err := c.ws.Read(context.Background())
-	if err != nil {
-		c.readEnded(err)
-		return false
-	}
-	return c.submit(s, typ, frame)
-}
-
-func (c *wsConn) readEnded(err error) {
-	if status := websocket.CloseStatus(err); status == websocket.StatusMessageTooBig {
-		c.closedBy.Store(int32(protocol.CloseMessageTooBig))
-	}
-	c.logger().Debug("read ended", zap.Error(err))
-}
-
-// submit hands a frame to the session; false when the session has ended.
-func (c *wsConn) submit(s *session.Session, typ websocket.MessageType, data []byte) bool {
-	f := session.Frame{Data: data, Binary: typ != websocket.MessageText, Received: time.Now()}
-	return s.Submit(c.base, c, f) == nil
+	c.flushes.Wait()
+	c.finished()
 }

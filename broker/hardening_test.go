@@ -376,7 +376,9 @@ func TestHardeningRepliesAreValidUTF8(t *testing.T) {
 }
 
 // A connection that does not read is bounded in bytes, not only in
-// messages: it is closed with 1013 once limits.sendqueuebytes are queued.
+// messages: it is closed with 1013 once limits.sendqueuebytes of events are
+// queued for it. (Replies cannot pile up: a connection has one command in
+// flight, and the next frame is read only once its reply was written.)
 func TestHardeningSendQueueBoundedInBytes(t *testing.T) {
 	b := startBroker(t, "CTIBROKER_LIMITS__COMMANDRATE=0", "CTIBROKER_LIMITS__SENDQUEUE=1000000", "CTIBROKER_LIMITS__SENDQUEUEBYTES=65536")
 	ctx := context.Background()
@@ -386,14 +388,42 @@ func TestHardeningSendQueueBoundedInBytes(t *testing.T) {
 	}
 	defer ws.CloseNow()
 	ws.SetReadLimit(-1)
-	// Do not read while sending commands whose failure replies are about
-	// 3 KiB each: 16 MB of replies fill the kernel's socket buffers (a few
-	// MB on loopback), then the broker's queue. No write deadline: a
-	// deadline would close our own connection (coder/websocket).
-	frame := []byte(`{"command":"nope","target":"` + strings.Repeat("x", 4096) + `"}`)
-	for range 5000 {
-		if err := ws.Write(ctx, websocket.MessageText, frame); err != nil {
-			break // the broker closed the connection
+	// Never read. 30 channels with long names make every state.updated
+	// about 7 KB; the sim then changes the agent's state without her.
+	send := func(v string) {
+		if err := ws.Write(ctx, websocket.MessageText, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The session id is not known without reading: the first command's
+	// target is the only one a session accepts, so read that one message.
+	_, first, err := ws.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var init map[string]any
+	_ = json.Unmarshal(first, &init)
+	sid := init["target"].(string)
+	for i := range 30 {
+		send(fmt.Sprintf(`{"command":"session.addchannel","target":%q,"data":{"channel":{"id":"c%d","name":"%d-%s","type":"CHAT"}}}`, sid, i, i, strings.Repeat("n", 200)))
+	}
+	send(fmt.Sprintf(`{"command":"channel.activate","target":"%s.c0"}`, sid))
+	eventually(t, "the channel active", func() bool {
+		code, v := getJSON(t, b.url("/v1/agents/alice"), nil)
+		return code == http.StatusOK && strings.Contains(fmt.Sprint(v["channels"]), "state:ACTIVE")
+	})
+	// About 14 MB of events: more than the kernel's socket buffers, then
+	// more than the queue.
+	for i := range 1000 {
+		ev := "interaction.start"
+		if i%2 == 1 {
+			ev = "interaction.end"
+		}
+		if code, body := b.sim(t, fmt.Sprintf(`{"event":%q,"agent":"alice","channel":"c0","interaction":"i"}`, ev)); code != http.StatusAccepted {
+			if code == http.StatusConflict { // the session is gone: it was dropped
+				break
+			}
+			t.Fatalf("sim: %d %v", code, body)
 		}
 	}
 	for {

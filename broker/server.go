@@ -26,9 +26,6 @@ import (
 	"github.com/ctibroker/ctibroker/adapters"
 	"github.com/ctibroker/ctibroker/adapters/sim"
 	"github.com/ctibroker/ctibroker/bus"
-	"github.com/ctibroker/ctibroker/internal/lazylog"
-	"github.com/ctibroker/ctibroker/internal/workers"
-	"github.com/ctibroker/ctibroker/internal/wsbuf"
 	"github.com/ctibroker/ctibroker/metrics"
 	"github.com/ctibroker/ctibroker/protocol"
 	"github.com/ctibroker/ctibroker/session"
@@ -40,7 +37,6 @@ import (
 type Server struct {
 	cfg     Config
 	log     *zap.Logger
-	connLog *zap.Logger // lazylog.Base(log), for connections' log lines
 	audit   *zap.Logger
 	auth    *Authenticator
 	adapter adapters.Adapter
@@ -65,9 +61,7 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[*wsConn]struct{}
-	// pool runs the connections' reads and flushes (see wsConn).
-	pool workers.Pool
-	wg   sync.WaitGroup // connection handlers
+	wg    sync.WaitGroup // connection handlers
 }
 
 // New builds a server from cfg. It starts nothing; see Serve.
@@ -87,7 +81,6 @@ func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
 		cancel()
 		return nil, err
 	}
-	s.connLog = lazylog.Base(s.log)
 	s.reg = prometheus.NewRegistry()
 	s.metrics = metrics.New(s.reg)
 	s.adapter = s.metrics.Adapter(sw)
@@ -111,22 +104,17 @@ func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
 	return s, nil
 }
 
-// housekeeping stops the pool's idle goroutines and, without Redis, drops replay
-// events older than their TTL, until the server stops.
+// housekeeping drops replay events older than their TTL from the in-process
+// store (Redis bounds its streams itself), until the server stops.
 func (s *Server) housekeeping() {
-	reap := time.NewTicker(poolMaxIdle)
-	defer reap.Stop()
-	var expire <-chan time.Time
-	if s.mem != nil {
-		t := time.NewTicker(min(max(s.cfg.ReplayTTL()/4, time.Second), 30*time.Second))
-		defer t.Stop()
-		expire = t.C
+	if s.mem == nil {
+		return
 	}
+	t := time.NewTicker(min(max(s.cfg.ReplayTTL()/4, time.Second), 30*time.Second))
+	defer t.Stop()
 	for {
 		select {
-		case <-reap.C:
-			s.pool.Reap(poolMaxIdle)
-		case <-expire:
+		case <-t.C:
 			s.mem.ExpireEvents()
 		case <-s.base.Done():
 			return
@@ -279,9 +267,6 @@ func (s *Server) startAdmin() (*http.Server, error) {
 	return srv, nil
 }
 
-// poolMaxIdle is how long a pooled goroutine stays parked for more work.
-const poolMaxIdle = 2 * time.Second
-
 // Serve serves on ln until ctx is cancelled, then shuts down gracefully:
 // readiness turns false, every connection is closed with 1001 after its
 // queued messages, and everything stops within shutdown.timeout.
@@ -346,7 +331,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.abortAll()
 	_ = waitGroup(context.Background(), &s.wg)
 	<-housekeepingDone
-	s.pool.Close() // every connection has finished
 	if merr := s.manager.Shutdown(sctx); merr != nil {
 		s.log.Warn("sessions did not stop in time", zap.Error(merr))
 	}
@@ -433,41 +417,31 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 		since = &n
 	}
-	var cork *wsbuf.Conn
-	cw := &wsbuf.Writer{ResponseWriter: w, Wrap: func(c net.Conn) net.Conn { cork = wsbuf.NewConn(c); return cork }}
-	ws, err := websocket.Accept(cw, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.WS.Origins, Subprotocols: []string{Subprotocol}})
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.WS.Origins, Subprotocols: []string{Subprotocol}})
 	if err != nil {
 		s.log.Info("websocket upgrade failed", zap.String("remote", r.RemoteAddr), zap.Error(err))
 		return
 	}
+	// From here on r.Context() is done: the connection is the library's.
 	ws.SetReadLimit(s.cfg.WS.MaxMessage)
-	c := newWSConn(s.base, &s.pool, ws, cork, id.AgentID, r.RemoteAddr, &s.cfg.WS, s.cfg.Limits, s.connLog)
-	c.metrics = s.metrics
-	cork.OnPong = c.pong // before the reader starts
+	c := newWSConn(ws, id.AgentID, r.RemoteAddr, &s.cfg.WS, s.cfg.Limits, s.metrics, s.log)
 	if !s.track(c) {
 		_ = ws.Close(websocket.StatusCode(protocol.CloseGoingAway), "broker shutting down")
 		return
 	}
-	// Attaching needs a deep stack: it happens here, on the HTTP handler's
-	// goroutine, which then returns. net/http's per-connection state
-	// (buffers, a deep stack) is released for the connection's whole life,
-	// and the reader starts on a small, fresh stack.
 	sess := s.openConn(c, id, expires, since)
 	if sess == nil {
 		s.closeConn(c, nil, id.Role)
 		return
 	}
+	// The reader gets a goroutine of its own: the handler's, deep in
+	// net/http's, would keep that stack for the connection's life.
 	go s.runConn(c, sess, id.Role)
 }
 
 // runConn reads the connection until it ends.
-//
-// An idle connection's only goroutine is this one, parked in readLoop, so
-// its stack is most of what an idle connection costs. It does no deep work
-// (attaching, reading, decoding, logging happen elsewhere), so its stack
-// stays at the runtime's 2 KiB minimum.
 func (s *Server) runConn(c *wsConn, sess *session.Session, role string) {
-	c.readLoop(sess)
+	c.read(sess)
 	s.closeConn(c, sess, role)
 }
 
@@ -486,16 +460,16 @@ func (s *Server) openConn(c *wsConn, id session.Identity, expires time.Time, sin
 		case errors.Is(err, session.ErrShuttingDown):
 			code, reason = protocol.CloseGoingAway, "broker shutting down"
 		}
-		c.logger().Info("attach refused", zap.Error(err), zap.Int("close", int(code)))
-		c.Close(code, reason)
-		// The close handshake needs a reader; it ends with the socket.
-		_, _, _ = c.ws.Read(context.Background())
+		c.logf(zap.InfoLevel, "attach refused", zap.Error(err), zap.Int("close", int(code)))
+		c.Close(code, reason) // the library reads the peer's close by itself
 		return nil
 	}
 	if !expires.IsZero() {
+		c.mu.Lock()
 		c.expiry = time.AfterFunc(time.Until(expires), func() { c.Close(protocol.CloseUnauthorized, "token expired") })
+		c.mu.Unlock()
 	}
-	c.logger().Info("connected", zap.String("session", sess.ID()))
+	c.logf(zap.InfoLevel, "connected", zap.String("session", sess.ID()))
 	c.startPings()
 	return sess
 }
@@ -503,13 +477,13 @@ func (s *Server) openConn(c *wsConn, id session.Identity, expires time.Time, sin
 // closeConn finishes a connection whose reader has returned.
 func (s *Server) closeConn(c *wsConn, sess *session.Session, role string) {
 	if sess != nil {
-		c.logger().Info("disconnected", zap.Int("close", int(c.closedBy.Load())))
+		c.logf(zap.InfoLevel, "disconnected", zap.Int("close", int(c.closedBy.Load())))
 		sess.Detach(c)
 	}
-	if c.expiry != nil {
-		c.expiry.Stop()
-	}
-	if !c.closing.Load() {
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	if !closing {
 		c.abort()
 	}
 	// Otherwise a close was requested: the writer drains, closes and

@@ -10,6 +10,7 @@ import (
 	"net/http/pprof"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -17,8 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/time/rate"
-
-	"github.com/ctibroker/ctibroker/internal/wsbuf"
 )
 
 // Sizes are the message sizes the echo server answers each command with:
@@ -32,24 +31,18 @@ type Sizes struct {
 // EchoOptions make the echo server hold connections the way the broker
 // does, for the idle-memory baseline.
 type EchoOptions struct {
-	// PingInterval: ping every connection this often (0: never), and close
-	// it when the pong has not come within PingTimeout, like the broker.
+	// PingInterval: ping a connection silent for this long (0: never), and
+	// close it when the pong has not come within PingTimeout, like the
+	// broker.
 	PingInterval, PingTimeout time.Duration
-	// Lean: hold a connection as the broker does, at its cost floor: the
-	// broker's socket layer (internal/wsbuf: small buffers, pings that
-	// allocate nothing, the wait for the peer at the minimum stack)
-	// instead of net/http's 4 KiB buffers each way and the library's Ping,
-	// and the reader on a fresh goroutine while the HTTP handler returns,
-	// which releases net/http's per-request state and the handler's deep
-	// stack. Without it, the connection is held the way coder/websocket's
-	// examples do.
-	Lean bool
 }
 
 // ServeEcho runs the bare-WebSocket baseline: for every text frame it reads,
 // it writes a reply-shaped frame and Events event-shaped frames of the given
 // sizes, with nothing else in between. It is the ceiling for the broker on
-// the same machine. It serves its memory at /metrics (process and Go
+// the same machine. It holds a connection the way the broker does: the
+// reader on a goroutine of its own (the HTTP handler returns), the
+// library's pings. It serves its memory at /metrics (process and Go
 // runtime, and ctiload_echo_connections) and the pprof endpoints under
 // /debug/pprof/, so that it can be measured as the broker is.
 func ServeEcho(ctx context.Context, ln net.Listener, sizes Sizes, opts EchoOptions) error {
@@ -60,24 +53,21 @@ func ServeEcho(ctx context.Context, ln net.Listener, sizes Sizes, opts EchoOptio
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	serve := func(ws *websocket.Conn, raw *wsbuf.Conn) {
+	serve := func(ws *websocket.Conn) {
 		defer ws.CloseNow()
 		defer conns.Dec()
+		var lastRead atomic.Int64
+		lastRead.Store(time.Now().UnixNano())
 		if opts.PingInterval > 0 {
-			p := startPings(ws, raw, opts.PingInterval, opts.PingTimeout)
-			defer p.stop()
+			p := startPings(ws, &lastRead, opts.PingInterval, opts.PingTimeout)
+			defer p.Stop()
 		}
 		ctx := context.Background()
 		for {
-			if raw != nil {
-				// Wait as the broker's readers do, at the minimum stack.
-				// (The broker then reads on a pooled goroutine; the idle
-				// floor's connections send nothing.)
-				raw.WaitReadable()
-			}
 			if _, _, err := ws.Read(ctx); err != nil {
 				return
 			}
+			lastRead.Store(time.Now().UnixNano())
 			if ws.Write(ctx, websocket.MessageText, reply) != nil {
 				return
 			}
@@ -90,21 +80,12 @@ func ServeEcho(ctx context.Context, ln net.Listener, sizes Sizes, opts EchoOptio
 		}
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		var rw http.ResponseWriter = w
-		var raw *wsbuf.Conn
-		if opts.Lean {
-			rw = &wsbuf.Writer{ResponseWriter: w, Wrap: func(c net.Conn) net.Conn { raw = wsbuf.NewConn(c); return raw }}
-		}
-		ws, err := websocket.Accept(rw, r, nil)
+		ws, err := websocket.Accept(w, r, nil)
 		if err != nil {
 			return
 		}
 		conns.Inc()
-		if opts.Lean {
-			go serve(ws, raw)
-			return
-		}
-		serve(ws, nil)
+		go serve(ws)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
@@ -118,71 +99,27 @@ func ServeEcho(ctx context.Context, ln net.Listener, sizes Sizes, opts EchoOptio
 	return err
 }
 
-// pinger pings one connection from a timer, as the broker does: no
-// goroutine between pings, and the same timer is the pong deadline. With a
-// wsbuf.Conn (lean) the ping is written and the pong seen below the
-// library, as the broker does; without, through the library's Ping.
-type pinger struct {
-	ws                *websocket.Conn
-	raw               *wsbuf.Conn // nil: the library's Ping
-	interval, timeout time.Duration
-	mu                sync.Mutex
-	t                 *time.Timer
-	awaiting, stopped bool
-}
-
-// startPings starts pinging; with raw, set before the connection's reader
-// starts.
-func startPings(ws *websocket.Conn, raw *wsbuf.Conn, interval, timeout time.Duration) *pinger {
-	p := &pinger{ws: ws, raw: raw, interval: interval, timeout: timeout}
-	if raw != nil {
-		raw.OnPong = p.pong
-	}
-	p.mu.Lock()
-	p.t = time.AfterFunc(interval/2+rand.N(interval/2+1), p.tick)
-	p.mu.Unlock()
-	return p
-}
-
-func (p *pinger) tick() {
-	p.mu.Lock()
-	if p.stopped {
-		p.mu.Unlock()
-		return
-	}
-	if p.awaiting {
-		p.mu.Unlock()
-		p.ws.CloseNow() // no pong in time
-		return
-	}
-	p.awaiting = true
-	p.t.Reset(p.timeout)
-	p.mu.Unlock()
-	if p.raw != nil {
-		if p.raw.Ping(p.timeout) != nil {
-			p.ws.CloseNow()
+// startPings pings a connection from a timer, as the broker does: only when
+// it was silent for an interval, through the library's Ping (the reader
+// receives the pong).
+func startPings(ws *websocket.Conn, lastRead *atomic.Int64, interval, timeout time.Duration) *time.Timer {
+	var t *time.Timer
+	t = time.AfterFunc(interval/2+rand.N(interval/2+1), func() {
+		next := interval
+		if quiet := time.Since(time.Unix(0, lastRead.Load())); quiet < interval {
+			next -= quiet
+		} else {
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			err := ws.Ping(ctx)
+			cancel()
+			if err != nil {
+				ws.CloseNow()
+				return
+			}
 		}
-		return
-	}
-	if p.ws.Ping(context.Background()) == nil {
-		p.pong()
-	}
-}
-
-func (p *pinger) pong() {
-	p.mu.Lock()
-	if p.awaiting && !p.stopped {
-		p.awaiting = false
-		p.t.Reset(p.interval)
-	}
-	p.mu.Unlock()
-}
-
-func (p *pinger) stop() {
-	p.mu.Lock()
-	p.stopped = true
-	p.t.Stop()
-	p.mu.Unlock()
+		t.Reset(next)
+	})
+	return t
 }
 
 func padded(prefix string, size int) []byte {

@@ -52,8 +52,8 @@ func metricValue(t testing.TB, addr, name string) string {
 // The idle baseline's server pings like the broker, closes a peer that does
 // not answer, and reports its connections and memory.
 func TestEchoServerPingsAndDropsSilentPeers(t *testing.T) {
-	for _, lean := range []bool{false, true} {
-		addr := startEcho(t, EchoOptions{PingInterval: 100 * time.Millisecond, PingTimeout: 200 * time.Millisecond, Lean: lean})
+	{
+		addr := startEcho(t, EchoOptions{PingInterval: 100 * time.Millisecond, PingTimeout: 200 * time.Millisecond})
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		var pings atomic.Int32
@@ -86,7 +86,7 @@ func TestEchoServerPingsAndDropsSilentPeers(t *testing.T) {
 		if metricValue(t, addr, "process_resident_memory_bytes") == "" {
 			t.Fatal("no process_resident_memory_bytes at /metrics")
 		}
-		// It still echoes, with either buffer size.
+		// It still echoes.
 		if err := live.Write(ctx, websocket.MessageText, []byte(`{"command":"x"}`)); err != nil {
 			t.Fatal(err)
 		}

@@ -11,12 +11,10 @@
 #     forced: the steady state, whose peak includes the collector's headroom.
 # Heap profiles: /tmp/idle-heap.pprof (after connecting), /tmp/idle-heap-end.pprof.
 # BROKER=<binary> measures another build (a baseline); BROKER_STDERR=<file>
-# keeps the broker's stderr (e.g. with GODEBUG=gctrace=1). BARE=lean measures
-# the floor instead: a bare coder/websocket server (`ctiload echo --lean`)
-# holding the connections the way the broker does (its buffers, a fresh reader
-# goroutine each waiting at the minimum stack, a ping every 30 s) and nothing
-# else; BARE=plain the same
-# server holding them the way coder/websocket's examples do.
+# keeps the broker's stderr (e.g. with GODEBUG=gctrace=1). BARE=1 measures
+# the floor instead: a bare coder/websocket server (`ctiload echo`) holding
+# the connections the way the broker does (a reader goroutine each, the
+# library's pings when silent for 30 s) and nothing else.
 # Usage: scripts/idle-memory.sh [sessions per load process, default 9900]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,11 +24,8 @@ port=18090
 dbg=16061
 url=ws://127.0.0.1:$port/v1/ws bare=() count=ctibroker_sessions
 if [ -n "${BARE:-}" ]; then
-	dbg=$port url=ws://127.0.0.1:$port/ bare=(--bare) count=ctiload_echo_connections lean=()
-	godebug=${GODEBUG:-}
-	# The broker starts its goroutines at the minimum stack (cmd/ctibroker/stacks.go).
-	[ "$BARE" = lean ] && lean=(--lean) godebug=${godebug:+$godebug,}adaptivestackstart=0
-	GODEBUG=$godebug bin/ctiload echo --listen 127.0.0.1:$port --ping 30s "${lean[@]}" 2>>"${BROKER_STDERR:-/dev/stderr}" &
+	dbg=$port url=ws://127.0.0.1:$port/ bare=(--bare) count=ctiload_echo_connections
+	bin/ctiload echo --listen 127.0.0.1:$port --ping 30s 2>>"${BROKER_STDERR:-/dev/stderr}" &
 else
 	CTIBROKER_LIMITS__COMMANDRATE=0 CTIBROKER_LIMITS__CONNECTIONS=30000 CTIBROKER_LIMITS__CONNECTIONSPERIP=0 \
 		CTIBROKER_LOG__LEVEL=warn CTIBROKER_LISTEN=127.0.0.1:$port \

@@ -13,7 +13,13 @@ import (
 // benchConn is a Conn that hands batches to a channel.
 type benchConn struct{ out chan [][]byte }
 
-func (c *benchConn) Send(msgs [][]byte) bool          { c.out <- msgs; return true }
+func (c *benchConn) Send(msgs [][]byte, done func()) bool {
+	c.out <- msgs
+	if done != nil {
+		done()
+	}
+	return true
+}
 func (c *benchConn) Close(protocol.CloseCode, string) {}
 func (c *benchConn) RemoteAddr() string               { return "bench" }
 
@@ -28,7 +34,7 @@ func BenchmarkDispatch(b *testing.B) {
 	}
 	<-conn.out
 	submit := func(frame string) {
-		if err := s.Submit(context.Background(), conn, Frame{Data: []byte(frame), Received: time.Now()}); err != nil {
+		if err := s.Submit(conn, Frame{Data: []byte(frame), Received: time.Now()}); err != nil {
 			b.Fatal(err)
 		}
 		<-conn.out

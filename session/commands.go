@@ -310,7 +310,7 @@ func (s *Session) applyIntent(c *channel.Channel, in channel.Intent, cause strin
 	changed, err := c.Apply(in, time.Now())
 	if err != nil {
 		// Check passed on this goroutine just before: this is a broker bug.
-		s.logger().Error("state machine refused a checked transition", zap.Error(err))
+		s.logf(zap.ErrorLevel, "state machine refused a checked transition", zap.Error(err))
 		return
 	}
 	if in.Event == channel.EvDeactivate {

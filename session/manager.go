@@ -15,8 +15,6 @@ import (
 
 	"github.com/ctibroker/ctibroker/adapters"
 	"github.com/ctibroker/ctibroker/bus"
-	"github.com/ctibroker/ctibroker/internal/lazylog"
-	"github.com/ctibroker/ctibroker/internal/workers"
 	"github.com/ctibroker/ctibroker/metrics"
 	"github.com/ctibroker/ctibroker/protocol"
 	"github.com/ctibroker/ctibroker/store"
@@ -65,7 +63,6 @@ type Options struct {
 	// MaxChannels and MaxGroups bound a session's channels and groups.
 	MaxChannels    int
 	MaxGroups      int
-	InboxSize      int
 	AdapterTimeout time.Duration
 	RequestIDTTL   time.Duration
 	RequestIDLimit int
@@ -137,10 +134,11 @@ func isAgentKey(key string) bool { return !strings.Contains(key, ".") }
 // Conn is a client connection as a session sees it.
 type Conn interface {
 	// Send queues encoded messages, to be written in order and together,
-	// without blocking. It returns false when the connection's queue
-	// overflowed; the connection then closes itself as a slow consumer and
-	// must be considered detached.
-	Send(msgs [][]byte) bool
+	// without blocking; done (when set) is called once they are written or
+	// dropped. It returns false when the connection's queue overflowed or it
+	// is closing: it closes itself as a slow consumer and must be considered
+	// detached.
+	Send(msgs [][]byte, done func()) bool
 	// Close closes the connection after the messages already queued.
 	Close(code protocol.CloseCode, reason string)
 	// RemoteAddr is for logs.
@@ -165,7 +163,6 @@ type Manager struct {
 	store   store.Store
 	bus     bus.Bus
 	log     *zap.Logger
-	sessLog *zap.Logger // lazylog.Base(log), for sessions' log lines
 	audit   *zap.Logger
 	dir     *directory
 	board   *board
@@ -183,8 +180,6 @@ type Manager struct {
 	// makes no garbage.
 	leaseMu sync.Mutex
 	leases  []store.Lease
-	// pool runs the sessions' ops.
-	pool workers.Pool
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -196,7 +191,7 @@ type Manager struct {
 // NewManager creates a manager. audit receives state changes and must not be
 // sampled.
 func NewManager(opts Options, adapter adapters.Adapter, st store.Store, b bus.Bus, log, audit *zap.Logger) *Manager {
-	m := &Manager{opts: opts, adapter: adapter, store: st, bus: b, log: log, sessLog: lazylog.Base(log), audit: audit,
+	m := &Manager{opts: opts, adapter: adapter, store: st, bus: b, log: log, audit: audit,
 		dir:     newDirectory(opts.DefaultHandleTime),
 		byAgent: map[string]*Session{}, byID: map[string]*Session{}, opening: map[string]chan struct{}{},
 		stop: make(chan struct{})}
@@ -210,9 +205,6 @@ func (m *Manager) Healthy() bool { return m.healthy.Load() }
 
 // nodeTopic is the bus topic on which a node receives takeover requests.
 func nodeTopic(node string) string { return "node:" + node }
-
-// workerMaxIdle is how long a session worker stays parked for more work.
-const workerMaxIdle = 2 * time.Second
 
 // Run routes switch events to sessions, serves takeover requests from other
 // nodes and watches the store's health, until ctx ends or Shutdown is called.
@@ -249,8 +241,6 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	leases := time.NewTicker(max(m.opts.LeaseTTL/3, time.Millisecond))
 	defer leases.Stop()
-	reap := time.NewTicker(workerMaxIdle)
-	defer reap.Stop()
 	renewing := make(chan struct{}, 1)        // one round at a time, off this loop
 	defer func() { renewing <- struct{}{} }() // waits for a running round
 	events := m.adapter.Events()
@@ -269,8 +259,6 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-resync:
 			// A lost takeover request is repeated by the requester, or its
 			// lease wait covers it; nothing to recover.
-		case <-reap.C:
-			m.pool.Reap(workerMaxIdle)
 		case <-leases.C:
 			select {
 			case renewing <- struct{}{}:
@@ -598,7 +586,6 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		m.wg.Wait()
-		m.pool.Close() // no session left to run
 		close(done)
 	}()
 	select {

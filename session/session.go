@@ -15,12 +15,12 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"golang.org/x/time/rate"
 
 	"github.com/ctibroker/ctibroker/adapters"
 	"github.com/ctibroker/ctibroker/channel"
 	"github.com/ctibroker/ctibroker/history"
-	"github.com/ctibroker/ctibroker/internal/lazylog"
 	"github.com/ctibroker/ctibroker/protocol"
 	"github.com/ctibroker/ctibroker/store"
 )
@@ -32,6 +32,15 @@ type Frame struct {
 	Data     []byte
 	Binary   bool // not a text frame: refused, the protocol is JSON text
 	Received time.Time
+	// Done is called once the command has been answered: its reply written
+	// or dropped. The connection reads its next frame then.
+	Done func()
+}
+
+func (f *Frame) answered() {
+	if f.Done != nil {
+		f.Done()
+	}
 }
 
 func (f *Frame) decode() protocol.Inbound {
@@ -65,8 +74,6 @@ type Session struct {
 	// queued (running); an idle session has none.
 	mu      sync.Mutex
 	queue   []op
-	cmds    int           // commands queued or being handled, at most the inbox size
-	room    chan struct{} // closed when a command is done; made by a waiting Submit
 	done    chan struct{}
 	err     error // why the session could not start; set before done closes
 	running bool
@@ -89,11 +96,12 @@ type Session struct {
 	outbox    []store.Event
 	outboxBuf *[]store.Event // outbox's buffer, lent by outboxes while busy
 	// wire collects the messages of the current op for the connection, sent
-	// as one batch at the end of the op (one write for a reply and its events).
-	wire     [][]byte
-	timeline [][]byte // timeline entries not yet committed
-	record   *store.Record
-	restored time.Time
+	// as one batch at the end of the op; replyDone is the command's Done.
+	wire      [][]byte
+	replyDone func()
+	timeline  [][]byte // timeline entries not yet committed
+	record    *store.Record
+	restored  time.Time
 	// status and statusSince: the aggregate status and when it started.
 	status      string
 	statusSince time.Time
@@ -173,11 +181,13 @@ func (s *Session) teamTopics() []string {
 	return out
 }
 
-// logger writes the session's log lines. It is made per line and costs
-// nothing unless the line is written: a logger kept per session would cost
-// every idle session.
-func (s *Session) logger() lazylog.Logger {
-	return lazylog.New(s.m.sessLog, zap.String("agent", s.ident.AgentID), zap.String("session", s.id))
+// logf writes a log line with the session's fields. It costs nothing when
+// the level is off (zap's Check): a logger kept per session would cost
+// every idle session its fields' buffer.
+func (s *Session) logf(level zapcore.Level, msg string, fields ...zap.Field) {
+	if ce := s.m.log.Check(level, msg); ce != nil {
+		ce.Write(append(fields, zap.String("agent", s.ident.AgentID), zap.String("session", s.id))...)
+	}
 }
 
 // ID returns the session id.
@@ -189,36 +199,18 @@ func (s *Session) AgentID() string { return s.ident.AgentID }
 // Done is closed when the session has ended.
 func (s *Session) Done() <-chan struct{} { return s.done }
 
-// Submit queues a client command. It blocks while the inbox is full (the
-// session's commands queued and in hand), which slows the client's reader
-// down instead of dropping commands.
-func (s *Session) Submit(ctx context.Context, conn Conn, f Frame) error {
-	for {
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			return ErrSessionEnded
-		}
-		if s.cmds < max(s.m.opts.InboxSize, 1) {
-			s.cmds++
-			s.queue = append(s.queue, op{cmd: command{conn, f}})
-			s.startLocked()
-			s.mu.Unlock()
-			return nil
-		}
-		if s.room == nil {
-			s.room = make(chan struct{})
-		}
-		room := s.room
-		s.mu.Unlock()
-		select {
-		case <-room:
-		case <-s.done:
-			return ErrSessionEnded
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+// Submit queues a client command. A connection has one command in flight
+// (it waits for f.Done before it reads the next), so the queue holds at
+// most one command per connection.
+func (s *Session) Submit(conn Conn, f Frame) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrSessionEnded
 	}
+	s.queue = append(s.queue, op{cmd: command{conn, f}})
+	s.startLocked()
+	return nil
 }
 
 // Detach tells the session that conn is gone.
@@ -244,7 +236,7 @@ func (s *Session) post(f func(*Session)) bool {
 func (s *Session) startLocked() {
 	if !s.running {
 		s.running = true
-		s.m.pool.Go(s.run)
+		go s.run()
 	}
 }
 
@@ -283,26 +275,28 @@ func (s *Session) run() {
 func (s *Session) handle(ops []op) {
 	for i := range ops {
 		if s.ended {
-			break // ops after the end are dropped: their connections are closing
+			dropOps(ops[i:]) // their connections are closing
+			break
 		}
 		if ops[i].note != nil {
 			s.safely("note", func() { ops[i].note(s) })
 			continue
 		}
 		if s.settle(); s.ended {
+			dropOps(ops[i:])
 			break
 		}
 		s.handleCommand(ops[i].cmd)
 		s.settle()
-		s.mu.Lock()
-		s.cmds--
-		if s.room != nil {
-			close(s.room)
-			s.room = nil
-		}
-		s.mu.Unlock()
 	}
 	s.settle()
+}
+
+// dropOps answers the commands among ops that will not run.
+func dropOps(ops []op) {
+	for _, o := range ops {
+		o.cmd.frame.answered()
+	}
 }
 
 // settle commits what the ops so far changed, delivers it, and ends the
@@ -321,11 +315,11 @@ func (s *Session) start() {
 	s.safely("init", func() { err = s.init() })
 	if err != nil {
 		s.err = err
-		s.logger().Warn("session could not start", zap.Error(err))
+		s.logf(zap.WarnLevel, "session could not start", zap.Error(err))
 		s.ended = true
 		return
 	}
-	s.logger().Info("session started", zap.Bool("restored", s.record != nil))
+	s.logf(zap.InfoLevel, "session started", zap.Bool("restored", s.record != nil))
 }
 
 // stop ends the session without touching the switch or the store's record:
@@ -340,7 +334,7 @@ func (s *Session) handOver(reason string) {
 	if s.ended {
 		return
 	}
-	s.logger().Info("session handed over", zap.String("reason", reason))
+	s.logf(zap.InfoLevel, "session handed over", zap.String("reason", reason))
 	s.wire = nil
 	if s.conn != nil {
 		s.conn.Close(protocol.CloseTakenOver, reason)
@@ -354,7 +348,7 @@ func (s *Session) handOver(reason string) {
 func (s *Session) safely(what string, f func()) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.logger().Error("panic recovered", zap.String("in", what), zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			s.logf(zap.ErrorLevel, "panic recovered", zap.String("in", what), zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
 		}
 	}()
 	f()
@@ -365,6 +359,7 @@ func (s *Session) cleanup() {
 	defer s.m.wg.Done()
 	s.mu.Lock()
 	s.closed = true
+	dropOps(s.queue)
 	s.queue = nil
 	s.mu.Unlock()
 	s.m.leaseMu.Lock()
@@ -379,7 +374,7 @@ func (s *Session) cleanup() {
 	if s.handedOver || s.err != nil {
 		_ = s.m.store.Release(ctx, s.id, s.m.opts.Node)
 	} else if err := s.m.store.End(ctx, s.key, s.id); err != nil {
-		s.logger().Warn("could not delete the ended session from the store; it expires by itself", zap.Error(err))
+		s.logf(zap.WarnLevel, "could not delete the ended session from the store; it expires by itself", zap.Error(err))
 	}
 	cancel()
 	s.m.remove(s)
@@ -485,7 +480,7 @@ func (s *Session) restore(rec store.Record) error {
 	// subscription starts again from a snapshot that says so.
 	for _, saved := range snap.Subscriptions {
 		if f := s.startSubscription(saved.ID, saved.Filter, protocol.SnapshotResync); f != nil {
-			s.logger().Warn("could not restore a supervisor subscription", zap.String("subscription", saved.ID), zap.String("failure", f.Error()))
+			s.logf(zap.WarnLevel, "could not restore a supervisor subscription", zap.String("subscription", saved.ID), zap.String("failure", f.Error()))
 		}
 	}
 	return nil
@@ -512,11 +507,11 @@ func (s *Session) initFromSwitch() error {
 	for _, l := range logins {
 		if protocol.ValidateID(l.Channel.ID) != nil || s.channel(l.Channel.ID) != nil ||
 			(l.GroupID != "" && protocol.ValidateID(l.GroupID) != nil) {
-			s.logger().Warn("ignoring an invalid or duplicate login reported by the switch", zap.String("channel", l.Channel.ID), zap.String("group", l.GroupID))
+			s.logf(zap.WarnLevel, "ignoring an invalid or duplicate login reported by the switch", zap.String("channel", l.Channel.ID), zap.String("group", l.GroupID))
 			continue
 		}
 		if len(s.channels) >= s.m.opts.MaxChannels || (l.GroupID != "" && !s.hasGroup(l.GroupID) && len(s.groups) >= s.m.opts.MaxGroups) {
-			s.logger().Warn("ignoring a login reported by the switch beyond limits.channels or limits.groups", zap.String("channel", l.Channel.ID))
+			s.logf(zap.WarnLevel, "ignoring a login reported by the switch beyond limits.channels or limits.groups", zap.String("channel", l.Channel.ID))
 			continue
 		}
 		if l.GroupID != "" && !s.hasGroup(l.GroupID) {
@@ -526,7 +521,7 @@ func (s *Session) initFromSwitch() error {
 		if l.State == protocol.StateActive {
 			state, err := channel.MachineState(l.State, l.Status)
 			if err != nil {
-				s.logger().Warn("switch reported an unknown status", zap.String("channel", l.Channel.ID), zap.Error(err))
+				s.logf(zap.WarnLevel, "switch reported an unknown status", zap.String("channel", l.Channel.ID), zap.Error(err))
 				state, _ = channel.MachineState(protocol.StateActive, protocol.StatusNotReady)
 			}
 			s.m.dir.claim(endpointOf(l.Channel), s.ident.AgentID, true)
@@ -558,20 +553,20 @@ func (s *Session) attach(conn Conn, id Identity, since *uint64, created bool) er
 		if s.m.opts.MultiConnect == MultiConnectReject {
 			return ErrAlreadyConnected
 		}
-		s.logger().Info("connection taken over", zap.String("old_remote", s.conn.RemoteAddr()), zap.String("remote", conn.RemoteAddr()))
+		s.logf(zap.InfoLevel, "connection taken over", zap.String("old_remote", s.conn.RemoteAddr()), zap.String("remote", conn.RemoteAddr()))
 		s.sendWire()
 		s.conn.Close(protocol.CloseTakenOver, "session taken over by another connection")
 	}
 	s.conn = conn
 	s.stopGrace()
-	s.logger().Info("connection attached", zap.String("remote", conn.RemoteAddr()), zap.Bool("created", created))
+	s.logf(zap.InfoLevel, "connection attached", zap.String("remote", conn.RemoteAddr()), zap.Bool("created", created))
 	s.applyTeams(id)
 	if since != nil && !created && !s.unsynced {
 		ctx, cancel := context.WithTimeout(context.Background(), s.m.opts.StoreTimeout)
 		missed, ok, err := s.m.store.EventsSince(ctx, s.id, *since, s.committed)
 		cancel()
 		if err != nil {
-			s.logger().Warn("could not read the event stream; sending full state", zap.Error(err))
+			s.logf(zap.WarnLevel, "could not read the event stream; sending full state", zap.Error(err))
 		}
 		if ok && err == nil {
 			for _, msg := range missed {
@@ -604,7 +599,7 @@ func (s *Session) applyTeams(id Identity) {
 	if len(id.Teams) == 0 || sameSet(id.Teams, s.teams) {
 		return
 	}
-	s.logger().Info("the agent's teams changed", zap.Strings("from", s.teams), zap.Strings("to", id.Teams))
+	s.logf(zap.InfoLevel, "the agent's teams changed", zap.Strings("from", s.teams), zap.Strings("to", id.Teams))
 	s.ident.Teams, s.teams = id.Teams, id.Teams
 	s.setTopics()
 	s.timeline = append(s.timeline, s.entry(history.Entry{Kind: history.KindTeams, Teams: s.teams, At: time.Now().UnixMilli()}))
@@ -636,7 +631,7 @@ func (s *Session) detach(conn Conn) {
 	}
 	s.wire = nil
 	s.conn = nil
-	s.logger().Info("connection detached", zap.String("remote", conn.RemoteAddr()), zap.Duration("grace", s.m.opts.Grace))
+	s.logf(zap.InfoLevel, "connection detached", zap.String("remote", conn.RemoteAddr()), zap.Duration("grace", s.m.opts.Grace))
 	s.startGrace()
 }
 
@@ -671,7 +666,7 @@ func (s *Session) expire() {
 				continue
 			}
 			if f := s.adapterApply(c, channel.Intent{Command: "session.expire", Event: channel.EvDeactivate}); f != nil {
-				s.logger().Warn("could not deactivate channel of expired session", zap.String("channel", c.ID()), zap.String("failure", f.Error()))
+				s.logf(zap.WarnLevel, "could not deactivate channel of expired session", zap.String("channel", c.ID()), zap.String("failure", f.Error()))
 				continue
 			}
 			s.applyIntent(c, channel.Intent{Command: "session.expire", Event: channel.EvDeactivate}, "session.expired")
@@ -698,18 +693,19 @@ func (s *Session) deliver(msg []byte) {
 	}
 }
 
-// sendWire hands the op's messages to the connection as one batch.
+// sendWire hands the op's messages to the connection as one batch; the
+// command's Done follows them.
 func (s *Session) sendWire() {
-	if len(s.wire) == 0 {
+	msgs, done := s.wire, s.replyDone
+	s.wire, s.replyDone = nil, nil
+	if len(msgs) == 0 || s.conn == nil {
+		if done != nil {
+			done()
+		}
 		return
 	}
-	msgs := s.wire
-	s.wire = nil
-	if s.conn == nil {
-		return
-	}
-	if !s.conn.Send(msgs) {
-		s.logger().Warn("slow consumer: connection closed, session kept", zap.String("remote", s.conn.RemoteAddr()))
+	if !s.conn.Send(msgs, done) {
+		s.logf(zap.WarnLevel, "slow consumer: connection closed, session kept", zap.String("remote", s.conn.RemoteAddr()))
 		s.conn = nil
 		s.startGrace()
 	}
@@ -722,7 +718,7 @@ func (s *Session) sendWire() {
 func (s *Session) emit(target, name string, data any) {
 	raw, err := protocol.Marshal(data)
 	if err != nil {
-		s.logger().Error("cannot encode event data", zap.String("event", name), zap.Error(err))
+		s.logf(zap.ErrorLevel, "cannot encode event data", zap.String("event", name), zap.Error(err))
 		return
 	}
 	s.emitRaw(target, name, raw)
@@ -860,7 +856,7 @@ func (s *Session) persist(replies []store.Reply, force bool) error {
 		s.inDoubt = nil // none of them can land now: the version moved on
 		if s.unsynced {
 			s.unsynced = false
-			s.logger().Info("session state stored again after a store outage")
+			s.logf(zap.InfoLevel, "session state stored again after a store outage")
 		}
 		return nil
 	case errors.Is(err, store.ErrConflict) && len(s.inDoubt) > 0:
@@ -893,7 +889,7 @@ type inDoubtCommit struct {
 // remembers it as in doubt.
 func (s *Session) commitFailed(c store.Commit, err error) error {
 	if !s.unsynced {
-		s.logger().Error("could not store the session state; events held until the store is back", zap.Error(err))
+		s.logf(zap.ErrorLevel, "could not store the session state; events held until the store is back", zap.Error(err))
 	}
 	if len(s.inDoubt) < maxInDoubt {
 		s.inDoubt = append(s.inDoubt, inDoubtCommit{id: c.ID, lastSeq: s.seq, timeline: len(c.Timeline)})
@@ -924,7 +920,7 @@ func (s *Session) resolveInDoubt() (bool, error) {
 		return false, nil
 	}
 	d := s.inDoubt[i]
-	s.logger().Info("a commit that timed out had landed; its events are delivered", zap.Uint64("seq", d.lastSeq))
+	s.logf(zap.InfoLevel, "a commit that timed out had landed; its events are delivered", zap.Uint64("seq", d.lastSeq))
 	s.version, s.committed, s.inDoubt = rec.Version, d.lastSeq, nil
 	n := 0
 	for _, e := range s.outbox {
@@ -982,8 +978,10 @@ func (s *Session) recordEnd(at time.Time) {
 
 func (s *Session) handleCommand(c command) {
 	if c.conn != s.conn {
-		return // from a connection that was taken over or closed
+		c.frame.answered() // from a connection that was taken over or closed
+		return
 	}
+	s.replyDone = c.frame.Done
 	in := c.frame.decode()
 	if in.Failure == nil && s.limiter != nil && !s.limiter.AllowN(c.frame.Received, 1) {
 		in.Failure = protocol.Failf(protocol.CodeRateLimited, "more than the allowed commands per second; slow down")
@@ -999,7 +997,7 @@ func (s *Session) handleCommand(c command) {
 	reply := s.execute(in)
 	msg, err := protocol.Marshal(reply)
 	if err != nil {
-		s.logger().Error("cannot encode reply", zap.Error(err))
+		s.logf(zap.ErrorLevel, "cannot encode reply", zap.Error(err))
 		msg, _ = protocol.Marshal(protocol.FailureReply(in, protocol.Failf(protocol.CodeInternal, "reply could not be encoded")))
 	}
 	remember := in.Failure == nil && id != "" && cacheable(reply)
@@ -1066,7 +1064,7 @@ func cacheable(r protocol.Reply) bool { return r.Failure == nil || !r.Failure.Co
 func (s *Session) execute(in protocol.Inbound) (reply protocol.Reply) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.logger().Error("panic while handling a command", zap.String("command", in.Request.Command), zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			s.logf(zap.ErrorLevel, "panic while handling a command", zap.String("command", in.Request.Command), zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
 			reply = protocol.FailureReply(in, &protocol.Failure{Code: protocol.CodeInternal,
 				Message: "internal error; the command was not applied", Context: fmt.Sprint(r)})
 		}

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,9 +28,12 @@ func newTestConn() *testConn {
 	return &testConn{out: make(chan []byte, 1024), closed: make(chan protocol.CloseCode, 1)}
 }
 
-func (c *testConn) Send(msgs [][]byte) bool {
+func (c *testConn) Send(msgs [][]byte, done func()) bool {
 	for _, m := range msgs {
 		c.out <- m
+	}
+	if done != nil {
+		done()
 	}
 	return true
 }
@@ -55,7 +58,7 @@ func (c *testConn) next(tb testing.TB) []byte {
 }
 
 // testManager starts a manager over the simulated switch and the memory
-// store and bus; opts overrides the inbox size and lease TTL.
+// store and bus; opts overrides the lease TTL.
 func testManager(tb testing.TB, opts Options) (*Manager, *store.Memory) {
 	tb.Helper()
 	sw, err := sim.New(sim.Config{NotReadyReasons: []protocol.ReasonCode{{ID: "lunch", Code: "10", Selectable: true}}})
@@ -65,12 +68,9 @@ func testManager(tb testing.TB, opts Options) (*Manager, *store.Memory) {
 	bs := bus.NewMemory()
 	st := store.NewMemory(store.Limits{Events: 1024, Timeline: 1000, TTL: time.Hour, ReplyTTL: time.Minute, History: time.Hour, HistorySessions: 10}, bs)
 	base := Options{Grace: time.Minute, OnExpire: OnExpireKeep, MultiConnect: MultiConnectTakeover, HistorySize: 1024,
-		TimelineSize: 1000, InboxSize: 8, AdapterTimeout: time.Second, RequestIDTTL: time.Minute, RequestIDLimit: 100,
+		TimelineSize: 1000, AdapterTimeout: time.Second, RequestIDTTL: time.Minute, RequestIDLimit: 100,
 		AddressBookInterval: time.Second, DefaultHandleTime: time.Minute, Node: "n", LeaseTTL: time.Minute,
 		StoreTimeout: time.Second, HealthInterval: time.Hour, MaxChannels: 32, MaxGroups: 8}
-	if opts.InboxSize != 0 {
-		base.InboxSize = opts.InboxSize
-	}
 	if opts.LeaseTTL != 0 {
 		base.LeaseTTL = opts.LeaseTTL
 	}
@@ -124,47 +124,47 @@ func TestIdleSessionsHaveNoGoroutine(t *testing.T) {
 	}
 }
 
-// Submit blocks while the inbox is full (backpressure on the connection's
-// reader) and the commands still run in order.
-func TestSubmitWaitsForRoomInTheInbox(t *testing.T) {
-	m, _ := testManager(t, Options{InboxSize: 2})
+// Every submitted command is answered exactly once (its Done called): after
+// its reply, when it came from a connection that was taken over, and when
+// the session ended before running it. A connection waits for it before
+// reading its next frame.
+func TestEveryCommandIsAnswered(t *testing.T) {
+	m, _ := testManager(t, Options{})
 	conn := newTestConn()
 	s, err := m.Attach(context.Background(), Identity{AgentID: "alice", Role: RoleAgent}, conn, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	conn.next(t) // session.initialized
+	var answered atomic.Int32
+	frame := func(cmd string) Frame {
+		return Frame{Data: []byte(`{"command":"` + cmd + `","target":"` + s.ID() + `"}`), Received: time.Now(), Done: func() { answered.Add(1) }}
+	}
+	// Held: the session runs a note that waits, so the commands queue.
 	release := make(chan struct{})
 	busy := make(chan struct{})
 	s.post(func(*Session) { close(busy); <-release })
 	<-busy
-	submit := func(ctx context.Context, id string) error {
-		return s.Submit(ctx, conn, Frame{Data: []byte(`{"command":"session.request.incontact.addressbook","target":"` + s.ID() + `","requestId":"` + id + `"}`), Received: time.Now()})
-	}
-	for _, id := range []string{"r1", "r2"} {
-		if err := submit(context.Background(), id); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	if err := submit(ctx, "r3"); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("third command into a full inbox of 2: %v, want it to wait", err)
-	}
-	close(release)
-	if err := submit(context.Background(), "r3"); err != nil {
+	if err := s.Submit(conn, frame(protocol.CmdLogoutReasons)); err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{"r1", "r2", "r3"} {
-		var reply string
-		for reply == "" {
-			if msg := string(conn.next(t)); strings.Contains(msg, `"result":"success"`) {
-				reply = msg
-			}
-		}
-		if !strings.Contains(reply, `"requestId":"`+id+`"`) {
-			t.Fatalf("reply %s, want the one to %s", reply, id)
-		}
+	stale := newTestConn() // a connection that is no longer the session's
+	if err := s.Submit(stale, frame(protocol.CmdLogoutReasons)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Submit(conn, frame(protocol.CmdLogout)); err != nil { // ends the session
+		t.Fatal(err)
+	}
+	if err := s.Submit(conn, frame(protocol.CmdLogoutReasons)); err != nil { // after the end: dropped
+		t.Fatal(err)
+	}
+	close(release)
+	<-s.Done()
+	if n := answered.Load(); n != 4 {
+		t.Fatalf("%d of 4 commands answered", n)
+	}
+	if err := s.Submit(conn, frame(protocol.CmdLogoutReasons)); !errors.Is(err, ErrSessionEnded) {
+		t.Fatalf("Submit to an ended session: %v", err)
 	}
 }
 

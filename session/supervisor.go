@@ -133,7 +133,7 @@ func (s *Session) rescopeSubscriptions() {
 			}
 		}
 		if f := s.startSubscription(id, requested, protocol.SnapshotResync); f != nil {
-			s.logger().Warn("could not scope a subscription again", zap.String("subscription", id), zap.String("failure", f.Error()))
+			s.logf(zap.WarnLevel, "could not scope a subscription again", zap.String("subscription", id), zap.String("failure", f.Error()))
 			s.emit(s.id, protocol.EvSupervisorSnapshot, protocol.SupervisorSnapshot{SubscriptionID: id, Reason: protocol.SnapshotResync,
 				Agents: []protocol.AgentView{}})
 		}

@@ -28,7 +28,7 @@ func (s *Session) onSwitchEvent(ev adapters.Event) {
 		s.catalog = nil
 		cat, f := s.loadCatalog()
 		if f != nil {
-			s.logger().Warn("could not reload the reason catalogs", zap.String("failure", f.Error()))
+			s.logf(zap.WarnLevel, "could not reload the reason catalogs", zap.String("failure", f.Error()))
 			return
 		}
 		s.emitCatalog(protocol.CmdNotReadyReasons, cat)
@@ -44,7 +44,7 @@ func (s *Session) onSwitchEvent(ev adapters.Event) {
 func (s *Session) onInteraction(ev adapters.Event) {
 	c := s.channel(ev.ChannelID)
 	if c == nil {
-		s.logger().Warn("interaction on an unknown channel", zap.String("channel", ev.ChannelID), zap.String("interaction", ev.InteractionID))
+		s.logf(zap.WarnLevel, "interaction on an unknown channel", zap.String("channel", ev.ChannelID), zap.String("interaction", ev.InteractionID))
 		return
 	}
 	before := c.Info()
@@ -77,7 +77,7 @@ func (s *Session) onInteraction(ev adapters.Event) {
 		}
 	}
 	if err != nil {
-		s.logger().Warn("switch interaction event does not fit the channel", zap.Error(err))
+		s.logf(zap.WarnLevel, "switch interaction event does not fit the channel", zap.Error(err))
 		return
 	}
 	if changed {
@@ -88,12 +88,12 @@ func (s *Session) onInteraction(ev adapters.Event) {
 func (s *Session) onStatusForced(ev adapters.Event) {
 	c := s.channel(ev.ChannelID)
 	if c == nil {
-		s.logger().Warn("forced status on an unknown channel", zap.String("channel", ev.ChannelID))
+		s.logf(zap.WarnLevel, "forced status on an unknown channel", zap.String("channel", ev.ChannelID))
 		return
 	}
 	state, err := channel.MachineState(ev.State, ev.Status)
 	if err != nil {
-		s.logger().Warn("switch forced an unknown status", zap.Error(err))
+		s.logf(zap.WarnLevel, "switch forced an unknown status", zap.Error(err))
 		return
 	}
 	ep := endpointOf(c.Spec())
@@ -184,7 +184,7 @@ func (s *Session) onACWTimeout(id string, gen uint64) {
 		return
 	}
 	if f := s.adapterApply(c, in); f != nil {
-		s.logger().Warn("after-call work timeout: the switch refused to end it", zap.String("channel", id), zap.String("failure", f.Error()))
+		s.logf(zap.WarnLevel, "after-call work timeout: the switch refused to end it", zap.String("channel", id), zap.String("failure", f.Error()))
 		return
 	}
 	s.applyIntent(c, in, "acw.timeout")
@@ -244,7 +244,7 @@ func (s *Session) refreshAddressBook() {
 	}
 	msg, f := s.addressBook()
 	if f != nil {
-		s.logger().Warn("could not refresh the address book", zap.String("failure", f.Error()))
+		s.logf(zap.WarnLevel, "could not refresh the address book", zap.String("failure", f.Error()))
 		return
 	}
 	s.ab.lastAt = time.Now()

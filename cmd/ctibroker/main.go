@@ -28,9 +28,6 @@ import (
 var version = "dev"
 
 func main() {
-	if len(os.Args) < 2 || os.Args[1] == "serve" || strings.HasPrefix(os.Args[1], "-") {
-		reexecWithSmallStacks()
-	}
 	if err := run(os.Args[1:], os.Environ(), os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "ctibroker:", err)
 		os.Exit(1)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 	"testing"
 
@@ -85,41 +84,5 @@ func TestREADMEListsCodeTables(t *testing.T) {
 		if row := fmt.Sprintf("| %d | %s | %s |", c.Code, yesNo[c.Reconnect], c.When); !strings.Contains(string(readme), row) {
 			t.Errorf("README.md lacks the row %q", row)
 		}
-	}
-}
-
-func TestSmallStacksEnv(t *testing.T) {
-	tests := []struct {
-		name    string
-		environ []string
-		want    string // GODEBUG to re-execute with; "" for no re-execution
-	}{
-		{"no GODEBUG", []string{"PATH=/bin"}, "adaptivestackstart=0"},
-		{"other settings kept", []string{"GODEBUG=gctrace=1", "PATH=/bin"}, "gctrace=1,adaptivestackstart=0"},
-		{"operator's choice respected", []string{"GODEBUG=adaptivestackstart=1"}, ""},
-		{"already re-executed", []string{"GODEBUG=gctrace=1,adaptivestackstart=0"}, ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			env, ok := smallStacksEnv(tt.environ)
-			if ok != (tt.want != "") {
-				t.Fatalf("re-execute = %v, want %v", ok, tt.want != "")
-			}
-			if !ok {
-				return
-			}
-			var got []string
-			for _, kv := range env {
-				if v, found := strings.CutPrefix(kv, "GODEBUG="); found {
-					got = append(got, v)
-				}
-			}
-			if len(got) != 1 || got[0] != tt.want {
-				t.Fatalf("GODEBUG = %q, want [%q]", got, tt.want)
-			}
-			if !slices.Contains(env, "PATH=/bin") && slices.Contains(tt.environ, "PATH=/bin") {
-				t.Fatal("the rest of the environment was lost")
-			}
-		})
 	}
 }

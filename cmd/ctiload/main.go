@@ -7,7 +7,7 @@
 //	ctiload --agents 20000 --idle --sources 8               idle sessions (memory)
 //	ctiload ... --baseline                                  plus the bare-WebSocket ceiling
 //	ctiload echo --listen 127.0.0.1:9999 --reply 300 --event 400 --events 2
-//	ctiload echo --listen 127.0.0.1:9999 --ping 30s --lean   the idle baseline's server
+//	ctiload echo --listen 127.0.0.1:9999 --ping 30s          the idle baseline's server
 //	ctiload --url ws://127.0.0.1:9999/ --bare --agents 20000 --idle  and its connections
 //
 // The broker must allow the load: CTIBROKER_LIMITS__COMMANDRATE=0, and for
@@ -159,7 +159,6 @@ func echo(ctx context.Context, args []string) error {
 	var opts load.EchoOptions
 	fs.DurationVar(&opts.PingInterval, "ping", 0, "ping every connection this often, as the broker does (0: never)")
 	fs.DurationVar(&opts.PingTimeout, "pingtimeout", 10*time.Second, "close a connection whose pong has not come by then")
-	fs.BoolVar(&opts.Lean, "lean", false, "hold connections as the broker does (its buffers, a fresh reader goroutine): the memory floor")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

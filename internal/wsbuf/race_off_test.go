@@ -1,5 +1,0 @@
-//go:build !race
-
-package wsbuf
-
-const raceEnabled = false
