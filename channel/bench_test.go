@@ -28,10 +28,7 @@ func BenchmarkTransition(b *testing.B) {
 		if f != nil {
 			b.Fatal(f)
 		}
-		if _, f := ch.Check(in); f != nil {
-			b.Fatal(f)
-		}
-		if _, err := ch.Apply(in, now); err != nil {
+		if _, err := ch.Fire(in, now, nil); err != nil {
 			b.Fatal(err)
 		}
 		ch.TakeNew()

@@ -1,6 +1,7 @@
 package channel
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -26,7 +27,9 @@ type Channel struct {
 	spec   protocol.ChannelSpec
 	group  string
 	queues []string
-	state  string // the machine state; see withMachine
+	// m is the channel's state machine: the one place that decides which
+	// changes are legal (see Fire).
+	m      *fsm.FSM
 	reason Reason
 
 	// lastIdle is the ready/not-ready status the agent last chose, which
@@ -49,7 +52,7 @@ func New(spec protocol.ChannelSpec, group string, now time.Time, timelineCap int
 	c := &Channel{
 		spec:         spec,
 		group:        group,
-		state:        initialState,
+		m:            newMachine(initialState),
 		lastIdle:     Intent{Event: EvReady},
 		interactions: map[string]time.Time{},
 		timelineCap:  max(timelineCap, 2),
@@ -71,34 +74,34 @@ func (c *Channel) Spec() protocol.ChannelSpec { return c.spec }
 func (c *Channel) Queues() []string { return c.queues }
 
 // Machine returns the current machine state.
-func (c *Channel) Machine() string { return c.state }
+func (c *Channel) Machine() string { return c.m.Current() }
 
 // Reason returns the current reason.
 func (c *Channel) Reason() Reason { return c.reason }
 
 // Active reports whether the agent is logged into the channel.
 func (c *Channel) Active() bool {
-	s, _ := Display(c.state)
+	s, _ := Display(c.m.Current())
 	return s == protocol.StateActive
 }
 
 // InAfterCallWork reports whether the agent is in after-call work (and no
 // interaction is in progress).
-func (c *Channel) InAfterCallWork() bool { return c.state == sACW }
+func (c *Channel) InAfterCallWork() bool { return c.m.Current() == sACW }
 
 // InInteraction reports whether an interaction is in progress.
 func (c *Channel) InInteraction() bool { return len(c.interactions) > 0 }
 
 // Info returns the data of channel.infochanged.
 func (c *Channel) Info() protocol.ChannelInfo {
-	state, status := Display(c.state)
+	state, status := Display(c.m.Current())
 	return protocol.ChannelInfo{State: state, AgentStatus: protocol.AgentStatus{
 		Status: status, LastReasonCode: c.reason.Code, LastReasonName: c.reason.Name}}
 }
 
 // Snapshot returns the channel's entry of state.updated.
 func (c *Channel) Snapshot() protocol.ChannelState {
-	state, status := Display(c.state)
+	state, status := Display(c.m.Current())
 	return protocol.ChannelState{ID: c.spec.ID, Group: c.group, Name: c.spec.Name, Type: c.spec.Type,
 		State: state, Status: status, ReasonCode: c.reason.Code, ReasonName: c.reason.Name,
 		Since: c.timeline[len(c.timeline)-1].Start.UnixMilli(), Queues: c.queues}
@@ -108,21 +111,39 @@ func (c *Channel) Snapshot() protocol.ChannelState {
 // them until TakeNew hands them over, then the open one.
 func (c *Channel) Timeline() []Interval { return append([]Interval(nil), c.timeline...) }
 
-// Check reports whether intent is legal now, and whether it would change
-// nothing (same state, status and reason), without changing anything.
-func (c *Channel) Check(in Intent) (noop bool, f *protocol.Failure) {
-	cur := c.state
-	dst, ok := destination(in.Event, cur)
-	can := false
-	withMachine(cur, func(m *fsm.FSM) { can = m.Can(string(in.Event)) })
-	if !ok || !can {
-		state, status := Display(cur)
+// Fire runs intent on the channel. The machine decides whether it is legal;
+// a legal change that is not a no-op (same state, status and reason) runs
+// effect first (the switch call; nil for what the switch itself reported),
+// and happens only if effect succeeded. It reports whether state, status or
+// reason changed. An illegal intent fails INVALID_STATE naming the current
+// state; effect's error is returned as it is, and then nothing changed.
+func (c *Channel) Fire(in Intent, now time.Time, effect func() error) (changed bool, err error) {
+	var reason Reason
+	t := &transition{effect: effect, noop: func(src, dst string) bool {
+		reason = c.nextReason(in.Event, dst, in.Reason)
+		return src == dst && reason == c.reason
+	}}
+	illegal, err := fire(c.m, in.Event, t)
+	switch {
+	case illegal:
+		state, status := Display(c.m.Current())
 		if state == protocol.StateActive {
 			return false, protocol.Failf(protocol.CodeInvalidState, "%s is not allowed: channel %s is %s (%s)", in.Command, c.spec.ID, state, status)
 		}
 		return false, protocol.Failf(protocol.CodeInvalidState, "%s is not allowed: channel %s is %s", in.Command, c.spec.ID, state)
+	case errors.Is(err, errNoop):
+		return false, nil
+	case err != nil:
+		return false, err
 	}
-	return dst == cur && c.nextReason(in.Event, dst, in.Reason) == c.reason, nil
+	switch in.Event {
+	case EvActivate:
+		c.queues = in.Queues
+	case EvDeactivate:
+		c.queues = nil
+		clear(c.interactions)
+	}
+	return c.settle(reason, now), nil
 }
 
 // nextReason is the reason after ev leads to dst with r.
@@ -140,35 +161,11 @@ func (c *Channel) nextReason(ev Event, dst string, r Reason) Reason {
 	return r
 }
 
-// Apply fires ev with reason r (ignored by events that keep the reason). It
-// reports whether the channel's state, status or reason changed.
-func (c *Channel) Apply(in Intent, now time.Time) (changed bool, err error) {
-	cur := c.state
-	dst, ok := destination(in.Event, cur)
-	if !ok {
-		return false, fmt.Errorf("channel %s: event %s not allowed in state %s", c.spec.ID, in.Event, cur)
-	}
-	var ferr error
-	c.state = withMachine(cur, func(m *fsm.FSM) { ferr = fire(m, in.Event) })
-	if ferr != nil {
-		return false, fmt.Errorf("channel %s: %w", c.spec.ID, ferr)
-	}
-	reason := c.nextReason(in.Event, dst, in.Reason)
-	switch in.Event {
-	case EvActivate:
-		c.queues = in.Queues
-	case EvDeactivate:
-		c.queues = nil
-		clear(c.interactions)
-	}
-	return c.settle(reason, now), nil
-}
-
 // Force puts the channel into a state the switch reports, bypassing the
 // machine's rules: the switch is the truth about what the agent is doing, and
 // an agent desktop must not show a state the switch does not have.
 func (c *Channel) Force(machineState string, r Reason, now time.Time) bool {
-	c.state = machineState
+	c.m.SetState(machineState)
 	if !c.Active() {
 		clear(c.interactions)
 	}
@@ -177,7 +174,7 @@ func (c *Channel) Force(machineState string, r Reason, now time.Time) bool {
 
 func (c *Channel) settle(r Reason, now time.Time) bool {
 	c.reason = r
-	switch c.state {
+	switch c.m.Current() {
 	case sReady, sBusyReady:
 		c.lastIdle = Intent{Command: protocol.CmdChannelReady, Event: EvReady}
 	case sNotReady, sBusyNotReady:
@@ -190,7 +187,7 @@ func (c *Channel) settle(r Reason, now time.Time) bool {
 // Only the first concurrent interaction changes the status.
 func (c *Channel) StartInteraction(id string, now time.Time) (changed bool, err error) {
 	if !c.Active() {
-		return false, fmt.Errorf("channel %s: interaction %s started while %s", c.spec.ID, id, c.state)
+		return false, fmt.Errorf("channel %s: interaction %s started while %s", c.spec.ID, id, c.m.Current())
 	}
 	if _, dup := c.interactions[id]; dup {
 		return false, nil
@@ -199,7 +196,7 @@ func (c *Channel) StartInteraction(id string, now time.Time) (changed bool, err 
 	if len(c.interactions) > 1 {
 		return false, nil
 	}
-	return c.Apply(Intent{Event: EvInteractionStart}, now)
+	return c.Fire(Intent{Event: EvInteractionStart}, now, nil)
 }
 
 // EndInteraction records the end of an interaction; the last one to end
@@ -214,9 +211,9 @@ func (c *Channel) EndInteraction(id string, autoACW bool, acwReason Reason, now 
 		return false, nil
 	}
 	if autoACW {
-		return c.Apply(Intent{Event: EvInteractionEndACW, Reason: acwReason}, now)
+		return c.Fire(Intent{Event: EvInteractionEndACW, Reason: acwReason}, now, nil)
 	}
-	return c.Apply(Intent{Event: EvInteractionEnd}, now)
+	return c.Fire(Intent{Event: EvInteractionEnd}, now, nil)
 }
 
 // PreviousIdle returns the intent that restores the ready/not-ready status the
@@ -225,7 +222,7 @@ func (c *Channel) PreviousIdle() Intent { return c.lastIdle }
 
 // record opens a new timeline interval when state, status or reason changed.
 func (c *Channel) record(now time.Time) bool {
-	state, status := Display(c.state)
+	state, status := Display(c.m.Current())
 	next := Interval{State: state, Status: status, ReasonCode: c.reason.Code, ReasonName: c.reason.Name, Start: now}
 	if n := len(c.timeline); n > 0 {
 		last := &c.timeline[n-1]
@@ -269,7 +266,7 @@ type Saved struct {
 
 // Save returns the channel's persistent state.
 func (c *Channel) Save() Saved {
-	return Saved{Spec: c.spec, Group: c.group, Queues: c.queues, Machine: c.state, Reason: c.reason,
+	return Saved{Spec: c.spec, Group: c.group, Queues: c.queues, Machine: c.m.Current(), Reason: c.reason,
 		LastIdle: c.lastIdle, Interactions: c.interactions, Since: c.timeline[len(c.timeline)-1].Start}
 }
 
@@ -279,7 +276,7 @@ func Restore(s Saved, timelineCap int) (*Channel, error) {
 		return nil, fmt.Errorf("channel %s: unknown saved state %q", s.Spec.ID, s.Machine)
 	}
 	c := New(s.Spec, s.Group, s.Since, timelineCap)
-	c.state = s.Machine
+	c.m.SetState(s.Machine)
 	c.queues, c.reason, c.lastIdle = s.Queues, s.Reason, s.LastIdle
 	for id, at := range s.Interactions {
 		c.interactions[id] = at

@@ -2,6 +2,7 @@ package channel
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -97,37 +98,40 @@ func TestCommandMatrix(t *testing.T) {
 					t.Fatalf("ParseCommand: %v", f)
 				}
 				exp := want[st][c.name]
-				noop, f := ch.Check(in)
+				// The switch refuses first: nothing changes.
+				refused := errors.New("refused by the switch")
+				if _, err := ch.Fire(in, t0.Add(time.Second), func() error { return refused }); exp != "x" && exp != "=" && err != refused {
+					t.Fatalf("Fire with a failing effect = %v, want its error", err)
+				}
+				if ch.Info() != before {
+					t.Fatalf("a failed effect changed %+v -> %+v", before, ch.Info())
+				}
+				calls := 0
+				changed, err := ch.Fire(in, t0.Add(time.Second), func() error { calls++; return nil })
 				if exp == "x" {
-					if f == nil || f.Code != protocol.CodeInvalidState {
-						t.Fatalf("Check = %v, want INVALID_STATE", f)
+					f, ok := err.(*protocol.Failure)
+					if !ok || f.Code != protocol.CodeInvalidState {
+						t.Fatalf("Fire = %v, want INVALID_STATE", err)
 					}
 					if state, _ := Display(st); !strings.Contains(f.Message, state) {
 						t.Fatalf("message %q does not name the current state %s", f.Message, state)
 					}
-					if ch.Info() != before {
-						t.Fatal("a refused command changed the channel")
+					if ch.Info() != before || calls != 0 {
+						t.Fatalf("a refused command changed the channel or called the switch (%d calls)", calls)
 					}
 					return
 				}
-				if f != nil {
-					t.Fatalf("Check: %v", f)
-				}
-				if noop != (exp == "=") {
-					t.Fatalf("noop = %v, want %v", noop, exp == "=")
-				}
-				changed, err := ch.Apply(in, t0.Add(time.Second))
 				if err != nil {
-					t.Fatalf("Apply: %v", err)
-				}
-				if changed == noop {
-					t.Fatalf("Apply changed = %v but Check noop = %v", changed, noop)
+					t.Fatalf("Fire: %v", err)
 				}
 				if exp == "=" {
-					if ch.Info() != before {
-						t.Fatalf("noop changed %+v -> %+v", before, ch.Info())
+					if changed || calls != 0 || ch.Info() != before {
+						t.Fatalf("a command that changes nothing: changed %v, %d switch calls, %+v -> %+v", changed, calls, before, ch.Info())
 					}
 					return
+				}
+				if !changed || calls != 1 {
+					t.Fatalf("changed = %v after %d switch calls, want a change after one", changed, calls)
 				}
 				got := ch.Machine() + "/" + ch.Reason().Code
 				if got != exp {
@@ -219,10 +223,7 @@ func mustApply(tb testing.TB, ch *Channel, command, data string) {
 	if f != nil {
 		tb.Fatal(f)
 	}
-	if _, f := ch.Check(in); f != nil {
-		tb.Fatal(f)
-	}
-	if _, err := ch.Apply(in, t0); err != nil {
+	if _, err := ch.Fire(in, t0, nil); err != nil {
 		tb.Fatal(err)
 	}
 }
@@ -255,14 +256,8 @@ func TestEndpointTakenAndFreed(t *testing.T) {
 		{EvActivate, protocol.StateActive, true},
 		{EvEndpointTaken, protocol.StateActive, false},
 	} {
-		_, f := ch.Check(Intent{Command: string(step.ev), Event: step.ev})
-		if (f == nil) != step.ok {
-			t.Fatalf("%s: Check = %v, want ok %v", step.ev, f, step.ok)
-		}
-		if f == nil {
-			if _, err := ch.Apply(Intent{Event: step.ev}, t0); err != nil {
-				t.Fatal(err)
-			}
+		if _, err := ch.Fire(Intent{Command: string(step.ev), Event: step.ev}, t0, nil); (err == nil) != step.ok {
+			t.Fatalf("%s: Fire = %v, want ok %v", step.ev, err, step.ok)
 		}
 		if got := ch.Info().State; got != step.want {
 			t.Fatalf("after %s: %s, want %s", step.ev, got, step.want)
@@ -288,7 +283,7 @@ func TestTimelineStartsIntervalOnEveryChange(t *testing.T) {
 		if f != nil {
 			t.Fatal(f)
 		}
-		if _, err := ch.Apply(in, at(i+1)); err != nil {
+		if _, err := ch.Fire(in, at(i+1), nil); err != nil {
 			t.Fatal(err)
 		}
 	}

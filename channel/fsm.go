@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/looplab/fsm"
 
@@ -74,56 +73,64 @@ var transitions = fsm.Events{
 	{Name: string(EvEndpointFreed), Src: []string{sUnavailable}, Dst: sInactive},
 }
 
+// newMachine builds a channel's machine. Its one callback, before_event,
+// decides a transition the machine found legal (see transition): the
+// machine changes state only when the callback lets it.
 func newMachine(initial string) *fsm.FSM {
-	// No callbacks: transitions have no side effects inside the machine, so
-	// the looplab callback deadlocks cannot happen.
-	return fsm.NewFSM(initial, transitions, nil)
+	return fsm.NewFSM(initial, transitions, fsm.Callbacks{"before_event": beforeEvent})
 }
 
-// machines pools looplab machines: every machine carries its own copy of
-// the transition maps (a few KiB), which thousands of idle channels need not
-// hold. A channel keeps its state and borrows a machine, set to that state,
-// to check or fire an event: the definition above still decides every
-// transition.
-var machines = sync.Pool{New: func() any { return newMachine(initialState) }}
-
-// withMachine runs f with a machine in state; it returns the machine's
-// state after f.
-func withMachine(state string, f func(m *fsm.FSM)) string {
-	m := machines.Get().(*fsm.FSM)
-	m.SetState(state)
-	f(m)
-	out := m.Current()
-	machines.Put(m)
-	return out
+// transition is what Fire hands the machine with an event.
+type transition struct {
+	// noop reports whether going from src to dst would change nothing
+	// (state, status and reason): then nothing is done.
+	noop func(src, dst string) bool
+	// effect applies the change outside the broker (the switch call); nil
+	// for what the switch itself reported. Its error cancels the
+	// transition.
+	effect func() error
 }
 
-// fire runs ev on m. A self-transition is legal and reported as no change.
-func fire(m *fsm.FSM, ev Event) error {
+// errNoop cancels a transition that would change nothing.
+var errNoop = errors.New("no change")
+
+// beforeEvent runs inside the machine's Event, which holds its lock: it
+// must not call Event, Can or SetState (looplab/fsm would deadlock), and it
+// does not. It runs for self-transitions too (a reason change keeps the
+// state).
+func beforeEvent(_ context.Context, e *fsm.Event) {
+	t := e.Args[0].(*transition)
+	if t.noop(e.Src, e.Dst) {
+		e.Cancel(errNoop)
+		return
+	}
+	if t.effect != nil {
+		if err := t.effect(); err != nil {
+			e.Cancel(err)
+		}
+	}
+}
+
+// fire runs ev on m with t. It reports what happened: the machine refused
+// the event (illegal), the callback cancelled it (noop or the effect's
+// error), or it took place (its state may be unchanged: a self-transition).
+func fire(m *fsm.FSM, ev Event, t *transition) (illegal bool, err error) {
 	// WithoutCancel: a cancelled context would wedge looplab/fsm in
 	// InTransitionError forever.
-	err := m.Event(context.WithoutCancel(context.Background()), string(ev))
+	err = m.Event(context.WithoutCancel(context.Background()), string(ev), t)
+	var invalid fsm.InvalidEventError
+	var unknown fsm.UnknownEventError
 	var noTransition fsm.NoTransitionError
-	if errors.As(err, &noTransition) {
-		return nil
+	var canceled fsm.CanceledError
+	switch {
+	case err == nil, errors.As(err, &noTransition):
+		return false, nil
+	case errors.As(err, &invalid), errors.As(err, &unknown):
+		return true, nil
+	case errors.As(err, &canceled):
+		return false, canceled.Err
 	}
-	return err
-}
-
-// destination returns the state ev leads to from src, from the same table the
-// machine was built from.
-func destination(ev Event, src string) (string, bool) {
-	for _, t := range transitions {
-		if t.Name != string(ev) {
-			continue
-		}
-		for _, s := range t.Src {
-			if s == src {
-				return t.Dst, true
-			}
-		}
-	}
-	return "", false
+	return false, err
 }
 
 // Display maps a machine state to the wire state and status. INACTIVE and

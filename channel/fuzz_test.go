@@ -24,9 +24,13 @@ func FuzzParseCommand(f *testing.F) {
 		}
 		for _, st := range []string{sInactive, sUnavailable, sReady, sNotReady, sACW, sBusyReady, sBusyNotReady, sBusyACW} {
 			ch := inState(t, st)
-			if _, f := ch.Check(in); f == nil {
-				if _, err := ch.Apply(in, t0); err != nil {
-					t.Fatalf("checked intent %+v failed in %s: %v", in, st, err)
+			before := ch.Info()
+			if _, err := ch.Fire(in, t0, nil); err != nil {
+				if f, ok := err.(*protocol.Failure); !ok || f.Code != protocol.CodeInvalidState {
+					t.Fatalf("intent %+v in %s: %v, want success or INVALID_STATE", in, st, err)
+				}
+				if ch.Info() != before {
+					t.Fatalf("a refused intent %+v changed the channel in %s", in, st)
 				}
 			}
 		}

@@ -150,7 +150,7 @@ func (s *Session) addChannel(spec protocol.ChannelSpec, group string) {
 	now := time.Now()
 	c := s.newChannel(spec, group, now)
 	if h := s.m.dir.holder(endpointOf(c.Spec())); h != "" && h != s.ident.AgentID {
-		_, _ = c.Apply(channel.Intent{Event: channel.EvEndpointTaken}, now)
+		_, _ = c.Fire(channel.Intent{Event: channel.EvEndpointTaken}, now, nil)
 	}
 	s.m.audit.Info("channel created", s.auditFields(c, "agent")...)
 	s.emitCreated(c)
@@ -186,10 +186,9 @@ func (s *Session) removeChannel(data json.RawMessage) *protocol.Failure {
 	}
 	if c.Active() {
 		in := channel.Intent{Command: protocol.CmdRemoveChannel, Event: channel.EvDeactivate}
-		if f := s.adapterApply(c, in); f != nil {
+		if f := s.apply(c, in, "agent", true); f != nil {
 			return f
 		}
-		s.applyIntent(c, in, "agent")
 	}
 	ep := endpointOf(c.Spec())
 	s.m.dir.unwatch(ep, s)
@@ -232,14 +231,12 @@ func (s *Session) logout(data json.RawMessage) *protocol.Failure {
 			continue
 		}
 		in := channel.Intent{Command: protocol.CmdLogout, Event: channel.EvDeactivate, Reason: reason}
-		if f := s.adapterApply(c, in); f != nil {
+		if f := s.apply(c, in, "agent", true); f != nil {
 			failed = append(failed, c.ID()+": "+f.Message)
 			if first == nil {
 				first = f
 			}
-			continue
 		}
-		s.applyIntent(c, in, "agent")
 	}
 	if first != nil {
 		return &protocol.Failure{Code: first.Code, Message: fmt.Sprintf("logout incomplete: %d channel(s) could not be deactivated", len(failed)),
@@ -267,20 +264,43 @@ func (s *Session) channelCommand(c *channel.Channel, req protocol.Request) *prot
 	if f != nil {
 		return f
 	}
-	noop, f := c.Check(in)
-	if f != nil || noop {
-		return f
+	return s.apply(c, in, "agent", true)
+}
+
+// apply runs in on c: the channel's machine decides whether it is legal and
+// whether it changes anything; a change that comes from the broker
+// (viaSwitch) is made on the switch first, and the channel changes only if
+// the switch accepted it. Then the change's events are emitted. cause names
+// who asked, for the audit log.
+func (s *Session) apply(c *channel.Channel, in channel.Intent, cause string, viaSwitch bool) *protocol.Failure {
+	before := c.Info()
+	var effect func() error
+	if viaSwitch {
+		effect = func() error {
+			if f := s.switchCall(c, in); f != nil {
+				return f
+			}
+			return nil
+		}
 	}
-	if f := s.adapterApply(c, in); f != nil {
-		return f
+	changed, err := c.Fire(in, time.Now(), effect)
+	if err != nil {
+		if f, ok := err.(*protocol.Failure); ok {
+			return f
+		}
+		return protocol.Failf(protocol.CodeInternal, "channel %s: %v", c.ID(), err)
 	}
-	s.applyIntent(c, in, "agent")
+	if in.Event == channel.EvDeactivate {
+		s.m.dir.release(endpointOf(c.Spec()), s.ident.AgentID)
+	}
+	if changed {
+		s.changed(c, before, cause)
+	}
 	return nil
 }
 
-// adapterApply asks the switch to make the change in first; the channel
-// changes only when the switch accepted it.
-func (s *Session) adapterApply(c *channel.Channel, in channel.Intent) *protocol.Failure {
+// switchCall makes the change in on the switch.
+func (s *Session) switchCall(c *channel.Channel, in channel.Intent) *protocol.Failure {
 	ref := s.ref(c)
 	ad := s.m.adapter
 	switch in.Event {
@@ -302,23 +322,6 @@ func (s *Session) adapterApply(c *channel.Channel, in channel.Intent) *protocol.
 		return s.call(func(ctx context.Context) error { return ad.SetNotReady(ctx, ref, in.Reason.Code) })
 	}
 	return protocol.Failf(protocol.CodeInternal, "no switch operation for %s", in.Event)
-}
-
-// applyIntent changes the channel after the switch accepted the change.
-func (s *Session) applyIntent(c *channel.Channel, in channel.Intent, cause string) {
-	before := c.Info()
-	changed, err := c.Apply(in, time.Now())
-	if err != nil {
-		// Check passed on this goroutine just before: this is a broker bug.
-		s.logf(zap.ErrorLevel, "state machine refused a checked transition", zap.Error(err))
-		return
-	}
-	if in.Event == channel.EvDeactivate {
-		s.m.dir.release(endpointOf(c.Spec()), s.ident.AgentID)
-	}
-	if changed {
-		s.changed(c, before, cause)
-	}
 }
 
 // changed emits the events of a channel change and logs it unsampled.

@@ -665,11 +665,9 @@ func (s *Session) expire() {
 			if !c.Active() {
 				continue
 			}
-			if f := s.adapterApply(c, channel.Intent{Command: "session.expire", Event: channel.EvDeactivate}); f != nil {
+			if f := s.apply(c, channel.Intent{Command: "session.expire", Event: channel.EvDeactivate}, "session.expired", true); f != nil {
 				s.logf(zap.WarnLevel, "could not deactivate channel of expired session", zap.String("channel", c.ID()), zap.String("failure", f.Error()))
-				continue
 			}
-			s.applyIntent(c, channel.Intent{Command: "session.expire", Event: channel.EvDeactivate}, "session.expired")
 		}
 	}
 	s.recordEnd(time.Now())

@@ -121,11 +121,9 @@ func (s *Session) onEndpointChanged(ep adapters.Endpoint) {
 		if holder != "" && holder != s.ident.AgentID {
 			ev = channel.EvEndpointTaken
 		}
-		in := channel.Intent{Command: string(ev), Event: ev}
-		if _, f := c.Check(in); f != nil {
-			continue // e.g. taken while INACTIVE only; ACTIVE channels keep their login
-		}
-		s.applyIntent(c, in, "endpoint:"+holder)
+		// Refused unless it fits (taken only while INACTIVE: an ACTIVE
+		// channel keeps its login).
+		_ = s.apply(c, channel.Intent{Command: string(ev), Event: ev}, "endpoint:"+holder, false)
 	}
 }
 
@@ -180,14 +178,9 @@ func (s *Session) onACWTimeout(id string, gen uint64) {
 	if s.acwPolicy(c).Then == ACWThenPrevious {
 		in = c.PreviousIdle()
 	}
-	if _, f := c.Check(in); f != nil {
-		return
-	}
-	if f := s.adapterApply(c, in); f != nil {
+	if f := s.apply(c, in, "acw.timeout", true); f != nil && f.Code != protocol.CodeInvalidState {
 		s.logf(zap.WarnLevel, "after-call work timeout: the switch refused to end it", zap.String("channel", id), zap.String("failure", f.Error()))
-		return
 	}
-	s.applyIntent(c, in, "acw.timeout")
 }
 
 // addressBook returns the encoded address book with live properties.
