@@ -37,19 +37,6 @@ type Claims struct {
 	jwt.RegisteredClaims
 }
 
-// JWKS fetching bounds.
-const (
-	// jwksTimeout bounds one fetch of the key set.
-	jwksTimeout = 5 * time.Second
-	// jwksMaxBytes bounds the key set document.
-	jwksMaxBytes = 1 << 20
-	// jwksUnknownKID is how often a token with an unknown key id may make
-	// the broker fetch the set again (a rotation); other unknown ids wait
-	// at most jwksUnknownWait, then are refused.
-	jwksUnknownKID  = 10 * time.Second
-	jwksUnknownWait = 100 * time.Millisecond
-)
-
 // Authenticator turns an HTTP request into an identity.
 type Authenticator struct {
 	mode       string
@@ -73,11 +60,11 @@ func NewAuthenticator(ctx context.Context, cfg AuthConfig, log *zap.Logger) (*Au
 	}
 	if j.JWKSURL != "" && cfg.Mode == AuthJWT {
 		k, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{j.JWKSURL}, keyfunc.Override{
-			Client:            &http.Client{Transport: limitedBody{http.DefaultTransport, jwksMaxBytes}},
-			HTTPTimeout:       jwksTimeout,
+			Client:            &http.Client{Transport: limitedBody{http.DefaultTransport, protocol.JWKSMaxBytes}},
+			HTTPTimeout:       protocol.JWKSTimeoutSeconds * time.Second,
 			RefreshInterval:   j.JWKSRefresh,
-			RefreshUnknownKID: rate.NewLimiter(rate.Every(jwksUnknownKID), 1),
-			RateLimitWaitMax:  jwksUnknownWait,
+			RefreshUnknownKID: rate.NewLimiter(rate.Every(protocol.JWKSUnknownKIDSecond*time.Second), 1),
+			RateLimitWaitMax:  protocol.JWKSUnknownKIDWaitMs * time.Millisecond,
 			RefreshErrorHandlerFunc: func(u string) func(context.Context, error) {
 				return func(_ context.Context, err error) {
 					log.Warn("could not fetch the JWKS; tokens signed with keys not yet known are refused", zap.String("url", u), zap.Error(err))
@@ -127,7 +114,7 @@ type errLimitReader struct {
 
 func (e *errLimitReader) Read(p []byte) (int, error) {
 	if e.n <= 0 {
-		return 0, fmt.Errorf("response larger than %d bytes", jwksMaxBytes)
+		return 0, fmt.Errorf("response larger than %d bytes", protocol.JWKSMaxBytes)
 	}
 	p = p[:min(int64(len(p)), e.n)]
 	n, err := e.r.Read(p)

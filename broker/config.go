@@ -185,9 +185,6 @@ type ShutdownConfig struct {
 	Timeout time.Duration `koanf:"timeout"`
 }
 
-// MinSecretLength is the shortest HS256 secret accepted: 256 bits.
-const MinSecretLength = 32
-
 // EnvPrefix prefixes every environment variable the broker reads.
 const EnvPrefix = "CTIBROKER_"
 
@@ -454,8 +451,8 @@ func (c Config) Validate() error {
 		if j.Secret == "" && j.JWKSURL == "" {
 			return errors.New("auth.jwt.secret: required when auth.mode is jwt, unless auth.jwt.jwksurl is set (set CTIBROKER_AUTH__JWT__SECRET)")
 		}
-		if j.Secret != "" && len(j.Secret) < MinSecretLength {
-			return fmt.Errorf("auth.jwt.secret: must be at least %d bytes for HS256", MinSecretLength)
+		if j.Secret != "" && len(j.Secret) < protocol.MinSecretLength {
+			return fmt.Errorf("auth.jwt.secret: must be at least %d bytes for HS256", protocol.MinSecretLength)
 		}
 		if j.JWKSURL != "" {
 			u, err := url.Parse(j.JWKSURL)

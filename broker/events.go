@@ -84,11 +84,11 @@ func (s *Server) serveAgentEvents(w http.ResponseWriter, r *http.Request) {
 	if st.comment("ctibroker agent events") != nil {
 		return
 	}
-	heartbeat := time.NewTicker(sseHeartbeat)
+	heartbeat := time.NewTicker(protocol.SSEHeartbeatSeconds * time.Second)
 	defer heartbeat.Stop()
 	// Follow blocks on a full queue: a stream that falls behind holds its
 	// bus subscription back until the write deadline drops it.
-	events := make(chan session.Envelope, 256)
+	events := make(chan session.Envelope, protocol.AgentStreamQueue)
 	followErr := make(chan error, 1)
 	go func() {
 		followErr <- s.manager.Follow(st.ctx, session.AgentTopic(agent), from, func(e session.Envelope) error {

@@ -6,14 +6,12 @@ import (
 	"syscall"
 
 	"go.uber.org/zap"
+
+	"github.com/ctibroker/ctibroker/protocol"
 )
 
-// fdReserve is how many file descriptors are kept for everything but client
-// connections: Redis connections, the admin listener, log files, adapters.
-const fdReserve = 256
-
 // connectionCap returns limits.connections, lowered (with a warning) so
-// that client connections, the health reserve and fdReserve fit in the
+// that client connections, the health reserve and protocol.FDReserve fit in the
 // process's file limit: at the cap, accept must still work, or health
 // checks stop answering.
 func (s *Server) connectionCap() int {
@@ -21,7 +19,7 @@ func (s *Server) connectionCap() int {
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
 		return s.cfg.Limits.Connections
 	}
-	budget := int64(rl.Cur) - fdReserve - healthReserve
+	budget := int64(rl.Cur) - protocol.FDReserve - protocol.HealthReserve
 	if int64(s.cfg.Limits.Connections) <= budget {
 		return s.cfg.Limits.Connections
 	}

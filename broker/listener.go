@@ -15,7 +15,7 @@ import (
 // capListener caps the client connections the main listener holds, every
 // kind together (WebSocket, event streams, REST keep-alive):
 //   - per remote IP, limits.connectionsperip (0: no per-IP cap);
-//   - in all, limits.connections, plus healthReserve connections that only
+//   - in all, limits.connections, plus protocol.HealthReserve connections that only
 //     health checks and metrics may use (see capped), so that the broker can
 //     still be watched when it is full.
 //
@@ -32,16 +32,8 @@ type capListener struct {
 	refusing chan struct{}
 }
 
-// healthReserve is how many connections above limits.connections are kept
-// for /healthz, /readyz and /metrics.
-const healthReserve = 16
-
-// refuseConcurrency bounds the refused connections being answered at once;
-// beyond it they are closed without an answer.
-const refuseConcurrency = 64
-
 func newCapListener(ln net.Listener, max, perIP int) *capListener {
-	return &capListener{Listener: ln, max: max, perIP: perIP, byIP: map[string]int{}, refusing: make(chan struct{}, refuseConcurrency)}
+	return &capListener{Listener: ln, max: max, perIP: perIP, byIP: map[string]int{}, refusing: make(chan struct{}, protocol.RefuseConcurrency)}
 }
 
 // Accept returns the next connection within the caps.
@@ -53,7 +45,7 @@ func (l *capListener) Accept() (net.Conn, error) {
 		}
 		ip := remoteIP(c.RemoteAddr())
 		l.mu.Lock()
-		ok := l.open.Load() < int64(l.max+healthReserve) && (l.perIP <= 0 || l.byIP[ip] < l.perIP)
+		ok := l.open.Load() < int64(l.max+protocol.HealthReserve) && (l.perIP <= 0 || l.byIP[ip] < l.perIP)
 		if ok {
 			l.open.Add(1)
 			l.byIP[ip]++
@@ -76,8 +68,8 @@ var refusal = func() []byte {
 		protocol.CodeUnavailable.HTTPStatus(), http.StatusText(protocol.CodeUnavailable.HTTPStatus()), len(body), body)
 }()
 
-// refuse answers 503 and closes, within refuseTime. It reads the request's
-// head first (up to refuseRead bytes): an HTTP client takes an answer that
+// refuse answers 503 and closes, within protocol.RefuseSeconds*time.Second. It reads the request's
+// head first (up to protocol.RefuseReadBytes bytes): an HTTP client takes an answer that
 // comes before its request for a broken connection, and closing with the
 // request unread would reset the connection under the answer.
 func (l *capListener) refuse(c net.Conn) {
@@ -90,11 +82,11 @@ func (l *capListener) refuse(c net.Conn) {
 	go func() {
 		defer func() { <-l.refusing }()
 		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(refuseTime))
-		head := make([]byte, 0, refuseRead)
+		_ = c.SetDeadline(time.Now().Add(protocol.RefuseSeconds * time.Second))
+		head := make([]byte, 0, protocol.RefuseReadBytes)
 		buf := make([]byte, 512)
-		for len(head) < refuseRead && !bytes.Contains(head, []byte("\r\n\r\n")) {
-			n, err := c.Read(buf[:min(len(buf), refuseRead-len(head))])
+		for len(head) < protocol.RefuseReadBytes && !bytes.Contains(head, []byte("\r\n\r\n")) {
+			n, err := c.Read(buf[:min(len(buf), protocol.RefuseReadBytes-len(head))])
 			head = append(head, buf[:n]...)
 			if err != nil {
 				return
@@ -113,13 +105,6 @@ func (l *capListener) refuse(c net.Conn) {
 		}
 	}()
 }
-
-// A refused connection is answered within refuseTime, after reading at most
-// refuseRead bytes of its request.
-const (
-	refuseTime = time.Second
-	refuseRead = 16 << 10
-)
 
 func (l *capListener) release(ip string) {
 	l.mu.Lock()

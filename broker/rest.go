@@ -126,16 +126,12 @@ type page struct {
 	Total    int `json:"total"`
 }
 
-// maxPageNum bounds pageNum so that (pageNum-1)*pageSize cannot overflow;
-// a page beyond the list is simply empty.
-const maxPageNum = 1_000_000
-
 // paging reads pageNum (from 1) and pageSize (1..MaxPageSize).
 func paging(q url.Values) (num, size int, err error) {
 	num, size = 1, protocol.DefaultPageSize
 	if v := q.Get("pageNum"); v != "" {
-		if num, err = strconv.Atoi(v); err != nil || num < 1 || num > maxPageNum {
-			return 0, 0, badParam("pageNum", "want an integer from 1 to %d", maxPageNum)
+		if num, err = strconv.Atoi(v); err != nil || num < 1 || num > protocol.MaxPageNum {
+			return 0, 0, badParam("pageNum", "want an integer from 1 to %d", protocol.MaxPageNum)
 		}
 	}
 	if v := q.Get("pageSize"); v != "" {

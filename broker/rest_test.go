@@ -241,7 +241,7 @@ func FuzzRESTQuery(f *testing.F) {
 			return
 		}
 		if num, size, err := paging(q); err == nil {
-			if num < 1 || num > maxPageNum || size < 1 || size > protocol.MaxPageSize {
+			if num < 1 || num > protocol.MaxPageNum || size < 1 || size > protocol.MaxPageSize {
 				t.Fatalf("paging(%q) = %d, %d", raw, num, size)
 			}
 			_ = paginate(make([]int, 3), num, size)

@@ -8,9 +8,6 @@ import (
 	"time"
 )
 
-// sseHeartbeat keeps idle event streams open through proxies.
-const sseHeartbeat = 15 * time.Second
-
 // sseStream is one Server-Sent Events response. Every write has a deadline
 // (ws.writetimeout): a client that does not read is dropped, as a slow
 // WebSocket is, instead of holding its handler forever. Its context ends

@@ -11,11 +11,6 @@ import (
 	"github.com/ctibroker/ctibroker/session"
 )
 
-// watchQueue bounds the changes queued for one watch stream: a client that
-// cannot keep up is cut off (it reconnects and gets a fresh snapshot), never
-// buffered without bound.
-const watchQueue = 4096
-
 // serveWatch streams the supervisor watch as Server-Sent Events:
 // GET /v1/watch/agents?teams=&agents=&channelTypes=&statuses=
 // The first event is "supervisor.snapshot", then "supervisor.agent.changed"
@@ -36,7 +31,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fail.Code, fail.Message)
 		return
 	}
-	changes := make(chan session.Change, watchQueue)
+	changes := make(chan session.Change, protocol.WatchQueue)
 	var overflow sync.Once
 	overflowed := make(chan struct{})
 	snapshot, unwatch, err := s.manager.Watch(r.Context(), f, func(c session.Change) {
@@ -80,7 +75,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 	if send(protocol.EvSupervisorSnapshot, snap) != nil {
 		return
 	}
-	heartbeat := time.NewTicker(sseHeartbeat)
+	heartbeat := time.NewTicker(protocol.SSEHeartbeatSeconds * time.Second)
 	defer heartbeat.Stop()
 	for {
 		var err error

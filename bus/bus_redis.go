@@ -8,6 +8,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/ctibroker/ctibroker/protocol"
 )
 
 // Redis is the Redis pub/sub bus. It holds one PubSub connection for the
@@ -37,7 +39,7 @@ func NewRedis(client redis.UniversalClient, prefix string, log *zap.Logger) *Red
 	b := &Redis{client: client, prefix: prefix, log: log, ps: client.Subscribe(context.Background()),
 		subs: map[string][]*Subscription{}, confirmed: map[string]bool{}, ready: map[string]chan struct{}{},
 		done: make(chan struct{})}
-	ch := b.ps.ChannelWithSubscriptions(redis.WithChannelSize(8192))
+	ch := b.ps.ChannelWithSubscriptions(redis.WithChannelSize(protocol.RedisPubSubBuffer))
 	go b.dispatch(ch)
 	return b
 }

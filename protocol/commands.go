@@ -1,6 +1,7 @@
 package protocol
 
-// Command names.
+// Command names. What each command does, who may send it and how it is
+// handled is the session package's command table.
 const (
 	CmdAddChannel        = "session.addchannel"
 	CmdAddChannelGroup   = "session.addchannelgroup"
@@ -33,39 +34,18 @@ const (
 // TargetKind says what a command addresses.
 type TargetKind int
 
+// Target kinds.
 const (
 	TargetSession TargetKind = iota + 1
 	TargetChannel
 )
 
-// CommandDoc describes one command of the protocol.
-type CommandDoc struct {
-	Name   string
-	Target TargetKind
-}
-
-var commands = map[string]CommandDoc{}
-
-func init() {
-	for _, c := range []CommandDoc{
-		{CmdAddChannel, TargetSession},
-		{CmdAddChannelGroup, TargetSession},
-		{CmdRemoveChannel, TargetSession},
-		{CmdLogout, TargetSession},
-		{CmdNotReadyReasons, TargetSession},
-		{CmdLogoutReasons, TargetSession},
-		{CmdAddressBook, TargetSession},
-		{CmdChannelActivate, TargetChannel},
-		{CmdChannelDeactivate, TargetChannel},
-		{CmdChannelReady, TargetChannel},
-		{CmdChannelNotReady, TargetChannel},
-	} {
-		commands[c.Name] = c
+func (k TargetKind) String() string {
+	switch k {
+	case TargetSession:
+		return "session"
+	case TargetChannel:
+		return "channel"
 	}
-}
-
-// LookupCommand returns the command's description, or false when unknown.
-func LookupCommand(name string) (CommandDoc, bool) {
-	c, ok := commands[name]
-	return c, ok
+	return "unknown"
 }

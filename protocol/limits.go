@@ -5,6 +5,9 @@ package protocol
 // not configurable is here, with why it has the value it has; README's
 // "Security" section lists them.
 const (
+	// MinSecretLength is the shortest HS256 secret accepted: 256 bits.
+	MinSecretLength = 32
+
 	// MaxIDLength bounds session, group, channel, interaction and request
 	// ids, so that no id can make the broker store arbitrarily large keys.
 	MaxIDLength = 128
@@ -42,4 +45,62 @@ const (
 	// before any arithmetic can overflow.
 	MinTimeMs = 946684800000
 	MaxTimeMs = 4102444800000
+)
+
+// Internal bounds and timings: queue sizes and intervals that are not
+// worth a setting, each with why it has its value.
+const (
+	// RedisPubSubBuffer is go-redis's channel for the node's one pub/sub
+	// connection; the dispatcher drains it without blocking.
+	RedisPubSubBuffer = 8192
+	// NodeTopicBuffer holds takeover requests to this node.
+	NodeTopicBuffer = 1024
+	// FollowBuffer holds bus messages of one followed topic (an event
+	// stream, the supervisors' board); beyond it the follower resyncs from
+	// the session streams.
+	FollowBuffer = 4096
+	// BoardQueue holds events between the board's follower and the board.
+	BoardQueue = 8192
+	// WatchQueue holds the changes queued for one SSE watch stream; a
+	// stream that falls further behind is cut off (it reconnects and gets a
+	// resync snapshot).
+	WatchQueue = 4096
+	// AgentStreamQueue holds events queued for one agent event stream;
+	// beyond it the stream's follower waits, bounded by the write deadline.
+	AgentStreamQueue = 256
+	// SSEHeartbeatSeconds keeps idle event streams open through proxies.
+	SSEHeartbeatSeconds = 15
+
+	// RenewBatch bounds the lease renewals sent to Redis in one pipeline.
+	RenewBatch = 1000
+	// AcquirePollMs is how often an opener retries a lease another node
+	// holds.
+	AcquirePollMs = 50
+	// MaxInDoubt bounds the commits remembered while their outcome is
+	// unknown (one per retry of a change while the store is down).
+	MaxInDoubt = 64
+
+	// HealthReserve connections above limits.connections are kept for
+	// /healthz, /readyz and /metrics.
+	HealthReserve = 16
+	// FDReserve file descriptors are kept for everything but client
+	// connections: Redis, the admin listener, log files, adapters.
+	FDReserve = 256
+	// RefuseConcurrency bounds the refused connections answered at once
+	// (beyond it they are closed unanswered); each is answered within
+	// RefuseSeconds, after reading at most RefuseReadBytes of its request.
+	RefuseConcurrency = 64
+	RefuseSeconds     = 1
+	RefuseReadBytes   = 16 << 10
+	// MaxPageNum bounds pageNum so that (pageNum-1)*pageSize cannot
+	// overflow; a page beyond the list is simply empty.
+	MaxPageNum = 1_000_000
+
+	// JWKS fetching: the document's size, a fetch's time, how often a token
+	// naming an unknown key id may make the broker fetch the set again (a
+	// key rotation), and how long such a token waits for that.
+	JWKSMaxBytes         = 1 << 20
+	JWKSTimeoutSeconds   = 5
+	JWKSUnknownKIDSecond = 10
+	JWKSUnknownKIDWaitMs = 100
 )

@@ -12,11 +12,6 @@ const (
 	EvSupervisorAgentChanged = "supervisor.agent.changed"
 )
 
-func init() {
-	commands[CmdSupervisorSubscribe] = CommandDoc{CmdSupervisorSubscribe, TargetSession}
-	commands[CmdSupervisorUnsubscribe] = CommandDoc{CmdSupervisorUnsubscribe, TargetSession}
-}
-
 // WatchFilter selects agents; every non-empty list must match (AND), an
 // empty list matches everything the caller may see.
 type WatchFilter struct {

@@ -111,7 +111,7 @@ func (b *board) start() {
 }
 
 func (b *board) run(ctx context.Context) {
-	events := make(chan Envelope, 8192)
+	events := make(chan Envelope, protocol.BoardQueue)
 	subscribed := make(chan struct{})
 	go func() {
 		err := b.m.follow(ctx, AllTopic, nil, func() { close(subscribed) }, func(e Envelope) error {

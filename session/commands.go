@@ -1,9 +1,10 @@
 package session
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
+	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,82 +14,337 @@ import (
 	"github.com/ctibroker/ctibroker/protocol"
 )
 
-// sessionCommand runs a session.* command; data is the success reply's data.
-func (s *Session) sessionCommand(req protocol.Request) (json.RawMessage, *protocol.Failure) {
-	switch req.Command {
-	case protocol.CmdAddChannel:
-		var d protocol.AddChannelData
-		if f := protocol.DecodeData(req.Data, &d); f != nil {
+// Command is one command of the protocol: everything dispatch, authorization,
+// the README and `ctibroker commands` know about it. Adding a command means
+// one entry here, its handler, its golden transcript and its README row.
+type Command struct {
+	Name   string
+	Target protocol.TargetKind
+	// Roles may send it; a session of another role gets FORBIDDEN.
+	Roles []string
+	// Mutates: it changes the agent's channels (on the switch too).
+	Mutates bool
+	// Catalog: the reason catalogs are loaded before it runs.
+	Catalog bool
+	// Cacheable: a repeated requestId gets the first reply again instead of
+	// running it again. Reads are not remembered: they are safe to repeat
+	// and their replies can be large.
+	Cacheable bool
+	// Doc says what it does, in one line.
+	Doc    string
+	handle func(s *Session, r *request) (json.RawMessage, *protocol.Failure)
+}
+
+// request is a command being handled: the request, its parsed target, and
+// what dispatch looked up for it.
+type request struct {
+	protocol.Request
+	target  protocol.Target
+	channel *channel.Channel // the target channel (channel commands)
+	catalog *channel.Catalog // the reason catalogs (commands with Catalog)
+}
+
+var (
+	agents   = []string{RoleAgent}
+	everyone = []string{RoleAgent, RoleSupervisor, RoleAdmin}
+)
+
+// commandTable is the protocol's commands, in documentation order.
+var commandTable = []Command{
+	{Name: protocol.CmdAddChannel, Target: protocol.TargetSession, Roles: agents, Mutates: true, Cacheable: true,
+		Doc: "add a channel (INACTIVE; UNAVAILABLE while another holds its endpoint)", handle: (*Session).cmdAddChannel},
+	{Name: protocol.CmdAddChannelGroup, Target: protocol.TargetSession, Roles: agents, Mutates: true, Cacheable: true,
+		Doc: "add a channel group and its channels", handle: (*Session).cmdAddChannelGroup},
+	{Name: protocol.CmdRemoveChannel, Target: protocol.TargetSession, Roles: agents, Mutates: true, Cacheable: true,
+		Doc: "remove a channel, logging it out first when ACTIVE", handle: (*Session).cmdRemoveChannel},
+	{Name: protocol.CmdLogout, Target: protocol.TargetSession, Roles: everyone, Mutates: true, Cacheable: true,
+		Doc: "log every channel out and end the session", handle: (*Session).cmdLogout},
+	{Name: protocol.CmdNotReadyReasons, Target: protocol.TargetSession, Roles: everyone, Catalog: true,
+		Doc: "send the not-ready reason catalog", handle: (*Session).cmdCatalog},
+	{Name: protocol.CmdLogoutReasons, Target: protocol.TargetSession, Roles: everyone, Catalog: true,
+		Doc: "send the logout reason catalog", handle: (*Session).cmdCatalog},
+	{Name: protocol.CmdAddressBook, Target: protocol.TargetSession, Roles: everyone,
+		Doc: "send the address book with live states, optionally as they change", handle: (*Session).cmdAddressBook},
+	{Name: protocol.CmdChannelActivate, Target: protocol.TargetChannel, Roles: agents, Mutates: true, Cacheable: true,
+		Doc: "log the channel in on queues (ACTIVE, not ready)", handle: (*Session).cmdChannel},
+	{Name: protocol.CmdChannelDeactivate, Target: protocol.TargetChannel, Roles: agents, Mutates: true, Catalog: true, Cacheable: true,
+		Doc: "log the channel out, with an optional logout reason", handle: (*Session).cmdChannel},
+	{Name: protocol.CmdChannelReady, Target: protocol.TargetChannel, Roles: agents, Mutates: true, Cacheable: true,
+		Doc: "make the agent ready on the channel", handle: (*Session).cmdChannel},
+	{Name: protocol.CmdChannelNotReady, Target: protocol.TargetChannel, Roles: agents, Mutates: true, Catalog: true, Cacheable: true,
+		Doc: "make the agent not ready with a reason code (acw: after-call work)", handle: (*Session).cmdChannel},
+	{Name: protocol.CmdSupervisorSubscribe, Target: protocol.TargetSession, Roles: everyone, Cacheable: true,
+		Doc: "watch agents (supervisors: their teams; agents: themselves): a snapshot, then every change", handle: (*Session).cmdSubscribe},
+	{Name: protocol.CmdSupervisorUnsubscribe, Target: protocol.TargetSession, Roles: everyone, Cacheable: true,
+		Doc: "stop a watch", handle: (*Session).cmdUnsubscribe},
+}
+
+// commandsByName indexes the table. It is built in init: the handlers in
+// the table reach it (through the op loop), which a variable's initializer
+// may not.
+var commandsByName = map[string]*Command{}
+
+func init() {
+	for i := range commandTable {
+		commandsByName[commandTable[i].Name] = &commandTable[i]
+	}
+}
+
+// Commands returns the command table, in documentation order.
+func Commands() []Command { return slices.Clone(commandTable) }
+
+// metricCommand is a command's metric label: known commands only, so that
+// clients cannot grow the metric's cardinality.
+func metricCommand(name string) string {
+	if _, ok := commandsByName[name]; ok {
+		return name
+	}
+	return "unknown"
+}
+
+// execute runs one decoded request and returns its reply. It never panics:
+// a panic (an adapter bug, say) is an INTERNAL failure.
+func (s *Session) execute(in protocol.Inbound) (reply protocol.Reply) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.logf(zap.ErrorLevel, "panic while handling a command", zap.String("command", in.Request.Command), zap.Any("panic", r), zap.ByteString("stack", debug.Stack()))
+			reply = protocol.FailureReply(in, &protocol.Failure{Code: protocol.CodeInternal,
+				Message: "internal error; the command was not applied", Context: fmt.Sprint(r)})
+		}
+	}()
+	if in.Failure != nil {
+		return protocol.FailureReply(in, in.Failure)
+	}
+	data, f := s.dispatch(in.Request)
+	if f != nil {
+		return protocol.FailureReply(in, f)
+	}
+	return protocol.SuccessReply(in.Request, data)
+}
+
+// dispatch checks a request against the command table, the target and the
+// caller's role, then runs the command's handler.
+func (s *Session) dispatch(req protocol.Request) (json.RawMessage, *protocol.Failure) {
+	if s.journal.unsynced || !s.m.Healthy() {
+		// Fail before touching the switch: nothing could be acknowledged.
+		return nil, protocol.Failf(protocol.CodeUnavailable, "the session store is unreachable; retry later")
+	}
+	cmd, ok := commandsByName[req.Command]
+	if !ok {
+		return nil, protocol.Failf(protocol.CodeUnknownCommand, "unknown command %q", req.Command)
+	}
+	tgt, err := protocol.ParseTarget(req.Target)
+	if err != nil {
+		return nil, protocol.Failf(protocol.CodeInvalidTarget, "%v", err)
+	}
+	if tgt.Session != s.id {
+		if owner := s.m.owner(tgt.Session); owner != "" && owner != s.ident.AgentID {
+			return nil, protocol.Failf(protocol.CodeForbidden, "session %s belongs to another agent", tgt.Session)
+		}
+		return nil, protocol.Failf(protocol.CodeNotFound, "no session %s", tgt.Session)
+	}
+	if !slices.Contains(cmd.Roles, s.ident.Role) {
+		if s.ident.Supervisor() {
+			return nil, protocol.Failf(protocol.CodeForbidden, "supervisor sessions are read-only: %s is for agents", req.Command)
+		}
+		return nil, protocol.Failf(protocol.CodeForbidden, "%s is for %s", req.Command, strings.Join(cmd.Roles, ", "))
+	}
+	r := &request{Request: req, target: tgt}
+	switch cmd.Target {
+	case protocol.TargetSession:
+		if !tgt.IsSession() {
+			return nil, protocol.Failf(protocol.CodeInvalidTarget, "%s targets a session, not %q", req.Command, req.Target)
+		}
+	case protocol.TargetChannel:
+		if tgt.IsSession() {
+			return nil, protocol.Failf(protocol.CodeInvalidTarget, "%s targets a channel: <session>.<channel> or <session>.<group>.<channel>", req.Command)
+		}
+		var f *protocol.Failure
+		if r.channel, f = s.resolve(tgt); f != nil {
 			return nil, f
 		}
-		if d.Channel == nil {
-			return nil, protocol.Failf(protocol.CodeInvalidRequest, "field \"data.channel\" is required")
-		}
-		if f := s.checkNewChannels("", []protocol.ChannelSpec{*d.Channel}); f != nil {
+	}
+	if cmd.Catalog {
+		var f *protocol.Failure
+		if r.catalog, f = s.catalogFor(req.Command); f != nil {
 			return nil, f
 		}
-		s.addChannel(*d.Channel, "")
-		return req.Data, nil
-	case protocol.CmdAddChannelGroup:
-		var d protocol.AddChannelGroupData
-		if f := protocol.DecodeData(req.Data, &d); f != nil {
+	}
+	return cmd.handle(s, r)
+}
+
+// catalogFor returns the reason catalogs for a command: an explicit request
+// for a catalog always reads the switch; the others use the cached ones,
+// and a command that names no reason needs none read.
+func (s *Session) catalogFor(command string) (*channel.Catalog, *protocol.Failure) {
+	if command == protocol.CmdNotReadyReasons || command == protocol.CmdLogoutReasons {
+		s.catalog = nil
+	}
+	return s.loadCatalog()
+}
+
+func (s *Session) cmdAddChannel(r *request) (json.RawMessage, *protocol.Failure) {
+	var d protocol.AddChannelData
+	if f := protocol.DecodeData(r.Data, &d); f != nil {
+		return nil, f
+	}
+	if d.Channel == nil {
+		return nil, protocol.Failf(protocol.CodeInvalidRequest, "field \"data.channel\" is required")
+	}
+	if f := s.checkNewChannels("", []protocol.ChannelSpec{*d.Channel}); f != nil {
+		return nil, f
+	}
+	s.addChannel(*d.Channel, "")
+	return r.Data, nil
+}
+
+func (s *Session) cmdAddChannelGroup(r *request) (json.RawMessage, *protocol.Failure) {
+	var d protocol.AddChannelGroupData
+	if f := protocol.DecodeData(r.Data, &d); f != nil {
+		return nil, f
+	}
+	if d.ChannelGroup == nil {
+		return nil, protocol.Failf(protocol.CodeInvalidRequest, "field \"data.channelGroup\" is required")
+	}
+	g := d.ChannelGroup
+	if err := protocol.ValidateID(g.ID); err != nil {
+		return nil, protocol.Failf(protocol.CodeInvalidRequest, "data.channelGroup.id: %v", err)
+	}
+	if s.hasGroup(g.ID) {
+		return nil, protocol.Failf(protocol.CodeInvalidState, "channel group %s already exists", g.ID)
+	}
+	if len(s.groups) >= s.m.opts.MaxGroups {
+		return nil, protocol.Failf(protocol.CodeInvalidRequest, "at most %d channel groups per session (limits.groups)", s.m.opts.MaxGroups)
+	}
+	if len(g.Name) > protocol.MaxNameLength {
+		return nil, protocol.Failf(protocol.CodeInvalidRequest, "field \"data.channelGroup.name\" is at most %d bytes", protocol.MaxNameLength)
+	}
+	if f := s.checkNewChannels("data.channelGroup.", g.Channels); f != nil {
+		return nil, f
+	}
+	s.groups = append(s.groups, g.ID)
+	for _, spec := range g.Channels {
+		s.addChannel(spec, g.ID)
+	}
+	return r.Data, nil
+}
+
+func (s *Session) cmdRemoveChannel(r *request) (json.RawMessage, *protocol.Failure) {
+	var d protocol.RemoveChannelData
+	if f := protocol.DecodeData(r.Data, &d); f != nil {
+		return nil, f
+	}
+	if d.Channel == nil || d.Channel.ID == "" {
+		return nil, protocol.Failf(protocol.CodeInvalidRequest, "field \"data.channel.id\" is required")
+	}
+	t := protocol.Target{Session: s.id, Channel: d.Channel.ID}
+	if d.ChannelGroup != nil {
+		t.Group = d.ChannelGroup.ID
+	}
+	c, f := s.resolve(t)
+	if f != nil {
+		return nil, f
+	}
+	if c.Active() {
+		if f := s.apply(c, channel.Intent{Command: protocol.CmdRemoveChannel, Event: channel.EvDeactivate}, "agent", true); f != nil {
 			return nil, f
 		}
-		if d.ChannelGroup == nil {
-			return nil, protocol.Failf(protocol.CodeInvalidRequest, "field \"data.channelGroup\" is required")
-		}
-		g := d.ChannelGroup
-		if err := protocol.ValidateID(g.ID); err != nil {
-			return nil, protocol.Failf(protocol.CodeInvalidRequest, "data.channelGroup.id: %v", err)
-		}
-		if s.hasGroup(g.ID) {
-			return nil, protocol.Failf(protocol.CodeInvalidState, "channel group %s already exists", g.ID)
-		}
-		if len(s.groups) >= s.m.opts.MaxGroups {
-			return nil, protocol.Failf(protocol.CodeInvalidRequest, "at most %d channel groups per session (limits.groups)", s.m.opts.MaxGroups)
-		}
-		if len(g.Name) > protocol.MaxNameLength {
-			return nil, protocol.Failf(protocol.CodeInvalidRequest, "field \"data.channelGroup.name\" is at most %d bytes", protocol.MaxNameLength)
-		}
-		if f := s.checkNewChannels("data.channelGroup.", g.Channels); f != nil {
-			return nil, f
-		}
-		s.groups = append(s.groups, g.ID)
-		for _, spec := range g.Channels {
-			s.addChannel(spec, g.ID)
-		}
-		return req.Data, nil
-	case protocol.CmdRemoveChannel:
-		return req.Data, s.removeChannel(req.Data)
-	case protocol.CmdLogout:
-		return req.Data, s.logout(req.Data)
-	case protocol.CmdNotReadyReasons, protocol.CmdLogoutReasons:
-		var d struct{}
-		if f := protocol.DecodeData(req.Data, &d); f != nil {
-			return nil, f
-		}
-		s.catalog = nil // an explicit request always reads the switch
+	}
+	ep := endpointOf(c.Spec())
+	s.m.dir.unwatch(ep, s)
+	s.m.dir.release(ep, s.ident.AgentID)
+	s.stopACWTimer(c)
+	s.channels = slices.DeleteFunc(s.channels, func(x *channel.Channel) bool { return x == c })
+	s.m.audit.Info("channel removed", s.auditFields(c, "agent")...)
+	s.emit(s.channelTarget(c), protocol.EvChannelRemoved, protocol.ChannelRemoved{Channel: protocol.IDRef{ID: c.ID()}})
+	s.stateDirty = true
+	return r.Data, nil
+}
+
+// cmdLogout deactivates every channel and ends the session. If the switch
+// refuses one, the session stays (the agent is still logged in there) and
+// the failure names the channels that could not be deactivated.
+func (s *Session) cmdLogout(r *request) (json.RawMessage, *protocol.Failure) {
+	var d protocol.LogoutData
+	if f := protocol.DecodeData(r.Data, &d); f != nil {
+		return nil, f
+	}
+	var reason channel.Reason
+	if d.Reason != "" {
 		cat, f := s.loadCatalog()
 		if f != nil {
 			return nil, f
 		}
-		s.emitCatalog(req.Command, cat)
-		return req.Data, nil
-	case protocol.CmdAddressBook:
-		var d protocol.AddressBookRequest
-		if f := protocol.DecodeData(req.Data, &d); f != nil {
+		if reason, f = cat.LogoutReason(string(d.Reason)); f != nil {
 			return nil, f
 		}
-		msg, f := s.addressBook()
-		if f != nil {
-			return nil, f
-		}
-		s.ab.realtime = d.Realtime // addressBook made s.ab
-		s.m.dir.setRealtime(s, d.Realtime)
-		s.ab.last, s.ab.lastAt = msg, time.Now()
-		return msg, nil
 	}
-	return nil, protocol.Failf(protocol.CodeUnknownCommand, "unknown command %q", req.Command)
+	var failed []string
+	var first *protocol.Failure
+	for _, c := range s.channels {
+		if !c.Active() {
+			continue
+		}
+		if f := s.apply(c, channel.Intent{Command: protocol.CmdLogout, Event: channel.EvDeactivate, Reason: reason}, "agent", true); f != nil {
+			failed = append(failed, c.ID()+": "+f.Message)
+			first = cmpOr(first, f)
+		}
+	}
+	if first != nil {
+		return nil, &protocol.Failure{Code: first.Code, Message: fmt.Sprintf("logout incomplete: %d channel(s) could not be deactivated", len(failed)),
+			Context: strings.Join(failed, "; ")}
+	}
+	s.stateUpdated()
+	s.recordEnd(time.Now())
+	s.emit(s.id, protocol.EvSessionEnded, protocol.SessionEnded{Reason: "logout", LogoutCode: reason.Code})
+	s.m.audit.Info("session logged out", zap.String("agent", s.ident.AgentID), zap.String("session", s.id), zap.String("reason", reason.Code))
+	code := protocol.CloseSessionEnded
+	s.endWith = &code
+	return r.Data, nil
+}
+
+func cmpOr[T any](a, b *T) *T {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+func (s *Session) cmdCatalog(r *request) (json.RawMessage, *protocol.Failure) {
+	var d struct{}
+	if f := protocol.DecodeData(r.Data, &d); f != nil {
+		return nil, f
+	}
+	s.emitCatalog(r.Command, r.catalog)
+	return r.Data, nil
+}
+
+func (s *Session) cmdAddressBook(r *request) (json.RawMessage, *protocol.Failure) {
+	var d protocol.AddressBookRequest
+	if f := protocol.DecodeData(r.Data, &d); f != nil {
+		return nil, f
+	}
+	msg, f := s.addressBook()
+	if f != nil {
+		return nil, f
+	}
+	s.ab.realtime = d.Realtime // addressBook made s.ab
+	s.m.dir.setRealtime(s, d.Realtime)
+	s.ab.last, s.ab.lastAt = msg, time.Now()
+	return msg, nil
+}
+
+// cmdChannel runs a channel.* command on its channel.
+func (s *Session) cmdChannel(r *request) (json.RawMessage, *protocol.Failure) {
+	cat := r.catalog
+	if cat == nil {
+		cat = &channel.Catalog{}
+	}
+	in, f := channel.ParseCommand(r.Command, r.Data, cat)
+	if f != nil {
+		return nil, f
+	}
+	return r.Data, s.apply(r.channel, in, "agent", true)
 }
 
 func (s *Session) emitCatalog(command string, cat *channel.Catalog) {
@@ -104,244 +360,4 @@ func nonNil[T any](s []T) []T {
 		return []T{}
 	}
 	return s
-}
-
-// checkNewChannels validates channel specs about to be added.
-func (s *Session) checkNewChannels(field string, specs []protocol.ChannelSpec) *protocol.Failure {
-	if n := len(s.channels) + len(specs); n > s.m.opts.MaxChannels {
-		return protocol.Failf(protocol.CodeInvalidRequest, "at most %d channels per session (limits.channels)", s.m.opts.MaxChannels)
-	}
-	seen := map[string]bool{}
-	for i, spec := range specs {
-		prefix := "data.channel"
-		if field != "" {
-			prefix = fmt.Sprintf("%schannels[%d]", field, i)
-		}
-		if err := protocol.ValidateID(spec.ID); err != nil {
-			return protocol.Failf(protocol.CodeInvalidRequest, "%s.id: %v", prefix, err)
-		}
-		if strings.TrimSpace(spec.Name) == "" {
-			return protocol.Failf(protocol.CodeInvalidRequest, "field \"%s.name\" (the switch endpoint) is required", prefix)
-		}
-		if strings.TrimSpace(spec.Type) == "" {
-			return protocol.Failf(protocol.CodeInvalidRequest, "field \"%s.type\" is required (TELEPHONY, EMAIL, CHAT or a custom type)", prefix)
-		}
-		if len(spec.Name) > protocol.MaxNameLength || len(spec.Type) > protocol.MaxNameLength || len(spec.ModelType) > protocol.MaxNameLength {
-			return protocol.Failf(protocol.CodeInvalidRequest, "fields \"%s.name\", \"type\" and \"modelType\" are at most %d bytes", prefix, protocol.MaxNameLength)
-		}
-		if s.channel(spec.ID) != nil || seen[spec.ID] {
-			return protocol.Failf(protocol.CodeInvalidState, "channel %s already exists", spec.ID)
-		}
-		seen[spec.ID] = true
-	}
-	return nil
-}
-
-func (s *Session) newChannel(spec protocol.ChannelSpec, group string, now time.Time) *channel.Channel {
-	c := channel.New(spec, group, now, s.m.opts.TimelineSize)
-	s.channels = append(s.channels, c)
-	s.m.dir.watch(endpointOf(c.Spec()), s)
-	return c
-}
-
-// addChannel creates an INACTIVE channel (UNAVAILABLE when another agent holds
-// its endpoint) and emits its creation events.
-func (s *Session) addChannel(spec protocol.ChannelSpec, group string) {
-	now := time.Now()
-	c := s.newChannel(spec, group, now)
-	if h := s.m.dir.holder(endpointOf(c.Spec())); h != "" && h != s.ident.AgentID {
-		_, _ = c.Fire(channel.Intent{Event: channel.EvEndpointTaken}, now, nil)
-	}
-	s.m.audit.Info("channel created", s.auditFields(c, "agent")...)
-	s.emitCreated(c)
-	s.stateDirty = true
-}
-
-// emitCreated emits channel.created, channel.infochanged, channel.initialized.
-func (s *Session) emitCreated(c *channel.Channel) {
-	parent := s.id
-	if c.Group() != "" {
-		parent = s.id + "." + c.Group()
-	}
-	s.emit(parent, protocol.EvChannelCreated, protocol.ChannelCreated{Channel: c.Spec()})
-	s.emit(s.channelTarget(c), protocol.EvChannelInfoChanged, c.Info())
-	s.emit(s.channelTarget(c), protocol.EvChannelInitialized, protocol.ChannelCreated{Channel: c.Spec()})
-}
-
-func (s *Session) removeChannel(data json.RawMessage) *protocol.Failure {
-	var d protocol.RemoveChannelData
-	if f := protocol.DecodeData(data, &d); f != nil {
-		return f
-	}
-	if d.Channel == nil || d.Channel.ID == "" {
-		return protocol.Failf(protocol.CodeInvalidRequest, "field \"data.channel.id\" is required")
-	}
-	t := protocol.Target{Session: s.id, Channel: d.Channel.ID}
-	if d.ChannelGroup != nil {
-		t.Group = d.ChannelGroup.ID
-	}
-	c, f := s.resolve(t)
-	if f != nil {
-		return f
-	}
-	if c.Active() {
-		in := channel.Intent{Command: protocol.CmdRemoveChannel, Event: channel.EvDeactivate}
-		if f := s.apply(c, in, "agent", true); f != nil {
-			return f
-		}
-	}
-	ep := endpointOf(c.Spec())
-	s.m.dir.unwatch(ep, s)
-	s.m.dir.release(ep, s.ident.AgentID)
-	s.stopACWTimer(c)
-	for i, x := range s.channels {
-		if x == c {
-			s.channels = append(s.channels[:i], s.channels[i+1:]...)
-			break
-		}
-	}
-	s.m.audit.Info("channel removed", s.auditFields(c, "agent")...)
-	s.emit(s.channelTarget(c), protocol.EvChannelRemoved, protocol.ChannelRemoved{Channel: protocol.IDRef{ID: c.ID()}})
-	s.stateDirty = true
-	return nil
-}
-
-// logout deactivates every channel and ends the session. If the switch
-// refuses one, the session stays (the agent is still logged in there) and
-// the failure names the channels that could not be deactivated.
-func (s *Session) logout(data json.RawMessage) *protocol.Failure {
-	var d protocol.LogoutData
-	if f := protocol.DecodeData(data, &d); f != nil {
-		return f
-	}
-	var reason channel.Reason
-	if d.Reason != "" {
-		cat, f := s.loadCatalog()
-		if f != nil {
-			return f
-		}
-		if reason, f = cat.LogoutReason(string(d.Reason)); f != nil {
-			return f
-		}
-	}
-	var failed []string
-	var first *protocol.Failure
-	for _, c := range s.channels {
-		if !c.Active() {
-			continue
-		}
-		in := channel.Intent{Command: protocol.CmdLogout, Event: channel.EvDeactivate, Reason: reason}
-		if f := s.apply(c, in, "agent", true); f != nil {
-			failed = append(failed, c.ID()+": "+f.Message)
-			if first == nil {
-				first = f
-			}
-		}
-	}
-	if first != nil {
-		return &protocol.Failure{Code: first.Code, Message: fmt.Sprintf("logout incomplete: %d channel(s) could not be deactivated", len(failed)),
-			Context: strings.Join(failed, "; ")}
-	}
-	s.stateUpdated()
-	s.recordEnd(time.Now())
-	s.emit(s.id, protocol.EvSessionEnded, protocol.SessionEnded{Reason: "logout", LogoutCode: reason.Code})
-	s.m.audit.Info("session logged out", zap.String("agent", s.ident.AgentID), zap.String("session", s.id), zap.String("reason", reason.Code))
-	code := protocol.CloseSessionEnded
-	s.endWith = &code
-	return nil
-}
-
-// channelCommand runs a channel.* command on c.
-func (s *Session) channelCommand(c *channel.Channel, req protocol.Request) *protocol.Failure {
-	cat := &channel.Catalog{}
-	if req.Command == protocol.CmdChannelNotReady || req.Command == protocol.CmdChannelDeactivate {
-		var f *protocol.Failure
-		if cat, f = s.loadCatalog(); f != nil {
-			return f
-		}
-	}
-	in, f := channel.ParseCommand(req.Command, req.Data, cat)
-	if f != nil {
-		return f
-	}
-	return s.apply(c, in, "agent", true)
-}
-
-// apply runs in on c: the channel's machine decides whether it is legal and
-// whether it changes anything; a change that comes from the broker
-// (viaSwitch) is made on the switch first, and the channel changes only if
-// the switch accepted it. Then the change's events are emitted. cause names
-// who asked, for the audit log.
-func (s *Session) apply(c *channel.Channel, in channel.Intent, cause string, viaSwitch bool) *protocol.Failure {
-	before := c.Info()
-	var effect func() error
-	if viaSwitch {
-		effect = func() error {
-			if f := s.switchCall(c, in); f != nil {
-				return f
-			}
-			return nil
-		}
-	}
-	changed, err := c.Fire(in, time.Now(), effect)
-	if err != nil {
-		if f, ok := err.(*protocol.Failure); ok {
-			return f
-		}
-		return protocol.Failf(protocol.CodeInternal, "channel %s: %v", c.ID(), err)
-	}
-	if in.Event == channel.EvDeactivate {
-		s.m.dir.release(endpointOf(c.Spec()), s.ident.AgentID)
-	}
-	if changed {
-		s.changed(c, before, cause)
-	}
-	return nil
-}
-
-// switchCall makes the change in on the switch.
-func (s *Session) switchCall(c *channel.Channel, in channel.Intent) *protocol.Failure {
-	ref := s.ref(c)
-	ad := s.m.adapter
-	switch in.Event {
-	case channel.EvActivate:
-		ep := endpointOf(c.Spec())
-		if holder, ok := s.m.dir.claim(ep, s.ident.AgentID, false); !ok {
-			return protocol.Failf(protocol.CodeInvalidState, "%s is not allowed: endpoint %s %s is in use by %s", in.Command, ep.Type, ep.Name, holder)
-		}
-		f := s.call(func(ctx context.Context) error { return ad.Activate(ctx, ref, in.Queues) })
-		if f != nil {
-			s.m.dir.release(ep, s.ident.AgentID)
-		}
-		return f
-	case channel.EvDeactivate:
-		return s.call(func(ctx context.Context) error { return ad.Deactivate(ctx, ref, in.Reason.Code) })
-	case channel.EvReady:
-		return s.call(func(ctx context.Context) error { return ad.SetReady(ctx, ref) })
-	case channel.EvNotReady, channel.EvACW:
-		return s.call(func(ctx context.Context) error { return ad.SetNotReady(ctx, ref, in.Reason.Code) })
-	}
-	return protocol.Failf(protocol.CodeInternal, "no switch operation for %s", in.Event)
-}
-
-// changed emits the events of a channel change and logs it unsampled.
-func (s *Session) changed(c *channel.Channel, before protocol.ChannelInfo, cause string) {
-	info := c.Info()
-	// Check first: building the fields costs allocations even when the
-	// level filters the line out. When enabled, every change is logged.
-	if ce := s.m.audit.Check(zap.InfoLevel, "channel state changed"); ce != nil {
-		ce.Write(append(s.auditFields(c, cause),
-			zap.String("from_state", before.State), zap.String("from_status", before.AgentStatus.Status),
-			zap.String("from_reason", before.AgentStatus.LastReasonCode))...)
-	}
-	s.emit(s.channelTarget(c), protocol.EvChannelInfoChanged, info)
-	s.stateDirty = true
-	s.syncACWTimer(c)
-}
-
-func (s *Session) auditFields(c *channel.Channel, cause string) []zap.Field {
-	info := c.Info()
-	return []zap.Field{zap.String("agent", s.ident.AgentID), zap.String("session", s.id), zap.String("channel", c.ID()),
-		zap.String("group", c.Group()), zap.String("state", info.State), zap.String("status", info.AgentStatus.Status),
-		zap.String("reason", info.AgentStatus.LastReasonCode), zap.String("cause", cause)}
 }

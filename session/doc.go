@@ -1,22 +1,29 @@
 // Package session owns agent sessions: a session applies its commands, switch
 // events and timers one at a time, in order.
 //
-// Ownership and locking rules:
-//   - Everything a Session holds about its channels, seq, history, replies and
-//     current connection is owned by whichever goroutine runs its ops (run).
-//     At most one runs per session, and only while ops are queued: an idle
-//     session has no goroutine. The goroutines come from the manager's pool
-//     (internal/workers), which keeps them, and their grown stacks, briefly.
-//     The event batch buffer (outbox) is lent by a pool the same way: the
-//     goroutine returns it, under Session.mu, as the session goes idle.
-//     Other goroutines talk to a session through
-//     its mailbox (Session.mu): Submit (client commands, bounded by the inbox
-//     size; it blocks the caller, which is backpressure for a connection's
-//     reader) and post (notes for attach/detach, switch events, timers and
-//     other sessions' notifications; never blocks, so one session can never
-//     wait on another). Both start the session's goroutine when none runs.
-//   - Timers (grace, after-call work, address book refresh) are AfterFuncs
-//     that post a note; a note that may be stale checks a generation.
+// A Session is made of parts with one job each:
+//   - mailbox (mailbox.go): queues ops (client commands, and notes: attach,
+//     detach, switch events, timers, notifications from other sessions)
+//     and runs them in order on a goroutine that exists only while ops are
+//     queued;
+//   - journal (journal.go): hands out seqs, holds what an op produced
+//     (events, timeline entries) and stores it in one fenced commit per op;
+//   - lifecycle (lifecycle.go): starts the session (from the store or the
+//     switch), attaches and detaches connections, the grace period, the end;
+//   - dispatch (commands.go): the command table, and each command's
+//     handler; the agent's channels (channels.go), switch events
+//     (switch.go) and supervisors' watches (supervisor.go).
+//
+// Ownership (the lock order is in docs/architecture.md):
+//   - mailbox.mu guards the queue. Everything else a Session holds (its
+//     journal, channels, connection, timers, subscriptions) is owned by
+//     the goroutine running its ops: at most one runs per session.
+//   - Putting an op never blocks, so a session never waits on another:
+//     Submit (client commands: a connection has one in flight, waiting for
+//     its reply before it reads the next) and post (notes).
+//   - Timers (grace, after-call work, address book refresh, store retry)
+//     are AfterFuncs that post a note; a note that may be stale checks a
+//     generation.
 //   - Manager.mu guards only the registry maps (agent -> session, id ->
 //     session); it is never held on the command path.
 //   - Manager.leaseMu orders the node's lease renewal (one store call for
@@ -24,10 +31,12 @@
 //     lease (Session.leaseGone), so a released lease is never re-taken.
 //   - directory.mu guards the broker-wide shared view (endpoint holders,
 //     presence, real-time address book watchers); see directory.
+//   - board.mu guards the supervisors' board; watchers are notified under
+//     it and only post to their sessions.
 //   - A Conn's Send never blocks: a connection whose queue is full closes
 //     itself as a slow consumer and the session lives on without it.
 //
 // Because a session's ops run one at a time in arrival order, and each
-// command's reply is written before the events the command caused, replies
+// command's reply is sent before the events the command caused, replies
 // come in command order and precede their secondary events.
 package session

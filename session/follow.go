@@ -7,6 +7,7 @@ import (
 	"maps"
 
 	"github.com/ctibroker/ctibroker/bus"
+	"github.com/ctibroker/ctibroker/protocol"
 )
 
 // Envelope is an event as published on the bus: the event itself with the
@@ -42,7 +43,7 @@ func (m *Manager) Follow(ctx context.Context, topic string, from map[string]uint
 
 // follow is Follow, calling subscribed (when set) once the subscription is active.
 func (m *Manager) follow(ctx context.Context, topic string, from map[string]uint64, subscribed func(), deliver func(Envelope) error) error {
-	sub, err := m.bus.Subscribe(ctx, topic, 4096)
+	sub, err := m.bus.Subscribe(ctx, topic, protocol.FollowBuffer)
 	if err != nil {
 		return fmt.Errorf("follow %s: %w", topic, err)
 	}

@@ -217,7 +217,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	subscribe := func() {
 		sctx, cancel := context.WithTimeout(ctx, m.opts.StoreTimeout)
 		defer cancel()
-		s, err := m.bus.Subscribe(sctx, nodeTopic(m.opts.Node), 1024)
+		s, err := m.bus.Subscribe(sctx, nodeTopic(m.opts.Node), protocol.NodeTopicBuffer)
 		if err != nil {
 			m.log.Warn("cannot subscribe to takeover requests yet", zap.Error(err))
 			return
@@ -522,7 +522,7 @@ func (m *Manager) open(ctx context.Context, id Identity) (*Session, bool, error)
 		s.record = &rec
 		return s, false, nil
 	}
-	s.version = rec.Version
+	s.journal.version = rec.Version
 	return s, true, nil
 }
 
@@ -550,7 +550,7 @@ func (m *Manager) acquire(ctx context.Context, sid, agent string) error {
 			return fmt.Errorf("session %s is still owned by node %s", sid, owner)
 		}
 		select {
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(protocol.AcquirePollMs * time.Millisecond):
 		case <-ctx.Done():
 			return ctx.Err()
 		}

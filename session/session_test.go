@@ -111,13 +111,13 @@ func TestIdleSessionsHaveNoGoroutine(t *testing.T) {
 	// ... and give their event batch buffers back.
 	for _, s := range sessions {
 		eventually(t, "an idle session", func() bool {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			return !s.running && len(s.queue) == 0
+			s.mb.mu.Lock()
+			defer s.mb.mu.Unlock()
+			return !s.mb.running && len(s.mb.queue) == 0
 		})
-		s.mu.Lock()
-		held := s.outboxBuf != nil || s.outbox != nil
-		s.mu.Unlock()
+		s.mb.mu.Lock() // the runner gave the journal up under it
+		held := s.journal.outboxBuf != nil || s.journal.outbox != nil
+		s.mb.mu.Unlock()
 		if held {
 			t.Fatalf("idle session %s holds an event buffer", s.ID())
 		}

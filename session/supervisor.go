@@ -22,41 +22,35 @@ type savedSubscription struct {
 	Filter protocol.WatchFilter `json:"filter"`
 }
 
-// maxSubscriptions bounds the subscriptions of one session.
-const maxSubscriptions = 16
-
-// supervisorCommand runs supervisor.subscribe and supervisor.unsubscribe.
-func (s *Session) supervisorCommand(req protocol.Request) (json.RawMessage, *protocol.Failure) {
-	switch req.Command {
-	case protocol.CmdSupervisorSubscribe:
-		var f protocol.WatchFilter
-		if fail := protocol.DecodeData(req.Data, &f); fail != nil {
-			return nil, fail
-		}
-		if len(s.subs) >= maxSubscriptions {
-			return nil, protocol.Failf(protocol.CodeInvalidState, "at most %d subscriptions per session", maxSubscriptions)
-		}
-		id := newID()[:12]
-		if fail := s.startSubscription(id, f, protocol.SnapshotSubscribed); fail != nil {
-			return nil, fail
-		}
-		data, _ := protocol.Marshal(protocol.SubscribeReply{SubscriptionID: id})
-		return data, nil
-	case protocol.CmdSupervisorUnsubscribe:
-		var d protocol.UnsubscribeData
-		if fail := protocol.DecodeData(req.Data, &d); fail != nil {
-			return nil, fail
-		}
-		sub, ok := s.subs[d.SubscriptionID]
-		if !ok {
-			return nil, protocol.Failf(protocol.CodeNotFound, "no subscription %q", d.SubscriptionID)
-		}
-		sub.cancel()
-		delete(s.subs, d.SubscriptionID)
-		s.forcePersist = true
-		return req.Data, nil
+func (s *Session) cmdSubscribe(r *request) (json.RawMessage, *protocol.Failure) {
+	var f protocol.WatchFilter
+	if fail := protocol.DecodeData(r.Data, &f); fail != nil {
+		return nil, fail
 	}
-	return nil, protocol.Failf(protocol.CodeUnknownCommand, "unknown command %q", req.Command)
+	if len(s.subs) >= protocol.MaxSubscriptions {
+		return nil, protocol.Failf(protocol.CodeInvalidState, "at most %d subscriptions per session", protocol.MaxSubscriptions)
+	}
+	id := newID()[:12]
+	if fail := s.startSubscription(id, f, protocol.SnapshotSubscribed); fail != nil {
+		return nil, fail
+	}
+	data, _ := protocol.Marshal(protocol.SubscribeReply{SubscriptionID: id})
+	return data, nil
+}
+
+func (s *Session) cmdUnsubscribe(r *request) (json.RawMessage, *protocol.Failure) {
+	var d protocol.UnsubscribeData
+	if fail := protocol.DecodeData(r.Data, &d); fail != nil {
+		return nil, fail
+	}
+	sub, ok := s.subs[d.SubscriptionID]
+	if !ok {
+		return nil, protocol.Failf(protocol.CodeNotFound, "no subscription %q", d.SubscriptionID)
+	}
+	sub.cancel()
+	delete(s.subs, d.SubscriptionID)
+	s.journal.force = true
+	return r.Data, nil
 }
 
 // Scope restricts a watch filter to what an identity may see: supervisors
@@ -111,7 +105,7 @@ func (s *Session) startSubscription(id string, requested protocol.WatchFilter, r
 	}
 	s.emit(s.id, protocol.EvSupervisorSnapshot, protocol.SupervisorSnapshot{SubscriptionID: id, Reason: reason,
 		Agents: nonNil(agents), Summary: sum})
-	s.forcePersist = true
+	s.journal.force = true
 	return nil
 }
 
@@ -138,14 +132,14 @@ func (s *Session) rescopeSubscriptions() {
 				Agents: []protocol.AgentView{}})
 		}
 	}
-	s.forcePersist = true
+	s.journal.force = true
 }
 
 func (s *Session) onAgentChanged(id string, subJSON []byte, c Change) {
 	if _, ok := s.subs[id]; !ok {
 		return
 	}
-	s.emitRaw(s.id, protocol.EvSupervisorAgentChanged, c.AppendData(nil, subJSON))
+	s.journal.emit(s.id, protocol.EvSupervisorAgentChanged, c.AppendData(nil, subJSON))
 }
 
 // Watch registers notify for changes of the agents matching f (already

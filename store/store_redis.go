@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/ctibroker/ctibroker/protocol"
 )
 
 // Redis is the Redis store. Key layout (P = redis.prefix, documented in
@@ -158,15 +160,12 @@ return 1`)
 
 // The timeline keeps the history retention, refreshed by commits.
 
-// renewBatch bounds the commands of one pipeline.
-const renewBatch = 1000
-
-// Renew implements Store: pipelined, renewBatch sessions per round trip. It
+// Renew implements Store: pipelined, protocol.RenewBatch sessions per round trip. It
 // also refreshes the TTL of the sessions' keys.
 func (r *Redis) Renew(ctx context.Context, node string, ttl time.Duration, leases []Lease) ([]string, error) {
 	var lost []string
 	for len(leases) > 0 {
-		n := min(len(leases), renewBatch)
+		n := min(len(leases), protocol.RenewBatch)
 		l, err := r.renew(ctx, node, ttl, leases[:n])
 		if err != nil {
 			return lost, err

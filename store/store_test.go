@@ -14,6 +14,7 @@ import (
 
 	"github.com/ctibroker/ctibroker/bus"
 	"github.com/ctibroker/ctibroker/internal/redistest"
+	"github.com/ctibroker/ctibroker/protocol"
 )
 
 var limits = Limits{Events: 5, Timeline: 3, TTL: time.Minute, ReplyTTL: time.Minute, History: time.Hour, HistorySessions: 3}
@@ -358,7 +359,7 @@ func TestStoreRenewsManyLeases(t *testing.T) {
 	forEach(t, func(t *testing.T, s Store, _ bus.Bus) {
 		ctx := context.Background()
 		var leases []Lease
-		for i := range renewBatch + 5 {
+		for i := range protocol.RenewBatch + 5 {
 			sid := fmt.Sprintf("s%d", i)
 			leases = append(leases, Lease{SessionID: sid, AgentID: fmt.Sprintf("a%d", i)})
 			if owner, err := s.Acquire(ctx, sid, leases[i].AgentID, "A", 100*time.Millisecond); err != nil || owner != "A" {
@@ -367,7 +368,7 @@ func TestStoreRenewsManyLeases(t *testing.T) {
 		}
 		// B takes two sessions whose leases expired; one in the second batch.
 		time.Sleep(150 * time.Millisecond)
-		for _, sid := range []string{"s3", fmt.Sprintf("s%d", renewBatch+2)} {
+		for _, sid := range []string{"s3", fmt.Sprintf("s%d", protocol.RenewBatch+2)} {
 			if owner, _ := s.Acquire(ctx, sid, "x", "B", time.Minute); owner != "B" {
 				t.Fatalf("B could not take the expired lease of %s: %q", sid, owner)
 			}
@@ -382,11 +383,11 @@ func TestStoreRenewsManyLeases(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := []string{"s3", fmt.Sprintf("s%d", renewBatch+2)}; !slices.Equal(lost, want) {
+		if want := []string{"s3", fmt.Sprintf("s%d", protocol.RenewBatch+2)}; !slices.Equal(lost, want) {
 			t.Fatalf("lost = %v, want %v", lost, want)
 		}
 		// Renewed (and the expired, free ones re-taken): B cannot acquire.
-		for _, sid := range []string{"s0", "s4", fmt.Sprintf("s%d", renewBatch+4)} {
+		for _, sid := range []string{"s0", "s4", fmt.Sprintf("s%d", protocol.RenewBatch+4)} {
 			if owner, _ := s.Acquire(ctx, sid, "x", "B", time.Minute); owner != "A" {
 				t.Fatalf("%s: owner %q after renewal, want A", sid, owner)
 			}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/ctibroker/ctibroker/broker"
 	"github.com/ctibroker/ctibroker/channel"
+	"github.com/ctibroker/ctibroker/protocol"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -107,8 +108,8 @@ func token(args, environ []string, stdout io.Writer) error {
 	if cfg.Auth.JWT.Secret == "" {
 		return errors.New("auth.jwt.secret is not configured (set CTIBROKER_AUTH__JWT__SECRET or use --config)")
 	}
-	if len(cfg.Auth.JWT.Secret) < broker.MinSecretLength {
-		return fmt.Errorf("auth.jwt.secret: must be at least %d bytes for HS256", broker.MinSecretLength)
+	if len(cfg.Auth.JWT.Secret) < protocol.MinSecretLength {
+		return fmt.Errorf("auth.jwt.secret: must be at least %d bytes for HS256", protocol.MinSecretLength)
 	}
 	t, err := broker.MintToken(cfg.Auth.JWT.Secret, *sub, *role, *teams, *ttl, time.Now())
 	if err != nil {

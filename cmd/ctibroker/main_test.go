@@ -9,6 +9,7 @@ import (
 
 	"github.com/ctibroker/ctibroker/channel"
 	"github.com/ctibroker/ctibroker/protocol"
+	"github.com/ctibroker/ctibroker/session"
 )
 
 func TestFSMCommandMatchesREADME(t *testing.T) {
@@ -66,6 +67,23 @@ func TestCommandErrors(t *testing.T) {
 	out.Reset()
 	if err := run([]string{"version"}, nil, &out); err != nil || !strings.HasPrefix(out.String(), "ctibroker ") {
 		t.Fatalf("version: %q %v", out.String(), err)
+	}
+}
+
+// The README's command tables list every command of the command table, with
+// the target it takes.
+func TestREADMEListsEveryCommand(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range session.Commands() {
+		if c.Doc == "" || len(c.Roles) == 0 {
+			t.Errorf("%s: no doc or no roles in the command table", c.Name)
+		}
+		if !strings.Contains(string(readme), "| `"+c.Name+"` |") {
+			t.Errorf("README.md has no table row for %s", c.Name)
+		}
 	}
 }
 

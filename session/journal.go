@@ -1,0 +1,255 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/ctibroker/ctibroker/metrics"
+	"github.com/ctibroker/ctibroker/protocol"
+	"github.com/ctibroker/ctibroker/store"
+)
+
+// journal is a session's record on its way to the store: it hands out seqs,
+// holds the events and timeline entries an op produced, and commits them,
+// with the session's snapshot, in one fenced store commit per op. Events are
+// delivered only once committed: nothing a client sees can be lost by a
+// crash. Owned by the session's goroutine.
+type journal struct {
+	store    store.Store
+	sid, key string // session id, and its agent's (or supervisor's) store key
+	node     string
+	leaseTTL time.Duration
+	timeout  time.Duration
+	metrics  *metrics.Metrics
+	log      func(level zapcore.Level, msg string, fields ...zap.Field)
+
+	// topics are the bus topics the events are published on (none for a
+	// supervisor's own events); envPrefix starts their bus envelope.
+	topics    []string
+	envPrefix []byte
+
+	// seq is the last seq handed out; committed the last one stored.
+	// Events in outbox (seq committed+1..seq) wait for the commit.
+	seq, committed, version uint64
+	outbox                  []store.Event
+	outboxBuf               *[]store.Event // outbox's buffer, lent by outboxes while busy
+	timeline                [][]byte       // timeline entries not yet committed
+	// force commits the snapshot even without events (supervisor
+	// subscriptions changed, a new session).
+	force bool
+	// unsynced: a commit failed; the events wait for retrySync.
+	unsynced bool
+	// inDoubt: commits that failed without an answer and may still land
+	// (see resolveInDoubt).
+	inDoubt []inDoubtCommit
+}
+
+// setTopics sets where events are published and the prefix of their bus
+// envelope.
+func (j *journal) setTopics(agent string, topics []string) {
+	j.topics = topics
+	a, _ := protocol.Marshal(agent)
+	j.envPrefix = []byte(`{"agent":` + string(a) + `,"session":"` + j.sid + `","seq":`)
+}
+
+// emit queues an event for the next commit. It is encoded once, by
+// appending (its data is already JSON), and the bus envelope shares its
+// bytes.
+func (j *journal) emit(target, name string, raw []byte) {
+	j.seq++
+	// A published event is written once, inside its envelope, and the event
+	// itself is a slice of it: one allocation instead of two, and the replay
+	// history keeps a single buffer per event.
+	size := len(raw) + len(target) + len(name) + 112 // the event's other fields at their widest
+	publish := len(j.topics) > 0
+	if publish {
+		size += len(j.envPrefix) + 32
+	}
+	buf := make([]byte, 0, size)
+	if publish {
+		buf = append(buf, j.envPrefix...)
+		buf = strconv.AppendUint(buf, j.seq, 10)
+		buf = append(buf, `,"event":`...)
+	}
+	start := len(buf)
+	buf = append(buf, `{"messageType":"objectEvent","target":`...)
+	buf = protocol.AppendString(buf, target)
+	buf = append(buf, `,"name":`...)
+	buf = protocol.AppendString(buf, name)
+	buf = append(buf, `,"data":`...)
+	buf = append(buf, raw...)
+	buf = append(buf, `,"seq":`...)
+	buf = strconv.AppendUint(buf, j.seq, 10)
+	buf = append(buf, `,"timestamp":`...)
+	buf = strconv.AppendInt(buf, time.Now().UnixMilli(), 10)
+	buf = append(buf, '}')
+	msg := buf[start:len(buf):len(buf)] // capped: an append must not write into the envelope
+	var env []byte
+	if publish {
+		env = append(buf, '}')
+	}
+	if j.outboxBuf == nil {
+		j.outboxBuf = outboxes.Get().(*[]store.Event)
+		j.outbox = (*j.outboxBuf)[:0]
+	}
+	j.outbox = append(j.outbox, store.Event{Seq: j.seq, Payload: msg, Envelope: env})
+}
+
+// outboxes lends event batches to busy sessions; idle returns them, so
+// thousands of idle sessions hold none, and a busy one does not grow a
+// fresh slice for every command.
+var outboxes = sync.Pool{New: func() any { b := make([]store.Event, 0, 8); return &b }}
+
+// idle gives the outbox's buffer back when nothing waits in it.
+func (j *journal) idle() {
+	if len(j.outbox) == 0 && j.outboxBuf != nil {
+		if cap(j.outbox) <= 64 { // a burst's buffer is left to the collector
+			*j.outboxBuf = j.outbox[:0]
+			outboxes.Put(j.outboxBuf)
+		}
+		j.outbox, j.outboxBuf = nil, nil
+	}
+}
+
+// drop forgets what waits: the session is handed over.
+func (j *journal) drop() { j.outbox, j.outboxBuf, j.timeline = nil, nil, nil }
+
+// commit stores what waits (events, timeline entries, replies to remember,
+// and the snapshot, built by snapshot only when the store keeps it) in one
+// fenced commit. It returns the events now committed, to deliver in order.
+// After a failure whose outcome is unknown the events wait, the commit is
+// remembered as in doubt and a retry is the caller's: commit returns
+// errUnsynced, without calling the store, until retry says otherwise.
+// store.ErrNotOwner and store.ErrConflict mean another node owns the
+// session now.
+func (j *journal) commit(snapshot func() []byte, replies []store.Reply) ([]store.Event, error) {
+	if len(j.outbox) == 0 && len(j.timeline) == 0 && len(replies) == 0 && !j.force {
+		return nil, nil
+	}
+	if j.unsynced {
+		return nil, errUnsynced
+	}
+	return j.commitNow(snapshot, replies)
+}
+
+var errUnsynced = errors.New("session state not stored yet")
+
+func (j *journal) commitNow(snapshot func() []byte, replies []store.Reply) ([]store.Event, error) {
+	c := store.Commit{ID: strconv.FormatUint(rand.Uint64(), 36), SessionID: j.sid, AgentID: j.key, Node: j.node, Version: j.version,
+		Events: j.outbox, Topics: j.topics, Timeline: j.timeline, Replies: replies, LeaseTTL: j.leaseTTL}
+	if j.store.Durable() {
+		c.Snapshot = snapshot()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), j.timeout)
+	err := j.store.Commit(ctx, c)
+	cancel()
+	switch {
+	case err == nil:
+		j.metrics.EventsCommitted(len(j.outbox))
+		j.version++
+		j.force = false
+		j.committed = j.seq
+		j.timeline = j.timeline[:0]
+		j.inDoubt = nil // none of them can land now: the version moved on
+		if j.unsynced {
+			j.unsynced = false
+			j.log(zap.InfoLevel, "session state stored again after a store outage")
+		}
+		return j.takeCommitted(), nil
+	case errors.Is(err, store.ErrConflict) && len(j.inDoubt) > 0:
+		// Maybe one of our own commits that timed out landed meanwhile.
+		landed, rerr := j.resolveInDoubt()
+		if rerr != nil {
+			return nil, j.failed(c, rerr)
+		}
+		if !landed {
+			return nil, err
+		}
+		ready := j.takeCommitted()
+		rest, err := j.commitNow(snapshot, replies)
+		return append(ready, rest...), err
+	case errors.Is(err, store.ErrNotOwner), errors.Is(err, store.ErrConflict):
+		return nil, err
+	default:
+		return nil, j.failed(c, err)
+	}
+}
+
+// takeCommitted removes the committed events from the outbox.
+func (j *journal) takeCommitted() []store.Event {
+	n := 0
+	for n < len(j.outbox) && j.outbox[n].Seq <= j.committed {
+		n++
+	}
+	ready := slices.Clone(j.outbox[:n])
+	clear(j.outbox[:n])
+	j.outbox = append(j.outbox[:0], j.outbox[n:]...)
+	return ready
+}
+
+// inDoubtCommit is a commit whose outcome is unknown (the store did not
+// answer in time): it may still land, so it is remembered until a read-back
+// or a later commit settles it.
+type inDoubtCommit struct {
+	id       string
+	lastSeq  uint64 // the last event it carried
+	timeline int    // how many timeline entries it carried
+}
+
+// failed holds the commit's events until the store is back, and remembers
+// it as in doubt.
+func (j *journal) failed(c store.Commit, err error) error {
+	if !j.unsynced {
+		j.log(zap.ErrorLevel, "could not store the session state; events held until the store is back", zap.Error(err))
+	}
+	if len(j.inDoubt) < protocol.MaxInDoubt {
+		j.inDoubt = append(j.inDoubt, inDoubtCommit{id: c.ID, lastSeq: j.seq, timeline: len(c.Timeline)})
+	}
+	j.unsynced = true
+	return err
+}
+
+// resolveInDoubt reads the record back after a version conflict: when the
+// commit that moved it is one of ours whose outcome was unknown, it landed.
+// Its events are committed (stored, and published); what came after it is
+// committed again by the caller. It reports whether one had landed.
+func (j *journal) resolveInDoubt() (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), j.timeout)
+	rec, ok, err := j.store.Load(ctx, j.sid)
+	cancel()
+	if err != nil || !ok {
+		return false, err
+	}
+	i := slices.IndexFunc(j.inDoubt, func(d inDoubtCommit) bool { return d.id == rec.LastCommit })
+	if i < 0 || rec.Version != j.version+1 {
+		return false, nil
+	}
+	d := j.inDoubt[i]
+	j.log(zap.InfoLevel, "a commit that timed out had landed; its events are delivered", zap.Uint64("seq", d.lastSeq))
+	j.version, j.committed, j.inDoubt = rec.Version, d.lastSeq, nil
+	j.timeline = slices.Delete(j.timeline, 0, min(d.timeline, len(j.timeline)))
+	n := 0
+	for n < len(j.outbox) && j.outbox[n].Seq <= d.lastSeq {
+		n++
+	}
+	j.metrics.EventsCommitted(n)
+	return true, nil
+}
+
+// retry commits what waited during a store outage; it returns the events
+// now committed.
+func (j *journal) retry(snapshot func() []byte) ([]store.Event, error) {
+	if !j.unsynced {
+		return nil, nil
+	}
+	j.force = true
+	return j.commitNow(snapshot, nil)
+}
