@@ -15,6 +15,8 @@ package adapters
 
 import (
 	"context"
+	"net/http"
+	"slices"
 
 	"github.com/ctibroker/ctibroker/protocol"
 )
@@ -102,4 +104,64 @@ type Event struct {
 	Endpoint   Endpoint
 	Holder     string
 	Error      string
+}
+
+// Kind is one kind of adapter: how it is configured and built. An adapter
+// package registers its kind from its init function (Register); the broker
+// compiles in the kinds broker/adapters.go imports, and adapter.kind picks
+// one. Its settings are the config section adapter.<kind>, with their
+// defaults in broker/defaults.yaml.
+type Kind struct {
+	// Config returns a new, empty configuration (a pointer to a struct with
+	// koanf tags) for the section to decode into.
+	Config func() any
+	// Validate checks a decoded configuration; its errors name the key
+	// (without the adapter.<kind> prefix, which the caller adds).
+	Validate func(cfg any, env Env) error
+	// New builds the adapter from a validated configuration. It may reach
+	// out (dial the switch); ctx bounds that, not the adapter's life.
+	New func(cfg any, env Env) (Adapter, error)
+	// Simulated: the kind talks to no real switch (a warning is logged
+	// when agents authenticate, as in production).
+	Simulated bool
+}
+
+// Env is what the broker tells an adapter about its setting.
+type Env struct {
+	// Authenticated: agents authenticate with tokens (auth.mode jwt);
+	// otherwise the broker listens on loopback for development.
+	Authenticated bool
+}
+
+var registry = map[string]Kind{}
+
+// Register makes a kind of adapter available under name. It is called from
+// init functions; a duplicate name is a programming error and panics.
+func Register(name string, k Kind) {
+	if _, dup := registry[name]; dup {
+		panic("adapters: kind " + name + " registered twice")
+	}
+	registry[name] = k
+}
+
+// Lookup returns the kind registered under name.
+func Lookup(name string) (Kind, bool) {
+	k, ok := registry[name]
+	return k, ok
+}
+
+// Kinds returns the registered kinds' names, sorted.
+func Kinds() []string {
+	names := make([]string, 0, len(registry))
+	for n := range registry {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Controlled is an adapter with an HTTP control API (the simulated
+// switch's); ControlHandler is nil when the API is off.
+type Controlled interface {
+	ControlHandler() http.Handler
 }

@@ -24,7 +24,7 @@ import (
 	"github.com/spf13/pflag"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/ctibroker/ctibroker/adapters/sim"
+	"github.com/ctibroker/ctibroker/adapters"
 	"github.com/ctibroker/ctibroker/protocol"
 	"github.com/ctibroker/ctibroker/session"
 )
@@ -53,7 +53,6 @@ type Config struct {
 	Shutdown    ShutdownConfig               `koanf:"shutdown"`
 	Redis       RedisConfig                  `koanf:"redis"`
 	Node        NodeConfig                   `koanf:"node"`
-	Sim         sim.Config                   `koanf:"sim"`
 }
 
 // RedisConfig configures the shared Redis backend.
@@ -156,6 +155,10 @@ type SessionConfig struct {
 type AdapterConfig struct {
 	Kind    string        `koanf:"kind"`
 	Timeout time.Duration `koanf:"timeout"`
+	// Sections are the adapter.<kind> sections, decoded by their kind.
+	Sections map[string]any `koanf:",remain"`
+	// Settings is the selected kind's decoded, validated configuration.
+	Settings any `koanf:"-"`
 }
 
 // AddressBookConfig configures the live address book.
@@ -246,22 +249,68 @@ func LoadConfig(fs *pflag.FlagSet, environ []string) (Config, error) {
 		}
 	}
 	var cfg Config
-	err := k.UnmarshalWithConf("", &cfg, koanf.UnmarshalConf{DecoderConfig: &mapstructure.DecoderConfig{
+	if err := decode(k.Raw(), &cfg); err != nil {
+		return Config{}, fmt.Errorf("config: %s", decodeErrorLine(err))
+	}
+	if err := cfg.decodeAdapters(); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return cfg, nil
+}
+
+// decode decodes a configuration map into out: strict durations, lists from
+// comma-separated strings, unknown keys are errors.
+func decode(in any, out any) error {
+	d, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
 		DecodeHook: mapstructure.ComposeDecodeHookFunc(
 			durationHook,
 			mapstructure.StringToSliceHookFunc(",")),
 		WeaklyTypedInput: true,
 		ErrorUnused:      true,
 		TagName:          "koanf",
-		Result:           &cfg,
-	}})
+		Result:           out,
+	})
 	if err != nil {
-		return Config{}, fmt.Errorf("config: %s", decodeErrorLine(err))
+		return err
 	}
-	if err := cfg.Validate(); err != nil {
-		return Config{}, fmt.Errorf("config: %w", err)
+	return d.Decode(in)
+}
+
+// decodeAdapters decodes every adapter.<kind> section with its kind (an
+// unknown kind is an error) and validates the selected kind's.
+func (c *Config) decodeAdapters() error {
+	env := adapters.Env{Authenticated: c.Auth.Mode == AuthJWT}
+	kind, ok := adapters.Lookup(c.Adapter.Kind)
+	if !ok {
+		return fmt.Errorf("adapter.kind: %q is not one of %s", c.Adapter.Kind, strings.Join(adapters.Kinds(), ", "))
 	}
-	return cfg, nil
+	for name, section := range c.Adapter.Sections {
+		k, ok := adapters.Lookup(name)
+		if !ok {
+			return fmt.Errorf("adapter.%s: no adapter of that kind is compiled in (%s)", name, strings.Join(adapters.Kinds(), ", "))
+		}
+		settings := k.Config()
+		if err := decode(section, settings); err != nil {
+			return fmt.Errorf("adapter.%s.%s", name, strings.TrimPrefix(decodeErrorLine(err), ": "))
+		}
+		if name != c.Adapter.Kind {
+			continue
+		}
+		if err := k.Validate(settings, env); err != nil {
+			return fmt.Errorf("adapter.%s.%w", name, err)
+		}
+		c.Adapter.Settings = settings
+	}
+	if c.Adapter.Settings == nil {
+		c.Adapter.Settings = kind.Config()
+		if err := kind.Validate(c.Adapter.Settings, env); err != nil {
+			return fmt.Errorf("adapter.%s.%w", c.Adapter.Kind, err)
+		}
+	}
+	return nil
 }
 
 // durationHook decodes durations from strings with a unit only: a bare
@@ -299,6 +348,9 @@ func knownKey(t reflect.Type, parts []string) bool {
 		found := false
 		for i := range t.NumField() {
 			f := t.Field(i)
+			if f.Tag.Get("koanf") == ",remain" {
+				return true // a section decoded on its own (adapter.<kind>)
+			}
 			if strings.EqualFold(f.Tag.Get("koanf"), parts[0]) || (f.Tag.Get("koanf") == "" && strings.EqualFold(f.Name, parts[0])) {
 				t, parts, found = f.Type, parts[1:], true
 				break
@@ -393,7 +445,6 @@ func (c Config) Validate() error {
 		oneOf("log.format", c.Log.Format, "json", "console"),
 		oneOf("session.onexpire", c.Session.OnExpire, session.OnExpireDeactivate, session.OnExpireKeep),
 		oneOf("session.multiconnect", c.Session.MultiConnect, session.MultiConnectTakeover, session.MultiConnectReject),
-		oneOf("adapter.kind", c.Adapter.Kind, "sim"),
 	}
 	for _, err := range checks {
 		if err != nil {
@@ -437,9 +488,6 @@ func (c Config) Validate() error {
 		if err := protocol.ValidateID(c.Node.ID); err != nil {
 			return fmt.Errorf("node.id: %v", err)
 		}
-	}
-	if c.Sim.FailRate < 0 || c.Sim.FailRate > 1 {
-		return fmt.Errorf("sim.failrate: %v is not between 0 and 1", c.Sim.FailRate)
 	}
 	host, _, err := net.SplitHostPort(c.Listen)
 	if err != nil {
@@ -499,19 +547,6 @@ func (c Config) SessionOptions() session.Options {
 		ACW: acw, AddressBookInterval: c.AddressBook.Interval, DefaultHandleTime: c.AddressBook.DefaultHandleTime,
 		Node: c.Node.ID, LeaseTTL: c.Redis.LeaseTTL, NodeTTL: c.Redis.NodeTTL, StoreTimeout: c.Redis.Timeout, HealthInterval: c.Redis.HealthInterval,
 	}
-}
-
-// SimControl reports whether the simulated switch's control API is served:
-// sim.control when set, otherwise only when agents are not authenticated
-// (auth.mode none, loopback only).
-func (c Config) SimControl() bool {
-	if c.Adapter.Kind != "sim" {
-		return false
-	}
-	if c.Sim.Control != nil {
-		return *c.Sim.Control
-	}
-	return c.Auth.Mode == AuthNone
 }
 
 // resumeWindow is the age of the oldest event a resuming agent can have

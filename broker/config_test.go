@@ -3,11 +3,18 @@ package broker
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/rawbytes"
+	"github.com/knadh/koanf/v2"
 	"github.com/spf13/pflag"
+
+	"github.com/ctibroker/ctibroker/adapters"
+	"github.com/ctibroker/ctibroker/adapters/sim"
 )
 
 func loadTB(tb testing.TB, yaml string, env []string, args ...string) (Config, error) {
@@ -36,10 +43,11 @@ func TestConfigDefaults(t *testing.T) {
 		cfg.WS.MaxMessage != 65536 || cfg.Adapter.Timeout != 5*time.Second || cfg.Session.MultiConnect != "takeover" {
 		t.Fatalf("defaults: %+v", cfg)
 	}
-	if len(cfg.Sim.NotReadyReasons) == 0 || len(cfg.Sim.AddressBooks) == 0 {
+	simCfg := cfg.Adapter.Settings.(*sim.Config)
+	if len(simCfg.NotReadyReasons) == 0 || len(simCfg.AddressBooks) == 0 {
 		t.Fatal("simulated switch has no demo catalogs")
 	}
-	if got := cfg.Sim.AddressBooks[0].Entries[1].Properties.AgentID; got != "alice" {
+	if got := simCfg.AddressBooks[0].Entries[1].Properties.AgentID; got != "alice" {
 		t.Fatalf("address book agent entry decoded agentId %q", got)
 	}
 }
@@ -64,8 +72,9 @@ func TestConfigPrecedence(t *testing.T) {
 			p := c.SessionOptions().ACW["telephony"]
 			return p.Timeout == 20*time.Second && p.Auto && p.Then == "previous"
 		}},
-		{"sim agents", "sim:\n  agents:\n    alice:\n      teams: [sales]\n      logins:\n        - {id: phone, name: \"1001\", type: TELEPHONY, status: ready}\n", nil, nil, func(c Config) bool {
-			return len(c.Sim.Agents["alice"].Logins) == 1 && c.Sim.Agents["alice"].Teams[0] == "sales"
+		{"sim agents", "adapter:\n  sim:\n    agents:\n      alice:\n        teams: [sales]\n        logins:\n          - {id: phone, name: \"1001\", type: TELEPHONY, status: ready}\n", nil, nil, func(c Config) bool {
+			s := c.Adapter.Settings.(*sim.Config)
+			return len(s.Agents["alice"].Logins) == 1 && s.Agents["alice"].Teams[0] == "sales"
 		}},
 		{"replay ttl follows the resume window", "session:\n  grace: 5m\n", nil, nil, func(c Config) bool {
 			return c.ReplayTTL() == 5*time.Minute+c.WS.PingInterval+c.WS.PingTimeout
@@ -102,7 +111,11 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"duration without unit, nested", "acw:\n  chat:\n    timeout: 30\n", nil, "acw.chat.timeout"},
 		{"bad duration env", "", []string{"CTIBROKER_ADAPTER__TIMEOUT=5 seconds"}, "adapter.timeout"},
 		{"bad number", "limits:\n  sendqueue: lots\n", nil, "limits.sendqueue"},
-		{"unknown key in list", "sim:\n  notreadyreasons:\n    - {id: x, colour: red}\n", nil, "colour"},
+		{"unknown key in list", "adapter:\n  sim:\n    notreadyreasons:\n      - {id: x, colour: red}\n", nil, "colour"},
+		{"unknown adapter key", "adapter:\n  sim:\n    latncy: 1s\n", nil, "adapter.sim"},
+		{"unknown adapter kind", "adapter:\n  kind: pbx\n", nil, "adapter.kind"},
+		{"unknown adapter section", "adapter:\n  pbx:\n    host: x\n", nil, "adapter.pbx"},
+		{"adapter duration without unit", "adapter:\n  sim:\n    latency: 5\n", nil, "adapter.sim.latency"},
 		{"jwt without secret", "auth:\n  mode: jwt\n", nil, "auth.jwt.secret"},
 		{"short secret", "auth:\n  mode: jwt\n  jwt:\n    secret: short\n", nil, "auth.jwt.secret"},
 		{"none off loopback", "listen: 0.0.0.0:8080\n", nil, "auth.mode"},
@@ -112,7 +125,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"bad acw then", "acw:\n  chat:\n    then: later\n", nil, "acw.chat.then"},
 		{"zero grace", "session:\n  grace: 0s\n", nil, "session.grace"},
 		{"bad listen", "listen: nowhere\n", nil, "listen"},
-		{"fail rate", "sim:\n  failrate: 2\n", nil, "sim.failrate"},
+		{"fail rate", "adapter:\n  sim:\n    failrate: 2\n", nil, "adapter.sim.failrate"},
 		{"public pprof", "debug:\n  listen: 0.0.0.0:6060\n", nil, "debug.listen"},
 		{"replay shorter than a resume", "limits:\n  historyttl: 1m\n", nil, "limits.historyttl"},
 		{"negative replay ttl", "limits:\n  historyttl: -1s\n", nil, "limits.historyttl"},
@@ -131,17 +144,34 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 	}
 }
 
+// Every configuration key, the adapters' included, is in defaults.yaml,
+// which is the documented reference with every default.
 func TestDefaultsDocumentEveryKey(t *testing.T) {
-	// Every key of Config must appear in defaults.yaml, which is the
-	// documented reference.
-	for _, key := range []string{"listen", "auth", "mode", "secret", "level", "format", "origins", "maxmessage",
-		"pinginterval", "pingtimeout", "writetimeout", "sendqueue", "commandrate", "commandburst", "history", "historyttl",
-		"timeline", "requestids", "grace", "onexpire", "multiconnect", "requestidttl", "kind", "timeout", "acw",
-		"interval", "defaulthandletime", "latency", "failrate", "eventbuffer", "agents", "notreadyreasons",
-		"logoutreasons", "addressbooks", "retention", "sessions", "url", "addrs", "mastername", "prefix", "leasettl",
-		"sessionttl", "healthinterval", "id", "debug"} {
-		if !strings.Contains(string(DefaultsYAML), "\n"+key+":") && !strings.Contains(string(DefaultsYAML), " "+key+":") {
-			t.Errorf("defaults.yaml does not document %q", key)
+	k := koanf.New(".")
+	if err := k.Load(rawbytes.Provider(DefaultsYAML), yaml.Parser()); err != nil {
+		t.Fatal(err)
+	}
+	var walk func(prefix string, typ reflect.Type)
+	walk = func(prefix string, typ reflect.Type) {
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			tag := f.Tag.Get("koanf")
+			if tag == "" || tag == "-" || strings.HasPrefix(tag, ",") {
+				continue
+			}
+			key := prefix + tag
+			if !k.Exists(key) && !strings.Contains(string(DefaultsYAML), " "+tag+": null") {
+				t.Errorf("defaults.yaml does not document %q", key)
+				continue
+			}
+			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[time.Duration]() {
+				walk(key+".", f.Type)
+			}
 		}
+	}
+	walk("", reflect.TypeFor[Config]())
+	for _, name := range adapters.Kinds() {
+		kind, _ := adapters.Lookup(name)
+		walk("adapter."+name+".", reflect.TypeOf(kind.Config()).Elem())
 	}
 }

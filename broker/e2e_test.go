@@ -123,7 +123,7 @@ func TestOversizeFrameCloses1009(t *testing.T) {
 }
 
 func TestRepliesInCommandOrder(t *testing.T) {
-	b := startBroker(t, "CTIBROKER_SIM__LATENCY=1ms")
+	b := startBroker(t, "CTIBROKER_ADAPTER__SIM__LATENCY=1ms")
 	c, sid := attach(t, b, "agent=alice")
 	c.request(t, protocol.CmdAddChannel, sid, map[string]any{"channel": map[string]string{"id": "p", "name": "1", "type": "TELEPHONY"}})
 	c.until(t, isEvent(protocol.EvStateUpdated))
@@ -171,13 +171,14 @@ func TestRepliesInCommandOrder(t *testing.T) {
 
 func TestPreLoggedChannelsAreCreatedFirst(t *testing.T) {
 	b := startBrokerYAML(t, `
-sim:
-  agents:
-    carol:
-      teams: [support]
-      logins:
-        - {id: phone, name: "3001", type: TELEPHONY, status: ready}
-        - {id: mail, name: carol@example.com, type: EMAIL, group: digital, status: not_ready, reason: lunch}
+adapter:
+  sim:
+    agents:
+      carol:
+        teams: [support]
+        logins:
+          - {id: phone, name: "3001", type: TELEPHONY, status: ready}
+          - {id: mail, name: carol@example.com, type: EMAIL, group: digital, status: not_ready, reason: lunch}
 `)
 	c := mustDial(t, b, "agent=carol")
 	var names []string
@@ -219,7 +220,7 @@ func TestGraceExpiryDeactivatesOnSwitch(t *testing.T) {
 		t.Fatal(r)
 	}
 	logins := func() int {
-		ls, err := b.srv.sim.Logins(context.Background(), "alice")
+		ls, err := b.srv.adapter.Logins(context.Background(), "alice")
 		if err != nil {
 			t.Fatal(err)
 		}

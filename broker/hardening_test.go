@@ -74,7 +74,7 @@ func TestHardeningSimControlAPI(t *testing.T) {
 		}
 	})
 	t.Run("admin only when enabled in jwt mode", func(t *testing.T) {
-		b := startBroker(t, append(jwtEnv, "CTIBROKER_SIM__CONTROL=true")...)
+		b := startBroker(t, append(jwtEnv, "CTIBROKER_ADAPTER__SIM__CONTROL=true")...)
 		for _, tt := range []struct {
 			name   string
 			header http.Header

@@ -24,7 +24,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ctibroker/ctibroker/adapters"
-	"github.com/ctibroker/ctibroker/adapters/sim"
 	"github.com/ctibroker/ctibroker/bus"
 	"github.com/ctibroker/ctibroker/metrics"
 	"github.com/ctibroker/ctibroker/protocol"
@@ -40,7 +39,9 @@ type Server struct {
 	audit   *zap.Logger
 	auth    *Authenticator
 	adapter adapters.Adapter
-	sim     *sim.Switch
+	// control is the adapter's HTTP control API (the simulated switch's),
+	// nil when it has none or it is off.
+	control http.Handler
 	manager *session.Manager
 	store   store.Store
 	mem     *store.Memory // the in-process store, without Redis
@@ -66,9 +67,17 @@ type Server struct {
 
 // New builds a server from cfg. It starts nothing; see Serve.
 func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
-	sw, err := sim.New(cfg.Sim)
+	kind, ok := adapters.Lookup(cfg.Adapter.Kind)
+	if !ok {
+		return nil, fmt.Errorf("adapter.kind: no adapter %q is compiled in", cfg.Adapter.Kind)
+	}
+	settings := cfg.Adapter.Settings
+	if settings == nil {
+		settings = kind.Config()
+	}
+	adapter, err := kind.New(settings, adapters.Env{Authenticated: cfg.Auth.Mode == AuthJWT})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("adapter %s: %w", cfg.Adapter.Kind, err)
 	}
 	if cfg.Node.ID == "" {
 		cfg.Node.ID = defaultNodeID()
@@ -76,14 +85,17 @@ func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
 	base, cancel := context.WithCancel(context.Background())
 	streams, cancelStreams := context.WithCancel(base)
 	s := &Server{streams: streams, cancelStreams: cancelStreams, cfg: cfg, log: log.With(zap.String("node", cfg.Node.ID)), audit: audit.With(zap.String("node", cfg.Node.ID)),
-		adapter: sw, sim: sw, base: base, cancel: cancel, conns: map[*wsConn]struct{}{}}
+		adapter: adapter, base: base, cancel: cancel, conns: map[*wsConn]struct{}{}}
+	if c, ok := adapter.(adapters.Controlled); ok {
+		s.control = c.ControlHandler()
+	}
 	if s.auth, err = NewAuthenticator(base, cfg.Auth, s.log); err != nil {
 		cancel()
 		return nil, err
 	}
 	s.reg = prometheus.NewRegistry()
 	s.metrics = metrics.New(s.reg)
-	s.adapter = s.metrics.Adapter(sw)
+	s.adapter = s.metrics.Adapter(adapter)
 	limits := store.Limits{Events: cfg.Limits.History, EventTTL: cfg.ReplayTTL(), Timeline: cfg.Limits.Timeline, TTL: cfg.Redis.SessionTTL,
 		ReplyTTL: cfg.Session.RequestIDTTL, History: cfg.History.Retention, HistorySessions: cfg.History.Sessions}
 	if cfg.Redis.Enabled() {
@@ -204,8 +216,8 @@ func (s *Server) router() (*http.ServeMux, []string) {
 	r.handle("GET /v1/sessions/{id}", s.rest(s.getSession))
 	r.handle("GET /v1/reports/agents", s.rest(s.agentReports))
 	s.webRoutes(r)
-	if s.sim != nil && s.cfg.SimControl() {
-		r.handle("POST /v1/sim/events", s.adminOnly(s.sim.ControlHandler()))
+	if s.control != nil {
+		r.handle("POST /v1/sim/events", s.adminOnly(s.control))
 	}
 	return r.mux, r.patterns
 }
@@ -273,9 +285,9 @@ func (s *Server) startAdmin() (*http.Server, error) {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.cfg.Auth.Mode == AuthNone {
 		s.log.Warn("auth.mode is none: agents are trusted by their ?agent= parameter; loopback only, never in production")
-	} else if s.cfg.Adapter.Kind == "sim" {
+	} else if kind, _ := adapters.Lookup(s.cfg.Adapter.Kind); kind.Simulated {
 		s.log.Warn("adapter.kind is sim with authenticated agents: no telephony switch is connected, agents' states are simulated",
-			zap.Bool("sim.control", s.cfg.SimControl()))
+			zap.Bool("control API", s.control != nil))
 	}
 	capLn := newCapListener(ln, s.connectionCap(), s.cfg.Limits.ConnectionsPerIP)
 	ln = capLn

@@ -27,61 +27,68 @@ func timedErr(d *prometheus.HistogramVec, e *prometheus.CounterVec, op string, f
 	return err
 }
 
-// Adapter measures every call of a.
+// Adapter measures every call of a. The decorator implements every method
+// itself (no embedded interface): a method added to adapters.Adapter does
+// not compile until it is measured here.
 func (m *Metrics) Adapter(a adapters.Adapter) adapters.Adapter { return &adapterMetrics{a, m} }
 
 type adapterMetrics struct {
-	adapters.Adapter
-	m *Metrics
+	next adapters.Adapter
+	m    *Metrics
 }
+
+var _ adapters.Adapter = (*adapterMetrics)(nil)
 
 func (a *adapterMetrics) call(op string, f func() error) error {
 	return timedErr(a.m.AdapterDuration, a.m.AdapterErrors, op, f)
 }
 
 func (a *adapterMetrics) Logins(ctx context.Context, agent string) ([]adapters.Login, error) {
-	return timed(a.m.AdapterDuration, a.m.AdapterErrors, "logins", func() ([]adapters.Login, error) { return a.Adapter.Logins(ctx, agent) })
+	return timed(a.m.AdapterDuration, a.m.AdapterErrors, "logins", func() ([]adapters.Login, error) { return a.next.Logins(ctx, agent) })
 }
 
 func (a *adapterMetrics) Activate(ctx context.Context, ch adapters.ChannelRef, queues []string) error {
-	return a.call("activate", func() error { return a.Adapter.Activate(ctx, ch, queues) })
+	return a.call("activate", func() error { return a.next.Activate(ctx, ch, queues) })
 }
 
 func (a *adapterMetrics) Deactivate(ctx context.Context, ch adapters.ChannelRef, reason string) error {
-	return a.call("deactivate", func() error { return a.Adapter.Deactivate(ctx, ch, reason) })
+	return a.call("deactivate", func() error { return a.next.Deactivate(ctx, ch, reason) })
 }
 
 func (a *adapterMetrics) SetReady(ctx context.Context, ch adapters.ChannelRef) error {
-	return a.call("ready", func() error { return a.Adapter.SetReady(ctx, ch) })
+	return a.call("ready", func() error { return a.next.SetReady(ctx, ch) })
 }
 
 func (a *adapterMetrics) SetNotReady(ctx context.Context, ch adapters.ChannelRef, code string) error {
-	return a.call("notready", func() error { return a.Adapter.SetNotReady(ctx, ch, code) })
+	return a.call("notready", func() error { return a.next.SetNotReady(ctx, ch, code) })
 }
 
 func (a *adapterMetrics) NotReadyReasons(ctx context.Context, agent string) ([]protocol.ReasonCode, error) {
-	return timed(a.m.AdapterDuration, a.m.AdapterErrors, "notreadyreasons", func() ([]protocol.ReasonCode, error) { return a.Adapter.NotReadyReasons(ctx, agent) })
+	return timed(a.m.AdapterDuration, a.m.AdapterErrors, "notreadyreasons", func() ([]protocol.ReasonCode, error) { return a.next.NotReadyReasons(ctx, agent) })
 }
 
 func (a *adapterMetrics) LogoutReasons(ctx context.Context, agent string) ([]protocol.LogoutReason, error) {
-	return timed(a.m.AdapterDuration, a.m.AdapterErrors, "logoutreasons", func() ([]protocol.LogoutReason, error) { return a.Adapter.LogoutReasons(ctx, agent) })
+	return timed(a.m.AdapterDuration, a.m.AdapterErrors, "logoutreasons", func() ([]protocol.LogoutReason, error) { return a.next.LogoutReasons(ctx, agent) })
 }
 
 func (a *adapterMetrics) AddressBook(ctx context.Context, agent string) (protocol.AddressBooks, error) {
-	return timed(a.m.AdapterDuration, a.m.AdapterErrors, "addressbook", func() (protocol.AddressBooks, error) { return a.Adapter.AddressBook(ctx, agent) })
+	return timed(a.m.AdapterDuration, a.m.AdapterErrors, "addressbook", func() (protocol.AddressBooks, error) { return a.next.AddressBook(ctx, agent) })
 }
 
 func (a *adapterMetrics) Teams(ctx context.Context, agent string) ([]string, error) {
-	return timed(a.m.AdapterDuration, a.m.AdapterErrors, "teams", func() ([]string, error) { return a.Adapter.Teams(ctx, agent) })
+	return timed(a.m.AdapterDuration, a.m.AdapterErrors, "teams", func() ([]string, error) { return a.next.Teams(ctx, agent) })
 }
 
 // Store measures every call of s: with Redis, that is the Redis round trip.
+// Like Adapter, it implements every method itself.
 func (m *Metrics) Store(s store.Store) store.Store { return &storeMetrics{s, m} }
 
 type storeMetrics struct {
-	store.Store
-	m *Metrics
+	next store.Store
+	m    *Metrics
 }
+
+var _ store.Store = (*storeMetrics)(nil)
 
 func sm[T any](s *storeMetrics, op string, f func() (T, error)) (T, error) {
 	return timed(s.m.StoreDuration, s.m.StoreErrors, op, f)
@@ -92,27 +99,27 @@ func (s *storeMetrics) do(op string, f func() error) error {
 }
 
 func (s *storeMetrics) Claim(ctx context.Context, agent, sid string) (string, error) {
-	return sm(s, "claim", func() (string, error) { return s.Store.Claim(ctx, agent, sid) })
+	return sm(s, "claim", func() (string, error) { return s.next.Claim(ctx, agent, sid) })
 }
 
 func (s *storeMetrics) SessionOf(ctx context.Context, agent string) (string, error) {
-	return sm(s, "sessionof", func() (string, error) { return s.Store.SessionOf(ctx, agent) })
+	return sm(s, "sessionof", func() (string, error) { return s.next.SessionOf(ctx, agent) })
 }
 
 func (s *storeMetrics) Acquire(ctx context.Context, sid, agent, node string, ttl time.Duration) (string, error) {
-	return sm(s, "acquire", func() (string, error) { return s.Store.Acquire(ctx, sid, agent, node, ttl) })
+	return sm(s, "acquire", func() (string, error) { return s.next.Acquire(ctx, sid, agent, node, ttl) })
 }
 
 func (s *storeMetrics) Heartbeat(ctx context.Context, node string, ttl time.Duration) error {
-	return s.do("heartbeat", func() error { return s.Store.Heartbeat(ctx, node, ttl) })
+	return s.do("heartbeat", func() error { return s.next.Heartbeat(ctx, node, ttl) })
 }
 
 func (s *storeMetrics) Renew(ctx context.Context, node string, ttl time.Duration, leases []store.Lease) ([]string, error) {
-	return sm(s, "renew", func() ([]string, error) { return s.Store.Renew(ctx, node, ttl, leases) })
+	return sm(s, "renew", func() ([]string, error) { return s.next.Renew(ctx, node, ttl, leases) })
 }
 
 func (s *storeMetrics) Release(ctx context.Context, sid, node string) error {
-	return s.do("release", func() error { return s.Store.Release(ctx, sid, node) })
+	return s.do("release", func() error { return s.next.Release(ctx, sid, node) })
 }
 
 func (s *storeMetrics) Load(ctx context.Context, sid string) (store.Record, bool, error) {
@@ -121,14 +128,14 @@ func (s *storeMetrics) Load(ctx context.Context, sid string) (store.Record, bool
 		ok bool
 	}
 	v, err := sm(s, "load", func() (loaded, error) {
-		r, ok, err := s.Store.Load(ctx, sid)
+		r, ok, err := s.next.Load(ctx, sid)
 		return loaded{r, ok}, err
 	})
 	return v.r, v.ok, err
 }
 
 func (s *storeMetrics) Commit(ctx context.Context, c store.Commit) error {
-	return s.do("commit", func() error { return s.Store.Commit(ctx, c) })
+	return s.do("commit", func() error { return s.next.Commit(ctx, c) })
 }
 
 func (s *storeMetrics) EventsSince(ctx context.Context, sid string, since, last uint64) ([][]byte, bool, error) {
@@ -137,20 +144,60 @@ func (s *storeMetrics) EventsSince(ctx context.Context, sid string, since, last 
 		ok  bool
 	}
 	v, err := sm(s, "eventssince", func() (got, error) {
-		evs, ok, err := s.Store.EventsSince(ctx, sid, since, last)
+		evs, ok, err := s.next.EventsSince(ctx, sid, since, last)
 		return got{evs, ok}, err
 	})
 	return v.evs, v.ok, err
 }
 
 func (s *storeMetrics) LastSeq(ctx context.Context, sid string) (uint64, error) {
-	return sm(s, "lastseq", func() (uint64, error) { return s.Store.LastSeq(ctx, sid) })
+	return sm(s, "lastseq", func() (uint64, error) { return s.next.LastSeq(ctx, sid) })
 }
 
 func (s *storeMetrics) Ping(ctx context.Context) error {
-	return s.do("ping", func() error { return s.Store.Ping(ctx) })
+	return s.do("ping", func() error { return s.next.Ping(ctx) })
 }
 
 func (s *storeMetrics) End(ctx context.Context, agent, sid string) error {
-	return s.do("end", func() error { return s.Store.End(ctx, agent, sid) })
+	return s.do("end", func() error { return s.next.End(ctx, agent, sid) })
 }
+
+// Events passes the adapter's event stream through: reading it is not a call.
+func (a *adapterMetrics) Events() <-chan adapters.Event { return a.next.Events() }
+
+// Close closes the adapter.
+func (a *adapterMetrics) Close() error { return a.next.Close() }
+
+// Durable is a property, not a call.
+func (s *storeMetrics) Durable() bool { return s.next.Durable() }
+
+func (s *storeMetrics) LiveSessions(ctx context.Context) ([]store.Record, error) {
+	return sm(s, "livesessions", func() ([]store.Record, error) { return s.next.LiveSessions(ctx) })
+}
+
+func (s *storeMetrics) AgentSessions(ctx context.Context, agent string) ([]store.SessionRef, error) {
+	return sm(s, "agentsessions", func() ([]store.SessionRef, error) { return s.next.AgentSessions(ctx, agent) })
+}
+
+func (s *storeMetrics) HistoryAgents(ctx context.Context) ([]string, error) {
+	return sm(s, "historyagents", func() ([]string, error) { return s.next.HistoryAgents(ctx) })
+}
+
+func (s *storeMetrics) Timeline(ctx context.Context, sid string) ([][]byte, error) {
+	return sm(s, "timeline", func() ([][]byte, error) { return s.next.Timeline(ctx, sid) })
+}
+
+func (s *storeMetrics) Reply(ctx context.Context, sid, requestID string) ([]byte, bool, error) {
+	type got struct {
+		msg []byte
+		ok  bool
+	}
+	v, err := sm(s, "reply", func() (got, error) {
+		msg, ok, err := s.next.Reply(ctx, sid, requestID)
+		return got{msg, ok}, err
+	})
+	return v.msg, v.ok, err
+}
+
+// Close closes the store.
+func (s *storeMetrics) Close() error { return s.next.Close() }

@@ -53,6 +53,9 @@ var interactionSeq atomic.Uint64
 // the switch through a visitor's browser. Who may call it is the caller's
 // business (the broker requires an admin token in jwt mode).
 func (s *Switch) ControlHandler() http.Handler {
+	if s.cfg.Control != nil && !*s.cfg.Control {
+		return nil
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
 			controlError(w, protocol.CodeUnsupported, "the body must be application/json")

@@ -24,7 +24,26 @@ import (
 	"github.com/ctibroker/ctibroker/protocol"
 )
 
-// Config configures the simulated switch (config section "sim").
+func init() {
+	adapters.Register("sim", adapters.Kind{
+		Config: func() any { return &Config{} },
+		Validate: func(cfg any, _ adapters.Env) error {
+			return cfg.(*Config).validate()
+		},
+		New: func(cfg any, env adapters.Env) (adapters.Adapter, error) {
+			c := *cfg.(*Config)
+			if c.Control == nil {
+				// Off unless agents are unauthenticated (loopback).
+				on := !env.Authenticated
+				c.Control = &on
+			}
+			return New(c)
+		},
+		Simulated: true,
+	})
+}
+
+// Config configures the simulated switch (config section adapter.sim).
 type Config struct {
 	// Latency is added to every call.
 	Latency time.Duration `koanf:"latency"`
@@ -38,8 +57,7 @@ type Config struct {
 	// EventBuffer bounds the switch events not yet read by the broker.
 	EventBuffer int `koanf:"eventbuffer"`
 	// Control serves the control API (POST /v1/sim/events). Nil: on only
-	// when agents are not authenticated (auth.mode none); the broker
-	// decides (see broker.Config.SimControl).
+	// when agents are not authenticated (auth.mode none).
 	Control *bool `koanf:"control"`
 }
 
@@ -93,10 +111,28 @@ type Switch struct {
 
 var _ adapters.Adapter = (*Switch)(nil)
 
-// New creates a simulated switch.
+func (c *Config) validate() error {
+	if c.FailRate < 0 || c.FailRate > 1 {
+		return fmt.Errorf("failrate: %v is not between 0 and 1", c.FailRate)
+	}
+	if c.Latency < 0 {
+		return errors.New("latency: must not be negative")
+	}
+	for agent, a := range c.Agents {
+		for i, p := range a.Logins {
+			if err := protocol.ValidateID(p.ID); err != nil {
+				return fmt.Errorf("agents.%s.logins[%d].id: %w", agent, i, err)
+			}
+		}
+	}
+	return nil
+}
+
+// New creates a simulated switch. Its control API is on unless
+// cfg.Control says otherwise.
 func New(cfg Config) (*Switch, error) {
-	if cfg.FailRate < 0 || cfg.FailRate > 1 {
-		return nil, fmt.Errorf("sim.failrate: %v is not between 0 and 1", cfg.FailRate)
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	if cfg.EventBuffer <= 0 {
 		cfg.EventBuffer = 1024
@@ -111,9 +147,6 @@ func New(cfg Config) (*Switch, error) {
 			status := p.Status
 			if status == "" {
 				status = protocol.StatusNotReady
-			}
-			if err := protocol.ValidateID(p.ID); err != nil {
-				return nil, fmt.Errorf("sim.agents.%s.logins: %w", agent, err)
 			}
 			s.agentLogins(agent)[p.ID] = &login{Login: adapters.Login{GroupID: p.Group, GroupName: p.Group,
 				Channel: protocol.ChannelSpec{ID: p.ID, Name: p.Name, Type: p.Type},
