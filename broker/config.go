@@ -4,6 +4,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"reflect"
@@ -23,6 +24,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/pflag"
 	"go.uber.org/zap/zapcore"
+	yamlv3 "go.yaml.in/yaml/v3"
 
 	"github.com/ctibroker/ctibroker/adapters"
 	"github.com/ctibroker/ctibroker/protocol"
@@ -213,40 +215,9 @@ func Flags(fs *pflag.FlagSet) {
 // as from os.Environ) and the flags, in increasing precedence, and validates
 // the result. Errors are one line naming the offending key.
 func LoadConfig(fs *pflag.FlagSet, environ []string) (Config, error) {
-	k := koanf.New(".")
-	if err := k.Load(rawbytes.Provider(DefaultsYAML), yaml.Parser()); err != nil {
-		return Config{}, fmt.Errorf("config: built-in defaults: %w", err)
-	}
-	if path, _ := fs.GetString("config"); path != "" {
-		if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
-			return Config{}, fmt.Errorf("config: %s: %w", path, err)
-		}
-	}
-	if err := k.Load(env.Provider(".", env.Opt{
-		Prefix:      EnvPrefix,
-		EnvironFunc: func() []string { return environ },
-		TransformFunc: func(key, value string) (string, any) {
-			key = strings.ToLower(strings.TrimPrefix(key, EnvPrefix))
-			return strings.ReplaceAll(key, "__", "."), value
-		},
-	}), nil); err != nil {
-		return Config{}, fmt.Errorf("config: environment: %w", err)
-	}
-	// posflag with the koanf instance: flags the user did not set do not
-	// override the file or the environment.
-	if err := k.Load(posflag.ProviderWithFlag(fs, ".", k, func(f *pflag.Flag) (string, any) {
-		key, ok := configFlags[f.Name]
-		if !ok || !f.Changed {
-			return "", nil
-		}
-		return key, posflag.FlagVal(fs, f)
-	}), nil); err != nil {
-		return Config{}, fmt.Errorf("config: flags: %w", err)
-	}
-	for _, key := range k.Keys() {
-		if !knownKey(reflect.TypeOf(Config{}), strings.Split(key, ".")) {
-			return Config{}, fmt.Errorf("config: unknown key %q", key)
-		}
+	k, err := loadKoanf(fs, environ)
+	if err != nil {
+		return Config{}, err
 	}
 	var cfg Config
 	if err := decode(k.Raw(), &cfg); err != nil {
@@ -259,6 +230,93 @@ func LoadConfig(fs *pflag.FlagSet, environ []string) (Config, error) {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
 	return cfg, nil
+}
+
+// PrintConfig writes the effective configuration (defaults, file,
+// environment and flags merged) as YAML, after checking it as LoadConfig
+// does. Secrets are masked: keys named secret, password or token, and the
+// password in redis.url.
+func PrintConfig(w io.Writer, fs *pflag.FlagSet, environ []string) error {
+	if _, err := LoadConfig(fs, environ); err != nil {
+		return err
+	}
+	k, err := loadKoanf(fs, environ)
+	if err != nil {
+		return err
+	}
+	raw := k.Raw()
+	maskSecrets(raw)
+	out, err := yamlv3.Marshal(raw)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	_, err = w.Write(out)
+	return err
+}
+
+// maskSecrets replaces secret values in a configuration map, in place.
+func maskSecrets(m map[string]any) {
+	for key, v := range m {
+		switch v := v.(type) {
+		case map[string]any:
+			maskSecrets(v)
+		case string:
+			lower := strings.ToLower(key)
+			switch {
+			case v == "":
+			case strings.Contains(lower, "secret"), strings.Contains(lower, "password"), strings.Contains(lower, "token"):
+				m[key] = "*****"
+			case lower == "url":
+				if u, err := url.Parse(v); err == nil && u.User != nil {
+					if _, has := u.User.Password(); has {
+						u.User = url.UserPassword(u.User.Username(), "*****")
+						m[key] = u.String()
+					}
+				}
+			}
+		}
+	}
+}
+
+// loadKoanf merges defaults, the --config file, the environment and the
+// flags, in increasing precedence.
+func loadKoanf(fs *pflag.FlagSet, environ []string) (*koanf.Koanf, error) {
+	k := koanf.New(".")
+	if err := k.Load(rawbytes.Provider(DefaultsYAML), yaml.Parser()); err != nil {
+		return nil, fmt.Errorf("config: built-in defaults: %w", err)
+	}
+	if path, _ := fs.GetString("config"); path != "" {
+		if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
+			return nil, fmt.Errorf("config: %s: %w", path, err)
+		}
+	}
+	if err := k.Load(env.Provider(".", env.Opt{
+		Prefix:      EnvPrefix,
+		EnvironFunc: func() []string { return environ },
+		TransformFunc: func(key, value string) (string, any) {
+			key = strings.ToLower(strings.TrimPrefix(key, EnvPrefix))
+			return strings.ReplaceAll(key, "__", "."), value
+		},
+	}), nil); err != nil {
+		return nil, fmt.Errorf("config: environment: %w", err)
+	}
+	// posflag with the koanf instance: flags the user did not set do not
+	// override the file or the environment.
+	if err := k.Load(posflag.ProviderWithFlag(fs, ".", k, func(f *pflag.Flag) (string, any) {
+		key, ok := configFlags[f.Name]
+		if !ok || !f.Changed {
+			return "", nil
+		}
+		return key, posflag.FlagVal(fs, f)
+	}), nil); err != nil {
+		return nil, fmt.Errorf("config: flags: %w", err)
+	}
+	for _, key := range k.Keys() {
+		if !knownKey(reflect.TypeOf(Config{}), strings.Split(key, ".")) {
+			return nil, fmt.Errorf("config: unknown key %q", key)
+		}
+	}
+	return k, nil
 }
 
 // decode decodes a configuration map into out: strict durations, lists from

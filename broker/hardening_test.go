@@ -824,8 +824,8 @@ func freeAddr(tb testing.TB) string {
 	return ln.Addr().String()
 }
 
-// With admin.listen set, metrics and readiness details are served there and
-// not on the public listener.
+// With admin.listen set, metrics, the version and readiness details are
+// served there and not on the public listener.
 func TestHardeningAdminListener(t *testing.T) {
 	admin := freeAddr(t)
 	b := startBroker(t, "CTIBROKER_ADMIN__LISTEN="+admin, "CTIBROKER_NODE__ID=node-secret-7")
@@ -836,15 +836,23 @@ func TestHardeningAdminListener(t *testing.T) {
 	if code != http.StatusOK || strings.Contains(fmt.Sprint(body), "node-secret-7") || body["sessions"] != nil {
 		t.Fatalf("public /readyz: %d %v, want status only", code, body)
 	}
-	resp, err := http.Get(b.url("/metrics"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNotFound {
-		t.Fatalf("public /metrics: %d, want 404", resp.StatusCode)
+	for _, path := range []string{"/metrics", "/version"} {
+		resp, err := http.Get(b.url(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("public %s: %d, want 404", path, resp.StatusCode)
+		}
 	}
 	adm := &testBroker{addr: admin}
+	if code, body := getJSON(t, adm.url("/version"), nil); code != http.StatusOK || body["version"] == "" || body["go"] == "" {
+		t.Fatalf("admin /version: %d %v", code, body)
+	}
+	if !strings.Contains(adm.metricsText(t), "ctibroker_build_info{") {
+		t.Fatal("admin /metrics has no ctibroker_build_info")
+	}
 	eventually(t, "the admin listener", func() bool { return adm.readyz() == http.StatusOK })
 	if code, body := getJSON(t, adm.url("/readyz"), nil); code != http.StatusOK || body["node"] != "node-secret-7" {
 		t.Fatalf("admin /readyz: %d %v", code, body)

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +31,10 @@ import (
 	"github.com/ctibroker/ctibroker/session"
 	"github.com/ctibroker/ctibroker/store"
 )
+
+// Version is the broker's version, set by the binary: /version and the
+// ctibroker_build_info metric report it.
+var Version = "dev"
 
 // Server is one broker node: HTTP endpoints, WebSocket connections, sessions
 // and the adapter.
@@ -112,7 +117,9 @@ func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
 	opts.Metrics = s.metrics
 	s.manager = session.NewManager(opts, s.adapter, s.store, s.bus, s.log, s.audit)
 	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ctibroker_sessions",
-		Help: "Live sessions owned by this node."}, func() float64 { return float64(s.manager.SessionCount()) }))
+		Help: "Live sessions owned by this node."}, func() float64 { return float64(s.manager.SessionCount()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ctibroker_build_info", Help: "Always 1; the labels say which build runs.",
+			ConstLabels: prometheus.Labels{"version": Version, "goversion": runtime.Version()}}, func() float64 { return 1 }))
 	return s, nil
 }
 
@@ -234,9 +241,13 @@ func (r *routes) handle(pattern string, h http.HandlerFunc) {
 }
 
 // adminRoutes are the operators' routes: on admin.listen when set, else on
-// the main listener.
+// the main listener. The version is among them: with admin.listen set,
+// clients cannot read which build to attack.
 func (s *Server) adminRoutes(r *routes) {
 	r.handle("GET /readyz", s.serveReady)
+	r.handle("GET /version", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"version": Version, "go": runtime.Version()})
+	})
 	r.handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}).ServeHTTP)
 }
 
@@ -322,7 +333,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		defer adm.Close()
 	}
-	s.log.Info("broker listening", zap.String("addr", ln.Addr().String()), zap.String("auth", s.cfg.Auth.Mode), zap.String("adapter", s.cfg.Adapter.Kind))
+	store := "memory"
+	if s.cfg.Redis.Enabled() {
+		store = "redis"
+	}
+	s.log.Info("broker listening", zap.String("version", Version), zap.String("addr", ln.Addr().String()),
+		zap.String("store", store), zap.String("adapter", s.cfg.Adapter.Kind), zap.String("auth", s.cfg.Auth.Mode),
+		zap.String("wallboard", "http://"+ln.Addr().String()+"/"))
 
 	var err error
 	select {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -60,13 +61,111 @@ func TestCommandErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "session.grace") || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("bad config: %v", err)
 	}
-	err = run([]string{"--listen", "0.0.0.0:1"}, nil, &out)
+	err = run([]string{"serve", "--listen", "0.0.0.0:1"}, nil, &out)
 	if err == nil || !strings.Contains(err.Error(), "auth.mode") {
 		t.Fatalf("auth none on a public address: %v", err)
 	}
-	out.Reset()
-	if err := run([]string{"version"}, nil, &out); err != nil || !strings.HasPrefix(out.String(), "ctibroker ") {
-		t.Fatalf("version: %q %v", out.String(), err)
+	if err := run([]string{"serve", "extra"}, nil, &out); err == nil {
+		t.Fatal("serve took an argument")
+	}
+	if err := run([]string{"token", "--listen", "127.0.0.1:1"}, nil, &out); err == nil || !strings.Contains(err.Error(), "unknown flag") {
+		t.Fatalf("token took serve's flags: %v", err)
+	}
+}
+
+// Help and version print and succeed: nothing starts a broker or prints a
+// diagram when asked for help.
+func TestHelpAndVersion(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{nil, []string{"Usage:", "serve", "config", "token", "fsm", "commands", "version"}},
+		{[]string{"--help"}, []string{"Usage:", "serve"}},
+		{[]string{"help"}, []string{"Usage:", "serve"}},
+		{[]string{"help", "serve"}, []string{"--listen", "--config", "--auth-mode"}},
+		{[]string{"serve", "--help"}, []string{"--listen", "--config"}},
+		{[]string{"fsm", "--help"}, []string{"Mermaid"}},
+		{[]string{"token", "--help"}, []string{"--sub", "--role", "--teams", "--ttl"}},
+		{[]string{"config", "--help"}, []string{"print", "check"}},
+		{[]string{"version"}, []string{"ctibroker "}},
+		{[]string{"--version"}, []string{"ctibroker "}},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var out bytes.Buffer
+			if err := run(tc.args, nil, &out); err != nil {
+				t.Fatalf("exit with %v", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("output lacks %q:\n%s", w, out.String())
+				}
+			}
+			if strings.Contains(out.String(), "stateDiagram") {
+				t.Error("help printed the state diagram")
+			}
+		})
+	}
+}
+
+func TestConfigPrintMasksSecrets(t *testing.T) {
+	secret := strings.Repeat("s", 40)
+	env := []string{"CTIBROKER_AUTH__MODE=jwt", "CTIBROKER_AUTH__JWT__SECRET=" + secret,
+		"CTIBROKER_REDIS__URL=redis://app:hunter2hunter2@127.0.0.1:6379/0"}
+	var out bytes.Buffer
+	if err := run([]string{"config", "print", "--listen", "127.0.0.1:9999"}, env, &out); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	for _, leak := range []string{secret, "hunter2"} {
+		if strings.Contains(got, leak) {
+			t.Errorf("config print shows the secret %q:\n%s", leak, got)
+		}
+	}
+	for _, w := range []string{"127.0.0.1:9999", "redis://app:", "mode: jwt", "grace: 2m"} {
+		if !strings.Contains(got, w) {
+			t.Errorf("config print lacks %q:\n%s", w, got)
+		}
+	}
+	if err := run([]string{"config", "print"}, []string{"CTIBROKER_SESSION__GRACE=120"}, &out); err == nil || !strings.Contains(err.Error(), "session.grace") {
+		t.Fatalf("config print of an invalid configuration: %v", err)
+	}
+}
+
+func TestConfigCheck(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(good, []byte("session:\n  grace: 90s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bad, []byte("session:\n  grace: 90\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := run([]string{"config", "check", good}, nil, &out); err != nil || !strings.Contains(out.String(), "ok") {
+		t.Fatalf("good file: %q %v", out.String(), err)
+	}
+	if err := run([]string{"config", "check", bad}, nil, &out); err == nil || !strings.Contains(err.Error(), "session.grace") {
+		t.Fatalf("bad file: %v", err)
+	}
+	if err := run([]string{"config", "check", filepath.Join(dir, "missing.yaml")}, nil, &out); err == nil {
+		t.Fatal("missing file accepted")
+	}
+	if err := run([]string{"config", "check"}, nil, &out); err == nil {
+		t.Fatal("config check without a file accepted")
+	}
+}
+
+func TestCommandsListsTheTable(t *testing.T) {
+	var out bytes.Buffer
+	if err := run([]string{"commands"}, nil, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range session.Commands() {
+		if !strings.Contains(out.String(), c.Name) {
+			t.Errorf("ctibroker commands lacks %s", c.Name)
+		}
 	}
 }
 
