@@ -84,8 +84,12 @@ const (
 	// /healthz, /readyz and /metrics.
 	HealthReserve = 16
 	// FDReserve file descriptors are kept for everything but client
-	// connections: Redis, the admin listener, log files, adapters.
-	FDReserve = 256
+	// connections and Redis: listeners, log files, epoll, adapters. Redis's
+	// pools are reserved on top (go-redis's default size, RedisPoolPerCPU
+	// per CPU and address).
+	FDReserve = 64
+	// RedisPoolPerCPU is go-redis's default pool size per GOMAXPROCS.
+	RedisPoolPerCPU = 10
 	// RefuseConcurrency bounds the refused connections answered at once
 	// (beyond it they are closed unanswered); each is answered within
 	// RefuseSeconds, after reading at most RefuseReadBytes of its request.
