@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -103,8 +104,9 @@ func ServeEcho(ctx context.Context, ln net.Listener, sizes Sizes, opts EchoOptio
 // it was silent for an interval, through the library's Ping (the reader
 // receives the pong).
 func startPings(ws *websocket.Conn, lastRead *atomic.Int64, interval, timeout time.Duration) *time.Timer {
+	// The timer starts only once t is assigned: the function uses it.
 	var t *time.Timer
-	t = time.AfterFunc(interval/2+rand.N(interval/2+1), func() {
+	t = time.AfterFunc(time.Duration(math.MaxInt64), func() {
 		next := interval
 		if quiet := time.Since(time.Unix(0, lastRead.Load())); quiet < interval {
 			next -= quiet
@@ -119,6 +121,7 @@ func startPings(ws *websocket.Conn, lastRead *atomic.Int64, interval, timeout ti
 		}
 		t.Reset(next)
 	})
+	t.Reset(interval/2 + rand.N(interval/2+1))
 	return t
 }
 
