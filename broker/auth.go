@@ -239,12 +239,16 @@ func stringsOf(v any) []string {
 	return nil
 }
 
-// Subprotocol is the WebSocket subprotocol the broker speaks. A browser,
-// which cannot set headers on a WebSocket, may offer its token as a second
-// subprotocol, BearerSubprotocol followed by the token; the broker answers
-// with Subprotocol only, so the token is in no URL and no response.
+// Subprotocol is the WebSocket subprotocol the broker speaks; with
+// SubprotocolBatch (preferred when a client offers it) a frame may carry
+// several messages, separated by newlines, so that a busy connection costs
+// one write for many messages. A browser, which cannot set headers on a
+// WebSocket, may offer its token as another subprotocol, BearerSubprotocol
+// followed by the token; the broker never answers with that one, so the
+// token is in no URL and no response.
 const (
 	Subprotocol       = "ctibroker.v1"
+	SubprotocolBatch  = "ctibroker.v1.batch"
 	BearerSubprotocol = "ctibroker.bearer."
 )
 

@@ -558,19 +558,23 @@ func TestClusterSupervisorAcrossNodes(t *testing.T) {
 	changed := sv.until(t, func(m map[string]any) bool {
 		return m["name"] == protocol.EvSupervisorAgentChanged && status(m) == "not_ready"
 	})
-	lastSeen := seqOf(changed)
+	if _, has := changed["seq"]; has {
+		t.Fatalf("a live change carries a seq: %v", changed)
+	}
 
-	// The supervisor's node dies; it resumes on the other node.
+	// The supervisor's node dies; it resumes on the other node (its only
+	// session event was session.initialized, seq 1), and its subscription
+	// starts again from a snapshot that says so.
 	a.kill()
-	sv2 := mustDial(t, b.broker(), fmt.Sprintf("supervisor=boss&since=%d", lastSeen))
+	sv2 := mustDial(t, b.broker(), "supervisor=boss&since=1")
+	init := sv2.until(t, isEvent(protocol.EvSessionInitialized))
+	if init["target"] != svsid || init["data"].(map[string]any)["resumed"] != true {
+		t.Fatalf("supervisor session not resumed: %v", init)
+	}
 	snap := sv2.until(t, isEvent(protocol.EvSupervisorSnapshot))
 	data := snap["data"].(map[string]any)
 	if data["reason"] != "resync" || len(data["agents"].([]any)) != 1 {
 		t.Fatalf("after failover: %v", snap)
-	}
-	init := sv2.until(t, isEvent(protocol.EvSessionInitialized))
-	if init["target"] != svsid {
-		t.Fatalf("supervisor session not resumed: %v", init)
 	}
 	// And keeps receiving changes.
 	alice.request(t, protocol.CmdChannelReady, asid+".p", nil)

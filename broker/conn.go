@@ -38,9 +38,12 @@ import (
 // Locking: mu guards everything below it. It is never held while writing
 // to the socket.
 type wsConn struct {
-	ws      *websocket.Conn
-	remote  string
-	agent   string
+	ws     *websocket.Conn
+	remote string
+	agent  string
+	// batch: the client chose SubprotocolBatch; messages are joined into
+	// frames.
+	batch   bool
 	cfg     *WSConfig
 	metrics *metrics.Metrics
 	log     *zap.Logger
@@ -76,7 +79,7 @@ type wsConn struct {
 // batch is messages written together; done, when set, is called once they
 // have been written or dropped.
 type batch struct {
-	msgs [][]byte
+	msgs []session.Message
 	done func()
 }
 
@@ -91,7 +94,7 @@ type closeRequest struct {
 var _ session.Conn = (*wsConn)(nil)
 
 func newWSConn(ws *websocket.Conn, agent, remote string, cfg *WSConfig, limits LimitsConfig, m *metrics.Metrics, log *zap.Logger) *wsConn {
-	c := &wsConn{ws: ws, agent: agent, remote: remote, cfg: cfg, metrics: m, log: log,
+	c := &wsConn{ws: ws, agent: agent, remote: remote, cfg: cfg, metrics: m, log: log, batch: ws.Subprotocol() == SubprotocolBatch,
 		limit: limits.SendQueue, byteLimit: limits.SendQueueBytes,
 		replied: make(chan struct{}, 1), gone: make(chan struct{})}
 	c.lastRead.Store(time.Now().UnixNano())
@@ -198,7 +201,7 @@ func (c *wsConn) pingTick() {
 }
 
 // Send implements session.Conn.
-func (c *wsConn) Send(msgs [][]byte, done func()) bool {
+func (c *wsConn) Send(msgs []session.Message, done func()) bool {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
@@ -207,13 +210,15 @@ func (c *wsConn) Send(msgs [][]byte, done func()) bool {
 		}
 		return false
 	}
-	// A batch larger than the limits is accepted into an empty queue (a
-	// long replay on attach); the limits catch messages piling up unread.
+	// The limits catch messages piling up unread: a connection that still
+	// has that much waiting when more comes is a slow consumer. A batch is
+	// bounded by whoever makes it (a replay by limits.history, a live batch
+	// by the change log), so the queue holds at most the limits plus one.
 	size := 0
 	for _, m := range msgs {
-		size += len(m)
+		size += len(m.Head) + len(m.Body)
 	}
-	if c.queued > 0 && (c.queued+len(msgs) > c.limit || c.bytes+size > c.byteLimit) {
+	if c.queued >= c.limit || c.bytes >= c.byteLimit {
 		c.mu.Unlock()
 		c.metrics.Dropped()
 		c.requestClose(closeRequest{code: protocol.CloseTryAgainLater, reason: "slow consumer: send queue full"})
@@ -318,28 +323,73 @@ func (c *wsConn) flush() {
 }
 
 // write writes batches within ws.writetimeout; a failed write aborts the
-// connection. Every batch's done is called.
+// connection. Every batch's done is called. A message is written as one
+// WebSocket message; with the batch subprotocol, a batch's messages are
+// joined into frames, separated by newlines.
 func (c *wsConn) write(batches []batch) bool {
 	if len(batches) == 0 {
 		return true
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.WriteTimeout)
 	defer cancel()
+	buf := frames.Get().(*[]byte)
+	defer frames.Put(buf)
 	for i, b := range batches {
-		for _, m := range b.msgs {
-			if err := c.ws.Write(ctx, websocket.MessageText, m); err != nil {
-				c.logf(zap.DebugLevel, "write failed", zap.Error(err))
-				dropped(batches[i:])
-				c.abort()
-				return false
-			}
-			c.metrics.Delivered()
+		if err := c.writeBatch(ctx, b.msgs, buf); err != nil {
+			c.logf(zap.DebugLevel, "write failed", zap.Error(err))
+			dropped(batches[i:])
+			c.abort()
+			return false
 		}
 		if b.done != nil {
 			b.done()
 		}
 	}
 	return true
+}
+
+// frames lends writers a buffer to assemble a message or a frame in.
+var frames = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+func (c *wsConn) writeBatch(ctx context.Context, msgs []session.Message, buf *[]byte) error {
+	frame, n := (*buf)[:0], 0
+	flush := func() error {
+		if len(frame) == 0 {
+			return nil
+		}
+		err := c.ws.Write(ctx, websocket.MessageText, frame)
+		c.metrics.DeliveredN(n)
+		if cap(frame) <= protocol.MaxFrameBytes+4096 {
+			*buf = frame[:0] // keep what it grew to, within bounds
+		}
+		frame, n = (*buf)[:0], 0
+		return err
+	}
+	for _, m := range msgs {
+		switch {
+		case !c.batch && len(m.Head) == 0:
+			if err := c.ws.Write(ctx, websocket.MessageText, m.Body); err != nil {
+				return err
+			}
+			c.metrics.Delivered()
+			continue
+		case c.batch && n > 0 && (n == protocol.MaxFrameMessages || len(frame)+1+len(m.Head)+len(m.Body) > protocol.MaxFrameBytes):
+			if err := flush(); err != nil {
+				return err
+			}
+		case c.batch && n > 0:
+			frame = append(frame, '\n')
+		}
+		frame = append(frame, m.Head...)
+		frame = append(frame, m.Body...)
+		n++
+		if !c.batch {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
 }
 
 func dropped(batches []batch) {

@@ -14,7 +14,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -273,10 +276,11 @@ func TestHardeningAttachAppliesTheTokensIdentity(t *testing.T) {
 	if svsid2 != svsid {
 		t.Fatalf("a teams change should resume the session (got %s, had %s)", svsid2, svsid)
 	}
-	if len(before) != 1 || before[0]["name"] != protocol.EvSupervisorSnapshot {
-		t.Fatalf("before session.initialized: %v, want one resync snapshot", before)
+	if len(before) != 0 {
+		t.Fatalf("before session.initialized: %v, want nothing", before)
 	}
-	data := before[0]["data"].(map[string]any)
+	resync := sv2.until(t, isEvent(protocol.EvSupervisorSnapshot))
+	data := resync["data"].(map[string]any)
 	agents := data["agents"].([]any)
 	if data["reason"] != protocol.SnapshotResync || len(agents) != 1 || agents[0].(map[string]any)["agentId"] != "bob" {
 		t.Fatalf("after the teams change: %v", data)
@@ -908,4 +912,114 @@ func TestHardeningTokenInSubprotocol(t *testing.T) {
 		t.Fatalf("forged token in the subprotocol: %v", err)
 	}
 	resp.Body.Close()
+}
+
+// supervisor.subscribe's format is one of two words; anything else is
+// refused without echoing more than a bounded part of it.
+func TestHardeningSubscribeFormat(t *testing.T) {
+	b := startBroker(t)
+	sv, svsid := attach(t, b, "supervisor=boss")
+	for _, format := range []string{"xml", strings.Repeat("\u0001", 10000)} {
+		r := sv.request(t, protocol.CmdSupervisorSubscribe, svsid, map[string]any{"format": format})
+		f, _ := r["failure"].(map[string]any)
+		if r["result"] != "failure" || f["code"] != string(protocol.CodeInvalidRequest) || len(fmt.Sprint(f["message"])) > 2*protocol.MaxEchoBytes {
+			t.Fatalf("format %.20q: %v", format, r["failure"])
+		}
+	}
+}
+
+// A supervisor that does not read costs the broker one batch in flight:
+// the changes it misses wait in the shared change log and reach it folded
+// (one per agent, "conflated"), not queued per change, and it is not cut
+// off for it. Its receive buffer is made small so that its window closes
+// after a few KiB.
+func TestHardeningSupervisorThatDoesNotReadIsBounded(t *testing.T) {
+	b := startBroker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	client := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+	ws, _, err := websocket.Dial(ctx, "ws://"+b.addr+"/v1/ws?supervisor=boss", &websocket.DialOptions{HTTPClient: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	ws.SetReadLimit(-1)
+	_, data, err := ws.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var init struct{ Target string }
+	_ = json.Unmarshal(data, &init)
+	_ = ws.Write(ctx, websocket.MessageText, []byte(`{"command":"supervisor.subscribe","target":"`+init.Target+`"}`))
+
+	// Twenty agents toggle ready / not ready while the supervisor reads
+	// nothing.
+	const agents, toggles = 20, 60
+	var wg sync.WaitGroup
+	for i := range agents {
+		a, asid := attach(t, b, fmt.Sprintf("agent=a%d&teams=sales", i))
+		a.request(t, protocol.CmdAddChannel, asid, map[string]any{"channel": map[string]string{"id": "p", "name": fmt.Sprint(1000 + i), "type": "TELEPHONY"}})
+		a.request(t, protocol.CmdChannelActivate, asid+".p", nil)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range toggles {
+				if k%2 == 0 {
+					a.request(t, protocol.CmdChannelReady, asid+".p", nil)
+				} else {
+					a.request(t, protocol.CmdChannelNotReady, asid+".p", map[string]any{"reasoncode": "lunch"})
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if v := metricValue(b.metricsText(t), "ctibroker_live_conflated_total"); v == 0 {
+		t.Fatal("nothing was folded for a supervisor that did not read")
+	}
+	if v := metricValue(b.metricsText(t), "ctibroker_slow_consumer_closes_total"); v != 0 {
+		t.Fatal("the supervisor was cut off as a slow consumer")
+	}
+	// Reading now, it ends with every agent's last state.
+	last := map[string]string{}
+	for len(last) < agents || !allEqual(last, "not_ready") {
+		_, data, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatalf("read: %v (have %v)", err, last)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			var m struct {
+				Name string
+				Data struct {
+					AgentID string
+					Current *struct{ Status string }
+				}
+			}
+			if json.Unmarshal([]byte(line), &m) == nil && m.Name == protocol.EvSupervisorAgentChanged && m.Data.Current != nil {
+				last[m.Data.AgentID] = m.Data.Current.Status
+			}
+		}
+	}
+}
+
+func allEqual(m map[string]string, v string) bool {
+	for _, x := range m {
+		if x != v {
+			return false
+		}
+	}
+	return true
+}
+
+// metricValue is the value of a metric without labels in a scrape.
+func metricValue(text, name string) float64 {
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return -1
 }

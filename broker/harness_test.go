@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -192,6 +193,23 @@ func (c *client) next(tb testing.TB) map[string]any {
 		tb.Fatalf("server sent invalid JSON %q: %v", data, err)
 	}
 	return m
+}
+
+// nextErr is next, with an error rather than a failed test.
+func (c *client) nextErr() (map[string]any, error) {
+	select {
+	case data, ok := <-c.msgs:
+		if !ok {
+			return nil, fmt.Errorf("connection closed while waiting for a message: %v", <-c.closed)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(data, &m); err != nil {
+			return nil, fmt.Errorf("server sent invalid JSON %q: %v", data, err)
+		}
+		return m, nil
+	case <-time.After(msgTimeout):
+		return nil, errors.New("no message within timeout")
+	}
 }
 
 // nextRaw returns the next message as sent, failing after msgTimeout.

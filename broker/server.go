@@ -446,7 +446,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 		since = &n
 	}
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.WS.Origins, Subprotocols: []string{Subprotocol}})
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.WS.Origins, Subprotocols: []string{SubprotocolBatch, Subprotocol}})
 	if err != nil {
 		s.log.Info("websocket upgrade failed", zap.String("remote", r.RemoteAddr), zap.Error(err))
 		return

@@ -66,14 +66,17 @@ func (st *sseStream) write(p []byte) error {
 
 // event sends one event (data must be one line of JSON).
 func (st *sseStream) event(id, name string, data []byte) error {
-	buf := make([]byte, 0, len(id)+len(name)+len(data)+24)
+	return st.write(appendEvent(make([]byte, 0, len(id)+len(name)+len(data)+24), id, name, data))
+}
+
+// appendEvent appends one event to a buffer, for several at once.
+func appendEvent(buf []byte, id, name string, data []byte) []byte {
 	if id != "" {
 		buf = fmt.Appendf(buf, "id: %s\n", id)
 	}
 	buf = fmt.Appendf(buf, "event: %s\ndata: ", name)
 	buf = append(buf, data...)
-	buf = append(buf, "\n\n"...)
-	return st.write(buf)
+	return append(buf, "\n\n"...)
 }
 
 // comment sends an SSE comment (heartbeats).

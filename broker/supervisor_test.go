@@ -2,15 +2,17 @@ package broker
 
 import (
 	"context"
-	"fmt"
 	"net/http"
-	"strings"
 	"testing"
 
 	"github.com/ctibroker/ctibroker/protocol"
 )
 
-func TestSupervisorSinceGetsMissedChanges(t *testing.T) {
+// A supervisor's changes are a live view, not a history: they carry no seq
+// and are not replayed. Back with since=, the supervisor's session resumes
+// and every subscription starts again from a resync snapshot, which has
+// what changed while it was away.
+func TestSupervisorReconnectGetsResyncSnapshot(t *testing.T) {
 	b := startBroker(t)
 	sv, svsid := attach(t, b, "supervisor=boss")
 	sub := sv.request(t, protocol.CmdSupervisorSubscribe, svsid, map[string]any{})
@@ -18,7 +20,9 @@ func TestSupervisorSinceGetsMissedChanges(t *testing.T) {
 		t.Fatal(sub)
 	}
 	snap := sv.until(t, isEvent(protocol.EvSupervisorSnapshot))
-	lastSeen := seqOf(snap)
+	if _, has := snap["seq"]; has || snap["data"].(map[string]any)["reason"] != protocol.SnapshotSubscribed {
+		t.Fatalf("a live snapshot: %v", snap)
+	}
 	_ = sv.ws.CloseNow()
 
 	// While the supervisor is away, alice logs in and changes state.
@@ -27,32 +31,30 @@ func TestSupervisorSinceGetsMissedChanges(t *testing.T) {
 	a.request(t, protocol.CmdChannelActivate, asid+".p", nil)
 	a.request(t, protocol.CmdChannelReady, asid+".p", nil)
 
-	// Back with since=: exactly the missed changes, in order, without a gap.
-	// Those the board had not handed to the supervisor's session yet when it
-	// resumed follow session.initialized live, with the next seqs.
-	sv2 := mustDial(t, b, fmt.Sprintf("supervisor=boss&since=%d", lastSeen))
-	var statuses []string
-	resumed := false
-	for !resumed || len(statuses) < 4 {
-		m := sv2.next(t)
-		if m["name"] == protocol.EvSessionInitialized {
-			if resumed || m["target"] != svsid || m["data"].(map[string]any)["resumed"] != true {
-				t.Fatalf("not resumed once: %v", m)
-			}
-			resumed = true
-			lastSeen = seqOf(m) // it has a seq of its own
-			continue
-		}
-		if m["name"] != protocol.EvSupervisorAgentChanged || seqOf(m) != lastSeen+1 {
-			t.Fatalf("unexpected event %v after seq %d", m, lastSeen)
-		}
-		lastSeen++
-		cur, _ := m["data"].(map[string]any)["current"].(map[string]any)
-		statuses = append(statuses, fmt.Sprint(cur["status"]))
+	// The board follows the agents' events: wait until it has the last one.
+	eventually(t, "alice ready on the board", func() bool {
+		_, body := getJSON(t, b.url("/v1/agents/alice"), nil)
+		return body["status"] == "ready"
+	})
+	sv2 := mustDial(t, b, "supervisor=boss&since=1")
+	init := sv2.next(t)
+	if init["name"] != protocol.EvSessionInitialized || init["target"] != svsid || init["data"].(map[string]any)["resumed"] != true {
+		t.Fatalf("first message after the reconnect: %v", init)
 	}
-	// appear (logged out), channel added, not_ready, ready
-	if got := strings.Join(statuses, ","); got != "logged_out,logged_out,not_ready,ready" {
-		t.Fatalf("missed changes replayed as %s", got)
+	resync := sv2.next(t)
+	data, _ := resync["data"].(map[string]any)
+	if resync["name"] != protocol.EvSupervisorSnapshot || data["reason"] != protocol.SnapshotResync || data["subscriptionId"] != sub["data"].(map[string]any)["subscriptionId"] {
+		t.Fatalf("second message after the reconnect: %v", resync)
+	}
+	agents := data["agents"].([]any)
+	if len(agents) != 1 || agents[0].(map[string]any)["status"] != "ready" {
+		t.Fatalf("resync snapshot agents: %v", agents)
+	}
+	// And the changes go on.
+	a.request(t, protocol.CmdChannelNotReady, asid+".p", map[string]any{"reasoncode": "lunch"})
+	ch := sv2.until(t, isEvent(protocol.EvSupervisorAgentChanged))
+	if cur := ch["data"].(map[string]any)["current"].(map[string]any); cur["status"] != "not_ready" {
+		t.Fatalf("change after the resync: %v", ch)
 	}
 }
 

@@ -321,7 +321,10 @@ func runTranscript(t *testing.T, path, backend string) {
 			if err := json.Unmarshal([]byte(s.arg), &want); err != nil {
 				t.Fatalf("%s: bad expectation: %v", r.where, err)
 			}
-			got := c.next(t)
+			got, err := c.nextErr()
+			if err != nil {
+				t.Fatalf("%s: %v", r.where, err)
+			}
 			if err := r.match(s.conn, "$", want, got); err != nil {
 				gotJSON, _ := json.Marshal(got)
 				t.Fatalf("%s: %v\n got message: %s", r.where, err, gotJSON)

@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ctibroker/ctibroker/protocol"
@@ -16,7 +15,10 @@ import (
 // The first event is "supervisor.snapshot", then "supervisor.agent.changed"
 // events; ids are "<node>:<n>". A stream resumed with Last-Event-ID starts
 // with a snapshot whose reason is "resync", which replaces the client's
-// view. The stream ends with a "reset" event when the token expires.
+// view. Changes are read from the board's log as the stream can take them:
+// a slow stream gets one change per agent with "conflated", and one that
+// falls behind the log gets a resync snapshot. The stream ends with a
+// "reset" event when the token expires.
 func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 	id, expires, err := s.auth.IdentifyREST(r)
 	if err != nil {
@@ -31,21 +33,18 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fail.Code, fail.Message)
 		return
 	}
-	changes := make(chan session.Change, protocol.WatchQueue)
-	var overflow sync.Once
-	overflowed := make(chan struct{})
-	snapshot, unwatch, err := s.manager.Watch(r.Context(), f, func(c session.Change) {
+	wake := make(chan struct{}, 1)
+	watch, snapshot, err := s.manager.Watch(r.Context(), f, func() {
 		select {
-		case changes <- c:
+		case wake <- struct{}{}:
 		default:
-			overflow.Do(func() { close(overflowed) })
 		}
 	})
 	if err != nil {
 		writeError(w, protocol.CodeUnavailable, err.Error())
 		return
 	}
-	defer unwatch()
+	defer func() { watch.Stop() }()
 	st, done := s.startStream(w, r, "watch", expires)
 	defer done()
 	defer st.end()
@@ -58,34 +57,66 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 			n, _ = strconv.ParseUint(seq, 10, 64)
 		}
 	}
-	send := func(name string, data []byte) error {
+	var buf []byte
+	add := func(name string, data []byte) {
 		n++
-		return st.event(s.cfg.Node.ID+":"+strconv.FormatUint(n, 10), name, data)
+		buf = appendEvent(buf, s.cfg.Node.ID+":"+strconv.FormatUint(n, 10), name, data)
 	}
 	subJSON := []byte(`"sse"`)
 	reason := protocol.SnapshotSubscribed
 	if r.Header.Get("Last-Event-ID") != "" {
 		reason = protocol.SnapshotResync
 	}
-	var sum protocol.Summary
-	for _, a := range snapshot {
-		sum.Add(a.Status)
+	addSnapshot := func(agents []protocol.AgentView, reason string) {
+		var sum protocol.Summary
+		for _, a := range agents {
+			sum.Add(a.Status)
+		}
+		snap, _ := protocol.Marshal(protocol.SupervisorSnapshot{SubscriptionID: "sse", Reason: reason, Agents: agents, Summary: sum})
+		add(protocol.EvSupervisorSnapshot, snap)
 	}
-	snap, _ := protocol.Marshal(protocol.SupervisorSnapshot{SubscriptionID: "sse", Reason: reason, Agents: snapshot, Summary: sum})
-	if send(protocol.EvSupervisorSnapshot, snap) != nil {
+	addSnapshot(snapshot, reason)
+	if st.write(buf) != nil {
 		return
 	}
 	heartbeat := time.NewTicker(protocol.SSEHeartbeatSeconds * time.Second)
 	defer heartbeat.Stop()
+	var changes []session.Change
 	for {
 		var err error
 		select {
-		case c := <-changes:
-			err = send(protocol.EvSupervisorAgentChanged, c.AppendData(nil, subJSON))
+		case <-wake:
+			// Wait a little, so that one write carries many changes.
+			select {
+			case <-time.After(protocol.LiveBatchDelay):
+			case <-st.ctx.Done():
+				return
+			}
+			buf = buf[:0]
+			var ok bool
+			if changes, ok = watch.Changes(changes[:0]); !ok {
+				// Changes were lost to this stream: start again from a
+				// snapshot.
+				watch.Stop()
+				if watch, snapshot, err = s.manager.Watch(st.ctx, f, func() {
+					select {
+					case wake <- struct{}{}:
+					default:
+					}
+				}); err != nil {
+					return
+				}
+				addSnapshot(snapshot, protocol.SnapshotResync)
+			}
+			for i := range changes {
+				add(protocol.EvSupervisorAgentChanged, changes[i].AppendData(nil, subJSON))
+			}
+			clear(changes)
+			if len(buf) > 0 {
+				err = st.write(buf)
+			}
 		case <-heartbeat.C:
 			err = st.comment("heartbeat")
-		case <-overflowed:
-			return
 		case <-st.ctx.Done():
 			return
 		}

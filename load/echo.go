@@ -22,11 +22,13 @@ import (
 )
 
 // Sizes are the message sizes the echo server answers each command with:
-// one reply, then Events events, like the broker.
+// one reply, then Events events, like the broker; and, with Change set, one
+// change of that size to every subscriber (a connection with ?supervisor=).
 type Sizes struct {
 	Reply  int
 	Event  int
 	Events int
+	Change int
 }
 
 // EchoOptions make the echo server hold connections the way the broker
@@ -40,8 +42,11 @@ type EchoOptions struct {
 
 // ServeEcho runs the bare-WebSocket baseline: for every text frame it reads,
 // it writes a reply-shaped frame and Events event-shaped frames of the given
-// sizes, with nothing else in between. It is the ceiling for the broker on
-// the same machine. It holds a connection the way the broker does: the
+// sizes, with nothing else in between, and broadcasts a change-shaped frame
+// to every subscriber the way a plain coder/websocket hub does (encoded
+// once, a queue and a writer goroutine per subscriber, one frame per
+// message, a full queue drops). It is the ceiling for the broker on the same
+// machine. It holds a connection the way the broker does: the
 // reader on a goroutine of its own (the HTTP handler returns), the
 // library's pings. It serves its memory at /metrics (process and Go
 // runtime, and ctiload_echo_connections) and the pprof endpoints under
@@ -54,6 +59,49 @@ func ServeEcho(ctx context.Context, ln net.Listener, sizes Sizes, opts EchoOptio
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	dropped := prometheus.NewCounter(prometheus.CounterOpts{Name: "ctiload_echo_dropped_total", Help: "Changes dropped by a full subscriber queue."})
+	reg.MustRegister(dropped)
+	var hubMu sync.RWMutex
+	hub := map[chan []byte]struct{}{}
+	broadcast := func() {
+		// The timestamp last, as the broker writes it.
+		ts := fmt.Sprintf(`","timestamp":%d}`, time.Now().UnixMilli())
+		msg := padded(`{"messageType":"objectEvent","name":"supervisor.agent.changed","pad":"`, sizes.Change-len(ts)+2)
+		msg = append(msg[:len(msg)-2], ts...)
+		hubMu.RLock()
+		defer hubMu.RUnlock()
+		for q := range hub {
+			select {
+			case q <- msg:
+			default:
+				dropped.Inc()
+			}
+		}
+	}
+	subscribe := func(ws *websocket.Conn) {
+		defer ws.CloseNow()
+		defer conns.Dec()
+		q := make(chan []byte, 1024)
+		hubMu.Lock()
+		hub[q] = struct{}{}
+		hubMu.Unlock()
+		defer func() {
+			hubMu.Lock()
+			delete(hub, q)
+			hubMu.Unlock()
+		}()
+		ctx := ws.CloseRead(context.Background())
+		for {
+			select {
+			case m := <-q:
+				if ws.Write(ctx, websocket.MessageText, m) != nil {
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
 	serve := func(ws *websocket.Conn) {
 		defer ws.CloseNow()
 		defer conns.Dec()
@@ -78,6 +126,9 @@ func ServeEcho(ctx context.Context, ln net.Listener, sizes Sizes, opts EchoOptio
 					return
 				}
 			}
+			if sizes.Change > 0 {
+				broadcast()
+			}
 		}
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -86,6 +137,10 @@ func ServeEcho(ctx context.Context, ln net.Listener, sizes Sizes, opts EchoOptio
 			return
 		}
 		conns.Inc()
+		if r.URL.Query().Has("supervisor") {
+			go subscribe(ws)
+			return
+		}
 		go serve(ws)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
@@ -133,7 +188,7 @@ func padded(prefix string, size int) []byte {
 // RunEcho loads an echo server the way Run loads a broker: Agents
 // connections, closed loop, one command at a time each, at Rate or as fast
 // as possible; a command is done when its reply arrived, and its events are
-// read too.
+// read too. Supervisors connections receive the broadcast changes.
 func RunEcho(ctx context.Context, cfg Config, sizes Sizes) (Report, error) {
 	if err := CheckLoopback(cfg.URL); err != nil {
 		return Report{}, err
@@ -145,33 +200,68 @@ func RunEcho(ctx context.Context, cfg Config, sizes Sizes) (Report, error) {
 	}
 	runCtx, cancel := context.WithTimeout(ctx, cfg.Duration+time.Minute)
 	defer cancel()
-	conns := make([]*websocket.Conn, cfg.Agents)
+	conns := make([]*conn, cfg.Agents)
 	for i := range conns {
-		ws, err := dial(runCtx, cfg.URL, i, cfg.Sources, "")
+		c, err := dial(runCtx, cfg.URL, i, cfg.Sources, "", false)
 		if err != nil {
 			st.connectFails.Add(1)
 			continue
 		}
 		st.connected.Add(1)
-		conns[i] = ws
+		conns[i] = c
 	}
 	if cfg.Idle {
 		return holdEcho(runCtx, cfg, st, conns), nil
 	}
+	subs := make([]*conn, cfg.Supervisors)
+	for i := range subs {
+		c, err := dial(runCtx, cfg.URL, i, cfg.Sources, "supervisor=1", false)
+		if err != nil {
+			st.connectFails.Add(1)
+			continue
+		}
+		st.connected.Add(1)
+		subs[i] = c
+	}
+	counts := make([]atomic.Int64, len(subs))
+	subCtx, stopSubs := context.WithCancel(runCtx)
+	var subWG sync.WaitGroup
+	for i, c := range subs {
+		if c == nil {
+			continue
+		}
+		subWG.Add(1)
+		go func() {
+			defer subWG.Done()
+			defer c.ws.CloseNow()
+			for {
+				b, err := c.next(subCtx)
+				if err != nil {
+					return
+				}
+				if _, ts, ok := scanEvent(b); ok {
+					counts[i].Add(1)
+					st.supEvents.Add(1)
+					st.record(st.supLat, time.Now().UnixMilli()-ts)
+				}
+			}
+		}()
+	}
+	mon := startMonitor(runCtx, cfg.MetricsURL)
 	cmd, _ := json.Marshal(map[string]any{"command": "channel.ready", "target": "0123456789abcdef01234567.p"})
 	deadline := time.Now().Add(cfg.Duration)
 	t0 := time.Now()
-	onEach(conns, func(ws *websocket.Conn) {
+	onEach(conns, func(c *conn) {
 		for time.Now().Before(deadline) {
 			if limiter != nil && limiter.Wait(runCtx) != nil {
 				return
 			}
 			t := time.Now()
-			if ws.Write(runCtx, websocket.MessageText, cmd) != nil {
+			if c.ws.Write(runCtx, websocket.MessageText, cmd) != nil {
 				return
 			}
 			for k := 0; k <= sizes.Events; k++ {
-				m, _, err := read(runCtx, ws)
+				m, _, err := c.read(runCtx)
 				if err != nil {
 					return
 				}
@@ -186,28 +276,62 @@ func RunEcho(ctx context.Context, cfg Config, sizes Sizes) (Report, error) {
 		}
 	})
 	elapsed := time.Since(t0)
-	r := Report{Mode: "bare-websocket", Agents: cfg.Agents, Seconds: elapsed.Seconds(), Connected: st.connected.Load(),
+	expected := st.commands.Load()
+	if sizes.Change == 0 {
+		expected = 0
+	}
+	for drain := time.Now().Add(10 * time.Second); len(subs) > 0 && time.Now().Before(drain); time.Sleep(20 * time.Millisecond) {
+		done := true
+		for i := range counts {
+			if subs[i] != nil && counts[i].Load() < expected {
+				done = false
+			}
+		}
+		if done {
+			break
+		}
+	}
+	stopSubs()
+	subWG.Wait()
+	var cpu, rssMax float64
+	if mon != nil {
+		cpu, rssMax = mon.finish(ctx)
+	}
+	r := Report{Mode: "bare-websocket", Agents: cfg.Agents, Supervisors: cfg.Supervisors, Seconds: elapsed.Seconds(), Connected: st.connected.Load(),
 		ConnectFailures: st.connectFails.Load(), Commands: st.commands.Load(), Failures: st.failures}
 	r.CommandsPerSec = float64(r.Commands) / elapsed.Seconds()
-	r.RTT, r.AgentDelivery = quantiles(st.rtt), quantiles(st.agentLat)
-	r.AgentEvents = st.agentEvents.Load()
-	r.AgentEventsPS = float64(r.AgentEvents) / elapsed.Seconds()
+	r.RTT, r.AgentDelivery, r.SupDelivery = quantiles(st.rtt), quantiles(st.agentLat), quantiles(st.supLat)
+	r.AgentEvents, r.SupEvents = st.agentEvents.Load(), st.supEvents.Load()
+	r.AgentEventsPS, r.SupEventsPS = float64(r.AgentEvents)/elapsed.Seconds(), float64(r.SupEvents)/elapsed.Seconds()
+	if len(subs) > 0 {
+		r.SupExpected = expected * int64(len(subs))
+		for i := range counts {
+			r.SupLost += max(expected-counts[i].Load(), 0)
+		}
+	}
 	r.ReplyBytes, r.EventBytes, r.EventsPerCommand = float64(sizes.Reply), float64(sizes.Event), float64(sizes.Events)
+	r.BrokerCPUSeconds, r.RSSMax = cpu, rssMax
+	if r.Commands > 0 {
+		r.CPUPerCommand = cpu / float64(r.Commands) * 1e6
+	}
+	if r.SupEvents > 0 {
+		r.CPUPerDelivery = cpu / float64(r.SupEvents) * 1e6
+	}
 	return r, nil
 }
 
 // holdEcho keeps the connections open and idle for cfg.Duration, each with
 // a reader (a ping needs one to see its pong): the bare idle baseline.
-func holdEcho(ctx context.Context, cfg Config, st *stats, conns []*websocket.Conn) Report {
+func holdEcho(ctx context.Context, cfg Config, st *stats, conns []*conn) Report {
 	if cfg.OnReady != nil {
 		cfg.OnReady()
 	}
 	t0 := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
-	onEach(conns, func(ws *websocket.Conn) {
+	onEach(conns, func(c *conn) {
 		for {
-			if _, _, err := ws.Read(ctx); err != nil {
+			if _, _, err := c.ws.Read(ctx); err != nil {
 				return
 			}
 		}
@@ -218,17 +342,17 @@ func holdEcho(ctx context.Context, cfg Config, st *stats, conns []*websocket.Con
 
 // onEach runs f on every open connection, each on a goroutine of its own,
 // closes the connection when f returns, and waits for all of them.
-func onEach(conns []*websocket.Conn, f func(ws *websocket.Conn)) {
+func onEach(conns []*conn, f func(c *conn)) {
 	var wg sync.WaitGroup
-	for _, ws := range conns {
-		if ws == nil {
+	for _, c := range conns {
+		if c == nil {
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer ws.CloseNow()
-			f(ws)
+			defer c.ws.CloseNow()
+			f(c)
 		}()
 	}
 	wg.Wait()

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -44,6 +45,14 @@ type Config struct {
 	// OnReady, when set, runs once every connection is set up, before the
 	// measured period (to read the broker's memory with them open).
 	OnReady func()
+	// Batch offers the subprotocol ctibroker.v1.batch: the broker may then
+	// put several messages in one frame, separated by newlines.
+	Batch bool
+	// Compact: supervisors subscribe with "format": "compact".
+	Compact bool
+	// MetricsURL, when set, is sampled during the measured period: the
+	// broker's CPU per command and per supervisor delivery, its highest RSS.
+	MetricsURL string
 }
 
 // Report is what a run measured.
@@ -70,6 +79,21 @@ type Report struct {
 	EventBytes       float64          `json:"avgEventBytes"`
 	EventsPerCommand float64          `json:"eventsPerCommand"`
 	Broker           *BrokerMemory    `json:"broker,omitempty"`
+	// SupConflated counts changes a supervisor received folded into a later
+	// one ("conflated": n); SupResyncs the resync snapshots received while
+	// measuring (they replace everything before them).
+	SupConflated  int64   `json:"supervisorChangesConflated"`
+	SupEventBytes float64 `json:"avgSupervisorEventBytes"`
+	SupResyncs    int64   `json:"supervisorResyncs"`
+	// Batched: the broker agreed to batch frames.
+	Batched bool `json:"batched"`
+	// From MetricsURL: the broker's CPU time in the measured period (and
+	// the drain), per command and per supervisor delivery, and its highest
+	// RSS.
+	BrokerCPUSeconds float64 `json:"brokerCpuSeconds,omitempty"`
+	CPUPerCommand    float64 `json:"cpuMicrosPerCommand,omitempty"`
+	CPUPerDelivery   float64 `json:"cpuMicrosPerSupervisorDelivery,omitempty"`
+	RSSMax           float64 `json:"rssMaxBytes,omitempty"`
 }
 
 // Quantiles of a histogram.
@@ -122,7 +146,10 @@ type stats struct {
 	rtt, agentLat, supLat   *hdrhistogram.Histogram
 	failures                map[string]int64
 	commands, agentEvents   atomic.Int64
-	supEvents               atomic.Int64
+	supEvents, supConflated atomic.Int64
+	supBytes                atomic.Int64
+	supResyncs              atomic.Int64
+	batched                 atomic.Bool
 	measuring               atomic.Bool  // the measured period started
 	measuredUpdates         atomic.Int64 // state.updated received by agents since
 	replyBytes, eventBytes  atomic.Int64
@@ -147,21 +174,73 @@ func (s *stats) fail(code string) {
 	s.mu.Unlock()
 }
 
+// Subprotocols the tool offers with Config.Batch, in order of preference.
+const (
+	SubprotocolBatch = "ctibroker.v1.batch"
+	Subprotocol      = "ctibroker.v1"
+)
+
+// conn is a client connection. When the server chose SubprotocolBatch a
+// frame may hold several messages, separated by newlines.
+type conn struct {
+	ws    *websocket.Conn
+	batch bool
+	buf   []byte // the last frame read
+	rest  []byte // what is left of it to return
+}
+
 // dial connects from source address 127.0.0.<1+i%sources>.
-func dial(ctx context.Context, rawURL string, i, sources int, query string) (*websocket.Conn, error) {
+func dial(ctx context.Context, rawURL string, i, sources int, query string, batch bool) (*conn, error) {
 	src := net.IPv4(127, 0, 0, byte(1+i%max(sources, 1)))
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: src}, Timeout: 10 * time.Second}
 	client := &http.Client{Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
-	ws, _, err := websocket.Dial(ctx, rawURL+"?"+query, &websocket.DialOptions{HTTPClient: client})
+	opts := &websocket.DialOptions{HTTPClient: client}
+	if batch {
+		opts.Subprotocols = []string{SubprotocolBatch, Subprotocol}
+	}
+	ws, _, err := websocket.Dial(ctx, rawURL+"?"+query, opts)
 	if err != nil {
 		return nil, err
 	}
 	ws.SetReadLimit(1 << 22)
-	return ws, nil
+	return &conn{ws: ws, batch: ws.Subprotocol() == SubprotocolBatch}, nil
 }
 
-func read(ctx context.Context, ws *websocket.Conn) (message, int, error) {
-	_, b, err := ws.Read(ctx)
+// next returns the next message. It is valid until the next call: frames
+// are read into a buffer the connection reuses (the tool must not spend the
+// machine's CPU the broker is measured on).
+func (c *conn) next(ctx context.Context) ([]byte, error) {
+	for len(c.rest) == 0 {
+		_, r, err := c.ws.Reader(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c.buf = c.buf[:0]
+		for {
+			if len(c.buf) == cap(c.buf) {
+				c.buf = append(c.buf, 0)[:len(c.buf)]
+			}
+			n, err := r.Read(c.buf[len(c.buf):cap(c.buf)])
+			c.buf = c.buf[:len(c.buf)+n]
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
+		if !c.batch {
+			return c.buf, nil
+		}
+		c.rest = c.buf
+	}
+	m, rest, _ := bytes.Cut(c.rest, []byte{'\n'})
+	c.rest = rest
+	return m, nil
+}
+
+func (c *conn) read(ctx context.Context) (message, int, error) {
+	b, err := c.next(ctx)
 	if err != nil {
 		return message{}, 0, err
 	}
@@ -172,9 +251,9 @@ func read(ctx context.Context, ws *websocket.Conn) (message, int, error) {
 	return m, len(b), nil
 }
 
-func send(ctx context.Context, ws *websocket.Conn, v any) error {
+func (c *conn) send(ctx context.Context, v any) error {
 	b, _ := json.Marshal(v)
-	return ws.Write(ctx, websocket.MessageText, b)
+	return c.ws.Write(ctx, websocket.MessageText, b)
 }
 
 var errClosed = errors.New("connection closed")
@@ -231,6 +310,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		cfg.OnReady()
 	}
 	setupCommands := st.commands.Load()
+	mon := startMonitor(runCtx, cfg.MetricsURL)
 	st.measuring.Store(true)
 	t0 := time.Now()
 	close(start)
@@ -255,6 +335,10 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}
 	close(stopSup)
 	supWG.Wait()
+	var cpu, rssMax float64
+	if mon != nil {
+		cpu, rssMax = mon.finish(ctx)
+	}
 
 	r := Report{Mode: "broker", Agents: cfg.Agents, Supervisors: cfg.Supervisors, Seconds: elapsed.Seconds(),
 		Connected: st.connected.Load(), ConnectFailures: st.connectFails.Load(), Failures: st.failures}
@@ -276,6 +360,17 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	if n := st.agentEvents.Load(); n > 0 {
 		r.EventBytes = float64(st.eventBytes.Load()) / float64(n)
 	}
+	r.SupConflated, r.SupResyncs, r.Batched = st.supConflated.Load(), st.supResyncs.Load(), st.batched.Load()
+	if r.SupEvents > 0 {
+		r.SupEventBytes = float64(st.supBytes.Load()) / float64(r.SupEvents)
+	}
+	r.BrokerCPUSeconds, r.RSSMax = cpu, rssMax
+	if r.Commands > 0 {
+		r.CPUPerCommand = cpu / float64(r.Commands) * 1e6
+	}
+	if r.SupEvents > 0 {
+		r.CPUPerDelivery = cpu / float64(r.SupEvents) * 1e6
+	}
 	return r, nil
 }
 
@@ -284,16 +379,19 @@ func agent(ctx context.Context, cfg Config, i int, st *stats, limiter *rate.Limi
 	readyOnce := sync.OnceFunc(ready.Done)
 	defer readyOnce()
 	id := fmt.Sprintf("%s-%d", cfg.Prefix, i)
-	ws, err := dial(ctx, cfg.URL, i, cfg.Sources, "agent="+id)
+	c, err := dial(ctx, cfg.URL, i, cfg.Sources, "agent="+id, cfg.Batch)
 	if err != nil {
 		st.connectFails.Add(1)
 		return
 	}
-	defer ws.CloseNow()
+	defer c.ws.CloseNow()
 	st.connected.Add(1)
+	if c.batch {
+		st.batched.Store(true)
+	}
 	sid := ""
 	for sid == "" {
-		m, _, err := read(ctx, ws)
+		m, _, err := c.read(ctx)
 		if err != nil {
 			return
 		}
@@ -305,11 +403,11 @@ func agent(ctx context.Context, cfg Config, i int, st *stats, limiter *rate.Limi
 	// events that arrive on the way.
 	roundTrip := func(v any) error {
 		t := time.Now()
-		if err := send(ctx, ws, v); err != nil {
+		if err := c.send(ctx, v); err != nil {
 			return err
 		}
 		for {
-			m, n, err := read(ctx, ws)
+			m, n, err := c.read(ctx)
 			if err != nil {
 				return err
 			}
@@ -342,7 +440,7 @@ func agent(ctx context.Context, cfg Config, i int, st *stats, limiter *rate.Limi
 	// The set-up's last events follow its reply: read them now, so that
 	// they are not taken for changes of the measured period.
 	for !cfg.Idle {
-		m, n, err := read(ctx, ws)
+		m, n, err := c.read(ctx)
 		if err != nil {
 			return
 		}
@@ -369,7 +467,7 @@ func agent(ctx context.Context, cfg Config, i int, st *stats, limiter *rate.Limi
 			cancel()
 		}()
 		for {
-			if _, _, err := read(rctx, ws); err != nil {
+			if _, err := c.next(rctx); err != nil {
 				return
 			}
 		}
@@ -385,7 +483,7 @@ func agent(ctx context.Context, cfg Config, i int, st *stats, limiter *rate.Limi
 			// Read what is still in flight (the last command's events).
 			dctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 			for {
-				m, n, err := read(dctx, ws)
+				m, n, err := c.read(dctx)
 				if err != nil {
 					break
 				}
@@ -398,7 +496,7 @@ func agent(ctx context.Context, cfg Config, i int, st *stats, limiter *rate.Limi
 				}
 			}
 			cancel()
-			_ = ws.Close(websocket.StatusNormalClosure, "")
+			_ = c.ws.Close(websocket.StatusNormalClosure, "")
 			return
 		default:
 		}
@@ -417,10 +515,12 @@ func agent(ctx context.Context, cfg Config, i int, st *stats, limiter *rate.Limi
 // last) without decoding the whole message.
 func scanEvent(b []byte) (name string, ts int64, ok bool) {
 	i := bytes.Index(b, []byte(`"name":"`))
-	j := bytes.LastIndex(b, []byte(`"timestamp":`))
+	tail := max(len(b)-40, 0) // the timestamp is last: search only the end
+	j := bytes.LastIndex(b[tail:], []byte(`"timestamp":`))
 	if i < 0 || j < 0 {
 		return "", 0, false
 	}
+	j += tail
 	rest := b[i+8:]
 	k := bytes.IndexByte(rest, '"')
 	if k < 0 {
@@ -435,16 +535,17 @@ func scanEvent(b []byte) (name string, ts int64, ok bool) {
 	return string(rest[:k]), ts, err == nil
 }
 
-// supervisor subscribes to everything and counts changes.
+// supervisor subscribes to everything and counts changes: a change that
+// folds others ("conflated": n) counts for n+1.
 func supervisor(ctx context.Context, cfg Config, i int, st *stats, count *atomic.Int64, setup *sync.WaitGroup, stop <-chan struct{}) {
 	setupOnce := sync.OnceFunc(setup.Done)
 	defer setupOnce()
-	ws, err := dial(ctx, cfg.URL, i, cfg.Sources, fmt.Sprintf("supervisor=%s-sup-%d", cfg.Prefix, i))
+	c, err := dial(ctx, cfg.URL, i, cfg.Sources, fmt.Sprintf("supervisor=%s-sup-%d", cfg.Prefix, i), cfg.Batch)
 	if err != nil {
 		st.connectFails.Add(1)
 		return
 	}
-	defer ws.CloseNow()
+	defer c.ws.CloseNow()
 	st.connected.Add(1)
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -455,20 +556,34 @@ func supervisor(ctx context.Context, cfg Config, i int, st *stats, count *atomic
 		}
 		cancel()
 	}()
+	// Supervisor changes are many and large: read only what is measured, and
+	// count locally (the tool must not eat the CPU the broker is measured
+	// on).
+	lat := hdrhistogram.New(0, 600_000, 3)
+	var events, size, conflated int64
+	defer func() {
+		st.supEvents.Add(events)
+		st.supBytes.Add(size)
+		st.supConflated.Add(conflated)
+		st.mu.Lock()
+		st.supLat.Merge(lat)
+		st.mu.Unlock()
+	}()
 	for {
-		_, b, err := ws.Read(rctx)
+		b, err := c.next(rctx)
 		if err != nil {
 			return
 		}
-		// Supervisor changes are many and large: read only what is measured
-		// (the tool must not eat the CPU the broker is measured on).
 		if name, ts, ok := scanEvent(b); ok && name == "supervisor.agent.changed" {
 			if !st.measuring.Load() {
 				continue // a straggler of the set-up (the snapshot covers it)
 			}
-			count.Add(1)
-			st.supEvents.Add(1)
-			st.record(st.supLat, time.Now().UnixMilli()-ts)
+			folded := scanConflated(b)
+			count.Add(1 + folded)
+			events++
+			size += int64(len(b))
+			conflated += folded
+			_ = lat.RecordValue(max(time.Now().UnixMilli()-ts, 0))
 			continue
 		}
 		var m message
@@ -477,15 +592,35 @@ func supervisor(ctx context.Context, cfg Config, i int, st *stats, count *atomic
 		}
 		switch m.Name {
 		case "session.initialized":
-			if err := send(rctx, ws, map[string]any{"command": "supervisor.subscribe", "target": m.Target, "data": map[string]any{}}); err != nil {
+			data := map[string]any{}
+			if cfg.Compact {
+				data["format"] = "compact"
+			}
+			if err := c.send(rctx, map[string]any{"command": "supervisor.subscribe", "target": m.Target, "data": data}); err != nil {
 				return
 			}
 		case "supervisor.snapshot":
+			if st.measuring.Load() {
+				st.supResyncs.Add(1)
+			}
 			setupOnce()
-		case "supervisor.agent.changed":
-			count.Add(1)
-			st.supEvents.Add(1)
-			st.record(st.supLat, time.Now().UnixMilli()-m.Timestamp)
 		}
 	}
+}
+
+// scanConflated reads "conflated": n from a change, 0 when absent. The
+// broker writes it last in the data, just before the timestamp.
+func scanConflated(b []byte) int64 {
+	tail := b[max(len(b)-64, 0):]
+	i := bytes.LastIndex(tail, []byte(`"conflated":`))
+	if i < 0 {
+		return 0
+	}
+	num := tail[i+len(`"conflated":`):]
+	end := bytes.IndexAny(num, ",}")
+	if end < 0 {
+		return 0
+	}
+	n, _ := strconv.ParseInt(string(bytes.TrimSpace(num[:end])), 10, 64)
+	return n
 }

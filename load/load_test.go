@@ -16,10 +16,23 @@ func TestScanEvent(t *testing.T) {
 	}
 }
 
+func TestScanConflated(t *testing.T) {
+	for in, want := range map[string]int64{
+		`{"data":{"agentId":"a","conflated":12},"timestamp":1}`: 12,
+		`{"data":{"agentId":"a","conflated": 3 ,"x":1}}`:        3,
+		`{"data":{"agentId":"a"},"timestamp":1}`:                0,
+		`{"data":{"conflated":`:                                 0,
+	} {
+		if got := scanConflated([]byte(in)); got != want {
+			t.Errorf("scanConflated(%s) = %d, want %d", in, got, want)
+		}
+	}
+}
+
 // Nothing is sent to a host that is not this machine, not even a scrape.
 func TestScrapeRefusesOtherHosts(t *testing.T) {
 	for _, u := range []string{"http://10.0.0.1/metrics", "http://example.com/metrics", "http://127.0.0.1.example.com/metrics"} {
-		if _, _, err := Scrape(context.Background(), u); err == nil || !strings.Contains(err.Error(), "loopback") {
+		if _, err := Scrape(context.Background(), u); err == nil || !strings.Contains(err.Error(), "loopback") {
 			t.Errorf("Scrape(%s) = %v, want a loopback refusal", u, err)
 		}
 	}

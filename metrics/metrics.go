@@ -22,6 +22,9 @@ type Metrics struct {
 	AdapterErrors   *prometheus.CounterVec
 	StoreDuration   *prometheus.HistogramVec
 	StoreErrors     *prometheus.CounterVec
+	BoardLag        prometheus.Gauge
+	LiveResyncs     prometheus.Counter
+	LiveConflated   prometheus.Counter
 }
 
 // latencyBuckets cover 50 µs to 5 s.
@@ -47,6 +50,12 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Messages not queued because a connection's send queue was full."}),
 		SlowConsumers: prometheus.NewCounter(prometheus.CounterOpts{Name: "ctibroker_slow_consumer_closes_total",
 			Help: "Connections closed with 1013 because they did not read fast enough."}),
+		BoardLag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ctibroker_board_lag_seconds",
+			Help: "How old the last agent event the supervisors' board applied was when it applied it."}),
+		LiveResyncs: prometheus.NewCounter(prometheus.CounterOpts{Name: "ctibroker_live_resyncs_total",
+			Help: "Supervisor watches that fell behind the change log and started again from a resync snapshot."}),
+		LiveConflated: prometheus.NewCounter(prometheus.CounterOpts{Name: "ctibroker_live_conflated_total",
+			Help: "Agent changes folded into a later one for a supervisor watch that read late."}),
 		AdapterDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ctibroker_adapter_call_duration_seconds",
 			Help: "CTI adapter call latency, by operation.", Buckets: latencyBuckets}, []string{"op"}),
 		AdapterErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ctibroker_adapter_errors_total",
@@ -57,7 +66,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Session store calls that failed, by operation."}, []string{"op"}),
 	}
 	reg.MustRegister(m.Connections, m.Streams, m.Commands, m.CommandDuration, m.EventsPublished, m.EventsDelivered, m.SendQueueDrops,
-		m.SlowConsumers, m.AdapterDuration, m.AdapterErrors, m.StoreDuration, m.StoreErrors,
+		m.SlowConsumers, m.AdapterDuration, m.AdapterErrors, m.StoreDuration, m.StoreErrors, m.BoardLag, m.LiveResyncs, m.LiveConflated,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -84,6 +93,34 @@ func (m *Metrics) EventsCommitted(n int) {
 func (m *Metrics) Delivered() {
 	if m != nil {
 		m.EventsDelivered.Inc()
+	}
+}
+
+// BoardApplied records how old an event was when the board applied it.
+func (m *Metrics) BoardApplied(age float64) {
+	if m != nil {
+		m.BoardLag.Set(age)
+	}
+}
+
+// LiveRead counts a watch's read: changes folded, and whether it fell
+// behind the change log.
+func (m *Metrics) LiveRead(folded int, resync bool) {
+	if m == nil {
+		return
+	}
+	if folded > 0 {
+		m.LiveConflated.Add(float64(folded))
+	}
+	if resync {
+		m.LiveResyncs.Inc()
+	}
+}
+
+// DeliveredN counts n messages written to a socket at once.
+func (m *Metrics) DeliveredN(n int) {
+	if m != nil && n > 0 {
+		m.EventsDelivered.Add(float64(n))
 	}
 }
 

@@ -1,5 +1,7 @@
 package protocol
 
+import "time"
+
 // Fixed limits of the broker, in one place (configurable limits and their
 // defaults are in broker/defaults.yaml). Every bound on client input that is
 // not configurable is here, with why it has the value it has; README's
@@ -61,15 +63,34 @@ const (
 	FollowBuffer = 4096
 	// BoardQueue holds events between the board's follower and the board.
 	BoardQueue = 8192
-	// WatchQueue holds the changes queued for one SSE watch stream; a
-	// stream that falls further behind is cut off (it reconnects and gets a
-	// resync snapshot).
-	WatchQueue = 4096
 	// AgentStreamQueue holds events queued for one agent event stream;
 	// beyond it the stream's follower waits, bounded by the write deadline.
 	AgentStreamQueue = 256
 	// SSEHeartbeatSeconds keeps idle event streams open through proxies.
 	SSEHeartbeatSeconds = 15
+
+	// LiveBatchDelay is how long a subscription's first waiting change
+	// waits for others before it is written: one write then carries the
+	// changes of many agents, which is what lets a thousand subscribers
+	// follow hundreds of changes a second. It adds at most this to a
+	// change's delivery.
+	LiveBatchDelay = 20 * time.Millisecond
+	// LiveLagThreshold and LiveMaxReadDelay: while the supervisors' board
+	// applies events more than LiveLagThreshold old, watches wait as long
+	// as it lags (at most LiveMaxReadDelay) between reads, so that the
+	// board gets the CPU to catch up (see board.readDelay).
+	LiveLagThreshold = 50 * time.Millisecond
+	LiveMaxReadDelay = time.Second
+	// LiveLogSize is how many recent agent changes the board keeps for its
+	// watches (a power of two). A watch that reads late folds what it
+	// missed, one change per agent; one that falls further behind than this
+	// (4 s at 2,000 changes/s) has lost changes and gets a resync snapshot.
+	// About 1 KiB each once encoded.
+	LiveLogSize = 8192
+	// MaxFrameMessages and MaxFrameBytes bound the messages joined into
+	// one WebSocket frame for a client that chose the batch subprotocol.
+	MaxFrameMessages = 64
+	MaxFrameBytes    = 64 << 10
 
 	// RenewBatch bounds the lease renewals sent to Redis in one pipeline.
 	RenewBatch = 1000

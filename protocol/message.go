@@ -63,8 +63,10 @@ type Event struct {
 	Target      string          `json:"target"`
 	Name        string          `json:"name"`
 	Data        json.RawMessage `json:"data"`
-	Seq         uint64          `json:"seq"`
-	Timestamp   int64           `json:"timestamp"`
+	// Seq numbers a session's events from 1; live view messages
+	// (supervisor.snapshot, supervisor.agent.changed) have none.
+	Seq       uint64 `json:"seq,omitempty"`
+	Timestamp int64  `json:"timestamp"`
 }
 
 // Inbound is a decoded client frame: either a well-formed request, or the

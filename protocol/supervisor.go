@@ -19,6 +19,8 @@ type WatchFilter struct {
 	Agents       []string `json:"agents,omitempty"`
 	ChannelTypes []string `json:"channelTypes,omitempty"`
 	Statuses     []string `json:"statuses,omitempty"`
+	// Format of the changes: FormatFull (the default) or FormatCompact.
+	Format string `json:"format,omitempty"`
 }
 
 // SubscribeReply is the success data of supervisor.subscribe.

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -19,9 +20,12 @@ import (
 // directory) and kept current from the "all" event topic through Follow, so
 // it sees agents of every node in seq order with gaps repaired.
 //
-// It starts on first use. Locking: mu guards views, seqs and watchers;
-// watchers are notified under mu (their notify must not block), which keeps
-// each watcher's snapshot and subsequent changes in order.
+// Every change goes into the board's change log, which each watch reads at
+// its own pace (see Watch); the board only wakes the watches.
+//
+// It starts on first use. Locking: mu guards views, seqs, watchers and the
+// log's appends; a watch's snapshot and its cursor into the log are taken
+// together under it. Wakers run under mu and must not block.
 type board struct {
 	m *Manager
 
@@ -32,66 +36,31 @@ type board struct {
 	views    map[string]*protocol.AgentView
 	seqs     map[string]uint64 // agent -> seq of the last applied event
 	watchers map[*watcher]struct{}
+	log      *changeLog
+	// lagMs is how old the last event the board applied was (ms).
+	lagMs atomic.Int64
+}
+
+// readDelay is how long a watch waits before it reads the log. Normally
+// protocol.LiveBatchDelay; while the board itself is behind, as long as it
+// is behind (up to protocol.LiveMaxReadDelay): watches then read less
+// often, fold more, and leave the CPU to the board. The changes they
+// deliver stay fresh (each is an agent's latest), fewer are delivered.
+func (b *board) readDelay() time.Duration {
+	lag := time.Duration(b.lagMs.Load()) * time.Millisecond
+	if lag <= protocol.LiveLagThreshold {
+		return protocol.LiveBatchDelay
+	}
+	return min(lag, protocol.LiveMaxReadDelay)
 }
 
 type watcher struct {
-	match  func(*protocol.AgentView) bool
-	notify func(Change)
-}
-
-// Change is one agent change as a watcher sees it: Prev is nil when the
-// agent appears to it, Cur when it leaves. The views are encoded once per
-// change, whatever the number of watchers.
-type Change struct {
-	AgentID string
-	Prev    *protocol.AgentView
-	Cur     *protocol.AgentView
-	enc     *encodedChange
-}
-
-type encodedChange struct {
-	agent, prev, cur []byte
-}
-
-// AppendData appends the data of supervisor.agent.changed for subscription
-// sub (already JSON-encoded) without re-encoding the views.
-func (c Change) AppendData(dst, sub []byte) []byte {
-	if dst == nil {
-		dst = make([]byte, 0, len(c.enc.agent)+len(c.enc.prev)+len(c.enc.cur)+len(sub)+64)
-	}
-	dst = append(dst, `{"subscriptionId":`...)
-	dst = append(dst, sub...)
-	dst = append(dst, `,"agentId":`...)
-	dst = append(dst, c.enc.agent...)
-	dst = append(dst, `,"previous":`...)
-	if c.Prev != nil {
-		dst = append(dst, c.enc.prev...)
-	} else {
-		dst = append(dst, "null"...)
-	}
-	dst = append(dst, `,"current":`...)
-	if c.Cur != nil {
-		dst = append(dst, c.enc.cur...)
-	} else {
-		dst = append(dst, "null"...)
-	}
-	return append(dst, '}')
-}
-
-func encodeChange(agent string, prev, cur *protocol.AgentView) *encodedChange {
-	e := &encodedChange{agent: protocol.AppendString(nil, agent), prev: []byte("null"), cur: []byte("null")}
-	if prev != nil {
-		e.prev, _ = protocol.Marshal(prev)
-	}
-	if cur != nil {
-		e.cur, _ = protocol.Marshal(cur)
-	}
-	return e
+	wake func()
 }
 
 func newBoard(m *Manager) *board {
 	return &board{m: m, ready: make(chan struct{}), views: map[string]*protocol.AgentView{},
-		seqs: map[string]uint64{}, watchers: map[*watcher]struct{}{}}
+		seqs: map[string]uint64{}, watchers: map[*watcher]struct{}{}, log: newChangeLog()}
 }
 
 func (b *board) start() {
@@ -180,6 +149,9 @@ func (b *board) apply(ctx context.Context, e Envelope) {
 	if json.Unmarshal(e.Event, &h) != nil {
 		return
 	}
+	lag := time.Now().UnixMilli() - h.Timestamp
+	b.lagMs.Store(lag)
+	b.m.opts.Metrics.BoardApplied(float64(lag) / 1000)
 	b.mu.Lock()
 	prev := b.views[e.Agent]
 	if prev != nil && prev.SessionID == e.Session && e.Seq <= b.seqs[e.Agent] {
@@ -213,7 +185,7 @@ func (b *board) apply(ctx context.Context, e Envelope) {
 				// see the agent changes with them.
 				cur := *prev
 				cur.Teams = init.Teams
-				b.set(e.Agent, prev, &cur)
+				b.set(e.Agent, prev, &cur, h.Timestamp)
 			}
 			b.mu.Unlock()
 			return
@@ -227,7 +199,7 @@ func (b *board) apply(ctx context.Context, e Envelope) {
 		return
 	}
 	b.seqs[e.Agent] = e.Seq
-	b.set(e.Agent, prev, cur)
+	b.set(e.Agent, prev, cur, h.Timestamp)
 	b.mu.Unlock()
 }
 
@@ -244,11 +216,12 @@ func (b *board) reload(ctx context.Context, agent string) {
 	if v.view != nil {
 		b.seqs[agent] = v.seq
 	}
-	b.set(agent, prev, v.view)
+	b.set(agent, prev, v.view, time.Now().UnixMilli())
 }
 
-// set records cur (nil: the agent left) and notifies watchers. Called with mu.
-func (b *board) set(agent string, prev, cur *protocol.AgentView) {
+// set records cur (nil: the agent left), logs the change and wakes the
+// watches. Called with mu.
+func (b *board) set(agent string, prev, cur *protocol.AgentView, at int64) {
 	if reflect.DeepEqual(prev, cur) {
 		return
 	}
@@ -258,42 +231,26 @@ func (b *board) set(agent string, prev, cur *protocol.AgentView) {
 	} else {
 		b.views[agent] = cur
 	}
-	var enc *encodedChange
+	b.log.append(agent, prev, cur, at)
 	for w := range b.watchers {
-		pm := prev != nil && w.match(prev)
-		cm := cur != nil && w.match(cur)
-		if !pm && !cm {
-			continue
-		}
-		if enc == nil {
-			enc = encodeChange(agent, prev, cur)
-		}
-		c := Change{AgentID: agent, enc: enc}
-		if pm {
-			c.Prev = prev
-		}
-		if cm {
-			c.Cur = cur
-		}
-		w.notify(c)
+		w.wake()
 	}
 }
 
-// watch returns the matching agents and registers notify for their changes.
-func (b *board) watch(ctx context.Context, match func(*protocol.AgentView) bool, notify func(Change)) ([]protocol.AgentView, func(), error) {
+// watch returns the matching agents and a Watch of their changes from then
+// on. wake is called (under the board's lock: it must not block) when
+// changes may be waiting.
+func (b *board) watch(ctx context.Context, match func(*protocol.AgentView) bool, compact bool, wake func()) (*Watch, []protocol.AgentView, error) {
 	if err := b.wait(ctx); err != nil {
 		return nil, nil, err
 	}
-	w := &watcher{match: match, notify: notify}
+	w := &Watch{b: b, w: &watcher{wake: wake}, match: match, compact: compact}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	snap := b.snapshotLocked(match)
-	b.watchers[w] = struct{}{}
-	return snap, func() {
-		b.mu.Lock()
-		delete(b.watchers, w)
-		b.mu.Unlock()
-	}, nil
+	w.next = b.log.head.Load() + 1
+	b.watchers[w.w] = struct{}{}
+	return w, snap, nil
 }
 
 // snapshot returns the matching agents.

@@ -31,8 +31,11 @@
 //     lease (Session.leaseGone), so a released lease is never re-taken.
 //   - directory.mu guards the broker-wide shared view (endpoint holders,
 //     presence, real-time address book watchers); see directory.
-//   - board.mu guards the supervisors' board; watchers are notified under
-//     it and only post to their sessions.
+//   - board.mu guards the supervisors' board and appends to its change
+//     log; watches read the log without it, and are only woken under it.
+//   - A supervisor session's live view goes through its feed (feed.go),
+//     not its mailbox: the feed reads the session's watches and hands the
+//     connection one batch at a time.
 //   - A Conn's Send never blocks: a connection whose queue is full closes
 //     itself as a slow consumer and the session lives on without it.
 //

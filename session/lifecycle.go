@@ -51,7 +51,7 @@ func (s *Session) handOver(reason string) {
 	s.wire = nil
 	if s.conn != nil {
 		s.conn.Close(protocol.CloseTakenOver, reason)
-		s.conn = nil
+		s.setConn(nil)
 	}
 	s.journal.drop()
 	s.handedOver, s.ended = true, true
@@ -77,9 +77,7 @@ func (s *Session) cleanup() {
 	// The store first: once the session leaves the registry, a new attach
 	// may open it from the store.
 	ctx, cancel := context.WithTimeout(context.Background(), s.m.opts.StoreTimeout)
-	for _, sub := range s.subs {
-		sub.cancel()
-	}
+	s.unwatchAll()
 	if s.handedOver || s.err != nil {
 		_ = s.m.store.Release(ctx, s.id, s.m.opts.Node)
 	} else if err := s.m.store.End(ctx, s.key, s.id); err != nil {
@@ -189,7 +187,8 @@ func (s *Session) restore(rec store.Record) error {
 		s.publishPresence(st)
 	}
 	// Changes may have happened while the session moved: every
-	// subscription starts again from a snapshot that says so.
+	// subscription starts again from a snapshot that says so, once a
+	// connection attaches.
 	for _, saved := range snap.Subscriptions {
 		if f := s.startSubscription(saved.ID, saved.Filter, protocol.SnapshotResync); f != nil {
 			s.logf(zap.WarnLevel, "could not restore a supervisor subscription", zap.String("subscription", saved.ID), zap.String("failure", f.Error()))
@@ -260,7 +259,7 @@ func (s *Session) attach(conn Conn, id Identity, since *uint64, created bool) er
 		s.sendWire()
 		s.conn.Close(protocol.CloseTakenOver, "session taken over by another connection")
 	}
-	s.conn = conn
+	s.setConn(conn)
 	s.stopGrace()
 	s.logf(zap.InfoLevel, "connection attached", zap.String("remote", conn.RemoteAddr()), zap.Bool("created", created))
 	s.applyTeams(id)
@@ -328,12 +327,33 @@ func (s *Session) emitInitialized(resumed bool) {
 		SessionID: s.id, AgentID: s.ident.AgentID, Resumed: resumed, Teams: s.teams, Seq: s.journal.seq + 1})
 }
 
+// setConn makes c the session's connection (nil: none). The live view
+// follows the connection: watches run only while one is attached, and a new
+// connection gets every subscription again, from a resync snapshot.
+func (s *Session) setConn(c Conn) {
+	s.conn = c
+	if s.feed != nil {
+		if c != nil {
+			// Nothing live goes before this op's messages (a resumed
+			// session's replay and session.initialized).
+			s.feed.hold()
+			s.feedHeld = true
+		}
+		s.feed.setConn(c)
+	}
+	if c == nil {
+		s.unwatchAll()
+	} else {
+		s.watchAll()
+	}
+}
+
 func (s *Session) detach(conn Conn) {
 	if s.conn != conn {
 		return
 	}
 	s.wire = nil
-	s.conn = nil
+	s.setConn(nil)
 	s.logf(zap.InfoLevel, "connection detached", zap.String("remote", conn.RemoteAddr()), zap.Duration("grace", s.m.opts.Grace))
 	s.startGrace()
 }
@@ -381,7 +401,7 @@ func (s *Session) expire() {
 func (s *Session) finish(code protocol.CloseCode, reason string) {
 	if s.conn != nil {
 		s.conn.Close(code, reason)
-		s.conn = nil
+		s.setConn(nil)
 	}
 	s.ended = true
 }

@@ -131,6 +131,14 @@ const supervisorKeyPrefix = "sup."
 // isAgentKey tells an agent's key from a supervisor's.
 func isAgentKey(key string) bool { return !strings.Contains(key, ".") }
 
+// Message is one message for a connection: Head followed by Body, written
+// as one WebSocket message. Body may be shared by many connections (a
+// supervisor change is encoded once for all its subscribers): nobody
+// modifies it.
+type Message struct {
+	Head, Body []byte
+}
+
 // Conn is a client connection as a session sees it.
 type Conn interface {
 	// Send queues encoded messages, to be written in order and together,
@@ -138,7 +146,7 @@ type Conn interface {
 	// dropped. It returns false when the connection's queue overflowed or it
 	// is closing: it closes itself as a slow consumer and must be considered
 	// detached.
-	Send(msgs [][]byte, done func()) bool
+	Send(msgs []Message, done func()) bool
 	// Close closes the connection after the messages already queued.
 	Close(code protocol.CloseCode, reason string)
 	// RemoteAddr is for logs.

@@ -70,7 +70,7 @@ type Session struct {
 	created  int64 // Unix ms, as the snapshot and the timeline keep it
 	// wire collects the current op's messages for the connection, sent as
 	// one batch when it ends; reply is the command's, if the op is one.
-	wire      [][]byte
+	wire      []Message
 	replyDone func()
 	reply     *pendingReply
 	record    *store.Record
@@ -79,6 +79,8 @@ type Session struct {
 	status      string
 	statusSince time.Time
 	subs        map[string]*subscription // supervisor subscriptions by id
+	feed        *feed                    // their live view; made by the first watch
+	feedHeld    bool                     // the feed waits for this op's messages
 	replies     replies
 	// limiter bounds the session's commands per second, whatever the
 	// connection: reconnecting does not refill it. Nil: no limit.
@@ -267,6 +269,11 @@ func (s *Session) settle() {
 		s.deliver(e.Payload)
 	}
 	s.sendWire()
+	if s.feedHeld {
+		// The live view goes after this op's messages (a subscribe's reply).
+		s.feedHeld = false
+		s.feed.release()
+	}
 	if s.endWith != nil && !s.journal.unsynced && !s.ended {
 		s.finish(*s.endWith, "session ended")
 	}
@@ -373,7 +380,7 @@ func (s *Session) rememberedReply(id string, now time.Time) ([]byte, bool) {
 // messages leave together in sendWire.
 func (s *Session) deliver(msg []byte) {
 	if s.conn != nil {
-		s.wire = append(s.wire, msg)
+		s.wire = append(s.wire, Message{Body: msg})
 	}
 }
 
@@ -390,7 +397,7 @@ func (s *Session) sendWire() {
 	}
 	if !s.conn.Send(msgs, done) {
 		s.logf(zap.WarnLevel, "slow consumer: connection closed, session kept", zap.String("remote", s.conn.RemoteAddr()))
-		s.conn = nil
+		s.setConn(nil)
 		s.startGrace()
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -28,9 +29,9 @@ func newTestConn() *testConn {
 	return &testConn{out: make(chan []byte, 1024), closed: make(chan protocol.CloseCode, 1)}
 }
 
-func (c *testConn) Send(msgs [][]byte, done func()) bool {
+func (c *testConn) Send(msgs []Message, done func()) bool {
 	for _, m := range msgs {
-		c.out <- m
+		c.out <- append(slices.Clip(m.Head), m.Body...)
 	}
 	if done != nil {
 		done()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -11,10 +12,11 @@ import (
 	"github.com/ctibroker/ctibroker/protocol"
 )
 
-// subscription is one supervisor.subscribe of a session.
+// subscription is one supervisor.subscribe of a session. Its watch on the
+// board runs while a connection is attached (live is nil otherwise).
 type subscription struct {
 	filter protocol.WatchFilter
-	cancel func()
+	live   *liveSub
 }
 
 type savedSubscription struct {
@@ -26,6 +28,9 @@ func (s *Session) cmdSubscribe(r *request) (json.RawMessage, *protocol.Failure) 
 	var f protocol.WatchFilter
 	if fail := protocol.DecodeData(r.Data, &f); fail != nil {
 		return nil, fail
+	}
+	if f.Format != "" && f.Format != protocol.FormatFull && f.Format != protocol.FormatCompact {
+		return nil, protocol.Failf(protocol.CodeInvalidRequest, "field \"data.format\": %q is neither %q nor %q", protocol.CutEncoded(f.Format, 32), protocol.FormatFull, protocol.FormatCompact)
 	}
 	if len(s.subs) >= protocol.MaxSubscriptions {
 		return nil, protocol.Failf(protocol.CodeInvalidState, "at most %d subscriptions per session", protocol.MaxSubscriptions)
@@ -47,7 +52,7 @@ func (s *Session) cmdUnsubscribe(r *request) (json.RawMessage, *protocol.Failure
 	if !ok {
 		return nil, protocol.Failf(protocol.CodeNotFound, "no subscription %q", d.SubscriptionID)
 	}
-	sub.cancel()
+	s.stopWatch(sub)
 	delete(s.subs, d.SubscriptionID)
 	s.journal.force = true
 	return r.Data, nil
@@ -80,33 +85,120 @@ func Scope(id Identity, f protocol.WatchFilter) (protocol.WatchFilter, *protocol
 	return f, nil
 }
 
-// startSubscription registers a watcher on the board and emits the snapshot.
+// startSubscription records a subscription and, with a connection
+// attached, starts its watch: its snapshot, then its changes, through the
+// session's feed.
 func (s *Session) startSubscription(id string, requested protocol.WatchFilter, reason string) *protocol.Failure {
-	f, fail := Scope(s.ident, requested)
-	if fail != nil {
+	if _, fail := Scope(s.ident, requested); fail != nil {
 		return fail
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.m.opts.StoreTimeout+s.m.opts.LeaseTTL)
-	defer cancel()
-	subJSON := protocol.AppendString(nil, id)
-	agents, stop, err := s.m.board.watch(ctx, MatchFilter(f), func(c Change) {
-		s.post(func(s *Session) { s.onAgentChanged(id, subJSON, c) })
-	})
-	if err != nil {
-		return protocol.Failf(protocol.CodeUnavailable, "the agent board is not available: %v", err)
+	sub := &subscription{filter: requested}
+	if s.conn != nil {
+		if fail := s.startWatch(id, sub, reason); fail != nil {
+			return fail
+		}
 	}
 	if s.subs == nil {
 		s.subs = map[string]*subscription{}
 	}
-	s.subs[id] = &subscription{filter: requested, cancel: stop}
+	s.subs[id] = sub
+	s.journal.force = true
+	return nil
+}
+
+// startWatch starts the subscription's watch on the board and queues its
+// snapshot ahead of its changes. The feed holds them until this op's
+// messages (a subscribe's reply) are sent.
+func (s *Session) startWatch(id string, sub *subscription, reason string) *protocol.Failure {
+	f, fail := Scope(s.ident, sub.filter)
+	if fail != nil {
+		return fail
+	}
+	if s.feed == nil {
+		s.feed = newFeed(s)
+		s.feed.setConn(s.conn)
+	}
+	s.feed.hold()
+	s.feedHeld = true
+	ctx, cancel := context.WithTimeout(context.Background(), s.m.opts.StoreTimeout+s.m.opts.LeaseTTL)
+	defer cancel()
+	live := newLiveSub(s.id, id, f.Format == protocol.FormatCompact)
+	watch, agents, err := s.m.board.watch(ctx, MatchFilter(f), live.compact, s.feed.wake)
+	if err != nil {
+		return protocol.Failf(protocol.CodeUnavailable, "the agent board is not available: %v", err)
+	}
+	live.watch, sub.live = watch, live
 	var sum protocol.Summary
 	for _, a := range agents {
 		sum.Add(a.Status)
 	}
-	s.emit(s.id, protocol.EvSupervisorSnapshot, protocol.SupervisorSnapshot{SubscriptionID: id, Reason: reason,
-		Agents: nonNil(agents), Summary: sum})
-	s.journal.force = true
+	s.feed.add(live, s.snapshotMessage(protocol.SupervisorSnapshot{SubscriptionID: id, Reason: reason, Agents: nonNil(agents), Summary: sum}))
 	return nil
+}
+
+// stopWatch ends a subscription's watch.
+func (s *Session) stopWatch(sub *subscription) {
+	if sub.live == nil {
+		return
+	}
+	sub.live.watch.Stop()
+	s.feed.remove(sub.live)
+	sub.live = nil
+}
+
+// snapshotMessage encodes a supervisor.snapshot: a live message, without a
+// seq.
+func (s *Session) snapshotMessage(snap protocol.SupervisorSnapshot) []byte {
+	data, err := protocol.Marshal(snap)
+	if err != nil {
+		s.logf(zap.ErrorLevel, "cannot encode a snapshot", zap.Error(err))
+		data = []byte("null")
+	}
+	msg, _ := protocol.Marshal(protocol.Event{MessageType: protocol.MessageTypeObjectEvent, Target: s.id, Name: protocol.EvSupervisorSnapshot,
+		Data: data, Timestamp: time.Now().UnixMilli()})
+	return msg
+}
+
+// watchAll starts every subscription's watch, each with a resync
+// snapshot: the connection is new, and what it saw before is stale.
+func (s *Session) watchAll() {
+	for id, sub := range s.subs {
+		s.stopWatch(sub)
+		if f := s.startWatch(id, sub, protocol.SnapshotResync); f != nil {
+			s.logf(zap.WarnLevel, "could not restart a supervisor subscription", zap.String("subscription", id), zap.String("failure", f.Error()))
+			s.endSubscription(id, sub)
+		}
+	}
+}
+
+// unwatchAll stops every watch while no connection is attached.
+func (s *Session) unwatchAll() {
+	for _, sub := range s.subs {
+		s.stopWatch(sub)
+	}
+}
+
+// resyncSubscriptions restarts every watch with a resync snapshot: the
+// feed dropped changes (the connection fell too far behind).
+func (s *Session) resyncSubscriptions(why string) {
+	if s.conn == nil {
+		return
+	}
+	s.logf(zap.InfoLevel, "supervisor subscriptions resynced", zap.String("why", why))
+	s.watchAll()
+}
+
+// endSubscription tells the client a subscription it can no longer have
+// is empty (an empty resync snapshot), and forgets it.
+func (s *Session) endSubscription(id string, sub *subscription) {
+	s.stopWatch(sub)
+	delete(s.subs, id)
+	if s.conn != nil && s.feed != nil {
+		s.feed.hold()
+		s.feedHeld = true
+		s.feed.queueSnapshot(s.snapshotMessage(protocol.SupervisorSnapshot{SubscriptionID: id, Reason: protocol.SnapshotResync, Agents: []protocol.AgentView{}}))
+	}
+	s.journal.force = true
 }
 
 // rescopeSubscriptions restarts every subscription under the session's
@@ -115,37 +207,30 @@ func (s *Session) startSubscription(id string, requested protocol.WatchFilter, r
 // snapshot: the supervisor's view of it is empty and stays so.
 func (s *Session) rescopeSubscriptions() {
 	for id, sub := range s.subs {
-		sub.cancel()
-		delete(s.subs, id)
-		requested := sub.filter
-		if len(requested.Teams) > 0 && !s.ident.AllTeams {
-			requested.Teams = slices.DeleteFunc(slices.Clone(requested.Teams), func(t string) bool { return !slices.Contains(s.ident.Teams, t) })
-			if len(requested.Teams) == 0 {
-				s.emit(s.id, protocol.EvSupervisorSnapshot, protocol.SupervisorSnapshot{SubscriptionID: id, Reason: protocol.SnapshotResync,
-					Agents: []protocol.AgentView{}})
+		if len(sub.filter.Teams) > 0 && !s.ident.AllTeams {
+			sub.filter.Teams = slices.DeleteFunc(slices.Clone(sub.filter.Teams), func(t string) bool { return !slices.Contains(s.ident.Teams, t) })
+			if len(sub.filter.Teams) == 0 {
+				s.endSubscription(id, sub)
 				continue
 			}
 		}
-		if f := s.startSubscription(id, requested, protocol.SnapshotResync); f != nil {
+		if s.conn == nil {
+			continue
+		}
+		s.stopWatch(sub)
+		if f := s.startWatch(id, sub, protocol.SnapshotResync); f != nil {
 			s.logf(zap.WarnLevel, "could not scope a subscription again", zap.String("subscription", id), zap.String("failure", f.Error()))
-			s.emit(s.id, protocol.EvSupervisorSnapshot, protocol.SupervisorSnapshot{SubscriptionID: id, Reason: protocol.SnapshotResync,
-				Agents: []protocol.AgentView{}})
+			s.endSubscription(id, sub)
 		}
 	}
 	s.journal.force = true
 }
 
-func (s *Session) onAgentChanged(id string, subJSON []byte, c Change) {
-	if _, ok := s.subs[id]; !ok {
-		return
-	}
-	s.journal.emit(s.id, protocol.EvSupervisorAgentChanged, c.AppendData(nil, subJSON))
-}
-
-// Watch registers notify for changes of the agents matching f (already
-// scoped) and returns their current views. notify must not block.
-func (m *Manager) Watch(ctx context.Context, f protocol.WatchFilter, notify func(Change)) ([]protocol.AgentView, func(), error) {
-	return m.board.watch(ctx, MatchFilter(f), notify)
+// Watch starts a watch of the agents matching f (already scoped): their
+// current views, then their changes through the returned Watch. wake is
+// called when changes may be waiting; it must not block.
+func (m *Manager) Watch(ctx context.Context, f protocol.WatchFilter, wake func()) (*Watch, []protocol.AgentView, error) {
+	return m.board.watch(ctx, MatchFilter(f), false, wake)
 }
 
 // snapshotView builds an agent's view from a stored session snapshot; false

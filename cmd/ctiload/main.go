@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"syscall"
 	"text/tabwriter"
@@ -58,7 +59,10 @@ func run(args []string, stdout io.Writer) error {
 	fs.BoolVar(&cfg.Idle, "idle", false, "agents connect and add a channel, then stay idle")
 	fs.StringVar(&cfg.Prefix, "prefix", "", "agent id prefix (default: random; set it when several load processes share a broker)")
 	metricsURL := fs.String("metrics", "", "broker /metrics URL (default: from --url)")
+	fs.BoolVar(&cfg.Batch, "batch", false, "offer the subprotocol ctibroker.v1.batch (several messages per frame)")
+	fs.BoolVar(&cfg.Compact, "compact", false, "supervisors subscribe with the compact change format")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	cpuProfile := fs.String("cpuprofile", "", "write the tool's own CPU profile to this file (is the client the bottleneck?)")
 	baseline := fs.Bool("baseline", false, "also measure a bare-WebSocket echo server with the same message sizes")
 	bare := fs.Bool("bare", false, "the target is a `ctiload echo` server, not a broker (with --idle: the idle-memory baseline)")
 	if err := fs.Parse(args); err != nil {
@@ -68,6 +72,17 @@ func run(args []string, stdout io.Writer) error {
 	if err := load.CheckLoopback(cfg.URL); err != nil {
 		return err
 	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if *metricsURL == "" {
 		u, err := url.Parse(cfg.URL)
 		if err != nil {
@@ -75,15 +90,16 @@ func run(args []string, stdout io.Writer) error {
 		}
 		*metricsURL = "http://" + u.Host + "/metrics"
 	}
-	rss0, heap0, err := load.Scrape(ctx, *metricsURL)
+	before, err := load.Scrape(ctx, *metricsURL)
 	if err != nil {
 		return err
 	}
+	cfg.MetricsURL = *metricsURL
 	var mem *load.BrokerMemory
 	cfg.OnReady = func() {
 		time.Sleep(time.Second) // let the broker settle after the connection burst
-		if rss1, heap1, err := load.Scrape(ctx, *metricsURL); err == nil {
-			mem = load.PerConnection(rss0, heap0, rss1, heap1, int64(cfg.Agents+cfg.Supervisors))
+		if after, err := load.Scrape(ctx, *metricsURL); err == nil {
+			mem = load.PerConnection(before, after, int64(cfg.Agents+cfg.Supervisors))
 		}
 	}
 	run := load.Run
@@ -128,8 +144,13 @@ func runBaseline(ctx context.Context, cfg load.Config, broker load.Report) (load
 		return load.Report{}, err
 	}
 	events := int(broker.EventsPerCommand + 0.5)
+	change := 0
+	if cfg.Supervisors > 0 {
+		change = max(int(broker.SupEventBytes), 1)
+	}
 	cmd := exec.CommandContext(ctx, self, "echo", "--listen", addr,
-		"--reply", strconv.Itoa(int(broker.ReplyBytes)), "--event", strconv.Itoa(int(broker.EventBytes)), "--events", strconv.Itoa(events))
+		"--reply", strconv.Itoa(int(broker.ReplyBytes)), "--event", strconv.Itoa(int(broker.EventBytes)), "--events", strconv.Itoa(events),
+		"--change", strconv.Itoa(change))
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return load.Report{}, err
@@ -146,7 +167,8 @@ func runBaseline(ctx context.Context, cfg load.Config, broker load.Report) (load
 		time.Sleep(20 * time.Millisecond)
 	}
 	cfg.URL = "ws://" + addr + "/"
-	return load.RunEcho(ctx, cfg, load.Sizes{Reply: int(broker.ReplyBytes), Event: int(broker.EventBytes), Events: events})
+	cfg.MetricsURL = "http://" + addr + "/metrics"
+	return load.RunEcho(ctx, cfg, load.Sizes{Reply: int(broker.ReplyBytes), Event: int(broker.EventBytes), Events: events, Change: change})
 }
 
 func echo(ctx context.Context, args []string) error {
@@ -156,6 +178,7 @@ func echo(ctx context.Context, args []string) error {
 	fs.IntVar(&sizes.Reply, "reply", 300, "reply size in bytes")
 	fs.IntVar(&sizes.Event, "event", 400, "event size in bytes")
 	fs.IntVar(&sizes.Events, "events", 2, "events after each reply")
+	fs.IntVar(&sizes.Change, "change", 0, "with a size, broadcast a change of it to every ?supervisor= connection after each command")
 	var opts load.EchoOptions
 	fs.DurationVar(&opts.PingInterval, "ping", 0, "ping every connection this often, as the broker does (0: never)")
 	fs.DurationVar(&opts.PingTimeout, "pingtimeout", 10*time.Second, "close a connection whose pong has not come by then")
@@ -180,19 +203,22 @@ func printReports(w io.Writer, reports []load.Report) {
 		}
 		fmt.Fprintln(tw)
 	}
-	row("", "mode", "conns", "cmds/s", "rtt p50 µs", "p90", "p99", "p99.9", "max", "agent ev/s", "deliv p99 ms", "sup ev/s", "sup p99 ms", "sup lost")
+	row("", "mode", "conns", "cmds/s", "rtt p50 µs", "p90", "p99", "p99.9", "max", "agent ev/s", "deliv p99 ms", "sup ev/s", "sup p99 ms", "sup lost",
+		"cpu µs/cmd", "cpu µs/sup msg", "max RSS MiB")
 	for _, r := range reports {
 		row("", r.Mode, r.Connected, fmt.Sprintf("%.0f", r.CommandsPerSec), r.RTT.P50, r.RTT.P90, r.RTT.P99, r.RTT.P999, r.RTT.Max,
-			fmt.Sprintf("%.0f", r.AgentEventsPS), r.AgentDelivery.P99, fmt.Sprintf("%.0f", r.SupEventsPS), r.SupDelivery.P99, r.SupLost)
+			fmt.Sprintf("%.0f", r.AgentEventsPS), r.AgentDelivery.P99, fmt.Sprintf("%.0f", r.SupEventsPS), r.SupDelivery.P99, r.SupLost,
+			fmt.Sprintf("%.1f", r.CPUPerCommand), fmt.Sprintf("%.2f", r.CPUPerDelivery), fmt.Sprintf("%.0f", r.RSSMax/(1<<20)))
 	}
 	tw.Flush()
 	b := reports[0]
 	fmt.Fprintf(w, "\ncommands %d in %.1fs; failures %v; connect failures %d\n", b.Commands, b.Seconds, b.Failures, b.ConnectFailures)
 	fmt.Fprintf(w, "messages: reply %.0f B, event %.0f B, %.2f events per command\n", b.ReplyBytes, b.EventBytes, b.EventsPerCommand)
 	if b.Supervisors > 0 {
-		fmt.Fprintf(w, "supervisors: %d changes expected in all, %d lost; delivery p50 %d ms, p99 %d ms, max %d ms\n",
-			b.SupExpected, b.SupLost, b.SupDelivery.P50, b.SupDelivery.P99, b.SupDelivery.Max)
+		fmt.Fprintf(w, "supervisors: %d changes expected in all, %d lost, %d conflated, %d resync snapshots; delivery p50 %d ms, p99 %d ms, max %d ms; %.0f B per change message\n",
+			b.SupExpected, b.SupLost, b.SupConflated, b.SupResyncs, b.SupDelivery.P50, b.SupDelivery.P99, b.SupDelivery.Max, b.SupEventBytes)
 	}
+	fmt.Fprintf(w, "batched frames: %v; broker CPU %.1f s in the measured period and drain\n", b.Batched, b.BrokerCPUSeconds)
 	if b.Broker != nil {
 		fmt.Fprintf(w, "broker memory: RSS %.1f -> %.1f MiB, heap %.1f -> %.1f MiB: %.1f KiB RSS and %.1f KiB heap per connection\n",
 			b.Broker.RSSBefore/(1<<20), b.Broker.RSSAfter/(1<<20), b.Broker.HeapBefore/(1<<20), b.Broker.HeapAfter/(1<<20),
@@ -200,5 +226,8 @@ func printReports(w io.Writer, reports []load.Report) {
 	}
 	if len(reports) > 1 && reports[1].CommandsPerSec > 0 {
 		fmt.Fprintf(w, "broker / bare-websocket command rate: %.2f\n", b.CommandsPerSec/reports[1].CommandsPerSec)
+		if b.Supervisors > 0 && reports[1].SupEventsPS > 0 {
+			fmt.Fprintf(w, "broker / bare-websocket supervisor deliveries: %.2f\n", b.SupEventsPS/reports[1].SupEventsPS)
+		}
 	}
 }
