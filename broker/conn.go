@@ -120,7 +120,7 @@ func (c *wsConn) read(s *session.Session) {
 		}
 		c.lastRead.Store(time.Now().UnixNano())
 		c.inFlight.Store(true)
-		f := session.Frame{Data: data, Binary: typ != websocket.MessageText, Received: time.Now(), Done: c.answered}
+		f := session.NewFrame(data, typ != websocket.MessageText, c.answered)
 		if s.Submit(c, f) != nil {
 			return
 		}

@@ -118,6 +118,10 @@ func DecodeRequest(frame []byte) Inbound {
 		if len(raw) == 0 || isNull(raw) {
 			return
 		}
+		if len(raw) >= 2 && raw[0] == '"' && bytes.IndexByte(raw[1:len(raw)-1], '\\') < 0 && bytes.IndexByte(raw[1:len(raw)-1], '"') < 0 {
+			*dst = string(raw[1 : len(raw)-1]) // a string without escapes: as is
+			return
+		}
 		if err := json.Unmarshal(raw, dst); err != nil && typeErr == nil {
 			typeErr = fmt.Errorf("field %q must be a string", name)
 		}

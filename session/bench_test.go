@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/ctibroker/ctibroker/protocol"
 )
@@ -34,7 +33,7 @@ func BenchmarkDispatch(b *testing.B) {
 	}
 	<-conn.out
 	submit := func(frame string) {
-		if err := s.Submit(conn, Frame{Data: []byte(frame), Received: time.Now()}); err != nil {
+		if err := s.Submit(conn, NewFrame([]byte(frame), false, nil)); err != nil {
 			b.Fatal(err)
 		}
 		<-conn.out

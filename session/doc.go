@@ -4,8 +4,9 @@
 // A Session is made of parts with one job each:
 //   - mailbox (mailbox.go): queues ops (client commands, and notes: attach,
 //     detach, switch events, timers, notifications from other sessions)
-//     and runs them in order on a goroutine that exists only while ops are
-//     queued;
+//     and runs them in order, while ops are queued, on the goroutine of the
+//     connection that submitted a command (it waits for the reply anyway)
+//     or on one of their own;
 //   - journal (journal.go): hands out seqs, holds what an op produced
 //     (events, timeline entries) and stores it in one fenced commit per op;
 //   - lifecycle (lifecycle.go): starts the session (from the store or the

@@ -16,7 +16,7 @@ type command struct {
 }
 
 // mailbox queues a session's ops. They run one at a time, in order, on a
-// goroutine that exists only while ops are queued: an idle session has
+// goroutine that runs them only while ops are queued: an idle session has
 // none. Putting an op never blocks, so a session never waits on another.
 // mu guards everything.
 type mailbox struct {
@@ -26,20 +26,20 @@ type mailbox struct {
 	closed  bool // the session ended: no more ops
 }
 
-// put queues o and reports whether it was; start is called (under mu) when
-// no goroutine runs the queue.
-func (mb *mailbox) put(o op, start func()) bool {
+// put queues o. ok is false when the session has ended; run is true when no
+// goroutine runs the queue: the caller must run it (see Session.run).
+func (mb *mailbox) put(o op) (run, ok bool) {
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
 	if mb.closed {
-		return false
+		return false, false
 	}
 	mb.queue = append(mb.queue, o)
-	if !mb.running {
-		mb.running = true
-		start()
+	if mb.running {
+		return false, true
 	}
-	return true
+	mb.running = true
+	return true, true
 }
 
 // next returns the queued ops. When there are none, it calls idle (still

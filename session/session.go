@@ -21,25 +21,32 @@ import (
 // decodes it: decoding is work like the rest of the command, done on the
 // session's goroutine.
 type Frame struct {
-	Data     []byte
-	Binary   bool // not a text frame: refused, the protocol is JSON text
+	// In is the decoded frame: a request, or the failure that answers it.
+	In       protocol.Inbound
 	Received time.Time
 	// Done is called once the command has been answered: its reply written
 	// or dropped. The connection reads its next frame then.
 	Done func()
 }
 
+// NewFrame decodes a frame the connection received. Connections call it on
+// their reader goroutine, whose stack grows once for the JSON decoder and
+// shrinks again when idle, rather than on the session's short-lived one,
+// whose stack would grow for every command (7% of the CPU at full load).
+func NewFrame(data []byte, binary bool, done func()) Frame {
+	f := Frame{Received: time.Now(), Done: done}
+	if binary {
+		f.In = protocol.RejectFrame(data, "binary frames are not accepted: send JSON text frames")
+	} else {
+		f.In = protocol.DecodeRequest(data)
+	}
+	return f
+}
+
 func (f *Frame) answered() {
 	if f.Done != nil {
 		f.Done()
 	}
-}
-
-func (f *Frame) decode() protocol.Inbound {
-	if f.Binary {
-		return protocol.RejectFrame(f.Data, "binary frames are not accepted: send JSON text frames")
-	}
-	return protocol.DecodeRequest(f.Data)
 }
 
 // Session is one agent's (or supervisor's) session. Its parts have one job
@@ -167,10 +174,19 @@ func (s *Session) Done() <-chan struct{} { return s.done }
 
 // Submit queues a client command. A connection has one command in flight
 // (it waits for f.Done before it reads the next), so the queue holds at
-// most one command per connection.
+// most one command per connection. When no goroutine runs the session's
+// ops, Submit runs them (its command and whatever is queued meanwhile)
+// before it returns.
 func (s *Session) Submit(conn Conn, f Frame) error {
-	if !s.mb.put(op{cmd: command{conn, f}}, s.spawn) {
+	run, ok := s.mb.put(op{cmd: command{conn, f}})
+	if !ok {
 		return ErrSessionEnded
+	}
+	if run {
+		// The connection's reader runs the ops itself: it waits for the
+		// reply anyway, and a goroutine of their own would grow a fresh
+		// stack for every command (13% of the CPU at full load).
+		s.run()
 	}
 	return nil
 }
@@ -180,14 +196,16 @@ func (s *Session) Detach(conn Conn) {
 	s.post(func(s *Session) { s.detach(conn) })
 }
 
-// post queues a note for the session. It never blocks and returns false
-// when the session has ended.
+// post queues a note for the session. It never blocks (the note runs on a
+// goroutine of its own when none runs the session) and returns false when
+// the session has ended.
 func (s *Session) post(f func(*Session)) bool {
-	return s.mb.put(op{note: f}, s.spawn)
+	run, ok := s.mb.put(op{note: f})
+	if run {
+		go s.run()
+	}
+	return ok
 }
-
-// spawn runs the mailbox's ops on a goroutine of their own.
-func (s *Session) spawn() { go s.run() }
 
 // run handles the queued ops, in order, until the queue is empty or the
 // session ends.
@@ -264,6 +282,9 @@ func (s *Session) settle() {
 	if err != nil && !errors.Is(err, errUnsynced) {
 		time.AfterFunc(s.m.opts.HealthInterval, func() { s.post((*Session).retrySync) })
 	}
+	if s.conn != nil && s.wire == nil {
+		s.wire = make([]Message, 0, len(ready)+1) // the reply and the events
+	}
 	s.finishReply(err)
 	for _, e := range ready {
 		s.deliver(e.Payload)
@@ -329,7 +350,7 @@ func (s *Session) handleCommand(c command) {
 		c.frame.answered() // from a connection that was taken over or closed
 		return
 	}
-	in := c.frame.decode()
+	in := c.frame.In
 	if in.Failure == nil && s.limiter != nil && !s.limiter.AllowN(c.frame.Received, 1) {
 		in.Failure = protocol.Failf(protocol.CodeRateLimited, "more than the allowed commands per second; slow down")
 	}

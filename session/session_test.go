@@ -139,7 +139,7 @@ func TestEveryCommandIsAnswered(t *testing.T) {
 	conn.next(t) // session.initialized
 	var answered atomic.Int32
 	frame := func(cmd string) Frame {
-		return Frame{Data: []byte(`{"command":"` + cmd + `","target":"` + s.ID() + `"}`), Received: time.Now(), Done: func() { answered.Add(1) }}
+		return NewFrame([]byte(`{"command":"`+cmd+`","target":"`+s.ID()+`"}`), false, func() { answered.Add(1) })
 	}
 	// Held: the session runs a note that waits, so the commands queue.
 	release := make(chan struct{})

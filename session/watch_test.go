@@ -259,7 +259,7 @@ func TestSlowSupervisorGetsFoldedChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	conn.waitBatch(t) // session.initialized
-	sv.Submit(conn, Frame{Data: []byte(`{"command":"supervisor.subscribe","target":"` + sv.ID() + `"}`), Received: time.Now(), Done: func() {}})
+	sv.Submit(conn, NewFrame([]byte(`{"command":"supervisor.subscribe","target":"`+sv.ID()+`"}`), false, func() {}))
 	got := conn.waitBatch(t)
 	for len(got) < 2 {
 		got = append(got, conn.waitBatch(t)...)
@@ -283,7 +283,7 @@ func TestSlowSupervisorGetsFoldedChanges(t *testing.T) {
 	// Alice changes five times while the supervisor does not read.
 	for i := range 5 {
 		cmd := fmt.Sprintf(`{"command":"session.addchannel","target":%q,"data":{"channel":{"id":"c%d","name":"%d","type":"TELEPHONY"}}}`, a.ID(), i, 1000+i)
-		if err := a.Submit(aConn, Frame{Data: []byte(cmd), Received: time.Now(), Done: func() {}}); err != nil {
+		if err := a.Submit(aConn, NewFrame([]byte(cmd), false, func() {})); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -311,7 +311,7 @@ func TestSupervisorBehindTheLogGetsAResync(t *testing.T) {
 		t.Fatal(err)
 	}
 	conn.waitBatch(t)
-	sv.Submit(conn, Frame{Data: []byte(`{"command":"supervisor.subscribe","target":"` + sv.ID() + `"}`), Received: time.Now(), Done: func() {}})
+	sv.Submit(conn, NewFrame([]byte(`{"command":"supervisor.subscribe","target":"`+sv.ID()+`"}`), false, func() {}))
 	for got := 0; got < 2; {
 		got += len(conn.waitBatch(t))
 	}
