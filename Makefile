@@ -5,7 +5,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: run build test vet fmt lint fuzz bench bench-idle readme-fsm clean
+.PHONY: run build test vet fmt lint fuzz bench bench-idle bench-floor readme-fsm clean
 
 run:
 	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/ctibroker serve --log-format console
@@ -41,6 +41,13 @@ bench: build
 	@CTIBROKER_LIMITS__COMMANDRATE=0 CTIBROKER_LIMITS__CONNECTIONSPERIP=0 CTIBROKER_LOG__LEVEL=warn CTIBROKER_LISTEN=127.0.0.1:18080 bin/ctibroker serve & pid=$$!; \
 	sleep 1; bin/ctiload --url ws://127.0.0.1:18080/v1/ws --agents 100 --duration $(LOADTIME) --baseline; rc=$$?; \
 	kill $$pid; wait $$pid; exit $$rc
+
+# Floor scale (needs redis-server; about 10 minutes): supervisors' fan-out at
+# 500 and 2,000 changes/s, commands, Redis mode beside memory mode, and a
+# failover storm, each with a baseline from the same run (scripts/bench-floor.sh;
+# BASELINE=<broker binary> adds an older build, SCENARIOS= picks some).
+bench-floor: build
+	scripts/bench-floor.sh
 
 # Memory of 19,800 idle sessions (two load processes: a process may hold
 # at most 20,000 files here); IDLE_WAIT=seconds of idleness to watch.

@@ -28,9 +28,12 @@ import (
 // Config describes a run.
 type Config struct {
 	// URL of the WebSocket endpoint, e.g. ws://127.0.0.1:8080/v1/ws. Loopback only.
-	URL         string
-	Agents      int
-	Supervisors int
+	URL string
+	// SupervisorURL, when set, is where supervisors connect (another node
+	// of the same cluster: changes then cross Redis).
+	SupervisorURL string
+	Agents        int
+	Supervisors   int
 	// Rate is the total commands per second over all agents; 0: as fast as
 	// each agent's round trips allow.
 	Rate     float64
@@ -260,8 +263,10 @@ var errClosed = errors.New("connection closed")
 
 // Run runs the load against a broker and measures it.
 func Run(ctx context.Context, cfg Config) (Report, error) {
-	if err := CheckLoopback(cfg.URL); err != nil {
-		return Report{}, err
+	for _, u := range []string{cfg.URL, cfg.SupervisorURL} {
+		if err := CheckLoopback(u); u != "" && err != nil {
+			return Report{}, err
+		}
 	}
 	if cfg.Duration <= 0 || cfg.Duration > time.Hour {
 		return Report{}, errors.New("duration must be between 0 and 1h")
@@ -540,7 +545,11 @@ func scanEvent(b []byte) (name string, ts int64, ok bool) {
 func supervisor(ctx context.Context, cfg Config, i int, st *stats, count *atomic.Int64, setup *sync.WaitGroup, stop <-chan struct{}) {
 	setupOnce := sync.OnceFunc(setup.Done)
 	defer setupOnce()
-	c, err := dial(ctx, cfg.URL, i, cfg.Sources, fmt.Sprintf("supervisor=%s-sup-%d", cfg.Prefix, i), cfg.Batch)
+	url := cfg.URL
+	if cfg.SupervisorURL != "" {
+		url = cfg.SupervisorURL
+	}
+	c, err := dial(ctx, url, i, cfg.Sources, fmt.Sprintf("supervisor=%s-sup-%d", cfg.Prefix, i), cfg.Batch)
 	if err != nil {
 		st.connectFails.Add(1)
 		return

@@ -46,3 +46,42 @@ func TestCheckLoopback(t *testing.T) {
 		}
 	}
 }
+
+// The failover storm counts what a resume must not lose: a gap in an
+// agent's seq is lost events, a seq already seen a duplicate.
+func TestFailoverSeqAccounting(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		seqs             []uint64
+		lost, duplicates int64
+	}{
+		{"in order", []uint64{1, 2, 3, 4}, 0, 0},
+		{"messages without seq", []uint64{1, 0, 2, 0, 3}, 0, 0},
+		{"a gap", []uint64{1, 2, 5, 6}, 2, 0},
+		{"a replay of what was seen", []uint64{1, 2, 3, 2, 3, 4}, 0, 2},
+		{"first seen mid-stream", []uint64{7, 8}, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := &failoverAgent{st: &failoverStats{stats: newStats()}}
+			for _, s := range tc.seqs {
+				a.saw(s)
+			}
+			if a.st.lost.Load() != tc.lost || a.st.duplicates.Load() != tc.duplicates {
+				t.Fatalf("lost %d, duplicates %d; want %d, %d", a.st.lost.Load(), a.st.duplicates.Load(), tc.lost, tc.duplicates)
+			}
+		})
+	}
+}
+
+func TestFailoverRefusesOtherHostsAndBadConfig(t *testing.T) {
+	for _, cfg := range []FailoverConfig{
+		{URL: "ws://10.0.0.1/v1/ws", FailoverURL: "ws://127.0.0.1:1/v1/ws", KillPID: 1234, Agents: 1, Rate: 1, Warmup: 1, After: 1},
+		{URL: "ws://127.0.0.1:1/v1/ws", FailoverURL: "ws://example.com/", KillPID: 1234, Agents: 1, Rate: 1, Warmup: 1, After: 1},
+		{URL: "ws://127.0.0.1:1/v1/ws", FailoverURL: "ws://127.0.0.1:2/v1/ws", KillPID: 1, Agents: 1, Rate: 1, Warmup: 1, After: 1},
+		{URL: "ws://127.0.0.1:1/v1/ws", FailoverURL: "ws://127.0.0.1:2/v1/ws", KillPID: 1234, Agents: 1, Rate: 0, Warmup: 1, After: 1},
+	} {
+		if _, err := RunFailover(context.Background(), cfg); err == nil {
+			t.Errorf("RunFailover(%+v) ran", cfg)
+		}
+	}
+}

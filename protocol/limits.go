@@ -94,9 +94,18 @@ const (
 
 	// RenewBatch bounds the lease renewals sent to Redis in one pipeline.
 	RenewBatch = 1000
-	// AcquirePollMs is how often an opener retries a lease another node
-	// holds.
-	AcquirePollMs = 50
+	// AcquirePollMs is how soon an opener retries a lease another node
+	// holds, doubling (with jitter) up to AcquirePollMaxMs: a live owner
+	// hands over within the first polls, a dead one's liveness lapses
+	// within redis.nodettl, and thousands of agents failing over together
+	// must not poll Redis every 50 ms each.
+	AcquirePollMs    = 50
+	AcquirePollMaxMs = 400
+	// MaxOpeningPerCPU bounds the sessions a node opens or resumes at once,
+	// per CPU: a failover storm (thousands of agents of a dead node
+	// reconnecting together) queues for its turn instead of crowding out
+	// the commands of the agents already there.
+	MaxOpeningPerCPU = 8
 	// MaxInDoubt bounds the commits remembered while their outcome is
 	// unknown (one per retry of a change while the store is down).
 	MaxInDoubt = 64

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -22,11 +23,8 @@ type Envelope struct {
 	Reset bool `json:"reset,omitempty"`
 }
 
-// AgentTopic, TeamTopic and AllTopic are the bus topics events are published on.
+// AgentTopic and AllTopic are the bus topics events are published on.
 func AgentTopic(agent string) string { return "agent:" + agent }
-
-// TeamTopic is the topic of a team's agents' events.
-func TeamTopic(team string) string { return "team:" + team }
 
 // AllTopic carries every event.
 const AllTopic = "all"
@@ -85,9 +83,20 @@ type follower struct {
 	deliver func(Envelope) error
 }
 
+// handle delivers the envelopes of a bus message (one per line: see
+// store.BusMessage).
 func (f *follower) handle(ctx context.Context, msg bus.Message) error {
+	for line := range bytes.SplitSeq(msg.Payload, []byte{'\n'}) {
+		if err := f.handleEnvelope(ctx, line); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *follower) handleEnvelope(ctx context.Context, line []byte) error {
 	var env Envelope
-	if err := json.Unmarshal(msg.Payload, &env); err != nil || env.Session == "" {
+	if err := json.Unmarshal(line, &env); err != nil || env.Session == "" {
 		f.m.log.Warn("ignoring a malformed bus message")
 		return nil
 	}

@@ -179,7 +179,6 @@ func (s *Session) restore(rec store.Record) error {
 	s.statusSince = time.UnixMilli(snap.StatusSince)
 	if len(s.teams) == 0 && len(snap.Teams) > 0 {
 		s.teams = snap.Teams
-		s.setTopics()
 	}
 	st := s.state()
 	s.status = st.Status
@@ -205,7 +204,6 @@ func (s *Session) initFromSwitch() error {
 		}); f != nil {
 			return fmt.Errorf("reading the agent's teams from the switch: %s", f.Message)
 		}
-		s.setTopics()
 	}
 	var logins []adapters.Login
 	if f := s.call(func(ctx context.Context) (err error) {
@@ -303,7 +301,6 @@ func (s *Session) applyTeams(id Identity) {
 	}
 	s.logf(zap.InfoLevel, "the agent's teams changed", zap.Strings("from", s.teams), zap.Strings("to", id.Teams))
 	s.ident.Teams, s.teams = id.Teams, id.Teams
-	s.setTopics()
 	s.journal.timeline = append(s.journal.timeline, s.entry(history.Entry{Kind: history.KindTeams, Teams: s.teams, At: time.Now().UnixMilli()}))
 	s.publishPresence(s.state())
 	s.journal.force = true

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -180,6 +182,8 @@ type Manager struct {
 	byAgent map[string]*Session
 	byID    map[string]*Session
 	opening map[string]chan struct{} // agents whose session is being opened
+	// attaching admits attaches (protocol.MaxOpeningPerCPU per CPU).
+	attaching chan struct{}
 
 	// leaseMu orders lease renewal against sessions giving their lease up:
 	// the renewer holds it for a whole round, a session sets leaseGone under
@@ -202,7 +206,8 @@ func NewManager(opts Options, adapter adapters.Adapter, st store.Store, b bus.Bu
 	m := &Manager{opts: opts, adapter: adapter, store: st, bus: b, log: log, audit: audit,
 		dir:     newDirectory(opts.DefaultHandleTime),
 		byAgent: map[string]*Session{}, byID: map[string]*Session{}, opening: map[string]chan struct{}{},
-		stop: make(chan struct{})}
+		attaching: make(chan struct{}, protocol.MaxOpeningPerCPU*runtime.GOMAXPROCS(0)),
+		stop:      make(chan struct{})}
 	m.healthy.Store(true)
 	m.board = newBoard(m)
 	return m
@@ -413,6 +418,12 @@ func (m *Manager) owner(sessionID string) string {
 // alive, and sends the initial events. since, when set, asks for a replay of
 // the events after that seq.
 func (m *Manager) Attach(ctx context.Context, id Identity, conn Conn, since *uint64) (*Session, error) {
+	select {
+	case m.attaching <- struct{}{}:
+		defer func() { <-m.attaching }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	// A session found in the registry may end before it sees the attach (it
 	// expired, logged out): wait until it has left the registry (done is
 	// closed last) and open a fresh one.
@@ -539,6 +550,7 @@ func (m *Manager) open(ctx context.Context, id Identity) (*Session, bool, error)
 func (m *Manager) acquire(ctx context.Context, sid, agent string) error {
 	deadline := time.Now().Add(m.opts.LeaseTTL + m.opts.StoreTimeout)
 	asked := ""
+	poll := time.Duration(protocol.AcquirePollMs) * time.Millisecond
 	for {
 		sctx, cancel := context.WithTimeout(ctx, m.opts.StoreTimeout)
 		owner, err := m.store.Acquire(sctx, sid, agent, m.opts.Node, m.opts.LeaseTTL)
@@ -557,8 +569,11 @@ func (m *Manager) acquire(ctx context.Context, sid, agent string) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("session %s is still owned by node %s", sid, owner)
 		}
+		// Full jitter over the current step spreads a storm's retries.
+		wait := poll/2 + mrand.N(poll/2+1)
+		poll = min(2*poll, protocol.AcquirePollMaxMs*time.Millisecond)
 		select {
-		case <-time.After(protocol.AcquirePollMs * time.Millisecond):
+		case <-time.After(wait):
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -135,23 +135,15 @@ func newSession(m *Manager, id string, ident Identity) *Session {
 	return s
 }
 
-// setTopics sets the bus topics of the session's events, once per team
-// change: the agent's, everyone's, its teams'. A supervisor's events are
-// its own: not published.
+// setTopics sets the bus topics of the session's events: the agent's
+// (its event streams) and everyone's (the board: supervisors filter by
+// team there). A supervisor's events are its own: not published.
 func (s *Session) setTopics() {
 	var topics []string
 	if !s.ident.Supervisor() {
-		topics = append([]string{AgentTopic(s.ident.AgentID), AllTopic}, s.teamTopics()...)
+		topics = []string{AgentTopic(s.ident.AgentID), AllTopic}
 	}
 	s.journal.setTopics(s.ident.AgentID, topics)
-}
-
-func (s *Session) teamTopics() []string {
-	out := make([]string, len(s.teams))
-	for i, t := range s.teams {
-		out[i] = TeamTopic(t)
-	}
-	return out
 }
 
 // logf writes a log line with the session's fields. It costs nothing when

@@ -204,3 +204,22 @@ func TestLeasesAreRenewedAndALostOneHandsOver(t *testing.T) {
 		t.Fatal("a handed-over session was deleted from the store")
 	}
 }
+
+// Attaches are admitted a few per CPU at a time (a failover storm queues):
+// one waiting for its turn gives up when its context ends, and is admitted
+// once a turn is free.
+func TestAttachWaitsForItsTurn(t *testing.T) {
+	m, _ := testManager(t, Options{})
+	for range cap(m.attaching) {
+		m.attaching <- struct{}{}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := m.Attach(ctx, Identity{AgentID: "alice"}, newTestConn(), nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Attach with every turn taken = %v, want the context's end", err)
+	}
+	<-m.attaching
+	if _, err := m.Attach(context.Background(), Identity{AgentID: "alice"}, newTestConn(), nil); err != nil {
+		t.Fatalf("Attach with a free turn: %v", err)
+	}
+}

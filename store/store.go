@@ -35,6 +35,27 @@ type Event struct {
 	Envelope []byte
 }
 
+// BusMessage is what a commit publishes: its events' envelopes, one per
+// line (an envelope is JSON on one line). One message per commit rather
+// than per event: publishing is a large share of a store's work.
+func BusMessage(events []Event) []byte {
+	if len(events) == 1 {
+		return events[0].Envelope
+	}
+	n := 0
+	for _, e := range events {
+		n += len(e.Envelope) + 1
+	}
+	msg := make([]byte, 0, n)
+	for i, e := range events {
+		if i > 0 {
+			msg = append(msg, '\n')
+		}
+		msg = append(msg, e.Envelope...)
+	}
+	return msg
+}
+
 // Reply is a reply remembered under its requestId.
 type Reply struct {
 	RequestID string
@@ -55,7 +76,8 @@ type Commit struct {
 	// Snapshot replaces the state snapshot (nil keeps the old one).
 	Snapshot []byte
 	Events   []Event
-	// Topics are the bus topics every event is published on.
+	// Topics are the bus topics the events are published on, all of them
+	// in one message per topic (see BusMessage).
 	Topics   []string
 	Timeline [][]byte
 	Replies  []Reply
@@ -93,7 +115,7 @@ type Limits struct {
 	EventTTL time.Duration
 	// Timeline entries kept per session.
 	Timeline int
-	// TTL of a session's keys, refreshed by every commit and lease renewal:
+	// TTL of a session's keys, refreshed by the owner's lease renewals:
 	// a session whose owner died and that nobody resumes disappears after it.
 	TTL time.Duration
 	// ReplyTTL is how long replies are remembered by requestId.

@@ -244,11 +244,10 @@ func (m *Memory) Commit(ctx context.Context, c Commit) error {
 		}
 		m.mu.Unlock()
 	}
-	if len(c.Topics) > 0 {
-		for _, e := range c.Events {
-			for _, t := range c.Topics {
-				_ = m.bus.Publish(ctx, t, e.Envelope)
-			}
+	if len(c.Topics) > 0 && len(c.Events) > 0 {
+		msg := BusMessage(c.Events)
+		for _, t := range c.Topics {
+			_ = m.bus.Publish(ctx, t, msg)
 		}
 	}
 	return nil

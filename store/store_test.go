@@ -435,3 +435,79 @@ func TestMemoryExpiresOldEvents(t *testing.T) {
 		})
 	}
 }
+
+// A commit's events go out as one bus message per topic, an envelope per line.
+func TestStoreCommitPublishesOneMessagePerCommit(t *testing.T) {
+	forEach(t, func(t *testing.T, s Store, b bus.Bus) {
+		ctx := context.Background()
+		sub, err := b.Subscribe(ctx, "all", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		_, _ = s.Acquire(ctx, "s1", "alice", "A", time.Minute)
+		events := []Event{ev(1), ev(2), ev(3)}
+		if err := s.Commit(ctx, Commit{SessionID: "s1", AgentID: "alice", Node: "A", Events: events, Topics: []string{"agent:alice", "all"}}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-sub.C:
+			if want := "{\"seq\":1}\n{\"seq\":2}\n{\"seq\":3}"; string(m.Payload) != want {
+				t.Fatalf("message = %q, want %q", m.Payload, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("nothing published")
+		}
+		select {
+		case m := <-sub.C:
+			t.Fatalf("a second message: %s", m.Payload)
+		case <-time.After(50 * time.Millisecond):
+		}
+	})
+}
+
+// Commits leave TTL refreshes to lease renewals, so every key a commit
+// creates must get its TTL there and then: a session whose node dies right
+// after must still disappear. The timeline is trimmed with slack but reads
+// at its bound.
+func TestRedisCommitKeysExpireAndTimelineIsBounded(t *testing.T) {
+	srv := redistest.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer c.Close()
+	s := NewRedis(c, "t:", limits)
+	ctx := context.Background()
+	if _, err := s.Acquire(ctx, "s1", "alice", "A", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// The first commit creates the hash only; later ones the stream, then the timeline.
+	commits := []Commit{
+		{},
+		{Events: []Event{ev(1)}},
+		{Events: []Event{ev(2)}, Timeline: [][]byte{[]byte("t1")}},
+	}
+	for i := 0; i < 20; i++ {
+		commits = append(commits, Commit{Events: []Event{ev(uint64(3 + i))}, Timeline: [][]byte{fmt.Appendf(nil, "t%d", i+2)}})
+	}
+	for v, cm := range commits {
+		cm.SessionID, cm.AgentID, cm.Node, cm.Version = "s1", "alice", "A", uint64(v)
+		if err := s.Commit(ctx, cm); err != nil {
+			t.Fatalf("commit %d: %v", v, err)
+		}
+		for _, k := range []string{"t:sess:{s1}", "t:sess:{s1}:ev", "t:sess:{s1}:tl"} {
+			ttl, err := c.PTTL(ctx, k).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ttl == -1 {
+				t.Fatalf("after commit %d, %s has no TTL", v, k)
+			}
+		}
+	}
+	if n := c.LLen(ctx, "t:sess:{s1}:tl").Val(); n > int64(limits.Timeline+1+limits.Timeline/8) {
+		t.Fatalf("timeline list holds %d entries, bound %d", n, limits.Timeline)
+	}
+	tl, _ := s.Timeline(ctx, "s1")
+	if fmt.Sprintf("%s", tl) != "[t19 t20 t21]" {
+		t.Fatalf("timeline = %s, want the last %d", tl, limits.Timeline)
+	}
+}

@@ -48,9 +48,13 @@ func run(args []string, stdout io.Writer) error {
 	if len(args) > 0 && args[0] == "echo" {
 		return echo(ctx, args[1:])
 	}
+	if len(args) > 0 && args[0] == "failover" {
+		return failover(ctx, args[1:], stdout)
+	}
 	fs := pflag.NewFlagSet("ctiload", pflag.ContinueOnError)
 	var cfg load.Config
 	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8080/v1/ws", "broker WebSocket URL (loopback only)")
+	fs.StringVar(&cfg.SupervisorURL, "supervisor-url", "", "where supervisors connect (default --url; another node: changes cross Redis)")
 	fs.IntVar(&cfg.Agents, "agents", 100, "agent connections")
 	fs.IntVar(&cfg.Supervisors, "supervisors", 0, "supervisor connections watching every agent")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "total commands per second (0: as fast as possible)")
@@ -69,8 +73,10 @@ func run(args []string, stdout io.Writer) error {
 		return err
 	}
 	// Before anything is sent anywhere: this tool only loads this machine.
-	if err := load.CheckLoopback(cfg.URL); err != nil {
-		return err
+	for _, u := range []string{cfg.URL, cfg.SupervisorURL} {
+		if err := load.CheckLoopback(u); u != "" && err != nil {
+			return err
+		}
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -193,6 +199,45 @@ func echo(ctx context.Context, args []string) error {
 		return err
 	}
 	return load.ServeEcho(ctx, ln, sizes, opts)
+}
+
+// failover runs a failover storm (load.RunFailover) and prints its report.
+func failover(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := pflag.NewFlagSet("failover", pflag.ContinueOnError)
+	var cfg load.FailoverConfig
+	fs.StringVar(&cfg.URL, "url", "", "node A's WebSocket URL (loopback only)")
+	fs.StringVar(&cfg.FailoverURL, "failover-url", "", "node B's WebSocket URL, same Redis")
+	fs.IntVar(&cfg.KillPID, "kill-pid", 0, "node A's process id: SIGKILL after the warm-up")
+	fs.IntVar(&cfg.Agents, "agents", 5000, "agents on node A")
+	fs.IntVar(&cfg.AgentsB, "agents-b", 100, "agents on node B (their round trips are measured through the storm)")
+	fs.Float64Var(&cfg.Rate, "rate", 1000, "total commands per second")
+	fs.DurationVar(&cfg.Warmup, "warmup", 10*time.Second, "before the kill")
+	fs.DurationVar(&cfg.After, "after", 15*time.Second, "measured after the kill")
+	fs.IntVar(&cfg.Sources, "sources", 4, "source addresses 127.0.0.1..N")
+	fs.StringVar(&cfg.Prefix, "prefix", "", "agent id prefix")
+	fs.BoolVar(&cfg.Batch, "batch", false, "offer the subprotocol ctibroker.v1.batch")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	r, err := load.RunFailover(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	fmt.Fprintf(stdout, "failover: %d agents on A (%d connected in all), %d on B\n", r.Agents, r.Connected, r.AgentsB)
+	fmt.Fprintf(stdout, "resumed on B: %d (%.1f%%), within 5 s: %d (%.1f%%), not resumed: %d\n",
+		r.Resumed, 100*float64(r.Resumed)/float64(max(r.Agents, 1)), r.Within5s, 100*float64(r.Within5s)/float64(max(r.Agents, 1)), r.NotResumed)
+	fmt.Fprintf(stdout, "time to resume from the kill: p50 %d ms, p99 %d ms, max %d ms\n", r.ResumeMillis.P50, r.ResumeMillis.P99, r.ResumeMillis.Max)
+	fmt.Fprintf(stdout, "events lost (seq gaps): %d; replayed duplicates: %d\n", r.Lost, r.Duplicates)
+	fmt.Fprintf(stdout, "B's agents, round trip p99: before the kill %.1f ms (n=%d), after it %.1f ms (n=%d)\n",
+		float64(r.BBefore.P99)/1000, r.BBefore.N, float64(r.BDuring.P99)/1000, r.BDuring.N)
+	fmt.Fprintf(stdout, "commands %d; failures %v\n", r.Commands, r.Failures)
+	return nil
 }
 
 func printReports(w io.Writer, reports []load.Report) {
