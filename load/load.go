@@ -422,7 +422,9 @@ func agent(ctx context.Context, cfg Config, i int, st *stats, limiter *rate.Limi
 				if m.Name == "state.updated" && st.measuring.Load() {
 					st.measuredUpdates.Add(1)
 				}
-				st.record(st.agentLat, time.Now().UnixMilli()-m.Timestamp)
+				if st.measuring.Load() {
+					st.record(st.agentLat, time.Now().UnixMilli()-m.Timestamp)
+				}
 				continue
 			}
 			st.commands.Add(1)

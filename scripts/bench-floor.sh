@@ -22,7 +22,19 @@ builds=(bin/ctibroker ${BASELINE:+"$BASELINE"})
 pids=()
 trap 'kill -9 "${pids[@]}" 2>/dev/null; wait 2>/dev/null' EXIT
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# port: a free port below the ephemeral range, which the load's thousands
+# of client connections may occupy by the time a server binds.
+port() { python3 -c '
+import random, socket
+while True:
+    p = random.randint(10000, 30000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass
+    finally:
+        s.close()'; }
 wait_http() { for _ in $(seq 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
 
 # broker BIN PORT [ENV=VALUE...]: starts a broker tuned for load (no
@@ -33,7 +45,12 @@ broker() {
 		CTIBROKER_LOG__LEVEL=warn CTIBROKER_LISTEN=127.0.0.1:$p "$@" "$bin" serve >/dev/null 2>>/tmp/bench-floor-broker.err &
 	echo $!
 }
-redis() { redis-server --port "$1" --save '' --appendonly no >/dev/null 2>&1 & echo $!; }
+redis() {
+	redis-server --port "$1" --save '' --appendonly no >/dev/null 2>&1 &
+	local pid=$!
+	for _ in $(seq 50); do redis-cli -p "$1" ping >/dev/null 2>&1 && break; sleep 0.1; done
+	echo $pid
+}
 stop() { kill "$@" 2>/dev/null; wait "$@" 2>/dev/null; }
 load() { bin/ctiload --duration "$loadtime" "$@" 2>&1; }
 
@@ -70,7 +87,7 @@ commands() {
 redis_run() {
 	local bin=$1; shift
 	local rp p rpid pid; rp=$(port); p=$(port)
-	rpid=$(redis "$rp"); pids+=("$rpid"); sleep 0.3
+	rpid=$(redis "$rp"); pids+=("$rpid")
 	pid=$(broker "$bin" "$p" CTIBROKER_REDIS__URL=redis://127.0.0.1:$rp/0); pids+=("$pid")
 	wait_http "http://127.0.0.1:$p/healthz" || return
 	redis-cli -p "$rp" config resetstat >/dev/null
@@ -96,7 +113,7 @@ redis_scenarios() {
 	for b in "${builds[@]}"; do
 		echo "### $b"
 		local rp pa pb rpid a bb; rp=$(port); pa=$(port); pb=$(port)
-		rpid=$(redis "$rp"); pids+=("$rpid"); sleep 0.3
+		rpid=$(redis "$rp"); pids+=("$rpid")
 		a=$(broker "$b" "$pa" CTIBROKER_REDIS__URL=redis://127.0.0.1:$rp/0 CTIBROKER_NODE__ID=A); pids+=("$a")
 		bb=$(broker "$b" "$pb" CTIBROKER_REDIS__URL=redis://127.0.0.1:$rp/0 CTIBROKER_NODE__ID=B); pids+=("$bb")
 		wait_http "http://127.0.0.1:$pa/healthz" && wait_http "http://127.0.0.1:$pb/healthz" &&
@@ -110,7 +127,7 @@ failover() {
 	for b in "${builds[@]}"; do
 		echo "### $b"
 		local rp pa pb rpid a bb; rp=$(port); pa=$(port); pb=$(port)
-		rpid=$(redis "$rp"); pids+=("$rpid"); sleep 0.3
+		rpid=$(redis "$rp"); pids+=("$rpid")
 		a=$(broker "$b" "$pa" CTIBROKER_REDIS__URL=redis://127.0.0.1:$rp/0 CTIBROKER_NODE__ID=A); pids+=("$a")
 		bb=$(broker "$b" "$pb" CTIBROKER_REDIS__URL=redis://127.0.0.1:$rp/0 CTIBROKER_NODE__ID=B); pids+=("$bb")
 		wait_http "http://127.0.0.1:$pa/healthz" && wait_http "http://127.0.0.1:$pb/healthz" &&
