@@ -27,6 +27,7 @@ FUZZTIME ?= 15s
 fuzz:
 	$(GO) test ./protocol -run '^$$' -fuzz FuzzDecodeRequest -fuzztime $(FUZZTIME)
 	$(GO) test ./protocol -run '^$$' -fuzz FuzzParseTarget -fuzztime $(FUZZTIME)
+	$(GO) test ./protocol -run '^$$' -fuzz FuzzParseInteractionTarget -fuzztime $(FUZZTIME)
 	$(GO) test ./channel -run '^$$' -fuzz FuzzParseCommand -fuzztime $(FUZZTIME)
 	$(GO) test ./broker -run '^$$' -fuzz FuzzRESTQuery -fuzztime $(FUZZTIME)
 
@@ -54,10 +55,12 @@ bench-floor: build
 bench-idle: build
 	scripts/idle-memory.sh
 
-# Rewrites the state diagram embedded in README.md from `ctibroker fsm`.
+# Rewrites the state diagrams embedded in README.md (the channel's, then the
+# interaction's) from `ctibroker fsm`.
 readme-fsm:
 	@$(GO) run ./cmd/ctibroker fsm > /tmp/ctibroker-fsm.mmd
-	@python3 -c 'import re,sys; r=open("README.md").read(); m=open("/tmp/ctibroker-fsm.mmd").read(); open("README.md","w").write(re.sub(r"```mermaid\n.*?```", lambda _: "```mermaid\n"+m+"```", r, count=1, flags=re.S))'
+	@$(GO) run ./cmd/ctibroker fsm --interaction > /tmp/ctibroker-fsm-ix.mmd
+	@python3 -c 'import re,sys; r=open("README.md").read(); ms=iter([open("/tmp/ctibroker-fsm.mmd").read(), open("/tmp/ctibroker-fsm-ix.mmd").read()]); open("README.md","w").write(re.sub(r"```mermaid\n.*?```", lambda _: "```mermaid\n"+next(ms)+"```", r, count=2, flags=re.S))'
 
 clean:
 	rm -rf bin

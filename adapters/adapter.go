@@ -64,6 +64,37 @@ type Adapter interface {
 	Close() error
 }
 
+// CallControl is what an adapter implements to let desktops control their
+// interactions. The broker changes an interaction only after a call
+// returned nil (as for channel states); what happens without the agent
+// asking (an offer, the far end answering or hanging up, a ring timeout) the
+// switch reports with events carrying the interaction. An adapter without
+// it answers every interaction command UNSUPPORTED.
+type CallControl interface {
+	// Dial starts an outbound interaction and returns its id; the switch
+	// then reports it answered (InteractionChanged, STARTED) or ended.
+	Dial(ctx context.Context, ch ChannelRef, destination string, data map[string]string) (string, error)
+	Accept(ctx context.Context, ch ChannelRef, interactionID string) error
+	// Reject declines an offered interaction: the switch puts it back in
+	// its queue and forces the agent not ready (protocol.ReasonNoAnswer).
+	Reject(ctx context.Context, ch ChannelRef, interactionID string) error
+	Hold(ctx context.Context, ch ChannelRef, interactionID string) error
+	Retrieve(ctx context.Context, ch ChannelRef, interactionID string) error
+	Release(ctx context.Context, ch ChannelRef, interactionID string) error
+	// BlindTransfer hands the interaction to destination (an agent id or a
+	// queue name) without consulting.
+	BlindTransfer(ctx context.Context, ch ChannelRef, interactionID, destination string) error
+	SendDTMF(ctx context.Context, ch ChannelRef, interactionID, digits string) error
+	SetData(ctx context.Context, ch ChannelRef, interactionID string, data map[string]string) error
+	// Complete reports the wrap-up done, with its disposition code.
+	Complete(ctx context.Context, ch ChannelRef, interactionID, disposition string) error
+	// Dispositions returns the wrap-up codes the agent may use.
+	Dispositions(ctx context.Context, agentID string) ([]protocol.Disposition, error)
+	// Interactions returns the agent's interactions in progress, to
+	// recreate when a session starts while calls are up.
+	Interactions(ctx context.Context, agentID string) ([]protocol.Interaction, error)
+}
+
 // EventKind says what happened on the switch.
 type EventKind string
 
@@ -73,6 +104,11 @@ const (
 	// InteractionAnswered: the agent answered (ring time ends, talk starts).
 	InteractionAnswered EventKind = "interaction.answer"
 	InteractionEnded    EventKind = "interaction.end"
+	// InteractionChanged: its state (the far end answered: STARTED) or
+	// members changed on the switch.
+	InteractionChanged EventKind = "interaction.change"
+	// InteractionDataChanged: its attached data changed (Data: the keys).
+	InteractionDataChanged EventKind = "interaction.data"
 	// StatusForced: the switch changed the agent's state or status itself
 	// (supervisor action on the switch, hard phone button).
 	StatusForced EventKind = "status.forced"
@@ -104,6 +140,12 @@ type Event struct {
 	Endpoint   Endpoint
 	Holder     string
 	Error      string
+	// Interaction: for InteractionStarted and InteractionChanged, what the
+	// switch knows of it (nil: a bare interaction, ALERTING, inbound).
+	Interaction *protocol.Interaction
+	// Cause: for InteractionEnded (protocol.Cause*).
+	Cause string
+	Data  map[string]string
 }
 
 // Kind is one kind of adapter: how it is configured and built. An adapter
@@ -131,6 +173,10 @@ type Env struct {
 	// Authenticated: agents authenticate with tokens (auth.mode jwt);
 	// otherwise the broker listens on loopback for development.
 	Authenticated bool
+	// Capacity is how many interactions a channel of a type (upper case)
+	// holds at once (capacity.<type>): a switch routes only to channels
+	// with room.
+	Capacity map[string]int
 }
 
 var registry = map[string]Kind{}

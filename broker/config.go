@@ -48,6 +48,7 @@ type Config struct {
 	Session     SessionConfig                `koanf:"session"`
 	Adapter     AdapterConfig                `koanf:"adapter"`
 	ACW         map[string]session.ACWPolicy `koanf:"acw"`
+	Capacity    map[string]int               `koanf:"capacity"`
 	AddressBook AddressBookConfig            `koanf:"addressbook"`
 	History     HistoryConfig                `koanf:"history"`
 	Debug       DebugConfig                  `koanf:"debug"`
@@ -340,7 +341,7 @@ func decode(in any, out any) error {
 // decodeAdapters decodes every adapter.<kind> section with its kind (an
 // unknown kind is an error) and validates the selected kind's.
 func (c *Config) decodeAdapters() error {
-	env := adapters.Env{Authenticated: c.Auth.Mode == AuthJWT}
+	env := c.adapterEnv()
 	kind, ok := adapters.Lookup(c.Adapter.Kind)
 	if !ok {
 		return fmt.Errorf("adapter.kind: %q is not one of %s", c.Adapter.Kind, strings.Join(adapters.Kinds(), ", "))
@@ -513,11 +514,23 @@ func (c Config) Validate() error {
 		return fmt.Errorf("log.level: %q is not one of debug, info, warn, error", c.Log.Level)
 	}
 	for typ, p := range c.ACW {
-		if err := oneOf("acw."+typ+".then", p.Then, session.ACWThenReady, session.ACWThenPrevious); err != nil {
-			return err
+		if p.Then != "" { // empty: ready
+			if err := oneOf("acw."+typ+".then", p.Then, session.ACWThenReady, session.ACWThenPrevious); err != nil {
+				return err
+			}
 		}
 		if p.Timeout < 0 {
 			return fmt.Errorf("acw.%s.timeout: must not be negative", typ)
+		}
+		if p.Disposition != "" { // empty: none
+			if err := oneOf("acw."+typ+".disposition", p.Disposition, session.DispositionNone, session.DispositionOptional, session.DispositionRequired); err != nil {
+				return err
+			}
+		}
+	}
+	for typ, n := range c.Capacity {
+		if n < 1 || n > protocol.MaxInteractions {
+			return fmt.Errorf("capacity.%s: %d is not between 1 and %d", typ, n, protocol.MaxInteractions)
 		}
 	}
 	if c.Redis.NodeTTL > c.Redis.LeaseTTL {
@@ -590,6 +603,20 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// adapterEnv is what adapters are told of the broker's setting.
+func (c Config) adapterEnv() adapters.Env {
+	return adapters.Env{Authenticated: c.Auth.Mode == AuthJWT, Capacity: c.capacity()}
+}
+
+// capacity is capacity.<type> keyed by upper-case type.
+func (c Config) capacity() map[string]int {
+	out := make(map[string]int, len(c.Capacity))
+	for k, v := range c.Capacity {
+		out[strings.ToUpper(k)] = v
+	}
+	return out
+}
+
 // SessionOptions maps the configuration to session options.
 func (c Config) SessionOptions() session.Options {
 	acw := map[string]session.ACWPolicy{}
@@ -602,7 +629,7 @@ func (c Config) SessionOptions() session.Options {
 		MaxChannels: c.Limits.Channels, MaxGroups: c.Limits.Groups,
 		CommandRate: c.Limits.CommandRate, CommandBurst: c.Limits.CommandBurst,
 		AdapterTimeout: c.Adapter.Timeout, RequestIDTTL: c.Session.RequestIDTTL, RequestIDLimit: c.Limits.RequestIDs,
-		ACW: acw, AddressBookInterval: c.AddressBook.Interval, DefaultHandleTime: c.AddressBook.DefaultHandleTime,
+		ACW: acw, Capacity: c.capacity(), AddressBookInterval: c.AddressBook.Interval, DefaultHandleTime: c.AddressBook.DefaultHandleTime,
 		Node: c.Node.ID, LeaseTTL: c.Redis.LeaseTTL, NodeTTL: c.Redis.NodeTTL, StoreTimeout: c.Redis.Timeout, HealthInterval: c.Redis.HealthInterval,
 	}
 }

@@ -1023,3 +1023,87 @@ func metricValue(text, name string) float64 {
 	}
 	return -1
 }
+
+// Interactions: who may act on one, and what hostile values do. Another
+// agent's interaction, a supervisor, oversized data, destinations and
+// digits, and the ACD's control inputs are all refused before reaching the
+// switch; the sim's queues and calls stay bounded.
+func TestHardeningInteractions(t *testing.T) {
+	b := startBroker(t, "CTIBROKER_ADAPTER__SIM__DIALANSWER=10s")
+	alice, sid := attach(t, b, "agent=alice")
+	bob, bsid := attach(t, b, "agent=bob")
+	for _, c := range []struct {
+		cl  *client
+		sid string
+	}{{alice, sid}, {bob, bsid}} {
+		c.cl.request(t, protocol.CmdAddChannel, c.sid, map[string]any{"channel": map[string]string{"id": "p", "name": "n-" + c.sid, "type": "TELEPHONY"}})
+		if r := c.cl.request(t, protocol.CmdChannelActivate, c.sid+".p", nil); r["result"] != "success" {
+			t.Fatalf("activate: %v", r)
+		}
+	}
+	r := alice.request(t, protocol.CmdChannelDial, sid+".p", map[string]any{"destination": "+15550100"})
+	if r["result"] != "success" {
+		t.Fatalf("dial: %v", r)
+	}
+	ixTarget := r["data"].(map[string]any)["interaction"].(string)
+	code := func(r map[string]any) string {
+		f, _ := r["failure"].(map[string]any)
+		return fmt.Sprint(f["code"])
+	}
+	// Bob cannot touch Alice's interaction, even naming it in his session.
+	if got := code(bob.request(t, protocol.CmdInteractionRelease, ixTarget, nil)); got != "FORBIDDEN" {
+		t.Errorf("bob releasing alice's interaction: %s, want FORBIDDEN", got)
+	}
+	ixID := ixTarget[strings.LastIndexByte(ixTarget, '.')+1:]
+	if got := code(bob.request(t, protocol.CmdInteractionRelease, bsid+".p."+ixID, nil)); got != "NOT_FOUND" {
+		t.Errorf("bob naming alice's interaction in his session: %s, want NOT_FOUND", got)
+	}
+	// A supervisor session is read-only.
+	sup, ssid := attach(t, b, "supervisor=vicky")
+	if got := code(sup.request(t, protocol.CmdChannelDial, ssid+".p", map[string]any{"destination": "1"})); got != "FORBIDDEN" {
+		t.Errorf("supervisor dialing: %s, want FORBIDDEN", got)
+	}
+	for _, tt := range []struct {
+		name, command, target string
+		data                  any
+		want                  string
+	}{
+		{"a destination over 128 bytes", protocol.CmdInteractionBlindXfer, ixTarget, map[string]any{"destination": strings.Repeat("9", 129)}, "INVALID_REQUEST"},
+		{"a destination with a control character", protocol.CmdInteractionBlindXfer, ixTarget, map[string]any{"destination": "bob\r\nX-Injected: 1"}, "INVALID_REQUEST"},
+		{"too many digits", protocol.CmdInteractionSendDTMF, ixTarget, map[string]any{"digits": strings.Repeat("1", 33)}, "INVALID_REQUEST"},
+		{"too many data keys", protocol.CmdInteractionSetData, ixTarget, map[string]any{"data": manyKeys(65)}, "INVALID_REQUEST"},
+		{"a data value over 1 KiB", protocol.CmdInteractionSetData, ixTarget, map[string]any{"data": map[string]string{"k": strings.Repeat("v", 1025)}}, "INVALID_REQUEST"},
+		{"data of the wrong type", protocol.CmdInteractionSetData, ixTarget, map[string]any{"data": []int{1}}, "INVALID_REQUEST"},
+		{"a target of five parts", protocol.CmdInteractionHold, sid + ".g.p.x.y", nil, "INVALID_TARGET"},
+		{"an interaction id with a control character", protocol.CmdInteractionHold, sid + ".p.\x01", nil, "INVALID_TARGET"},
+		{"a second dial on a full channel", protocol.CmdChannelDial, sid + ".p", map[string]any{"destination": "1"}, "INVALID_STATE"},
+	} {
+		if got := code(alice.request(t, tt.command, tt.target, tt.data)); got != tt.want {
+			t.Errorf("%s: %s, want %s", tt.name, got, tt.want)
+		}
+	}
+	// The ACD's control inputs are bounded.
+	for _, tt := range []struct {
+		path, body string
+		want       int
+	}{
+		{"/v1/sim/calls", `{"queue":"sales","from":"1","ringTimeoutMs":-1}`, http.StatusBadRequest},
+		{"/v1/sim/calls", `{"queue":"sales","from":"1","ringTimeoutMs":99999999999}`, http.StatusBadRequest},
+		{"/v1/sim/calls", `{"queue":"sales","from":"` + strings.Repeat("1", 129) + `"}`, http.StatusBadRequest},
+		{"/v1/sim/calls", `{"queue":"nosuch","from":"1"}`, http.StatusNotFound},
+		{"/v1/sim/interactions/nosuch", `{"event":"hangup"}`, http.StatusNotFound},
+		{"/v1/sim/interactions/" + ixID, `{"event":"explode"}`, http.StatusBadRequest},
+	} {
+		if got, body := post(t, b.url(tt.path), "application/json", tt.body, nil); got != tt.want {
+			t.Errorf("POST %s %.60s: %d %.200s, want %d", tt.path, tt.body, got, body, tt.want)
+		}
+	}
+}
+
+func manyKeys(n int) map[string]string {
+	m := make(map[string]string, n)
+	for i := range n {
+		m[fmt.Sprint("k", i)] = "v"
+	}
+	return m
+}

@@ -110,7 +110,13 @@ func (b *testBroker) readyz() int {
 // and decoded body.
 func (b *testBroker) sim(tb testing.TB, body string) (int, map[string]any) {
 	tb.Helper()
-	resp, err := http.Post(b.url("/v1/sim/events"), "application/json", strings.NewReader(body))
+	return b.simAt(tb, "/v1/sim/events", body)
+}
+
+// simAt posts body to a path of the sim control API.
+func (b *testBroker) simAt(tb testing.TB, path, body string) (int, map[string]any) {
+	tb.Helper()
+	resp, err := http.Post(b.url(path), "application/json", strings.NewReader(body))
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -80,7 +80,7 @@ func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
 	if settings == nil {
 		settings = kind.Config()
 	}
-	adapter, err := kind.New(settings, adapters.Env{Authenticated: cfg.Auth.Mode == AuthJWT})
+	adapter, err := kind.New(settings, cfg.adapterEnv())
 	if err != nil {
 		return nil, fmt.Errorf("adapter %s: %w", cfg.Adapter.Kind, err)
 	}
@@ -224,7 +224,9 @@ func (s *Server) router() (*http.ServeMux, []string) {
 	r.handle("GET /v1/reports/agents", s.rest(s.agentReports))
 	s.webRoutes(r)
 	if s.control != nil {
-		r.handle("POST /v1/sim/events", s.adminOnly(s.control))
+		for _, route := range []string{"POST /v1/sim/events", "POST /v1/sim/calls", "POST /v1/sim/interactions/{id}"} {
+			r.handle(route, s.adminOnly(s.control))
+		}
 	}
 	return r.mux, r.patterns
 }

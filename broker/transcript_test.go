@@ -39,6 +39,7 @@ import (
 //	NAME close                     NAME closes its connection
 //	NAME closed CODE               the server closes NAME with CODE
 //	sim STATUS JSON                POST JSON to the sim control API, expect STATUS
+//	sim STATUS /PATH JSON          POST JSON to another path of it (/v1/sim/calls)
 //	only redis                     run this transcript only against Redis
 //	redis stop | redis start       kill / restart the Redis server
 //	wait ready | wait unready      poll GET /readyz until it answers 200 / 503
@@ -352,7 +353,11 @@ func runTranscript(t *testing.T, path, backend string) {
 			eventually(t, "/readyz "+s.arg, func() bool { return b.readyz() == want })
 		case "sim":
 			status, body, _ := strings.Cut(s.arg, " ")
-			code, resp := b.sim(t, r.subst(body))
+			path := "/v1/sim/events"
+			if strings.HasPrefix(body, "/") {
+				path, body, _ = strings.Cut(body, " ")
+			}
+			code, resp := b.simAt(t, r.subst(path), r.subst(body))
 			if strconv.Itoa(code) != status {
 				t.Fatalf("%s: sim answered %d %v, want %s", r.where, code, resp, status)
 			}

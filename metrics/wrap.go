@@ -30,7 +30,69 @@ func timedErr(d *prometheus.HistogramVec, e *prometheus.CounterVec, op string, f
 // Adapter measures every call of a. The decorator implements every method
 // itself (no embedded interface): a method added to adapters.Adapter does
 // not compile until it is measured here.
-func (m *Metrics) Adapter(a adapters.Adapter) adapters.Adapter { return &adapterMetrics{a, m} }
+// An adapter with call control keeps it, measured too.
+func (m *Metrics) Adapter(a adapters.Adapter) adapters.Adapter {
+	am := &adapterMetrics{a, m}
+	if cc, ok := a.(adapters.CallControl); ok {
+		return &callControlMetrics{am, cc}
+	}
+	return am
+}
+
+type callControlMetrics struct {
+	*adapterMetrics
+	cc adapters.CallControl
+}
+
+var _ adapters.CallControl = (*callControlMetrics)(nil)
+
+func (a *callControlMetrics) Dial(ctx context.Context, ch adapters.ChannelRef, dest string, data map[string]string) (string, error) {
+	return timed(a.m.AdapterDuration, a.m.AdapterErrors, "dial", func() (string, error) { return a.cc.Dial(ctx, ch, dest, data) })
+}
+
+func (a *callControlMetrics) Accept(ctx context.Context, ch adapters.ChannelRef, id string) error {
+	return a.call("accept", func() error { return a.cc.Accept(ctx, ch, id) })
+}
+
+func (a *callControlMetrics) Reject(ctx context.Context, ch adapters.ChannelRef, id string) error {
+	return a.call("reject", func() error { return a.cc.Reject(ctx, ch, id) })
+}
+
+func (a *callControlMetrics) Hold(ctx context.Context, ch adapters.ChannelRef, id string) error {
+	return a.call("hold", func() error { return a.cc.Hold(ctx, ch, id) })
+}
+
+func (a *callControlMetrics) Retrieve(ctx context.Context, ch adapters.ChannelRef, id string) error {
+	return a.call("retrieve", func() error { return a.cc.Retrieve(ctx, ch, id) })
+}
+
+func (a *callControlMetrics) Release(ctx context.Context, ch adapters.ChannelRef, id string) error {
+	return a.call("release", func() error { return a.cc.Release(ctx, ch, id) })
+}
+
+func (a *callControlMetrics) BlindTransfer(ctx context.Context, ch adapters.ChannelRef, id, dest string) error {
+	return a.call("blindtransfer", func() error { return a.cc.BlindTransfer(ctx, ch, id, dest) })
+}
+
+func (a *callControlMetrics) SendDTMF(ctx context.Context, ch adapters.ChannelRef, id, digits string) error {
+	return a.call("senddtmf", func() error { return a.cc.SendDTMF(ctx, ch, id, digits) })
+}
+
+func (a *callControlMetrics) SetData(ctx context.Context, ch adapters.ChannelRef, id string, data map[string]string) error {
+	return a.call("setdata", func() error { return a.cc.SetData(ctx, ch, id, data) })
+}
+
+func (a *callControlMetrics) Complete(ctx context.Context, ch adapters.ChannelRef, id, disposition string) error {
+	return a.call("complete", func() error { return a.cc.Complete(ctx, ch, id, disposition) })
+}
+
+func (a *callControlMetrics) Dispositions(ctx context.Context, agent string) ([]protocol.Disposition, error) {
+	return timed(a.m.AdapterDuration, a.m.AdapterErrors, "dispositions", func() ([]protocol.Disposition, error) { return a.cc.Dispositions(ctx, agent) })
+}
+
+func (a *callControlMetrics) Interactions(ctx context.Context, agent string) ([]protocol.Interaction, error) {
+	return timed(a.m.AdapterDuration, a.m.AdapterErrors, "interactions", func() ([]protocol.Interaction, error) { return a.cc.Interactions(ctx, agent) })
+}
 
 type adapterMetrics struct {
 	next adapters.Adapter

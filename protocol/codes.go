@@ -25,6 +25,7 @@ const (
 	CodeUnauthorized   FailureCode = "UNAUTHORIZED"
 	CodeTooLarge       FailureCode = "TOO_LARGE"
 	CodeUnsupported    FailureCode = "UNSUPPORTED_MEDIA_TYPE"
+	CodeNotSupported   FailureCode = "NOT_SUPPORTED"
 )
 
 // FailureDoc describes one failure code: the HTTP status a REST error with
@@ -47,7 +48,7 @@ var failureCodes = []FailureDoc{
 	{CodeInvalidTarget, http.StatusBadRequest, false, true, "The `target` is malformed for the command (empty part, too many parts, session command with a channel target)."},
 	{CodeNotFound, http.StatusNotFound, false, true, "The target session, channel group or channel does not exist."},
 	{CodeForbidden, http.StatusForbidden, false, true, "The target belongs to another agent's session, or the caller's role or teams do not allow it."},
-	{CodeInvalidState, http.StatusConflict, false, true, "The channel state machine refuses the command (the message names the current state), or the id already exists."},
+	{CodeInvalidState, http.StatusConflict, false, true, "The channel or interaction state machine refuses the command (the message names the current state and, for a required disposition, the interaction), the channel is at its capacity, or the id already exists."},
 	{CodeInvalidReason, http.StatusBadRequest, false, true, "The reason code is not in the not-ready or logout catalog, or is not selectable by agents."},
 	{CodeAdapterError, http.StatusBadGateway, true, true, "The telephony switch (CTI adapter) refused or failed the change. Nothing changed in the broker."},
 	{CodeTimeout, http.StatusGatewayTimeout, true, true, "The switch did not answer within `adapter.timeout`. Nothing changed in the broker."},
@@ -57,6 +58,7 @@ var failureCodes = []FailureDoc{
 	{CodeUnauthorized, http.StatusUnauthorized, false, false, "REST and the WebSocket upgrade: the token is missing, invalid or expired."},
 	{CodeTooLarge, http.StatusRequestEntityTooLarge, false, false, "REST: the request body is larger than its route allows."},
 	{CodeUnsupported, http.StatusUnsupportedMediaType, false, false, "REST: the request body is not `application/json`."},
+	{CodeNotSupported, http.StatusNotImplemented, false, true, "The switch adapter does not implement what the command needs (interaction control)."},
 }
 
 var failureByCode = func() map[FailureCode]FailureDoc {

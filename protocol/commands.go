@@ -14,6 +14,23 @@ const (
 	CmdChannelDeactivate = "channel.deactivate"
 	CmdChannelReady      = "channel.ready"
 	CmdChannelNotReady   = "channel.notready"
+
+	// Interactions.
+	CmdChannelDial          = "channel.dial"
+	CmdDispositions         = "channel.request.externaldispositions"
+	CmdInteractionAccept    = "interaction.accept"
+	CmdInteractionReject    = "interaction.reject"
+	CmdInteractionHold      = "interaction.hold"
+	CmdInteractionRetrieve  = "interaction.retrieve"
+	CmdInteractionRelease   = "interaction.release"
+	CmdInteractionBlindXfer = "interaction.blindtransfer"
+	CmdInteractionSendDTMF  = "interaction.senddtmf"
+	CmdInteractionSetData   = "interaction.setdata"
+	CmdInteractionComplete  = "interaction.complete"
+
+	// The full protocol's spellings of session.logout and session.addchannel.
+	CmdLogoutAlias     = "session.request.logout"
+	CmdAddChannelAlias = "session.request.addchannel"
 )
 
 // Event names.
@@ -29,6 +46,13 @@ const (
 	EvLogoutReasonsUpdated   = "session.externallogoutreasons.updated"
 	EvAddressBookUpdated     = "session.incontact.addressbook.updated"
 	EvAgentLegFailed         = "session.incontact.agentleg.failed"
+
+	EvInteractionCreated     = "interaction.created"
+	EvInteractionInfoChanged = "interaction.infochanged"
+	EvInteractionDataChanged = "interaction.datachanged"
+	EvInteractionEnded       = "interaction.ended"
+	EvInteractionCompleted   = "interaction.completed"
+	EvDispositionsUpdated    = "channel.externaldispositions.updated"
 )
 
 // TargetKind says what a command addresses.
@@ -38,6 +62,7 @@ type TargetKind int
 const (
 	TargetSession TargetKind = iota + 1
 	TargetChannel
+	TargetInteraction
 )
 
 func (k TargetKind) String() string {
@@ -46,6 +71,8 @@ func (k TargetKind) String() string {
 		return "session"
 	case TargetChannel:
 		return "channel"
+	case TargetInteraction:
+		return "interaction"
 	}
 	return "unknown"
 }

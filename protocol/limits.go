@@ -34,6 +34,10 @@ const (
 	// MaxSimFaults bounds the scripted faults one control request may inject
 	// and the faults pending for one agent.
 	MaxSimFaults = 1000
+	// MaxSimCalls bounds the simulated ACD's calls (queued or up).
+	MaxSimCalls = 10000
+	// MaxSimRingMs bounds a simulated call's own ring timeout.
+	MaxSimRingMs = 600_000
 
 	// MaxRESTBody bounds any other REST request body.
 	MaxRESTBody = 64 << 10
@@ -106,6 +110,14 @@ const (
 	// reconnecting together) queues for its turn instead of crowding out
 	// the commands of the agents already there.
 	MaxOpeningPerCPU = 8
+	// Interactions: attached data a client may set (keys, value bytes),
+	// DTMF digits per command, a dial or transfer destination's bytes, and
+	// the interactions a session holds (in progress or awaiting wrap-up).
+	MaxInteractionDataKeys     = 64
+	MaxInteractionDataValueLen = 1024
+	MaxDTMFDigits              = 32
+	MaxDestinationLength       = 128
+	MaxInteractions            = 64
 	// MaxInDoubt bounds the commits remembered while their outcome is
 	// unknown (one per retry of a change while the store is down).
 	MaxInDoubt = 64

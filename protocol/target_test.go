@@ -58,3 +58,21 @@ func FuzzParseTarget(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseInteractionTarget(f *testing.F) {
+	for _, s := range []string{"s.c.i", "s.g.c.i", "s.c", "s", "", "...", "a.b.c.d.e", "s.c.\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tgt, err := ParseInteractionTarget(s)
+		if err != nil {
+			return
+		}
+		if tgt.String() != s {
+			t.Fatalf("round trip %q -> %q", s, tgt.String())
+		}
+		if tgt.IsSession() || tgt.Interaction == "" || strings.Contains(tgt.Interaction, ".") {
+			t.Fatalf("%q parsed as %+v", s, tgt)
+		}
+	})
+}

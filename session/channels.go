@@ -104,7 +104,9 @@ func (s *Session) apply(c *channel.Channel, in channel.Intent, cause string, via
 	}
 	if in.Event == channel.EvDeactivate {
 		s.m.dir.release(endpointOf(c.Spec()), s.ident.AgentID)
+		s.dropInteractions(c)
 	}
+	s.leftAfterCallWork(c)
 	if changed {
 		s.changed(c, before, cause)
 	}

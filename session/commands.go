@@ -40,8 +40,9 @@ type Command struct {
 type request struct {
 	protocol.Request
 	target  protocol.Target
-	channel *channel.Channel // the target channel (channel commands)
-	catalog *channel.Catalog // the reason catalogs (commands with Catalog)
+	channel *channel.Channel     // the target channel (channel and interaction commands)
+	ix      *channel.Interaction // the target interaction (interaction commands)
+	catalog *channel.Catalog     // the reason catalogs (commands with Catalog)
 }
 
 var (
@@ -73,6 +74,32 @@ var commandTable = []Command{
 		Doc: "make the agent ready on the channel", handle: (*Session).cmdChannel},
 	{Name: protocol.CmdChannelNotReady, Target: protocol.TargetChannel, Roles: agents, Mutates: true, Catalog: true, Cacheable: true,
 		Doc: "make the agent not ready with a reason code (acw: after-call work)", handle: (*Session).cmdChannel},
+	{Name: protocol.CmdChannelDial, Target: protocol.TargetChannel, Roles: agents, Mutates: true, Cacheable: true,
+		Doc: "start an outbound interaction: {destination, data?} (DIALING, then STARTED or ended with a cause)", handle: (*Session).cmdDial},
+	{Name: protocol.CmdDispositions, Target: protocol.TargetChannel, Roles: agents,
+		Doc: "send the channel's disposition (wrap-up code) catalog", handle: (*Session).cmdDispositions},
+	{Name: protocol.CmdInteractionAccept, Target: protocol.TargetInteraction, Roles: agents, Mutates: true, Cacheable: true,
+		Doc: "answer an ALERTING interaction", handle: (*Session).cmdInteraction},
+	{Name: protocol.CmdInteractionReject, Target: protocol.TargetInteraction, Roles: agents, Mutates: true, Cacheable: true,
+		Doc: "decline an ALERTING interaction: it goes back to its queue and the agent is made not ready (missed)", handle: (*Session).cmdInteraction},
+	{Name: protocol.CmdInteractionHold, Target: protocol.TargetInteraction, Roles: agents, Mutates: true, Cacheable: true,
+		Doc: "put a STARTED interaction on hold", handle: (*Session).cmdInteraction},
+	{Name: protocol.CmdInteractionRetrieve, Target: protocol.TargetInteraction, Roles: agents, Mutates: true, Cacheable: true,
+		Doc: "take a HELD interaction back", handle: (*Session).cmdInteraction},
+	{Name: protocol.CmdInteractionRelease, Target: protocol.TargetInteraction, Roles: agents, Mutates: true, Cacheable: true,
+		Doc: "hang up / end the interaction (then wrap-up per policy)", handle: (*Session).cmdInteraction},
+	{Name: protocol.CmdInteractionBlindXfer, Target: protocol.TargetInteraction, Roles: agents, Mutates: true, Cacheable: true,
+		Doc: "transfer to {destination} (an agent or a queue) without consulting", handle: (*Session).cmdInteractionData},
+	{Name: protocol.CmdInteractionSendDTMF, Target: protocol.TargetInteraction, Roles: agents, Mutates: true, Cacheable: true,
+		Doc: "send {digits} (0-9 * # A-D) on a STARTED interaction", handle: (*Session).cmdInteractionData},
+	{Name: protocol.CmdInteractionSetData, Target: protocol.TargetInteraction, Roles: agents, Mutates: true, Cacheable: true,
+		Doc: "merge {data} into the attached data (an empty value deletes a key)", handle: (*Session).cmdInteractionData},
+	{Name: protocol.CmdInteractionComplete, Target: protocol.TargetInteraction, Roles: agents, Mutates: true, Cacheable: true,
+		Doc: "end an ENDED interaction's wrap-up, with {disposition?}", handle: (*Session).cmdComplete},
+	{Name: protocol.CmdAddChannelAlias, Target: protocol.TargetSession, Roles: agents, Mutates: true, Cacheable: true,
+		Doc: "the full protocol's spelling of session.addchannel", handle: (*Session).cmdAddChannel},
+	{Name: protocol.CmdLogoutAlias, Target: protocol.TargetSession, Roles: everyone, Mutates: true, Cacheable: true,
+		Doc: "the full protocol's spelling of session.logout", handle: (*Session).cmdLogout},
 	{Name: protocol.CmdSupervisorSubscribe, Target: protocol.TargetSession, Roles: everyone, Cacheable: true,
 		Doc: "watch agents (supervisors: their teams; agents: themselves): a snapshot, then every change", handle: (*Session).cmdSubscribe},
 	{Name: protocol.CmdSupervisorUnsubscribe, Target: protocol.TargetSession, Roles: everyone, Cacheable: true,
@@ -133,7 +160,15 @@ func (s *Session) dispatch(req protocol.Request) (json.RawMessage, *protocol.Fai
 	if !ok {
 		return nil, protocol.Failf(protocol.CodeUnknownCommand, "unknown command %q", req.Command)
 	}
-	tgt, err := protocol.ParseTarget(req.Target)
+	var tgt protocol.Target
+	var err error
+	if cmd.Target == protocol.TargetInteraction {
+		var it protocol.InteractionTarget
+		it, err = protocol.ParseInteractionTarget(req.Target)
+		tgt = it.Target
+	} else {
+		tgt, err = protocol.ParseTarget(req.Target)
+	}
 	if err != nil {
 		return nil, protocol.Failf(protocol.CodeInvalidTarget, "%v", err)
 	}
@@ -161,6 +196,11 @@ func (s *Session) dispatch(req protocol.Request) (json.RawMessage, *protocol.Fai
 		}
 		var f *protocol.Failure
 		if r.channel, f = s.resolve(tgt); f != nil {
+			return nil, f
+		}
+	case protocol.TargetInteraction:
+		var f *protocol.Failure
+		if r.channel, r.ix, f = s.resolveInteraction(req.Target); f != nil {
 			return nil, f
 		}
 	}
@@ -344,7 +384,17 @@ func (s *Session) cmdChannel(r *request) (json.RawMessage, *protocol.Failure) {
 	if f != nil {
 		return nil, f
 	}
-	return r.Data, s.apply(r.channel, in, "agent", true)
+	// A required disposition keeps the agent in wrap-up: only after-call
+	// work itself and logging out are allowed until it is given.
+	if in.Event == channel.EvReady || in.Event == channel.EvNotReady {
+		if ix := s.awaitingDisposition(r.channel); ix != nil {
+			return nil, protocol.Failf(protocol.CodeInvalidState, "%s is not allowed: interaction %s awaits its disposition (interaction.complete)", r.Command, ix.ID())
+		}
+	}
+	if f := s.apply(r.channel, in, "agent", true); f != nil {
+		return nil, f
+	}
+	return r.Data, nil
 }
 
 func (s *Session) emitCatalog(command string, cat *channel.Catalog) {

@@ -134,9 +134,10 @@ type snapshot struct {
 	// StatusSince is when the aggregate status started, Unix ms.
 	StatusSince int64 `json:"statusSince"`
 	// Supervisor sessions: role and subscriptions.
-	Role          string              `json:"role,omitempty"`
-	AllTeams      bool                `json:"allTeams,omitempty"`
-	Subscriptions []savedSubscription `json:"subscriptions,omitempty"`
+	Interactions  []protocol.Interaction `json:"interactions,omitempty"`
+	Role          string                 `json:"role,omitempty"`
+	AllTeams      bool                   `json:"allTeams,omitempty"`
+	Subscriptions []savedSubscription    `json:"subscriptions,omitempty"`
 }
 
 func (s *Session) snapshot() []byte {
@@ -148,6 +149,9 @@ func (s *Session) snapshot() []byte {
 	}
 	for i, c := range s.channels {
 		snap.Channels[i] = c.Save()
+	}
+	for _, ix := range s.sortedInteractions() {
+		snap.Interactions = append(snap.Interactions, ix.Info())
 	}
 	b, err := json.Marshal(snap)
 	if err != nil {
@@ -172,6 +176,12 @@ func (s *Session) restore(rec store.Record) error {
 			s.m.dir.claim(endpointOf(c.Spec()), s.ident.AgentID, true)
 		}
 		s.syncACWTimer(c)
+	}
+	for _, info := range snap.Interactions {
+		if s.ixs == nil {
+			s.ixs = map[string]*channel.Interaction{}
+		}
+		s.ixs[info.ID] = channel.RestoreInteraction(info)
 	}
 	s.groups = snap.Groups
 	s.journal.seq, s.journal.committed, s.journal.version = snap.Seq, snap.Seq, rec.Version
@@ -238,6 +248,7 @@ func (s *Session) initFromSwitch() error {
 			s.syncACWTimer(c)
 		}
 	}
+	s.initInteractionsFromSwitch()
 	s.publishPresence(s.state())
 	return nil
 }
@@ -278,6 +289,7 @@ func (s *Session) attach(conn Conn, id Identity, since *uint64, created bool) er
 	}
 	for _, c := range s.channels {
 		s.emitCreated(c)
+		s.emitInteractions(c)
 	}
 	s.emitInitialized(!created)
 	return nil

@@ -49,6 +49,9 @@ type ACWPolicy struct {
 	// Then is where the timeout returns the agent: "ready" or "previous"
 	// (the ready/not-ready status the agent had before).
 	Then string `koanf:"then"`
+	// Disposition: none, optional or required (no leaving wrap-up for an
+	// interaction until interaction.complete gave it a code).
+	Disposition string `koanf:"disposition"`
 }
 
 // Options configure sessions. The broker's configuration holds the defaults.
@@ -63,8 +66,11 @@ type Options struct {
 	CommandRate  float64
 	CommandBurst int
 	// MaxChannels and MaxGroups bound a session's channels and groups.
-	MaxChannels    int
-	MaxGroups      int
+	MaxChannels int
+	MaxGroups   int
+	// Capacity is how many interactions a channel of a type (upper case)
+	// holds at once; 1 for types without an entry.
+	Capacity       map[string]int
 	AdapterTimeout time.Duration
 	RequestIDTTL   time.Duration
 	RequestIDLimit int

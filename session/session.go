@@ -100,8 +100,12 @@ type Session struct {
 	graceGen  uint64
 	acwGen    map[string]uint64
 	acwTimers map[string]*time.Timer
-	started   map[string]time.Time // interaction id -> start, for handle times
-	endWith   *protocol.CloseCode  // end the session after this op's messages
+	// ixs are the interactions in progress or awaiting wrap-up, by id
+	// (interactions.go); dispositions the wrap-up codes read from the
+	// switch, once.
+	ixs          map[string]*channel.Interaction
+	dispositions []protocol.Disposition
+	endWith      *protocol.CloseCode // end the session after this op's messages
 
 	stateDirty   bool
 	presenceSent bool

@@ -10,14 +10,14 @@ import (
 
 	"github.com/ctibroker/ctibroker/adapters"
 	"github.com/ctibroker/ctibroker/channel"
-	"github.com/ctibroker/ctibroker/history"
 	"github.com/ctibroker/ctibroker/protocol"
 )
 
 // onSwitchEvent applies something that happened on the switch.
 func (s *Session) onSwitchEvent(ev adapters.Event) {
 	switch ev.Kind {
-	case adapters.InteractionStarted, adapters.InteractionEnded, adapters.InteractionAnswered:
+	case adapters.InteractionStarted, adapters.InteractionEnded, adapters.InteractionAnswered,
+		adapters.InteractionChanged, adapters.InteractionDataChanged:
 		s.onInteraction(ev)
 	case adapters.StatusForced:
 		s.onStatusForced(ev)
@@ -38,50 +38,6 @@ func (s *Session) onSwitchEvent(ev adapters.Event) {
 			s.ab.book = nil
 		}
 		s.refreshAddressBook()
-	}
-}
-
-func (s *Session) onInteraction(ev adapters.Event) {
-	c := s.channel(ev.ChannelID)
-	if c == nil {
-		s.logf(zap.WarnLevel, "interaction on an unknown channel", zap.String("channel", ev.ChannelID), zap.String("interaction", ev.InteractionID))
-		return
-	}
-	before := c.Info()
-	now := time.Now()
-	var changed bool
-	var err error
-	key := c.ID() + "\x00" + ev.InteractionID
-	if ev.Kind == adapters.InteractionAnswered {
-		if _, ok := s.started[key]; ok {
-			s.recordInteraction(c, ev.InteractionID, history.InteractionAnswer, now)
-		}
-		return
-	}
-	if ev.Kind == adapters.InteractionStarted {
-		changed, err = c.StartInteraction(ev.InteractionID, now)
-		if err == nil {
-			if s.started == nil {
-				s.started = map[string]time.Time{}
-			}
-			s.started[key] = now
-			s.recordInteraction(c, ev.InteractionID, history.InteractionStart, now)
-		}
-	} else {
-		policy := s.acwPolicy(c)
-		changed, err = c.EndInteraction(ev.InteractionID, policy.Auto, s.reasonFor(protocol.ReasonACW), now)
-		if at, ok := s.started[key]; ok && err == nil {
-			delete(s.started, key)
-			s.m.dir.observeHandleTime(c.Queues(), now.Sub(at))
-			s.recordInteraction(c, ev.InteractionID, history.InteractionEnd, now)
-		}
-	}
-	if err != nil {
-		s.logf(zap.WarnLevel, "switch interaction event does not fit the channel", zap.Error(err))
-		return
-	}
-	if changed {
-		s.changed(c, before, "switch."+string(ev.Kind))
 	}
 }
 
@@ -173,6 +129,9 @@ func (s *Session) onACWTimeout(id string, gen uint64) {
 	c := s.channel(id)
 	if c == nil || !c.InAfterCallWork() {
 		return
+	}
+	if ix := s.awaitingDisposition(c); ix != nil {
+		return // wrap-up lasts until the required disposition is given
 	}
 	in := channel.Intent{Command: protocol.CmdChannelReady, Event: channel.EvReady}
 	if s.acwPolicy(c).Then == ACWThenPrevious {

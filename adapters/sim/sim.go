@@ -32,12 +32,17 @@ func init() {
 		},
 		New: func(cfg any, env adapters.Env) (adapters.Adapter, error) {
 			c := *cfg.(*Config)
+			c.Capacity = env.Capacity
 			if c.Control == nil {
 				// Off unless agents are unauthenticated (loopback).
 				on := !env.Authenticated
 				c.Control = &on
 			}
-			return New(c)
+			sw, err := New(c)
+			if err != nil || c.CallControl == nil || *c.CallControl {
+				return sw, err
+			}
+			return statusOnly{sw, sw}, nil
 		},
 		Simulated: true,
 	})
@@ -59,6 +64,20 @@ type Config struct {
 	// Control serves the control API (POST /v1/sim/events). Nil: on only
 	// when agents are not authenticated (auth.mode none).
 	Control *bool `koanf:"control"`
+	// Queues of the ACD (see acd.go) and the wrap-up codes it serves.
+	Queues       []Queue                `koanf:"queues"`
+	Dispositions []protocol.Disposition `koanf:"dispositions"`
+	// DialAnswer: an outbound call is answered (or found busy, or failed)
+	// after this long; DialNoAnswer: one to a "noanswer..." destination
+	// rings out after this long.
+	DialAnswer   time.Duration `koanf:"dialanswer"`
+	DialNoAnswer time.Duration `koanf:"dialnoanswer"`
+	// CallControl: desktops may control interactions (default). Off, the
+	// switch acts like one whose adapter only sets agent states: interaction
+	// commands fail NOT_SUPPORTED.
+	CallControl *bool `koanf:"callcontrol"`
+	// Capacity per channel type: from the broker (capacity.<type>).
+	Capacity map[string]int `koanf:"-"`
 }
 
 // Agent is an agent known to the switch.
@@ -90,7 +109,8 @@ var ErrRefused = errors.New("simulated switch refused the request")
 
 type login struct {
 	adapters.Login
-	interactions int
+	ixs       map[string]bool // interactions on the channel
+	idleSince time.Time       // for longest-idle routing
 }
 
 // Switch is the simulated switch.
@@ -100,6 +120,8 @@ type Switch struct {
 
 	mu       sync.Mutex
 	logins   map[string]map[string]*login // agent -> channel id -> login
+	calls    map[string]*call             // interactions in progress or queued, by id
+	waiting  map[string][]string          // queue -> call ids, first offered first
 	faults   map[string][]string          // agent -> pending faults, in order
 	catalogs struct {
 		notReady []protocol.ReasonCode
@@ -117,6 +139,24 @@ func (c *Config) validate() error {
 	}
 	if c.Latency < 0 {
 		return errors.New("latency: must not be negative")
+	}
+	if c.DialAnswer < 0 || c.DialNoAnswer < 0 {
+		return errors.New("dialanswer, dialnoanswer: must not be negative")
+	}
+	seen := map[string]bool{}
+	for i, q := range c.Queues {
+		if err := protocol.ValidateID(q.Name); err != nil || seen[q.Name] {
+			return fmt.Errorf("queues[%d].name: %q is empty, invalid or a duplicate", i, q.Name)
+		}
+		seen[q.Name] = true
+		if q.MediaType == "" || q.RingTimeout < 0 {
+			return fmt.Errorf("queues[%d] (%s): mediatype is required and ringtimeout must not be negative", i, q.Name)
+		}
+	}
+	for i, d := range c.Dispositions {
+		if d.Code == "" {
+			return fmt.Errorf("dispositions[%d].code is required", i)
+		}
 	}
 	for agent, a := range c.Agents {
 		for i, p := range a.Logins {
@@ -138,7 +178,8 @@ func New(cfg Config) (*Switch, error) {
 		cfg.EventBuffer = 1024
 	}
 	s := &Switch{cfg: cfg, events: make(chan adapters.Event, cfg.EventBuffer),
-		logins: map[string]map[string]*login{}, faults: map[string][]string{}}
+		logins: map[string]map[string]*login{}, faults: map[string][]string{},
+		calls: map[string]*call{}, waiting: map[string][]string{}}
 	s.catalogs.notReady = cfg.NotReadyReasons
 	s.catalogs.logout = cfg.LogoutReasons
 	s.catalogs.books = cfg.AddressBooks
@@ -234,7 +275,7 @@ func (s *Switch) Logins(ctx context.Context, agentID string) ([]adapters.Login, 
 	out := make([]adapters.Login, 0, len(s.logins[agentID]))
 	for _, l := range s.logins[agentID] {
 		cp := l.Login
-		if l.interactions > 0 {
+		if len(l.ixs) > 0 {
 			cp.Status = "busy_" + cp.Status
 		}
 		out = append(out, cp)
@@ -265,6 +306,12 @@ func (s *Switch) Deactivate(ctx context.Context, ch adapters.ChannelRef, _ strin
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.logins[ch.AgentID], ch.Channel.ID)
+	// Its interactions end with the login (a real ACD would too).
+	for _, c := range s.calls {
+		if c.agent == ch.AgentID && c.channel == ch.Channel.ID {
+			s.drop(c)
+		}
+	}
 	return nil
 }
 
@@ -296,6 +343,10 @@ func (s *Switch) setStatus(ctx context.Context, ch adapters.ChannelRef, status, 
 		s.agentLogins(ch.AgentID)[ch.Channel.ID] = l
 	}
 	l.Status, l.ReasonCode = status, reason
+	if status == protocol.StatusReady {
+		l.idleSince = time.Now()
+		s.route()
+	}
 	return nil
 }
 
@@ -359,6 +410,9 @@ func (s *Switch) Close() error {
 	defer s.mu.Unlock()
 	if !s.closed {
 		s.closed = true
+		for _, c := range s.calls {
+			s.disarm(c)
+		}
 		close(s.events)
 	}
 	return nil
@@ -381,9 +435,9 @@ func (s *Switch) Emit(ev adapters.Event) error {
 			return fmt.Errorf("agent %q is not logged into channel %q", ev.AgentID, ev.ChannelID)
 		}
 		if ev.Kind == adapters.InteractionStarted {
-			l.interactions++
-		} else if ev.Kind == adapters.InteractionEnded && l.interactions > 0 {
-			l.interactions--
+			l.addIx(ev.InteractionID)
+		} else if ev.Kind == adapters.InteractionEnded {
+			l.removeIx(ev.InteractionID)
 		}
 	case adapters.StatusForced:
 		if ev.State != protocol.StateActive {
@@ -406,4 +460,11 @@ func (s *Switch) SetNotReadyReasons(r []protocol.ReasonCode) error {
 	s.catalogs.notReady = r
 	s.mu.Unlock()
 	return s.Emit(adapters.Event{Kind: adapters.CatalogChanged})
+}
+
+// statusOnly is the switch without its call control: only the agent-state
+// adapter and the control API are promoted.
+type statusOnly struct {
+	adapters.Adapter
+	adapters.Controlled
 }

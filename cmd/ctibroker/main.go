@@ -90,15 +90,22 @@ func serveCmd(environ []string) *cobra.Command {
 }
 
 func fsmCmd() *cobra.Command {
-	return &cobra.Command{
+	var ix bool
+	c := &cobra.Command{
 		Use:   "fsm",
-		Short: "Print the channel state machine as a Mermaid diagram",
+		Short: "Print the channel (or interaction) state machine as a Mermaid diagram",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, err := fmt.Fprint(cmd.OutOrStdout(), channel.Mermaid())
+			diagram := channel.Mermaid()
+			if ix {
+				diagram = channel.IxMermaid()
+			}
+			_, err := fmt.Fprint(cmd.OutOrStdout(), diagram)
 			return err
 		},
 	}
+	c.Flags().BoolVar(&ix, "interaction", false, "the interaction state machine instead")
+	return c
 }
 
 func tokenCmd(environ []string) *cobra.Command {

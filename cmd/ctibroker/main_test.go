@@ -14,19 +14,27 @@ import (
 )
 
 func TestFSMCommandMatchesREADME(t *testing.T) {
-	var out bytes.Buffer
-	if err := run([]string{"fsm"}, nil, &out); err != nil {
-		t.Fatal(err)
-	}
-	if out.String() != channel.Mermaid() {
-		t.Fatal("ctibroker fsm does not print the machine's diagram")
-	}
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(readme), "```mermaid\n"+out.String()+"```") {
-		t.Fatal("README.md does not embed the current `ctibroker fsm` output; regenerate it with `make readme-fsm`")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"fsm"}, channel.Mermaid()},
+		{[]string{"fsm", "--interaction"}, channel.IxMermaid()},
+	} {
+		var out bytes.Buffer
+		if err := run(tc.args, nil, &out); err != nil {
+			t.Fatal(err)
+		}
+		if out.String() != tc.want {
+			t.Fatalf("ctibroker %v does not print the machine's diagram", tc.args)
+		}
+		if !strings.Contains(string(readme), "```mermaid\n"+out.String()+"```") {
+			t.Fatalf("README.md does not embed the current `ctibroker %v` output; regenerate it with `make readme-fsm`", tc.args)
+		}
 	}
 }
 
