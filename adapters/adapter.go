@@ -84,6 +84,15 @@ type CallControl interface {
 	// BlindTransfer hands the interaction to destination (an agent id or a
 	// queue name) without consulting.
 	BlindTransfer(ctx context.Context, ch ChannelRef, interactionID, destination string) error
+	// Consult puts the interaction on hold and opens a consult leg to
+	// destination (an agent), returning the leg's id; the switch reports it
+	// answered (InteractionChanged) or ended.
+	Consult(ctx context.Context, ch ChannelRef, interactionID, destination string) (string, error)
+	// ConsultTransfer hands the interaction's far party to the consulted
+	// agent; ConsultConference joins the three. Both end the consult leg
+	// on this agent's side.
+	ConsultTransfer(ctx context.Context, ch ChannelRef, interactionID string) error
+	ConsultConference(ctx context.Context, ch ChannelRef, interactionID string) error
 	SendDTMF(ctx context.Context, ch ChannelRef, interactionID, digits string) error
 	SetData(ctx context.Context, ch ChannelRef, interactionID string, data map[string]string) error
 	// Complete reports the wrap-up done, with its disposition code.

@@ -74,6 +74,18 @@ func (a *callControlMetrics) BlindTransfer(ctx context.Context, ch adapters.Chan
 	return a.call("blindtransfer", func() error { return a.cc.BlindTransfer(ctx, ch, id, dest) })
 }
 
+func (a *callControlMetrics) Consult(ctx context.Context, ch adapters.ChannelRef, id, dest string) (string, error) {
+	return timed(a.m.AdapterDuration, a.m.AdapterErrors, "consult", func() (string, error) { return a.cc.Consult(ctx, ch, id, dest) })
+}
+
+func (a *callControlMetrics) ConsultTransfer(ctx context.Context, ch adapters.ChannelRef, id string) error {
+	return a.call("consulttransfer", func() error { return a.cc.ConsultTransfer(ctx, ch, id) })
+}
+
+func (a *callControlMetrics) ConsultConference(ctx context.Context, ch adapters.ChannelRef, id string) error {
+	return a.call("consultconference", func() error { return a.cc.ConsultConference(ctx, ch, id) })
+}
+
 func (a *callControlMetrics) SendDTMF(ctx context.Context, ch adapters.ChannelRef, id, digits string) error {
 	return a.call("senddtmf", func() error { return a.cc.SendDTMF(ctx, ch, id, digits) })
 }

@@ -65,8 +65,10 @@ type Interaction struct {
 	Queue       string            `json:"queue,omitempty"`
 	Data        map[string]string `json:"data,omitempty"`
 	Disposition string            `json:"disposition,omitempty"`
-	Cause       string            `json:"cause,omitempty"`
-	Members     []Member          `json:"members"`
+	// Parent: on a consult leg, the interaction it consults about.
+	Parent  string   `json:"parent,omitempty"`
+	Cause   string   `json:"cause,omitempty"`
+	Members []Member `json:"members"`
 	// Created (in unix ms) is when the switch created it; Queued how long
 	// it waited in its queue before it was offered.
 	Created    int64 `json:"created"`

@@ -173,7 +173,7 @@ func (s *Session) endInteraction(c *channel.Channel, ix *channel.Interaction, ca
 		s.recordInteraction(c, ix.ID(), history.InteractionEnd, now)
 	}
 	switch {
-	case !wrapUp:
+	case !wrapUp || ix.Info().Parent != "": // a consult leg is wrapped up with its call
 		s.completeInteraction(c, ix, "")
 	case c.InAfterCallWork():
 		ix.EnterACW(now.UnixMilli())
@@ -559,4 +559,85 @@ func (s *Session) dropInteractions(c *channel.Channel) {
 		}
 		s.completeInteraction(c, ix, "")
 	}
+}
+
+// consultLeg returns the consult leg opened about ix on c.
+func (s *Session) consultLeg(c *channel.Channel, ix *channel.Interaction) *channel.Interaction {
+	for _, k := range s.channelInteractions(c) {
+		if k.Info().Parent == ix.ID() && k.Live() {
+			return k
+		}
+	}
+	return nil
+}
+
+// cmdConsult runs consult, consulttransfer and consultconference, all on
+// the interaction consulted about.
+func (s *Session) cmdConsult(r *request) (json.RawMessage, *protocol.Failure) {
+	cc, f := s.callControl()
+	if f != nil {
+		return nil, f
+	}
+	c, ix, id, ref := r.channel, r.ix, r.ix.ID(), s.ref(r.channel)
+	if ix.Info().Parent != "" {
+		return nil, protocol.Failf(protocol.CodeInvalidState, "%s is not allowed: %s is itself a consult leg", r.Command, id)
+	}
+	leg := s.consultLeg(c, ix)
+	if r.Command == protocol.CmdInteractionConsult {
+		var d struct {
+			Destination string `json:"destination"`
+		}
+		if f := decodeData(r, &d); f != nil {
+			return nil, f
+		}
+		if f := checkDestination(d.Destination); f != nil {
+			return nil, f
+		}
+		if st := ix.State(); (st != protocol.IxStarted && st != protocol.IxHeld) || leg != nil {
+			return nil, protocol.Failf(protocol.CodeInvalidState, "%s is not allowed: interaction %s is %s (or has a consult leg)", r.Command, id, st)
+		}
+		var kid string
+		if f := s.call(func(ctx context.Context) (err error) {
+			kid, err = cc.Consult(ctx, ref, id, d.Destination)
+			return err
+		}); f != nil {
+			return nil, f
+		}
+		if protocol.ValidateID(kid) != nil {
+			return nil, protocol.Failf(protocol.CodeAdapterError, "the switch returned an invalid interaction id")
+		}
+		if ix.State() == protocol.IxStarted {
+			if f := s.fireInteraction(c, ix, channel.IxHold); f != nil {
+				return nil, f
+			}
+		}
+		info := protocol.Interaction{ID: kid, Direction: protocol.DirInternal, State: protocol.IxDialing, From: c.Spec().Name, To: d.Destination,
+			Parent: id, Members: []protocol.Member{{ID: d.Destination, Role: protocol.RoleConsult, Name: d.Destination, State: protocol.MemberRinging}}}
+		if f := s.addInteraction(c, info, "agent.consult"); f != nil {
+			return nil, f
+		}
+		out, _ := json.Marshal(map[string]string{"interaction": s.channelTarget(c) + "." + kid})
+		return out, nil
+	}
+	if leg == nil || leg.State() != protocol.IxStarted {
+		return nil, protocol.Failf(protocol.CodeInvalidState, "%s is not allowed: interaction %s has no answered consult leg", r.Command, id)
+	}
+	if r.Command == protocol.CmdInteractionConsXfer {
+		if f := s.call(func(ctx context.Context) error { return cc.ConsultTransfer(ctx, ref, id) }); f != nil {
+			return nil, f
+		}
+		s.endInteraction(c, leg, protocol.CauseTransferred)
+		s.endInteraction(c, ix, protocol.CauseTransferred)
+		return nil, nil
+	}
+	if f := s.call(func(ctx context.Context) error { return cc.ConsultConference(ctx, ref, id) }); f != nil {
+		return nil, f
+	}
+	members := append(ix.Info().Members, protocol.Member{ID: leg.Info().To, Role: protocol.RoleConsult, Name: leg.Info().To, State: protocol.MemberConnected})
+	s.endInteraction(c, leg, protocol.CauseTransferred)
+	ix.SetMembers(members)
+	if ix.State() == protocol.IxHeld {
+		return nil, s.fireInteraction(c, ix, channel.IxRetrieve)
+	}
+	return nil, nil
 }

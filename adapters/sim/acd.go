@@ -40,6 +40,17 @@ type call struct {
 	queuedAt       time.Time
 	timer          *time.Timer // ring timeout or the dial's outcome
 	gen            uint64      // invalidates a timer that fired late
+	// A consult leg: its other end, the agent who consults (origin) on
+	// behalf of the call parent. A conference: the consulted agent's leg
+	// joined to this call (joined).
+	origin *leg
+	joined *call
+}
+
+// leg is an agent's end of a call: agent, channel, and (consult) the call
+// it consults about.
+type leg struct {
+	agent, channel, parent string
 }
 
 // CallRequest is the body of POST /v1/sim/calls.
@@ -201,6 +212,15 @@ func (s *Switch) disarm(c *call) {
 // the agent is forced not ready, the call goes back to the front of its
 // queue. tell: the broker did not ask, so it hears of the end.
 func (s *Switch) ringOut(c *call, cause string, tell bool) {
+	if c.origin != nil {
+		// A consult leg nobody answered just ends, for both agents.
+		if tell {
+			s.send(adapters.Event{Kind: adapters.InteractionEnded, AgentID: c.agent, ChannelID: c.channel, InteractionID: c.ix.ID, Cause: cause})
+		}
+		s.send(adapters.Event{Kind: adapters.InteractionEnded, AgentID: c.origin.agent, ChannelID: c.origin.channel, InteractionID: c.ix.ID, Cause: protocol.CauseNoAnswer})
+		s.drop(c)
+		return
+	}
 	s.disarm(c)
 	l := s.logins[c.agent][c.channel]
 	if tell {
@@ -221,6 +241,11 @@ func (s *Switch) ringOut(c *call, cause string, tell bool) {
 // drop ends a call on the switch. Caller holds s.mu.
 func (s *Switch) drop(c *call) {
 	s.disarm(c)
+	if j := c.joined; j != nil && s.calls[j.ix.ID] == j {
+		// The conference's other agent keeps the caller.
+		j.ix.Members = slices.DeleteFunc(j.ix.Members, func(m protocol.Member) bool { return m.ID == c.agent })
+		s.send(adapters.Event{Kind: adapters.InteractionChanged, AgentID: j.agent, ChannelID: j.channel, InteractionID: j.ix.ID, Interaction: j.snapshot()})
+	}
 	if l := s.logins[c.agent][c.channel]; l != nil {
 		l.removeIx(c.ix.ID)
 		l.idleSince = time.Now()
@@ -264,13 +289,106 @@ func (s *Switch) FarParty(id, event string) error {
 
 var errConflict = errors.New("conflict")
 
-// mine returns the call the agent has on the channel.
+// mine returns the call the agent has on the channel: as its agent, or as
+// the consulting end of a consult leg.
 func (s *Switch) mine(ch adapters.ChannelRef, id string) (*call, error) {
 	c := s.calls[id]
-	if c == nil || c.agent != ch.AgentID || c.channel != ch.Channel.ID {
+	if c == nil || !((c.agent == ch.AgentID && c.channel == ch.Channel.ID) ||
+		(c.origin != nil && c.origin.agent == ch.AgentID && c.origin.channel == ch.Channel.ID)) {
 		return nil, fmt.Errorf("%w: %s", ErrNoInteraction, id)
 	}
 	return c, nil
+}
+
+// other returns the end of c that is not the caller's: the agent who did
+// not ask, to tell (consult legs have two agents).
+func (c *call) other(ch adapters.ChannelRef) (agent, channel string) {
+	if c.origin == nil {
+		return "", ""
+	}
+	if c.agent == ch.AgentID && c.channel == ch.Channel.ID {
+		return c.origin.agent, c.origin.channel
+	}
+	return c.agent, c.channel
+}
+
+// consultOf returns the consult leg opened about parent.
+func (s *Switch) consultOf(parent string) *call {
+	for _, k := range s.calls {
+		if k.origin != nil && k.origin.parent == parent {
+			return k
+		}
+	}
+	return nil
+}
+
+// Consult implements adapters.CallControl: the call is put on hold and a
+// consult leg is offered to destination (an agent with room on a channel
+// of the call's media type); it returns the leg's id.
+func (s *Switch) Consult(ctx context.Context, ch adapters.ChannelRef, id, destination string) (string, error) {
+	var kid string
+	err := s.callControl(ctx, ch, id, func(c *call) error {
+		if c.origin != nil || (c.ix.State != protocol.IxStarted && c.ix.State != protocol.IxHeld) {
+			return fmt.Errorf("interaction %s cannot be consulted about", id)
+		}
+		if s.consultOf(id) != nil {
+			return fmt.Errorf("interaction %s already has a consult leg", id)
+		}
+		for _, l := range s.logins[destination] {
+			if l.State != protocol.StateActive || !strings.EqualFold(l.Channel.Type, c.ix.MediaType) || len(l.ixs) >= s.capacity(c.ix.MediaType) || destination == ch.AgentID {
+				continue
+			}
+			c.ix.State = protocol.IxHeld
+			setMembers(c.ix.Members, protocol.MemberHeld)
+			now := time.Now()
+			k := &call{queuedAt: now, origin: &leg{ch.AgentID, ch.Channel.ID, id}, ix: protocol.Interaction{
+				ID: "sim-" + strconv.FormatUint(interactionSeq.Add(1), 10), MediaType: c.ix.MediaType, Direction: protocol.DirInternal,
+				From: ch.Channel.Name, To: destination, Data: maps.Clone(c.ix.Data), Created: now.UnixMilli(),
+				Members: []protocol.Member{{ID: ch.AgentID, Role: protocol.RoleConsult, Name: ch.AgentID, Address: ch.Channel.Name, State: protocol.MemberConnected}}}}
+			s.calls[k.ix.ID] = k
+			kid = k.ix.ID
+			s.offer(k, destination, l, 20*time.Second)
+			return nil
+		}
+		return fmt.Errorf("%w: %q is not an agent with room on a %s channel", ErrNoDestination, destination, c.ix.MediaType)
+	})
+	return kid, err
+}
+
+// ConsultTransfer implements adapters.CallControl: the caller of id goes
+// to the consulted agent, whose consult leg carries on with the caller.
+func (s *Switch) ConsultTransfer(ctx context.Context, ch adapters.ChannelRef, id string) error {
+	return s.callControl(ctx, ch, id, func(c *call) error {
+		k := s.consultOf(id)
+		if k == nil || k.ix.State != protocol.IxStarted {
+			return fmt.Errorf("interaction %s has no answered consult leg", id)
+		}
+		k.ix.Members = append(slices.DeleteFunc(slices.Clone(c.ix.Members), func(m protocol.Member) bool { return m.Role == protocol.RoleAgent }),
+			protocol.Member{ID: k.agent, Role: protocol.RoleAgent, Name: k.agent, State: protocol.MemberConnected})
+		setMembers(k.ix.Members, protocol.MemberConnected)
+		k.ix.From, k.ix.Queue, k.ix.Direction, k.origin = c.ix.From, c.ix.Queue, c.ix.Direction, nil
+		s.send(adapters.Event{Kind: adapters.InteractionChanged, AgentID: k.agent, ChannelID: k.channel, InteractionID: k.ix.ID, Interaction: k.snapshot()})
+		s.drop(c)
+		return nil
+	})
+}
+
+// ConsultConference implements adapters.CallControl: the consulted agent
+// joins the call; both agents' desktops show the three parties.
+func (s *Switch) ConsultConference(ctx context.Context, ch adapters.ChannelRef, id string) error {
+	return s.callControl(ctx, ch, id, func(c *call) error {
+		k := s.consultOf(id)
+		if k == nil || k.ix.State != protocol.IxStarted {
+			return fmt.Errorf("interaction %s has no answered consult leg", id)
+		}
+		c.ix.State = protocol.IxStarted
+		c.ix.Members = append(c.ix.Members, protocol.Member{ID: k.agent, Role: protocol.RoleConsult, Name: k.agent, State: protocol.MemberConnected})
+		setMembers(c.ix.Members, protocol.MemberConnected)
+		k.ix.Members = slices.Clone(c.ix.Members)
+		k.origin, c.joined = nil, k
+		s.send(adapters.Event{Kind: adapters.InteractionChanged, AgentID: k.agent, ChannelID: k.channel, InteractionID: k.ix.ID, Interaction: k.snapshot()})
+		return nil
+	})
 }
 
 // callControl runs a call-control call: the usual latency and faults, then f
@@ -288,15 +406,19 @@ func (s *Switch) callControl(ctx context.Context, ch adapters.ChannelRef, id str
 	return f(c)
 }
 
-// Accept implements adapters.CallControl.
+// Accept implements adapters.CallControl. The consulting agent of a
+// consult leg hears it answered.
 func (s *Switch) Accept(ctx context.Context, ch adapters.ChannelRef, id string) error {
 	return s.callControl(ctx, ch, id, func(c *call) error {
-		if c.ix.State != protocol.IxAlerting {
+		if c.ix.State != protocol.IxAlerting || c.agent != ch.AgentID {
 			return fmt.Errorf("interaction %s is %s", id, c.ix.State)
 		}
 		s.disarm(c)
 		c.ix.State = protocol.IxStarted
 		setMembers(c.ix.Members, protocol.MemberConnected)
+		if c.origin != nil {
+			s.send(adapters.Event{Kind: adapters.InteractionChanged, AgentID: c.origin.agent, ChannelID: c.origin.channel, InteractionID: id, Interaction: c.snapshot()})
+		}
 		return nil
 	})
 }
@@ -334,9 +456,16 @@ func (s *Switch) Retrieve(ctx context.Context, ch adapters.ChannelRef, id string
 	})
 }
 
-// Release implements adapters.CallControl.
+// Release implements adapters.CallControl. The other agent of a consult
+// leg hears that the far end hung up.
 func (s *Switch) Release(ctx context.Context, ch adapters.ChannelRef, id string) error {
 	return s.callControl(ctx, ch, id, func(c *call) error {
+		if agent, channel := c.other(ch); agent != "" {
+			s.send(adapters.Event{Kind: adapters.InteractionEnded, AgentID: agent, ChannelID: channel, InteractionID: id, Cause: protocol.CauseRemote})
+			if l := s.logins[agent][channel]; l != nil {
+				l.removeIx(id)
+			}
+		}
 		s.drop(c)
 		return nil
 	})
