@@ -1107,3 +1107,43 @@ func manyKeys(n int) map[string]string {
 	}
 	return m
 }
+
+// Talk records follow the role rules of every route: an agent sees only
+// their own, a supervisor their teams', an admin everyone's.
+func TestHardeningTalkRecordsFollowTheRoleRules(t *testing.T) {
+	b := startBroker(t, append(jwtEnv, "CTIBROKER_ADAPTER__SIM__CONTROL=true")...)
+	admin := bearer(mustToken(t, "root", RoleAdmin))
+	alice, sid := attach(t, b, "access_token="+mustToken(t, "alice", RoleAgent, "sales"))
+	alice.request(t, protocol.CmdAddChannel, sid, map[string]any{"channel": map[string]string{"id": "p", "name": "1", "type": "TELEPHONY"}})
+	alice.request(t, protocol.CmdChannelActivate, sid+".p", map[string]any{"channeloptions": map[string]any{"queue": "sales"}})
+	alice.request(t, protocol.CmdChannelReady, sid+".p", nil)
+	_, resp := post(t, b.url("/v1/sim/calls"), "application/json", `{"queue":"sales","from":"1"}`, admin)
+	var ix struct{ Interaction string }
+	_ = json.Unmarshal([]byte(resp), &ix)
+	eventually(t, "the offer", func() bool {
+		return alice.request(t, protocol.CmdInteractionAccept, sid+".p."+ix.Interaction, nil)["result"] == "success"
+	})
+	alice.request(t, protocol.CmdInteractionRelease, sid+".p."+ix.Interaction, nil)
+	eventually(t, "the record", func() bool {
+		_, body := getJSON(t, b.url("/v1/interactions"), admin)
+		return num(body["total"]) == 1
+	})
+	for _, tt := range []struct {
+		name string
+		tok  string
+		want int64
+	}{
+		{"herself", mustToken(t, "alice", RoleAgent), 1},
+		{"another agent", mustToken(t, "bob", RoleAgent, "sales"), 0},
+		{"supervisor of her team", mustToken(t, "vicky", RoleSupervisor, "sales"), 1},
+		{"supervisor of another team", mustToken(t, "sam", RoleSupervisor, "support"), 0},
+	} {
+		if _, body := getJSON(t, b.url("/v1/interactions"), bearer(tt.tok)); num(body["total"]) != tt.want {
+			t.Errorf("%s: %v, want %d records", tt.name, body, tt.want)
+		}
+		code, _ := getJSON(t, b.url("/v1/interactions/"+ix.Interaction), bearer(tt.tok))
+		if want := map[int64]int{0: 404, 1: 200}[tt.want]; code != want {
+			t.Errorf("%s: GET /v1/interactions/%s: %d, want %d", tt.name, ix.Interaction, code, want)
+		}
+	}
+}

@@ -378,6 +378,84 @@ func (s *Server) agentHistory(r *http.Request, id session.Identity) (any, error)
 	return paginate(ivs, num, size), nil
 }
 
+// GET /v1/interactions?from=&to=&agent=&queue=&direction=&pageNum=&pageSize=:
+// talk records (one per agent who handled an interaction, written when its
+// wrap-up completed), oldest first, of the agents the caller may see.
+func (s *Server) listInteractions(r *http.Request, id session.Identity) (any, error) {
+	q := r.URL.Query()
+	from, to, err := window(q, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	num, size, err := paging(q)
+	if err != nil {
+		return nil, err
+	}
+	direction := q.Get("direction")
+	if direction != "" && direction != protocol.DirInbound && direction != protocol.DirOutbound && direction != protocol.DirInternal {
+		return nil, badParam("direction", "want inbound, outbound or internal")
+	}
+	queue := q.Get("queue")
+	records, err := s.talkRecords(r.Context(), id, q.Get("agent"), func(t history.TalkRecord) bool {
+		return t.Interaction.Created >= from.UnixMilli() && t.Interaction.Created < to.UnixMilli() &&
+			(queue == "" || t.Interaction.Queue == queue) && (direction == "" || t.Interaction.Direction == direction)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return paginate(records, num, size), nil
+}
+
+// GET /v1/interactions/{id}: the talk records of one interaction, per agent
+// who handled it (a transferred call has one per agent).
+func (s *Server) getInteraction(r *http.Request, id session.Identity) (any, error) {
+	ixID := r.PathValue("id")
+	if protocol.ValidateID(ixID) != nil {
+		return nil, badParam("id", "not an interaction id")
+	}
+	records, err := s.talkRecords(r.Context(), id, "", func(t history.TalkRecord) bool { return t.Interaction.ID == ixID })
+	if err != nil {
+		return nil, err
+	}
+	if len(records) == 0 {
+		return nil, errNotFound
+	}
+	return map[string]any{"interactionId": ixID, "records": records}, nil
+}
+
+// talkRecords collects the talk records that keep passes, of one agent or
+// of every agent with history, skipping agents the caller may not see,
+// oldest first. It reads every session of those agents within the history
+// retention (history.sessions per agent at most).
+func (s *Server) talkRecords(ctx context.Context, caller session.Identity, agent string, keep func(history.TalkRecord) bool) ([]history.TalkRecord, error) {
+	agents := []string{agent}
+	if agent == "" {
+		var err error
+		if agents, err = s.manager.HistoryAgents(ctx); err != nil {
+			return nil, err
+		}
+	}
+	out := []history.TalkRecord{}
+	for _, a := range agents {
+		sessions, err := s.manager.AgentHistory(ctx, a)
+		if err != nil {
+			return nil, err
+		}
+		if len(sessions) == 0 || !maySee(caller, a, latestTeams(sessions)) {
+			continue
+		}
+		for _, h := range sessions {
+			for _, t := range history.TalkRecords(h.Entries) {
+				if keep(t) {
+					out = append(out, t)
+				}
+			}
+		}
+	}
+	slices.SortStableFunc(out, func(a, b history.TalkRecord) int { return cmp.Compare(a.Interaction.Created, b.Interaction.Created) })
+	return out, nil
+}
+
 func latestTeams(sessions []session.SessionHistory) []string {
 	if len(sessions) == 0 {
 		return nil

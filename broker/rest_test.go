@@ -262,3 +262,71 @@ func FuzzRESTQuery(f *testing.F) {
 		}
 	})
 }
+
+// Talk records: one per agent who handled an interaction, written when its
+// wrap-up completed, with the time in each phase; filtered, paged, and
+// only the agents the caller may see.
+func TestRESTTalkRecords(t *testing.T) {
+	for _, backend := range []string{"memory", "redis"} {
+		t.Run(backend, func(t *testing.T) {
+			var env []string
+			if backend == "redis" {
+				env = redisEnv(redistest.Start(t))
+			}
+			b := startBroker(t, env...)
+			a, sid := attach(t, b, "agent=alice&teams=sales")
+			a.request(t, protocol.CmdAddChannel, sid, map[string]any{"channel": map[string]string{"id": "p", "name": "1001", "type": "TELEPHONY"}})
+			a.request(t, protocol.CmdChannelActivate, sid+".p", map[string]any{"channeloptions": map[string]any{"queue": "sales"}})
+			a.request(t, protocol.CmdChannelReady, sid+".p", nil)
+			code, resp := b.simAt(t, "/v1/sim/calls", `{"queue":"sales","from":"+15550109"}`)
+			if code != 202 {
+				t.Fatalf("sim call: %d %v", code, resp)
+			}
+			ix := resp["interaction"].(string)
+			target := sid + ".p." + ix
+			eventually(t, "the offer", func() bool {
+				return a.request(t, protocol.CmdInteractionAccept, target, nil)["result"] == "success"
+			})
+			time.Sleep(20 * time.Millisecond) // some talk time
+			if r := a.request(t, protocol.CmdInteractionHold, target, nil); r["result"] != "success" {
+				t.Fatalf("hold: %v", r)
+			}
+			time.Sleep(20 * time.Millisecond)
+			if r := a.request(t, protocol.CmdInteractionRelease, target, nil); r["result"] != "success" {
+				t.Fatalf("release: %v", r)
+			}
+			var body map[string]any
+			eventually(t, "the talk record", func() bool {
+				code, body = getJSON(t, b.url("/v1/interactions?agent=alice&direction=inbound&queue=sales"), nil)
+				return code == 200 && num(body["total"]) == 1
+			})
+			rec := body["list"].([]any)[0].(map[string]any)
+			if rec["agentId"] != "alice" || rec["interaction"].(map[string]any)["id"] != ix || num(rec["activeMs"]) < 15 || num(rec["heldMs"]) < 15 ||
+				num(rec["handleMs"]) < num(rec["activeMs"])+num(rec["heldMs"]) {
+				t.Fatalf("talk record: %v", rec)
+			}
+			for _, tt := range []struct {
+				url  string
+				want int64
+			}{
+				{"/v1/interactions?direction=outbound", 0},
+				{"/v1/interactions?queue=support", 0},
+				{"/v1/interactions?agent=bob", 0},
+				{"/v1/interactions", 1},
+			} {
+				if _, body := getJSON(t, b.url(tt.url), nil); num(body["total"]) != tt.want {
+					t.Errorf("%s: %v, want %v records", tt.url, body, tt.want)
+				}
+			}
+			if code, body := getJSON(t, b.url("/v1/interactions/"+ix), nil); code != 200 || len(body["records"].([]any)) != 1 {
+				t.Fatalf("GET /v1/interactions/%s: %d %v", ix, code, body)
+			}
+			if code, _ := getJSON(t, b.url("/v1/interactions/nosuch"), nil); code != 404 {
+				t.Fatalf("unknown interaction: %d", code)
+			}
+			if code, _ := getJSON(t, b.url("/v1/interactions?direction=sideways"), nil); code != 400 {
+				t.Fatalf("bad direction: %d", code)
+			}
+		})
+	}
+}

@@ -222,6 +222,8 @@ func (s *Server) router() (*http.ServeMux, []string) {
 	r.handle("GET /v1/sessions/my", s.rest(s.mySessions))
 	r.handle("GET /v1/sessions/{id}", s.rest(s.getSession))
 	r.handle("GET /v1/reports/agents", s.rest(s.agentReports))
+	r.handle("GET /v1/interactions", s.rest(s.listInteractions))
+	r.handle("GET /v1/interactions/{id}", s.rest(s.getInteraction))
 	s.webRoutes(r)
 	if s.control != nil {
 		for _, route := range []string{"POST /v1/sim/events", "POST /v1/sim/calls", "POST /v1/sim/interactions/{id}"} {

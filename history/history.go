@@ -19,6 +19,9 @@ const (
 	KindStatus = ""
 	// KindInteraction records an interaction event on a channel.
 	KindInteraction = "interaction"
+	// KindTalk is an interaction's talk record, written when its wrap-up
+	// is completed: the whole interaction as desktops last saw it.
+	KindTalk = "talk"
 	// KindEnd closes every interval of the session.
 	KindEnd = "end"
 	// KindStart opens a session and names the agent's teams.
@@ -50,6 +53,50 @@ type Entry struct {
 	Event       string   `json:"event,omitempty"`
 	Teams       []string `json:"teams,omitempty"`
 	At          int64    `json:"at"`
+	// Record: for KindTalk, the interaction.
+	Record *protocol.Interaction `json:"record,omitempty"`
+}
+
+// TalkRecord is one agent's record of an interaction, with the time spent
+// in each phase (000_6c7d467a796772da.txt: WAITING = ringing, ACTIVE =
+// talking, HELD, ACW) and the handle time (active + held + ACW).
+type TalkRecord struct {
+	AgentID     string               `json:"agentId"`
+	SessionID   string               `json:"sessionId"`
+	Interaction protocol.Interaction `json:"interaction"`
+	QueuedMs    int64                `json:"queuedMs"`
+	WaitingMs   int64                `json:"waitingMs"`
+	ActiveMs    int64                `json:"activeMs"`
+	HeldMs      int64                `json:"heldMs"`
+	ACWMs       int64                `json:"acwMs"`
+	HandleMs    int64                `json:"handleMs"`
+}
+
+// TalkRecords returns the talk records of a session's entries.
+func TalkRecords(entries []Entry) []TalkRecord {
+	var out []TalkRecord
+	for _, e := range entries {
+		if e.Kind != KindTalk || e.Record == nil {
+			continue
+		}
+		r := TalkRecord{AgentID: e.Agent, SessionID: e.Session, Interaction: *e.Record, QueuedMs: e.Record.QueuedMs}
+		for _, p := range e.Record.Phases {
+			d := max(p.End-p.Start, 0)
+			switch p.Phase {
+			case protocol.PhaseWaiting:
+				r.WaitingMs += d
+			case protocol.PhaseActive:
+				r.ActiveMs += d
+			case protocol.PhaseHeld:
+				r.HeldMs += d
+			case protocol.PhaseACW:
+				r.ACWMs += d
+			}
+		}
+		r.HandleMs = r.ActiveMs + r.HeldMs + r.ACWMs
+		out = append(out, r)
+	}
+	return out
 }
 
 // Interval is a period a channel spent in one (state, status, reason).

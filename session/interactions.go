@@ -191,7 +191,10 @@ func (s *Session) completeInteraction(c *channel.Channel, ix *channel.Interactio
 	if _, err := ix.Fire(channel.IxComplete, "", time.Now().UnixMilli()); err != nil {
 		return
 	}
-	s.emit(s.ixTarget(c, ix), protocol.EvInteractionCompleted, protocol.InteractionEvent{Interaction: ptr(ix.Info())})
+	info := ix.Info()
+	s.emit(s.ixTarget(c, ix), protocol.EvInteractionCompleted, protocol.InteractionEvent{Interaction: &info})
+	s.journal.timeline = append(s.journal.timeline, s.entry(history.Entry{Kind: history.KindTalk, Channel: c.ID(), Group: c.Group(),
+		Type: c.Spec().Type, Interaction: info.ID, Record: &info, At: info.Completed}))
 	delete(s.ixs, ix.ID())
 	s.journal.force = true
 }
