@@ -33,14 +33,19 @@ fuzz:
 
 # Benchmarks (figures, and the commands that made them: docs/benchmarks.md):
 # Go micro-benchmarks, socket-level memory vs Redis benchmarks (need
-# redis-server), then a short ctiload run against a fresh broker with the
-# bare-WebSocket baseline measured in the same run.
+# redis-server), then short ctiload runs against a fresh broker (status
+# changes, then call flows) with the bare-WebSocket baseline measured in the
+# same run.
 BENCHTIME ?= 2s
 LOADTIME ?= 10s
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem -count 1 ./protocol ./channel ./session ./bus ./broker 
 	@CTIBROKER_LIMITS__COMMANDRATE=0 CTIBROKER_LIMITS__CONNECTIONSPERIP=0 CTIBROKER_LOG__LEVEL=warn CTIBROKER_LISTEN=127.0.0.1:18080 bin/ctibroker serve & pid=$$!; \
 	sleep 1; bin/ctiload --url ws://127.0.0.1:18080/v1/ws --agents 100 --duration $(LOADTIME) --baseline; rc=$$?; \
+	kill $$pid; wait $$pid; [ $$rc = 0 ] || exit $$rc
+	@echo "interaction flow (dial, hold, retrieve, release):"
+	@CTIBROKER_ADAPTER__SIM__DIALANSWER=0s CTIBROKER_LIMITS__COMMANDRATE=0 CTIBROKER_LIMITS__CONNECTIONSPERIP=0 CTIBROKER_LOG__LEVEL=warn CTIBROKER_LISTEN=127.0.0.1:18080 bin/ctibroker serve & pid=$$!; \
+	sleep 1; bin/ctiload --url ws://127.0.0.1:18080/v1/ws --agents 100 --duration $(LOADTIME) --batch --interactions --baseline; rc=$$?; \
 	kill $$pid; wait $$pid; exit $$rc
 
 # Floor scale (needs redis-server; about 10 minutes): supervisors' fan-out at

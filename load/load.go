@@ -43,6 +43,11 @@ type Config struct {
 	Sources int
 	// Idle agents connect and add a channel, then send nothing.
 	Idle bool
+	// Interactions: instead of cycling statuses, each agent runs call
+	// flows: channel.dial (until the far end answers), interaction.hold,
+	// interaction.retrieve, interaction.release (the broker's sim must
+	// answer dials at once: adapter.sim.dialanswer 0s).
+	Interactions bool
 	// Prefix of the agent ids (several runs against one broker).
 	Prefix string
 	// OnReady, when set, runs once every connection is set up, before the
@@ -138,7 +143,9 @@ type message struct {
 	Name      string `json:"name"`
 	Seq       uint64 `json:"seq"`
 	Timestamp int64  `json:"timestamp"`
-	Failure   *struct {
+	// Data is kept raw: only the interaction flow reads it.
+	Data    json.RawMessage `json:"data"`
+	Failure *struct {
 		Code string `json:"code"`
 	} `json:"failure"`
 }
@@ -405,7 +412,8 @@ func agent(ctx context.Context, cfg Config, i int, st *stats, limiter *rate.Limi
 		}
 	}
 	// roundTrip sends one command and reads until its reply, recording the
-	// events that arrive on the way.
+	// events that arrive on the way (the last one in seen).
+	var reply, seen message
 	roundTrip := func(v any) error {
 		t := time.Now()
 		if err := c.send(ctx, v); err != nil {
@@ -417,6 +425,7 @@ func agent(ctx context.Context, cfg Config, i int, st *stats, limiter *rate.Limi
 				return err
 			}
 			if m.Result == "" {
+				seen = m
 				st.agentEvents.Add(1)
 				st.eventBytes.Add(int64(n))
 				if m.Name == "state.updated" && st.measuring.Load() {
@@ -427,6 +436,7 @@ func agent(ctx context.Context, cfg Config, i int, st *stats, limiter *rate.Limi
 				}
 				continue
 			}
+			reply = m
 			st.commands.Add(1)
 			st.replies.Add(1)
 			st.replyBytes.Add(int64(n))
@@ -484,6 +494,10 @@ func agent(ctx context.Context, cfg Config, i int, st *stats, limiter *rate.Limi
 		{"command": "channel.notready", "target": channel, "data": map[string]string{"reasoncode": "lunch"}},
 		{"command": "channel.notready", "target": channel, "data": map[string]string{"reasoncode": "acw"}},
 	}
+	if cfg.Interactions {
+		cycle = nil
+	}
+	ix := "" // the interaction of the flow in progress
 	for k := 0; ; k++ {
 		select {
 		case <-deadline:
@@ -512,8 +526,41 @@ func agent(ctx context.Context, cfg Config, i int, st *stats, limiter *rate.Limi
 				return
 			}
 		}
-		if roundTrip(cycle[k%len(cycle)]) != nil {
+		if !cfg.Interactions {
+			if roundTrip(cycle[k%len(cycle)]) != nil {
+				return
+			}
+			continue
+		}
+		// dial, then wait for the answer; hold, retrieve, release.
+		var cmd map[string]any
+		switch k % 4 {
+		case 0:
+			cmd = map[string]any{"command": "channel.dial", "target": channel, "data": map[string]string{"destination": "+15550100"}}
+		case 1:
+			cmd = map[string]any{"command": "interaction.hold", "target": ix}
+		case 2:
+			cmd = map[string]any{"command": "interaction.retrieve", "target": ix}
+		case 3:
+			cmd = map[string]any{"command": "interaction.release", "target": ix}
+		}
+		if roundTrip(cmd) != nil {
 			return
+		}
+		if k%4 == 0 {
+			var d struct{ Interaction string }
+			_ = json.Unmarshal(reply.Data, &d)
+			ix = d.Interaction
+			for seen.Name != "interaction.infochanged" { // answered
+				m, n, err := c.read(ctx)
+				if err != nil {
+					return
+				}
+				seen = m
+				st.agentEvents.Add(1)
+				st.eventBytes.Add(int64(n))
+			}
+			seen = message{}
 		}
 	}
 }

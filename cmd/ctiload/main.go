@@ -61,6 +61,7 @@ func run(args []string, stdout io.Writer) error {
 	fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "measured period (after connecting)")
 	fs.IntVar(&cfg.Sources, "sources", 4, "source addresses 127.0.0.1..N")
 	fs.BoolVar(&cfg.Idle, "idle", false, "agents connect and add a channel, then stay idle")
+	fs.BoolVar(&cfg.Interactions, "interactions", false, "agents run call flows (dial, hold, retrieve, release) instead of status changes; the broker's sim must answer at once (CTIBROKER_ADAPTER__SIM__DIALANSWER=0s)")
 	fs.StringVar(&cfg.Prefix, "prefix", "", "agent id prefix (default: random; set it when several load processes share a broker)")
 	metricsURL := fs.String("metrics", "", "broker /metrics URL (default: from --url)")
 	fs.BoolVar(&cfg.Batch, "batch", false, "offer the subprotocol ctibroker.v1.batch (several messages per frame)")
