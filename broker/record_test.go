@@ -93,8 +93,12 @@ func TestRecordTranscript(t *testing.T) {
 		}
 		return v
 	}
+	wait := 300 * time.Millisecond // CTIBROKER_RECORD_WAIT: longer, for drafts with timers
+	if d, err := time.ParseDuration(os.Getenv("CTIBROKER_RECORD_WAIT")); err == nil {
+		wait = d
+	}
 	drain := func() {
-		time.Sleep(300 * time.Millisecond)
+		time.Sleep(wait)
 		for _, name := range names {
 			for {
 				var data []byte

@@ -52,7 +52,7 @@ func TestWallboardShowsLiveStatus(t *testing.T) {
 	ctx := browser(t)
 	alice, asid := attach(t, b, "agent=alice&teams=sales")
 	alice.request(t, protocol.CmdAddChannel, asid, map[string]any{"channel": map[string]string{"id": "phone", "name": "1001", "type": "TELEPHONY"}})
-	alice.request(t, protocol.CmdChannelActivate, asid+".phone", nil)
+	alice.request(t, protocol.CmdChannelActivate, asid+".phone", map[string]any{"channeloptions": map[string]any{"queue": "sales"}})
 	bob, bsid := attach(t, b, "agent=bob&teams=support")
 	bob.request(t, protocol.CmdAddChannel, bsid, map[string]any{"channel": map[string]string{"id": "chat", "name": "bob-chat", "type": "CHAT"}})
 	bob.request(t, protocol.CmdChannelActivate, bsid+".chat", nil)
@@ -89,10 +89,38 @@ func TestWallboardShowsLiveStatus(t *testing.T) {
 	}
 	t.Logf("wallboard showed the change after %v", time.Since(changed).Round(time.Millisecond))
 
+	// A call offered to alice shows on her row (direction, state, queue,
+	// time in state), and follows her answer.
+	code, resp := b.simAt(t, "/v1/sim/calls", `{"queue":"sales","from":"+15550110"}`)
+	if code != 202 {
+		t.Fatalf("sim call: %d %v", code, resp)
+	}
+	offered := resp["interaction"].(string)
+	ix := `document.querySelector('tr[data-agent="alice"] .ix')?.textContent || ""`
+	waitFor := func(what, expr string, ok func(string) bool) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Second)
+		got := eval(expr)
+		for !ok(got) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the wallboard shows %q", what, got)
+			}
+			time.Sleep(20 * time.Millisecond)
+			got = eval(expr)
+		}
+	}
+	waitFor("the offered call", ix, func(s string) bool { return strings.HasPrefix(s, "inbound alerting · sales") })
+	if r := alice.request(t, protocol.CmdInteractionAccept, asid+".phone."+offered, nil); r["result"] != "success" {
+		t.Fatalf("accept: %v", r)
+	}
+	waitFor("the answered call", ix, func(s string) bool {
+		return strings.HasPrefix(s, "inbound started · sales") && strings.Contains(s, ":")
+	})
+
 	// The summary counts and the ticking timer follow.
 	readyCount := eval(`document.querySelector('#summary .count.ready b').textContent`)
 	timer := eval(`document.querySelector('tr[data-agent="alice"] td.timer').textContent`)
-	if readyCount != "2" || timer == "" {
+	if readyCount != "1" || timer == "" {
 		t.Fatalf("summary ready=%q, timer=%q", readyCount, timer)
 	}
 	// Clicking an agent shows today's timeline.

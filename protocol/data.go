@@ -181,6 +181,19 @@ type ChannelState struct {
 	Queues     []string `json:"queues,omitempty"`
 	// Since is when the current (state, status, reason) interval started, Unix ms.
 	Since int64 `json:"since"`
+	// Interactions in progress on the channel, in short (supervisors'
+	// views and wallboards show them).
+	Interactions []InteractionSummary `json:"interactions,omitempty"`
+}
+
+// InteractionSummary is an interaction in progress, as a wallboard shows it.
+type InteractionSummary struct {
+	ID        string `json:"id"`
+	Direction string `json:"direction"`
+	State     string `json:"state"`
+	Queue     string `json:"queue,omitempty"`
+	// StateSince is when it entered its state, Unix ms.
+	StateSince int64 `json:"stateSince"`
 }
 
 // StateUpdated is the data of state.updated: every channel and the agent's

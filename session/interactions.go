@@ -128,6 +128,7 @@ func (s *Session) addInteraction(c *channel.Channel, info protocol.Interaction, 
 	s.recordInteraction(c, info.ID, history.InteractionStart, now)
 	s.emit(s.channelTarget(c), protocol.EvInteractionCreated, protocol.InteractionEvent{Interaction: ptr(ix.Info())})
 	s.journal.force = true
+	s.stateDirty = true // state.updated and the supervisors' view list it
 	if changed {
 		s.changed(c, before, cause)
 	}
@@ -147,6 +148,7 @@ func (s *Session) fireInteraction(c *channel.Channel, ix *channel.Interaction, e
 	}
 	s.emit(s.ixTarget(c, ix), protocol.EvInteractionInfoChanged, protocol.InteractionEvent{Interaction: ptr(ix.Info()), Previous: prev})
 	s.journal.force = true
+	s.stateDirty = true
 	return nil
 }
 
@@ -165,6 +167,7 @@ func (s *Session) endInteraction(c *channel.Channel, ix *channel.Interaction, ca
 	}
 	s.emit(s.ixTarget(c, ix), protocol.EvInteractionEnded, protocol.InteractionEvent{Interaction: ptr(ix.Info())})
 	s.journal.force = true
+	s.stateDirty = true
 	before := c.Info()
 	policy := s.acwPolicy(c)
 	changed, err := c.EndInteraction(ix.ID(), policy.Auto && wrapUp, s.reasonFor(protocol.ReasonACW), now)

@@ -457,6 +457,16 @@ func (s *Session) state() protocol.StateUpdated {
 	chans := make([]protocol.ChannelState, len(s.channels))
 	for i, c := range s.channels {
 		chans[i] = c.Snapshot()
+		if len(s.ixs) == 0 {
+			continue
+		}
+		for _, ix := range s.channelInteractions(c) {
+			if ix.Live() {
+				info := ix.Info()
+				chans[i].Interactions = append(chans[i].Interactions, protocol.InteractionSummary{ID: info.ID,
+					Direction: info.Direction, State: info.State, Queue: info.Queue, StateSince: info.StateSince})
+			}
+		}
 	}
 	return protocol.StateUpdated{AgentID: s.ident.AgentID, Status: protocol.AggregateStatus(chans), Channels: chans}
 }

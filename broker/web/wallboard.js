@@ -98,7 +98,9 @@
       const tr = document.createElement("tr");
       tr.dataset.agent = a.agentId;
       const chans = (a.channels || []).map((c) =>
-        `<span class="chan ${c.state}" title="${esc(c.name)}">${esc(c.type)} ${c.state === "ACTIVE" ? label(c.status) : c.state.toLowerCase()}${c.reasonName ? " · " + esc(c.reasonName) : ""}</span>`).join("");
+        `<span class="chan ${c.state}" title="${esc(c.name)}">${esc(c.type)} ${c.state === "ACTIVE" ? label(c.status) : c.state.toLowerCase()}${c.reasonName ? " · " + esc(c.reasonName) : ""}</span>` +
+        (c.interactions || []).map((i) =>
+          `<span class="ix ${esc(i.state)}" data-ix="${esc(i.id)}">${esc(i.direction)} ${esc(i.state.toLowerCase())}${i.queue ? " · " + esc(i.queue) : ""} <span class="timer" data-since="${Number(i.stateSince)}"></span></span>`).join("")).join("");
       const reason = (a.channels || []).map((c) => c.reasonName).find((r) => r) || "";
       tr.innerHTML = `<td class="agent">${esc(a.agentId)}</td><td>${esc((a.teams || []).join(", "))}</td>` +
         `<td><span class="status ${a.status}">${label(a.status)}</span> <small class="reason">${esc(reason)}</small></td>` +
@@ -112,7 +114,7 @@
 
   function tick() {
     const now = Date.now();
-    for (const td of document.querySelectorAll("td.timer")) {
+    for (const td of document.querySelectorAll("td.timer, span.timer")) {
       const s = Math.max(0, Math.floor((now - Number(td.dataset.since)) / 1000));
       const h = Math.floor(s / 3600), mm = String(Math.floor(s / 60) % 60).padStart(2, "0"), ss = String(s % 60).padStart(2, "0");
       td.textContent = h ? `${h}:${mm}:${ss}` : `${mm}:${ss}`;
