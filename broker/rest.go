@@ -471,6 +471,9 @@ type agentReport struct {
 	Teams   []string         `json:"teams"`
 	Periods []history.Period `json:"periods"`
 	Total   history.Period   `json:"total"`
+	// InteractionStats: of the talk records of interactions created in the
+	// report's window.
+	InteractionStats history.InteractionStats `json:"interactionStats"`
 }
 
 // GET /v1/reports/agents?from=&to=&interval=30m|1h|1d&teams=&pageNum=&pageSize=
@@ -503,8 +506,14 @@ func (s *Server) agentReports(r *http.Request, id session.Identity) (any, error)
 		}
 		var ivs []history.Interval
 		var starts []int64
+		var talks []history.TalkRecord
 		for _, h := range sessions {
 			ivs = append(ivs, history.Intervals(h.Entries, now)...)
+			for _, t := range history.TalkRecords(h.Entries) {
+				if t.Interaction.Created >= from.UnixMilli() && t.Interaction.Created < to.UnixMilli() {
+					talks = append(talks, t)
+				}
+			}
 			for _, e := range h.Entries {
 				if e.Kind == history.KindInteraction && e.Event == history.InteractionStart {
 					starts = append(starts, e.At)
@@ -512,7 +521,8 @@ func (s *Server) agentReports(r *http.Request, id session.Identity) (any, error)
 			}
 		}
 		periods := history.Report(agent, ivs, starts, from.UnixMilli(), to.UnixMilli(), step.Milliseconds())
-		reports = append(reports, agentReport{AgentID: agent, Teams: nonNilStrings(agentTeams), Periods: periods, Total: history.Total(agent, periods)})
+		reports = append(reports, agentReport{AgentID: agent, Teams: nonNilStrings(agentTeams), Periods: periods, Total: history.Total(agent, periods),
+			InteractionStats: history.Stats(talks)})
 	}
 	body := paginate(reports, num, size)
 	totals := history.Period{NotReadyReasonMs: history.Durations{}}

@@ -318,6 +318,12 @@ func TestRESTTalkRecords(t *testing.T) {
 					t.Errorf("%s: %v, want %v records", tt.url, body, tt.want)
 				}
 			}
+			// Reports count it among the agent's interaction statistics.
+			_, body = getJSON(t, b.url("/v1/reports/agents?interval=1d"), nil)
+			stats := body["list"].([]any)[0].(map[string]any)["interactionStats"].(map[string]any)
+			if num(stats["handled"]) != 1 || num(stats["inboundAnswered"]) != 1 || num(stats["inboundMissed"]) != 0 || num(stats["avgHoldMs"]) < 15 {
+				t.Fatalf("report interaction stats: %v", stats)
+			}
 			if code, body := getJSON(t, b.url("/v1/interactions/"+ix), nil); code != 200 || len(body["records"].([]any)) != 1 {
 				t.Fatalf("GET /v1/interactions/%s: %d %v", ix, code, body)
 			}

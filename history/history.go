@@ -285,3 +285,51 @@ func LoginLogout(ivs []Interval) (login, logout int64) {
 	}
 	return login, logout
 }
+
+// InteractionStats sums an agent's talk records (002_0dc46d1b6669c548.txt's
+// agent metrics): interactions handled (talked on), inbound answered and
+// missed (rang out or rejected), outbound attempted and answered, and the
+// average handle, talk, hold, ring and after-call-work times of the
+// handled ones.
+type InteractionStats struct {
+	Handled           int   `json:"handled"`
+	InboundAnswered   int   `json:"inboundAnswered"`
+	InboundMissed     int   `json:"inboundMissed"`
+	OutboundAttempted int   `json:"outboundAttempted"`
+	OutboundAnswered  int   `json:"outboundAnswered"`
+	AvgHandleMs       int64 `json:"avgHandleMs"`
+	AvgTalkMs         int64 `json:"avgTalkMs"`
+	AvgHoldMs         int64 `json:"avgHoldMs"`
+	AvgRingMs         int64 `json:"avgRingMs"`
+	AvgACWMs          int64 `json:"avgAcwMs"`
+}
+
+// Stats computes InteractionStats over records.
+func Stats(records []TalkRecord) InteractionStats {
+	var s InteractionStats
+	var handle, talk, hold, ring, acw int64
+	for _, r := range records {
+		answered := r.ActiveMs > 0 || slices.ContainsFunc(r.Interaction.Phases, func(p protocol.Phase) bool { return p.Phase == protocol.PhaseActive })
+		switch r.Interaction.Direction {
+		case protocol.DirInbound:
+			if answered {
+				s.InboundAnswered++
+			} else if r.Interaction.Cause == protocol.CauseNoAnswer || r.Interaction.Cause == protocol.CauseRejected {
+				s.InboundMissed++
+			}
+		case protocol.DirOutbound:
+			s.OutboundAttempted++
+			if answered {
+				s.OutboundAnswered++
+			}
+		}
+		if answered {
+			s.Handled++
+			handle, talk, hold, ring, acw = handle+r.HandleMs, talk+r.ActiveMs, hold+r.HeldMs, ring+r.WaitingMs, acw+r.ACWMs
+		}
+	}
+	if n := int64(s.Handled); n > 0 {
+		s.AvgHandleMs, s.AvgTalkMs, s.AvgHoldMs, s.AvgRingMs, s.AvgACWMs = handle/n, talk/n, hold/n, ring/n, acw/n
+	}
+	return s
+}

@@ -3,6 +3,8 @@ package history
 import (
 	"reflect"
 	"testing"
+
+	"github.com/ctibroker/ctibroker/protocol"
 )
 
 const sec = int64(1000)
@@ -140,5 +142,32 @@ func TestAggregateAcrossChannels(t *testing.T) {
 	ps := Report("a", ivs, nil, 0, 200*sec, 200*sec)
 	if ps[0].ReadyMs != 100*sec || ps[0].NotReadyMs != 50*sec || ps[0].LoginMs != 150*sec || ps[0].NotReadyReasonMs["lunch"] != 50*sec {
 		t.Fatalf("aggregate = %+v", ps[0])
+	}
+}
+
+func TestInteractionStats(t *testing.T) {
+	ph := func(ps ...protocol.Phase) []protocol.Phase { return ps }
+	rec := func(dir, cause string, phases []protocol.Phase) Entry {
+		return Entry{Kind: KindTalk, Agent: "a", Session: "s", Record: &protocol.Interaction{ID: "i", Direction: dir, Cause: cause, Phases: phases}}
+	}
+	entries := []Entry{
+		rec(protocol.DirInbound, protocol.CauseReleased, ph(protocol.Phase{Phase: protocol.PhaseWaiting, Start: 0, End: 1000},
+			protocol.Phase{Phase: protocol.PhaseActive, Start: 1000, End: 5000}, protocol.Phase{Phase: protocol.PhaseHeld, Start: 5000, End: 6000},
+			protocol.Phase{Phase: protocol.PhaseACW, Start: 6000, End: 8000})),
+		rec(protocol.DirInbound, protocol.CauseNoAnswer, ph(protocol.Phase{Phase: protocol.PhaseWaiting, Start: 0, End: 20000})),
+		rec(protocol.DirInbound, protocol.CauseAbandoned, ph(protocol.Phase{Phase: protocol.PhaseWaiting, Start: 0, End: 3000})),
+		rec(protocol.DirOutbound, protocol.CauseBusy, ph(protocol.Phase{Phase: protocol.PhaseWaiting, Start: 0, End: 500})),
+		rec(protocol.DirOutbound, protocol.CauseReleased, ph(protocol.Phase{Phase: protocol.PhaseWaiting, Start: 0, End: 3000},
+			protocol.Phase{Phase: protocol.PhaseActive, Start: 3000, End: 9000})),
+		{Kind: KindInteraction, Interaction: "i", Event: InteractionStart}, // not a talk record
+	}
+	got := Stats(TalkRecords(entries))
+	want := InteractionStats{Handled: 2, InboundAnswered: 1, InboundMissed: 1, OutboundAttempted: 2, OutboundAnswered: 1,
+		AvgHandleMs: (7000 + 6000) / 2, AvgTalkMs: (4000 + 6000) / 2, AvgHoldMs: 500, AvgRingMs: (1000 + 3000) / 2, AvgACWMs: 1000}
+	if got != want {
+		t.Fatalf("Stats = %+v\nwant    %+v", got, want)
+	}
+	if (Stats(nil) != InteractionStats{}) {
+		t.Fatal("no records, no stats")
 	}
 }
