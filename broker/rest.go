@@ -282,6 +282,53 @@ type sessionBody struct {
 	PerChannel   map[string]history.Totals `json:"perChannel"`
 	Interactions []history.Interaction     `json:"interactions"`
 	Timeline     []history.Interval        `json:"timeline"`
+	// Calls: GET /v1/sessions/my only, each interaction in progress or
+	// awaiting wrap-up as the call session of 003_1bbe0dc9ae0eab32.txt.
+	Calls []callSession `json:"calls,omitempty"`
+}
+
+// callSession is an interaction in the shape of the seed's call session.
+type callSession struct {
+	InteractionID string            `json:"interactionId"`
+	Channel       string            `json:"channel"`
+	CallState     string            `json:"callState"`  // Ringing, Connected, Hold, Disconnected
+	QueueState    string            `json:"queueState"` // None (never queued), or as callState for queued ones
+	Direction     string            `json:"direction"`
+	FromAddress   string            `json:"fromAddress"`
+	ToAddress     string            `json:"toAddress"`
+	Queue         string            `json:"queue,omitempty"`
+	Members       []callMember      `json:"members"`
+	DateCreated   int64             `json:"dateCreated"`
+	DateCompleted int64             `json:"dateCompleted,omitempty"`
+	State         string            `json:"state"` // the interaction's own state
+	Data          map[string]string `json:"data,omitempty"`
+}
+
+type callMember struct {
+	ID        string `json:"id"`
+	Role      string `json:"role"`
+	Name      string `json:"name,omitempty"`
+	Address   string `json:"address,omitempty"`
+	CallState string `json:"callState"`
+}
+
+var callStates = map[string]string{protocol.IxAlerting: "Ringing", protocol.IxDialing: "Ringing", protocol.IxStarted: "Connected",
+	protocol.IxHeld: "Hold", protocol.IxEnded: "Disconnected", protocol.IxCompleted: "Disconnected"}
+
+var memberCallStates = map[string]string{protocol.MemberRinging: "Ringing", protocol.MemberConnected: "Connected",
+	protocol.MemberHeld: "Hold", protocol.MemberDisconnected: "Disconnected"}
+
+func toCallSession(ix protocol.Interaction) callSession {
+	c := callSession{InteractionID: ix.ID, Channel: ix.Channel, CallState: callStates[ix.State], QueueState: "None",
+		Direction: ix.Direction, FromAddress: ix.From, ToAddress: ix.To, Queue: ix.Queue, Members: []callMember{},
+		DateCreated: ix.Created, DateCompleted: ix.Completed, State: ix.State, Data: ix.Data}
+	if ix.Queue != "" {
+		c.QueueState = c.CallState
+	}
+	for _, m := range ix.Members {
+		c.Members = append(c.Members, callMember{ID: m.ID, Role: m.Role, Name: m.Name, Address: m.Address, CallState: memberCallStates[m.State]})
+	}
+	return c
 }
 
 func buildSession(h session.SessionHistory, now int64) sessionBody {
@@ -344,7 +391,16 @@ func (s *Server) mySessions(r *http.Request, id session.Identity) (any, error) {
 			return nil, err
 		}
 		if ok {
-			list = append(list, buildSession(h, time.Now().UnixMilli()))
+			body := buildSession(h, time.Now().UnixMilli())
+			ixs, err := s.manager.Interactions(r.Context(), v.SessionID)
+			if err != nil {
+				return nil, err
+			}
+			body.Calls = []callSession{}
+			for _, ix := range ixs {
+				body.Calls = append(body.Calls, toCallSession(ix))
+			}
+			list = append(list, body)
 		}
 	}
 	return page{List: list, PageNum: 1, PageSize: len(list), Total: len(list)}, nil

@@ -291,6 +291,16 @@ func TestRESTTalkRecords(t *testing.T) {
 			if r := a.request(t, protocol.CmdInteractionHold, target, nil); r["result"] != "success" {
 				t.Fatalf("hold: %v", r)
 			}
+			// The agent's live session shows the call as a call session.
+			_, my := getJSON(t, b.url("/v1/sessions/my?agent=alice"), nil)
+			calls := my["list"].([]any)[0].(map[string]any)["calls"].([]any)
+			call := calls[0].(map[string]any)
+			members := call["members"].([]any)
+			if len(calls) != 1 || call["interactionId"] != ix || call["callState"] != "Hold" || call["queueState"] != "Hold" ||
+				call["direction"] != "inbound" || call["fromAddress"] != "+15550109" || call["toAddress"] != "sales" ||
+				len(members) != 2 || members[0].(map[string]any)["role"] != "caller" || members[0].(map[string]any)["callState"] != "Hold" || num(call["dateCreated"]) == 0 {
+				t.Fatalf("GET /v1/sessions/my calls: %v", calls)
+			}
 			time.Sleep(20 * time.Millisecond)
 			if r := a.request(t, protocol.CmdInteractionRelease, target, nil); r["result"] != "success" {
 				t.Fatalf("release: %v", r)

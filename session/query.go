@@ -124,3 +124,41 @@ func decodeEntries(raw [][]byte) []history.Entry {
 	}
 	return out
 }
+
+// Interactions returns a live session's interactions (in progress or
+// awaiting wrap-up), oldest first: asked of the session when it runs on
+// this node, else read from its stored snapshot (another node's).
+func (m *Manager) Interactions(ctx context.Context, sid string) ([]protocol.Interaction, error) {
+	m.mu.Lock()
+	s := m.byID[sid]
+	m.mu.Unlock()
+	if s != nil {
+		res := make(chan []protocol.Interaction, 1)
+		if s.post(func(s *Session) {
+			out := []protocol.Interaction{}
+			for _, ix := range s.sortedInteractions() {
+				out = append(out, ix.Info())
+			}
+			res <- out
+		}) {
+			select {
+			case out := <-res:
+				return out, nil
+			case <-s.done:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+	}
+	sctx, cancel := context.WithTimeout(ctx, m.opts.StoreTimeout)
+	defer cancel()
+	rec, ok, err := m.store.Load(sctx, sid)
+	if err != nil {
+		return nil, fmt.Errorf("interactions of %s: %w", sid, err)
+	}
+	var snap snapshot
+	if !ok || json.Unmarshal(rec.Snapshot, &snap) != nil {
+		return []protocol.Interaction{}, nil
+	}
+	return nonNil(snap.Interactions), nil
+}
