@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime"
@@ -12,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/ctibroker/ctibroker/adapters"
 	"github.com/ctibroker/ctibroker/adapters/sim"
 	"github.com/ctibroker/ctibroker/bus"
 	"github.com/ctibroker/ctibroker/internal/testutil"
@@ -221,5 +223,46 @@ func TestAttachWaitsForItsTurn(t *testing.T) {
 	<-m.attaching
 	if _, err := m.Attach(context.Background(), Identity{AgentID: "alice"}, newTestConn(), nil); err != nil {
 		t.Fatalf("Attach with a free turn: %v", err)
+	}
+}
+
+// A session that starts while a call is up (a broker restart) recreates
+// the call from the switch before session.initialized: the desktop never
+// shows an agent on a call as idle.
+func TestNewSessionRecreatesInteractionsFromTheSwitch(t *testing.T) {
+	m, _ := testManager(t, Options{})
+	sw := m.adapter.(*sim.Switch)
+	ref := adapters.ChannelRef{AgentID: "alice", Channel: protocol.ChannelSpec{ID: "phone", Name: "1001", Type: "TELEPHONY"}}
+	ctx := context.Background()
+	if err := sw.Activate(ctx, ref, nil); err != nil {
+		t.Fatal(err)
+	}
+	id, err := sw.Dial(ctx, ref, "+15550100", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := newTestConn()
+	if _, err := m.Attach(ctx, Identity{AgentID: "alice"}, conn, nil); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	var ix protocol.Interaction
+	for len(names) == 0 || names[len(names)-1] != protocol.EvSessionInitialized {
+		var msg struct {
+			Name string          `json:"name"`
+			Data json.RawMessage `json:"data"`
+		}
+		if err := json.Unmarshal(conn.next(t), &msg); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, msg.Name)
+		if msg.Name == protocol.EvInteractionCreated {
+			var ev protocol.InteractionEvent
+			_ = json.Unmarshal(msg.Data, &ev)
+			ix = *ev.Interaction
+		}
+	}
+	if ix.ID != id || ix.Channel != "phone" || ix.Direction != protocol.DirOutbound || !slices.Contains(names, protocol.EvChannelCreated) {
+		t.Fatalf("messages %v; interaction %+v, want %s recreated on phone", names, ix, id)
 	}
 }
