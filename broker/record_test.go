@@ -85,10 +85,13 @@ func TestRecordTranscript(t *testing.T) {
 					return "{{*}}" // a seq in the data: the message's own is checked
 				}
 				return "{{seq}}"
-			case "queuedMs":
+			case "queuedMs", "talkMs", "holdMs", "handleMs":
 				return "{{*}}"
 			}
 		case string:
+			if key == "day" {
+				return "{{*}}" // the date of the run
+			}
 			return placeholder(x)
 		}
 		return v

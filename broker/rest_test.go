@@ -328,6 +328,12 @@ func TestRESTTalkRecords(t *testing.T) {
 					t.Errorf("%s: %v, want %v records", tt.url, body, tt.want)
 				}
 			}
+			// The supervisors' view counts it in the agent's day.
+			eventually(t, "today's counters", func() bool {
+				_, v := getJSON(t, b.url("/v1/agents/alice"), nil)
+				today, _ := v["today"].(map[string]any)
+				return today != nil && num(today["handled"]) == 1 && num(today["inboundAnswered"]) == 1 && num(today["holdMs"]) >= 15
+			})
 			// Reports count it among the agent's interaction statistics.
 			_, body = getJSON(t, b.url("/v1/reports/agents?interval=1d"), nil)
 			stats := body["list"].([]any)[0].(map[string]any)["interactionStats"].(map[string]any)

@@ -202,6 +202,26 @@ type StateUpdated struct {
 	AgentID  string         `json:"agentId"`
 	Status   string         `json:"status"`
 	Channels []ChannelState `json:"channels"`
+	// Today: the agent's interaction counters of the day (UTC), once there
+	// is something to count.
+	Today *CallCounters `json:"today,omitempty"`
+}
+
+// CallCounters are an agent's interaction counters for one day, UTC
+// (002_0dc46d1b6669c548.txt's agent metrics), counted as each interaction's
+// wrap-up completes: handled (talked on), inbound answered and missed (rang
+// out or rejected), outbound attempted and answered, and the talk, hold
+// and handle time of the handled ones.
+type CallCounters struct {
+	Day               string `json:"day"`
+	Handled           int    `json:"handled"`
+	InboundAnswered   int    `json:"inboundAnswered"`
+	InboundMissed     int    `json:"inboundMissed"`
+	OutboundAttempted int    `json:"outboundAttempted"`
+	OutboundAnswered  int    `json:"outboundAnswered"`
+	TalkMs            int64  `json:"talkMs"`
+	HoldMs            int64  `json:"holdMs"`
+	HandleMs          int64  `json:"handleMs"`
 }
 
 // AggregateStatus folds channel statuses into one agent status, by priority:

@@ -43,6 +43,8 @@ type AgentView struct {
 	Status      string         `json:"status"`
 	StatusSince int64          `json:"statusSince"`
 	Channels    []ChannelState `json:"channels"`
+	// Today: the agent's interaction counters of the day (see CallCounters).
+	Today *CallCounters `json:"today,omitempty"`
 }
 
 // Summary counts agents per aggregate status, in the spirit of the seed's

@@ -166,7 +166,7 @@ func (b *board) apply(ctx context.Context, e Envelope) {
 			b.mu.Unlock()
 			return
 		}
-		cur = &protocol.AgentView{AgentID: e.Agent, SessionID: e.Session, Status: st.Status, Channels: st.Channels, StatusSince: h.Timestamp}
+		cur = &protocol.AgentView{AgentID: e.Agent, SessionID: e.Session, Status: st.Status, Channels: st.Channels, StatusSince: h.Timestamp, Today: st.Today}
 		if prev != nil {
 			cur.Teams = prev.Teams
 			if prev.Status == st.Status && prev.SessionID == e.Session {
@@ -368,5 +368,5 @@ func (m *Manager) loadView(ctx context.Context, agent string) (loadedView, error
 
 func presenceView(p Presence) *protocol.AgentView {
 	return &protocol.AgentView{AgentID: p.AgentID, SessionID: p.SessionID, Teams: nonNil(p.Teams), Status: p.Status,
-		StatusSince: p.StatusSince.UnixMilli(), Channels: nonNil(p.Channels)}
+		StatusSince: p.StatusSince.UnixMilli(), Channels: nonNil(p.Channels), Today: p.Today}
 }

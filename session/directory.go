@@ -20,6 +20,7 @@ type Presence struct {
 	Status      string
 	StatusSince time.Time
 	Channels    []protocol.ChannelState
+	Today       *protocol.CallCounters
 	// Seq is the session seq this presence reflects.
 	Seq uint64
 }

@@ -196,8 +196,9 @@ func (s *Session) completeInteraction(c *channel.Channel, ix *channel.Interactio
 	}
 	info := ix.Info()
 	s.emit(s.ixTarget(c, ix), protocol.EvInteractionCompleted, protocol.InteractionEvent{Interaction: &info})
-	s.journal.timeline = append(s.journal.timeline, s.entry(history.Entry{Kind: history.KindTalk, Channel: c.ID(), Group: c.Group(),
-		Type: c.Spec().Type, Interaction: info.ID, Record: &info, At: info.Completed}))
+	talk := history.Entry{Kind: history.KindTalk, Channel: c.ID(), Group: c.Group(), Type: c.Spec().Type, Interaction: info.ID, Record: &info, At: info.Completed}
+	s.journal.timeline = append(s.journal.timeline, s.entry(talk))
+	s.count(history.Stats(history.TalkRecords([]history.Entry{talk})), history.TalkRecords([]history.Entry{talk})[0])
 	delete(s.ixs, ix.ID())
 	s.journal.force = true
 }
@@ -646,4 +647,25 @@ func (s *Session) cmdConsult(r *request) (json.RawMessage, *protocol.Failure) {
 		return nil, s.fireInteraction(c, ix, channel.IxRetrieve)
 	}
 	return nil, nil
+}
+
+// count adds a completed interaction to the day's counters (a new UTC day
+// starts them again) and has state.updated carry them.
+func (s *Session) count(st history.InteractionStats, rec history.TalkRecord) {
+	day := time.Now().UTC().Format(time.DateOnly)
+	if s.today.Day != day {
+		s.today = protocol.CallCounters{Day: day}
+	}
+	t := &s.today
+	t.Handled += st.Handled
+	t.InboundAnswered += st.InboundAnswered
+	t.InboundMissed += st.InboundMissed
+	t.OutboundAttempted += st.OutboundAttempted
+	t.OutboundAnswered += st.OutboundAnswered
+	if st.Handled > 0 {
+		t.TalkMs += rec.ActiveMs
+		t.HoldMs += rec.HeldMs
+		t.HandleMs += rec.HandleMs
+	}
+	s.stateDirty = true
 }

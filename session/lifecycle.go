@@ -135,6 +135,7 @@ type snapshot struct {
 	StatusSince int64 `json:"statusSince"`
 	// Supervisor sessions: role and subscriptions.
 	Interactions  []protocol.Interaction `json:"interactions,omitempty"`
+	Today         protocol.CallCounters  `json:"today,omitzero"`
 	Role          string                 `json:"role,omitempty"`
 	AllTeams      bool                   `json:"allTeams,omitempty"`
 	Subscriptions []savedSubscription    `json:"subscriptions,omitempty"`
@@ -153,6 +154,7 @@ func (s *Session) snapshot() []byte {
 	for _, ix := range s.sortedInteractions() {
 		snap.Interactions = append(snap.Interactions, ix.Info())
 	}
+	snap.Today = s.today
 	b, err := json.Marshal(snap)
 	if err != nil {
 		panic(fmt.Sprintf("session snapshot does not encode: %v", err)) // only plain data: a bug
@@ -183,7 +185,7 @@ func (s *Session) restore(rec store.Record) error {
 		}
 		s.ixs[info.ID] = channel.RestoreInteraction(info)
 	}
-	s.groups = snap.Groups
+	s.groups, s.today = snap.Groups, snap.Today
 	s.journal.seq, s.journal.committed, s.journal.version = snap.Seq, snap.Seq, rec.Version
 	s.created, s.restored = snap.Created, time.Now()
 	s.statusSince = time.UnixMilli(snap.StatusSince)

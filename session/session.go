@@ -105,7 +105,8 @@ type Session struct {
 	// switch, once.
 	ixs          map[string]*channel.Interaction
 	dispositions []protocol.Disposition
-	endWith      *protocol.CloseCode // end the session after this op's messages
+	today        protocol.CallCounters // interaction counters of the day (UTC)
+	endWith      *protocol.CloseCode   // end the session after this op's messages
 
 	stateDirty   bool
 	presenceSent bool
@@ -450,7 +451,7 @@ func (s *Session) publishPresence(st protocol.StateUpdated) {
 	}
 	s.presenceSent = true
 	s.m.dir.publish(Presence{AgentID: s.ident.AgentID, SessionID: s.id, Teams: s.teams, Status: st.Status,
-		StatusSince: s.statusSince, Channels: st.Channels, Seq: s.journal.seq})
+		StatusSince: s.statusSince, Channels: st.Channels, Today: st.Today, Seq: s.journal.seq})
 }
 
 func (s *Session) state() protocol.StateUpdated {
@@ -468,7 +469,12 @@ func (s *Session) state() protocol.StateUpdated {
 			}
 		}
 	}
-	return protocol.StateUpdated{AgentID: s.ident.AgentID, Status: protocol.AggregateStatus(chans), Channels: chans}
+	st := protocol.StateUpdated{AgentID: s.ident.AgentID, Status: protocol.AggregateStatus(chans), Channels: chans}
+	if s.today.Day != "" && s.today.Day == time.Now().UTC().Format(time.DateOnly) {
+		today := s.today
+		st.Today = &today
+	}
+	return st
 }
 
 // entry encodes a timeline entry of this session.

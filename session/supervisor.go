@@ -247,8 +247,19 @@ func snapshotView(sid string, raw []byte) (*protocol.AgentView, uint64, bool) {
 		if err != nil {
 			continue
 		}
-		v.Channels = append(v.Channels, c.Snapshot())
+		cs := c.Snapshot()
+		for _, ix := range snap.Interactions {
+			if ix.Channel == cs.ID && ix.State != protocol.IxEnded && ix.State != protocol.IxCompleted {
+				cs.Interactions = append(cs.Interactions, protocol.InteractionSummary{ID: ix.ID, Direction: ix.Direction,
+					State: ix.State, Queue: ix.Queue, StateSince: ix.StateSince})
+			}
+		}
+		v.Channels = append(v.Channels, cs)
 	}
 	v.Status = protocol.AggregateStatus(v.Channels)
+	if snap.Today.Day != "" && snap.Today.Day == time.Now().UTC().Format(time.DateOnly) {
+		today := snap.Today
+		v.Today = &today
+	}
 	return v, snap.Seq, true
 }
