@@ -36,6 +36,8 @@ const (
 	MaxSimFaults = 1000
 	// MaxSimCalls bounds the simulated ACD's calls (queued or up).
 	MaxSimCalls = 10000
+	// MaxSimTrafficPerMinute bounds the sim's demo traffic per queue.
+	MaxSimTrafficPerMinute = 6000
 	// MaxSimRingMs bounds a simulated call's own ring timeout.
 	MaxSimRingMs = 600_000
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -45,12 +46,59 @@ type call struct {
 	// joined to this call (joined).
 	origin *leg
 	joined *call
+	// handle: a generated call's caller hangs up this long after the answer.
+	handle time.Duration
 }
 
 // leg is an agent's end of a call: agent, channel, and (consult) the call
 // it consults about.
 type leg struct {
 	agent, channel, parent string
+}
+
+// Traffic makes calls for demos: PerMinute calls a minute into Queue, at
+// random intervals around the mean; once answered the caller hangs up after
+// about HandleTime, and one that waits longer than Patience abandons.
+type Traffic struct {
+	Queue      string        `koanf:"queue"`
+	PerMinute  float64       `koanf:"perminute"`
+	HandleTime time.Duration `koanf:"handletime"`
+	Patience   time.Duration `koanf:"patience"`
+}
+
+// startTraffic runs one generator per Traffic entry until Close.
+func (s *Switch) startTraffic() {
+	for _, tr := range s.cfg.Traffic {
+		if tr.PerMinute <= 0 {
+			continue
+		}
+		s.traffic.Add(1)
+		go func() {
+			defer s.traffic.Done()
+			mean := time.Duration(float64(time.Minute) / tr.PerMinute)
+			for n := 1; ; n++ {
+				t := time.NewTimer(mean/2 + rand.N(mean+1)) // uniform around the mean
+				select {
+				case <-s.stop:
+					t.Stop()
+					return
+				case <-t.C:
+				}
+				id, err := s.AddCall(CallRequest{Queue: tr.Queue, From: fmt.Sprintf("+1555%07d", rand.N(10_000_000))})
+				if err != nil {
+					continue // over MaxSimCalls: this one is lost, as on a busy trunk
+				}
+				s.mu.Lock()
+				if c := s.calls[id]; c != nil {
+					c.handle = tr.HandleTime
+					if tr.Patience > 0 && c.agent == "" {
+						s.arm(c, tr.Patience, func() { s.farPartyLocked(c, "abandon") })
+					}
+				}
+				s.mu.Unlock()
+			}
+		}()
+	}
 }
 
 // CallRequest is the body of POST /v1/sim/calls.
@@ -266,6 +314,12 @@ func (s *Switch) FarParty(id, event string) error {
 	if c == nil {
 		return fmt.Errorf("%w: %s", ErrNoInteraction, id)
 	}
+	return s.farPartyLocked(c, event)
+}
+
+// farPartyLocked is FarParty with s.mu held.
+func (s *Switch) farPartyLocked(c *call, event string) error {
+	id := c.ix.ID
 	cause := protocol.CauseRemote
 	switch event {
 	case "hangup":
@@ -416,6 +470,9 @@ func (s *Switch) Accept(ctx context.Context, ch adapters.ChannelRef, id string) 
 		s.disarm(c)
 		c.ix.State = protocol.IxStarted
 		setMembers(c.ix.Members, protocol.MemberConnected)
+		if c.handle > 0 {
+			s.arm(c, c.handle/2+rand.N(c.handle+1), func() { s.farPartyLocked(c, "hangup") })
+		}
 		if c.origin != nil {
 			s.send(adapters.Event{Kind: adapters.InteractionChanged, AgentID: c.origin.agent, ChannelID: c.origin.channel, InteractionID: id, Interaction: c.snapshot()})
 		}

@@ -103,3 +103,36 @@ func TestACDRejectAndCapacity(t *testing.T) {
 		t.Fatal("accepted an unknown interaction")
 	}
 }
+
+// Demo traffic: calls arrive in the queue on their own, are offered, and
+// the caller hangs up after the handle time; Close stops the generator.
+func TestACDTraffic(t *testing.T) {
+	s, err := New(Config{Queues: []Queue{{Name: "sales", MediaType: "TELEPHONY", RingTimeout: time.Hour}},
+		Traffic: []Traffic{{Queue: "sales", PerMinute: 6000, HandleTime: 20 * time.Millisecond}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ref := adapters.ChannelRef{AgentID: "alice", Channel: protocol.ChannelSpec{ID: "c", Name: "1", Type: "TELEPHONY"}}
+	_ = s.Activate(ctx, ref, []string{"sales"})
+	_ = s.SetReady(ctx, ref)
+	ev := nextEvent(t, s, adapters.InteractionStarted)
+	if err := s.Accept(ctx, ref, ev.InteractionID); err != nil {
+		t.Fatal(err)
+	}
+	if end := nextEvent(t, s, adapters.InteractionEnded); end.InteractionID != ev.InteractionID || end.Cause != protocol.CauseRemote {
+		t.Fatalf("the generated caller did not hang up: %+v", end)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	queued := len(s.waiting["sales"])
+	s.mu.Unlock()
+	time.Sleep(50 * time.Millisecond)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.waiting["sales"]) != queued {
+		t.Fatal("calls still arrive after Close")
+	}
+}

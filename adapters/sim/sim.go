@@ -76,6 +76,8 @@ type Config struct {
 	// switch acts like one whose adapter only sets agent states: interaction
 	// commands fail NOT_SUPPORTED.
 	CallControl *bool `koanf:"callcontrol"`
+	// Traffic generates calls into queues for demos (off unless set).
+	Traffic []Traffic `koanf:"traffic"`
 	// Capacity per channel type: from the broker (capacity.<type>).
 	Capacity map[string]int `koanf:"-"`
 }
@@ -129,6 +131,9 @@ type Switch struct {
 		books    []protocol.AddressBook
 	}
 	closed bool
+	// stop ends the traffic generators; traffic waits for them.
+	stop    chan struct{}
+	traffic sync.WaitGroup
 }
 
 var _ adapters.Adapter = (*Switch)(nil)
@@ -151,6 +156,11 @@ func (c *Config) validate() error {
 		seen[q.Name] = true
 		if q.MediaType == "" || q.RingTimeout < 0 {
 			return fmt.Errorf("queues[%d] (%s): mediatype is required and ringtimeout must not be negative", i, q.Name)
+		}
+	}
+	for i, tr := range c.Traffic {
+		if !seen[tr.Queue] || tr.PerMinute < 0 || tr.PerMinute > protocol.MaxSimTrafficPerMinute || tr.HandleTime < 0 || tr.Patience < 0 {
+			return fmt.Errorf("traffic[%d]: queue must be one of queues, perminute 0 to %d, handletime and patience not negative", i, protocol.MaxSimTrafficPerMinute)
 		}
 	}
 	for i, d := range c.Dispositions {
@@ -179,7 +189,7 @@ func New(cfg Config) (*Switch, error) {
 	}
 	s := &Switch{cfg: cfg, events: make(chan adapters.Event, cfg.EventBuffer),
 		logins: map[string]map[string]*login{}, faults: map[string][]string{},
-		calls: map[string]*call{}, waiting: map[string][]string{}}
+		calls: map[string]*call{}, waiting: map[string][]string{}, stop: make(chan struct{})}
 	s.catalogs.notReady = cfg.NotReadyReasons
 	s.catalogs.logout = cfg.LogoutReasons
 	s.catalogs.books = cfg.AddressBooks
@@ -194,6 +204,7 @@ func New(cfg Config) (*Switch, error) {
 				State:   protocol.StateActive, Status: status, ReasonCode: p.Reason}}
 		}
 	}
+	s.startTraffic()
 	return s, nil
 }
 
@@ -413,6 +424,10 @@ func (s *Switch) Close() error {
 		for _, c := range s.calls {
 			s.disarm(c)
 		}
+		close(s.stop)
+		s.mu.Unlock()
+		s.traffic.Wait() // generators take s.mu: wait unlocked
+		s.mu.Lock()
 		close(s.events)
 	}
 	return nil
