@@ -741,3 +741,42 @@ func TestClusterInteractionsAcrossNodes(t *testing.T) {
 		t.Fatalf("on node B: %v, interaction %v; want the call recreated before session.initialized", names, created)
 	}
 }
+
+// A supervisor on node B acts on an agent whose session node A owns: the
+// action is forwarded to A through Redis, applied and stored there, and
+// answered only then; the agent's desktop on A sees who did it.
+func TestClusterSupervisorActsOnAnotherNode(t *testing.T) {
+	rs := redistest.Start(t)
+	a, b := startNode(t, rs, "act-a"), startNode(t, rs, "act-b")
+	alice, asid := attach(t, a.broker(), "agent=alice&teams=sales")
+	alice.request(t, protocol.CmdAddChannel, asid, map[string]any{"channel": map[string]string{"id": "p", "name": "1", "type": "TELEPHONY"}})
+	alice.request(t, protocol.CmdChannelActivate, asid+".p", nil)
+	sv, svsid := attach(t, b.broker(), "supervisor=boss")
+	var r map[string]any
+	eventually(t, "the action to land", func() bool {
+		r = sv.request(t, protocol.CmdSupervisorSetState, svsid, map[string]any{"agentId": "alice", "status": "ready"})
+		f, _ := r["failure"].(map[string]any)
+		return f == nil || f["code"] != "NOT_FOUND" // node B's board may not have seen alice yet
+	})
+	if r["result"] != "success" {
+		t.Fatalf("setstate from node B: %v", r)
+	}
+	changed := alice.until(t, func(m map[string]any) bool {
+		d, _ := m["data"].(map[string]any)
+		return m["name"] == protocol.EvChannelInfoChanged && d["changedBy"] != nil
+	})
+	data := changed["data"].(map[string]any)
+	by, _ := data["changedBy"].(map[string]any)
+	if data["agentStatus"].(map[string]any)["status"] != "ready" || by["id"] != "boss" || by["role"] != "supervisor" {
+		t.Fatalf("alice's desktop on node A: %v", changed)
+	}
+	if r := sv.request(t, protocol.CmdSupervisorLogout, svsid, map[string]any{"agentId": "alice"}); r["result"] != "success" {
+		t.Fatalf("logout from node B: %v", r)
+	}
+	if m := alice.until(t, func(m map[string]any) bool {
+		d, _ := m["data"].(map[string]any)
+		return m["name"] == protocol.EvChannelInfoChanged && d["state"] == "INACTIVE"
+	}); m["data"].(map[string]any)["changedBy"] == nil {
+		t.Fatalf("after the logout: %v", m)
+	}
+}

@@ -1147,3 +1147,40 @@ func TestHardeningTalkRecordsFollowTheRoleRules(t *testing.T) {
 		}
 	}
 }
+
+// Supervisor actions: only on agents of the supervisor's teams (admins:
+// any); agents may not send them.
+func TestHardeningSupervisorActionsFollowTheTeams(t *testing.T) {
+	b := startBroker(t, jwtEnv...)
+	alice, asid := attach(t, b, "access_token="+mustToken(t, "alice", RoleAgent, "sales"))
+	alice.request(t, protocol.CmdAddChannel, asid, map[string]any{"channel": map[string]string{"id": "p", "name": "1", "type": "TELEPHONY"}})
+	alice.request(t, protocol.CmdChannelActivate, asid+".p", nil)
+	for _, tt := range []struct {
+		name, tok string
+		want      string
+	}{
+		{"supervisor of another team", mustToken(t, "sam", RoleSupervisor, "support"), "FORBIDDEN"},
+		{"supervisor of her team", mustToken(t, "vicky", RoleSupervisor, "sales"), "success"},
+		{"admin", mustToken(t, "root", RoleAdmin), "success"},
+	} {
+		sup, ssid := attach(t, b, "access_token="+tt.tok)
+		eventually(t, "alice on the board", func() bool {
+			r := sup.request(t, protocol.CmdSupervisorSetState, ssid, map[string]any{"agentId": "alice", "status": "ready"})
+			f, _ := r["failure"].(map[string]any)
+			got := fmt.Sprint(r["result"])
+			if f != nil {
+				got = fmt.Sprint(f["code"])
+			}
+			if got == "NOT_FOUND" {
+				return false // the board has not seen her yet
+			}
+			if got != tt.want {
+				t.Errorf("%s: %s, want %s", tt.name, got, tt.want)
+			}
+			return true
+		})
+	}
+	if r := alice.request(t, protocol.CmdSupervisorSetState, asid, map[string]any{"agentId": "alice", "status": "ready"}); r["result"] != "failure" {
+		t.Errorf("an agent sent a supervisor action: %v", r)
+	}
+}

@@ -192,6 +192,10 @@ func (s *storeMetrics) Renew(ctx context.Context, node string, ttl time.Duration
 	return sm(s, "renew", func() ([]string, error) { return s.next.Renew(ctx, node, ttl, leases) })
 }
 
+func (s *storeMetrics) Owner(ctx context.Context, sid string) (string, error) {
+	return sm(s, "owner", func() (string, error) { return s.next.Owner(ctx, sid) })
+}
+
 func (s *storeMetrics) Release(ctx context.Context, sid, node string) error {
 	return s.do("release", func() error { return s.next.Release(ctx, sid, node) })
 }

@@ -31,6 +31,10 @@ const (
 	CmdInteractionSetData   = "interaction.setdata"
 	CmdInteractionComplete  = "interaction.complete"
 
+	// Supervisor actions on an agent.
+	CmdSupervisorSetState = "supervisor.agent.setstate"
+	CmdSupervisorLogout   = "supervisor.agent.logout"
+
 	// The full protocol's spellings of session.logout and session.addchannel.
 	CmdLogoutAlias     = "session.request.logout"
 	CmdAddChannelAlias = "session.request.addchannel"

@@ -155,7 +155,20 @@ type AgentStatus struct {
 type ChannelInfo struct {
 	State       string      `json:"state"`
 	AgentStatus AgentStatus `json:"agentStatus"`
+	// ChangedBy names who changed it when it was not the agent (a
+	// supervisor's action).
+	ChangedBy *ChangedBy `json:"changedBy,omitempty"`
 }
+
+// ChangedBy is who made a change on an agent's behalf.
+type ChangedBy struct {
+	Role string `json:"role"`
+	ID   string `json:"id"`
+}
+
+// ReasonSupervisor is the not-ready reason of a supervisor's action that
+// names none.
+const ReasonSupervisor = "supervisor"
 
 // ChannelCreated is the data of channel.created.
 type ChannelCreated struct {

@@ -148,6 +148,7 @@ func (s *Session) changed(c *channel.Channel, before protocol.ChannelInfo, cause
 			zap.String("from_state", before.State), zap.String("from_status", before.AgentStatus.Status),
 			zap.String("from_reason", before.AgentStatus.LastReasonCode))...)
 	}
+	info.ChangedBy = s.changedBy
 	s.emit(s.channelTarget(c), protocol.EvChannelInfoChanged, info)
 	s.stateDirty = true
 	s.syncACWTimer(c)

@@ -46,8 +46,9 @@ type request struct {
 }
 
 var (
-	agents   = []string{RoleAgent}
-	everyone = []string{RoleAgent, RoleSupervisor, RoleAdmin}
+	agents      = []string{RoleAgent}
+	everyone    = []string{RoleAgent, RoleSupervisor, RoleAdmin}
+	supervisors = []string{RoleSupervisor, RoleAdmin}
 )
 
 // commandTable is the protocol's commands, in documentation order.
@@ -106,6 +107,10 @@ var commandTable = []Command{
 		Doc: "the full protocol's spelling of session.addchannel", handle: (*Session).cmdAddChannel},
 	{Name: protocol.CmdLogoutAlias, Target: protocol.TargetSession, Roles: everyone, Mutates: true, Cacheable: true,
 		Doc: "the full protocol's spelling of session.logout", handle: (*Session).cmdLogout},
+	{Name: protocol.CmdSupervisorSetState, Target: protocol.TargetSession, Roles: supervisors, Mutates: true, Cacheable: true,
+		Doc: "set a team member's state: {agentId, channel?, status: ready|not_ready, reasoncode?} (any node)", handle: (*Session).cmdSupervisorAction},
+	{Name: protocol.CmdSupervisorLogout, Target: protocol.TargetSession, Roles: supervisors, Mutates: true, Cacheable: true,
+		Doc: "log a team member's channel(s) out: {agentId, channel?, reason?} (any node)", handle: (*Session).cmdSupervisorAction},
 	{Name: protocol.CmdSupervisorSubscribe, Target: protocol.TargetSession, Roles: everyone, Cacheable: true,
 		Doc: "watch agents (supervisors: their teams; agents: themselves): a snapshot, then every change", handle: (*Session).cmdSubscribe},
 	{Name: protocol.CmdSupervisorUnsubscribe, Target: protocol.TargetSession, Roles: everyone, Cacheable: true,

@@ -188,6 +188,9 @@ type Manager struct {
 	byAgent map[string]*Session
 	byID    map[string]*Session
 	opening map[string]chan struct{} // agents whose session is being opened
+	// pendingActions: supervisor actions forwarded to another node, by id,
+	// waiting for its answer (chan *protocol.Failure).
+	pendingActions sync.Map
 	// attaching admits attaches (protocol.MaxOpeningPerCPU per CPU).
 	attaching chan struct{}
 
@@ -272,7 +275,9 @@ func (m *Manager) Run(ctx context.Context) error {
 			}
 			m.dispatch(ev)
 		case msg := <-takeovers:
-			if s := m.byIDLocal(string(msg.Payload)); s != nil {
+			if len(msg.Payload) > 0 && msg.Payload[0] == '{' {
+				m.onNodeAction(msg.Payload)
+			} else if s := m.byIDLocal(string(msg.Payload)); s != nil {
 				s.post(func(s *Session) { s.handOver("taken over by another node") })
 			}
 		case <-resync:

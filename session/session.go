@@ -106,6 +106,7 @@ type Session struct {
 	ixs          map[string]*channel.Interaction
 	dispositions []protocol.Disposition
 	today        protocol.CallCounters // interaction counters of the day (UTC)
+	changedBy    *protocol.ChangedBy   // during a supervisor's action: who
 	endWith      *protocol.CloseCode   // end the session after this op's messages
 
 	stateDirty   bool

@@ -156,6 +156,8 @@ type Store interface {
 	// lease that expired and is free. It returns the sessions whose lease
 	// another node holds now.
 	Renew(ctx context.Context, node string, ttl time.Duration, leases []Lease) (lost []string, err error)
+	// Owner returns the node holding the session's lease, "" when none.
+	Owner(ctx context.Context, sid string) (string, error)
 	// Release gives the lease up if node holds it.
 	Release(ctx context.Context, sid, node string) error
 	// Load returns the session's record; false when there is none.

@@ -106,6 +106,16 @@ func (m *Memory) Acquire(_ context.Context, sid, _, node string, ttl time.Durati
 	return node, nil
 }
 
+// Owner implements Store.
+func (m *Memory) Owner(_ context.Context, sid string) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if l, ok := m.leases[sid]; ok && time.Now().Before(l.expires) {
+		return l.node, nil
+	}
+	return "", nil
+}
+
 // Heartbeat implements Store: one process, always alive.
 func (m *Memory) Heartbeat(context.Context, string, time.Duration) error { return nil }
 

@@ -160,6 +160,18 @@ func (r *Redis) Acquire(ctx context.Context, sid, agentID, node string, ttl time
 	return owner, nil
 }
 
+// Owner implements Store.
+func (r *Redis) Owner(ctx context.Context, sid string) (string, error) {
+	owner, err := r.c.Get(ctx, r.sessKey(sid)+":lease").Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("owner of %s: %w", sid, err)
+	}
+	return owner, nil
+}
+
 // Heartbeat implements Store.
 func (r *Redis) Heartbeat(ctx context.Context, node string, ttl time.Duration) error {
 	if err := r.c.Set(ctx, r.aliveKey(node), "1", ttl).Err(); err != nil {

@@ -511,3 +511,21 @@ func TestRedisCommitKeysExpireAndTimelineIsBounded(t *testing.T) {
 		t.Fatalf("timeline = %s, want the last %d", tl, limits.Timeline)
 	}
 }
+
+// Owner reads the lease holder: what a node forwards a supervisor's action to.
+func TestStoreOwner(t *testing.T) {
+	forEach(t, func(t *testing.T, s Store, _ bus.Bus) {
+		ctx := context.Background()
+		if o, err := s.Owner(ctx, "s1"); err != nil || o != "" {
+			t.Fatalf("Owner before any lease = %q, %v", o, err)
+		}
+		_, _ = s.Acquire(ctx, "s1", "alice", "A", time.Minute)
+		if o, _ := s.Owner(ctx, "s1"); o != "A" {
+			t.Fatalf("Owner = %q, want A", o)
+		}
+		_ = s.Release(ctx, "s1", "A")
+		if o, _ := s.Owner(ctx, "s1"); o != "" {
+			t.Fatalf("Owner after Release = %q", o)
+		}
+	})
+}
