@@ -104,6 +104,12 @@ type CallControl interface {
 	Interactions(ctx context.Context, agentID string) ([]protocol.Interaction, error)
 }
 
+// QueueReporter is what an adapter implements to report its queues' live
+// figures (GET /v1/queues); the broker adds the agents' counts.
+type QueueReporter interface {
+	Queues(ctx context.Context) ([]protocol.QueueFigures, error)
+}
+
 // EventKind says what happened on the switch.
 type EventKind string
 

@@ -512,6 +512,76 @@ func (s *Server) talkRecords(ctx context.Context, caller session.Identity, agent
 	return out, nil
 }
 
+// GET /v1/queues: every queue the caller may see (a supervisor: its teams'
+// queues and those of no team; admins: all), with the switch's figures and
+// the agents staffed on it by status.
+func (s *Server) listQueues(r *http.Request, id session.Identity) (any, error) {
+	qs, err := s.queues(r.Context(), id)
+	if err != nil {
+		return nil, err
+	}
+	return page{List: qs, PageNum: 1, PageSize: len(qs), Total: len(qs)}, nil
+}
+
+// GET /v1/queues/{name}
+func (s *Server) getQueue(r *http.Request, id session.Identity) (any, error) {
+	qs, err := s.queues(r.Context(), id)
+	if err != nil {
+		return nil, err
+	}
+	for _, q := range qs {
+		if q.Name == r.PathValue("name") {
+			return q, nil
+		}
+	}
+	return nil, errNotFound
+}
+
+func (s *Server) queues(ctx context.Context, id session.Identity) ([]protocol.QueueFigures, error) {
+	if id.Role == RoleAgent {
+		return nil, &apiError{protocol.CodeForbidden, "queues are for supervisors and admins"}
+	}
+	qr := s.queueReporter
+	if qr == nil {
+		return nil, &apiError{protocol.CodeNotSupported, "the switch adapter does not report queues"}
+	}
+	qs, err := qr.Queues(ctx)
+	if err != nil {
+		return nil, &apiError{protocol.CodeAdapterError, "the switch did not report its queues: " + err.Error()}
+	}
+	views, err := s.manager.Agents(ctx, protocol.WatchFilter{})
+	if err != nil {
+		return nil, err
+	}
+	out := []protocol.QueueFigures{}
+	for _, q := range qs {
+		if len(q.Teams) > 0 && !id.AllTeams && id.Role != RoleAdmin && !slices.ContainsFunc(q.Teams, func(t string) bool { return slices.Contains(id.Teams, t) }) {
+			continue
+		}
+		for _, v := range views {
+			i := slices.IndexFunc(v.Channels, func(c protocol.ChannelState) bool {
+				return c.State == protocol.StateActive && slices.Contains(c.Queues, q.Name)
+			})
+			if i < 0 {
+				continue
+			}
+			q.Staffed++
+			switch st := v.Channels[i].Status; {
+			case strings.HasPrefix(st, "busy_"):
+				q.Busy++
+			case st == protocol.StatusReady:
+				q.Ready++
+			case st == protocol.StatusAfterCallWork:
+				q.ACW++
+			default:
+				q.NotReady++
+			}
+		}
+		out = append(out, q)
+	}
+	return out, nil
+}
+
 func latestTeams(sessions []session.SessionHistory) []string {
 	if len(sessions) == 0 {
 		return nil

@@ -352,3 +352,58 @@ func TestRESTTalkRecords(t *testing.T) {
 		})
 	}
 }
+
+// Queue figures follow a scripted scenario exactly: three calls into sales,
+// one answered, one abandoned while queued, one still waiting; two agents
+// staffed, one busy, one not ready.
+func TestRESTQueues(t *testing.T) {
+	b := startBroker(t)
+	alice, asid := attach(t, b, "agent=alice")
+	bob, bsid := attach(t, b, "agent=bob")
+	for _, c := range []struct {
+		cl  *client
+		sid string
+	}{{alice, asid}, {bob, bsid}} {
+		c.cl.request(t, protocol.CmdAddChannel, c.sid, map[string]any{"channel": map[string]string{"id": "p", "name": "n-" + c.sid, "type": "TELEPHONY"}})
+		c.cl.request(t, protocol.CmdChannelActivate, c.sid+".p", map[string]any{"channeloptions": map[string]any{"queue": "sales"}})
+	}
+	alice.request(t, protocol.CmdChannelReady, asid+".p", nil)
+	call := func() string {
+		code, resp := b.simAt(t, "/v1/sim/calls", `{"queue":"sales","from":"1"}`)
+		if code != 202 {
+			t.Fatalf("sim call: %d %v", code, resp)
+		}
+		return resp["interaction"].(string)
+	}
+	first := call()
+	eventually(t, "the offer", func() bool {
+		return alice.request(t, protocol.CmdInteractionAccept, asid+".p."+first, nil)["result"] == "success"
+	})
+	second, _ := call(), call()
+	if code, _ := b.simAt(t, "/v1/sim/interactions/"+second, `{"event":"abandon"}`); code != 202 {
+		t.Fatalf("abandon: %d", code)
+	}
+	var q map[string]any
+	eventually(t, "the figures", func() bool {
+		var code int
+		code, q = getJSON(t, b.url("/v1/queues/sales"), nil)
+		return code == 200 && num(q["busy"]) == 1
+	})
+	for field, want := range map[string]int64{"offered": 3, "answered": 1, "abandoned": 1, "waiting": 1, "staffed": 2, "busy": 1, "notReady": 1, "ready": 0, "serviceLevelSec": 20, "serviceLevelPct": 100} {
+		if got := num(q[field]); got != want {
+			t.Errorf("%s = %d, want %d (%v)", field, got, want, q)
+		}
+	}
+	if num(q["longestWaitStart"]) == 0 {
+		t.Errorf("longestWaitStart missing: %v", q)
+	}
+	if _, body := getJSON(t, b.url("/v1/queues"), nil); num(body["total"]) != 2 {
+		t.Errorf("GET /v1/queues: %v, want sales and support", body)
+	}
+	if code, _ := getJSON(t, b.url("/v1/queues/nosuch"), nil); code != 404 {
+		t.Errorf("unknown queue: %d", code)
+	}
+	if code, _ := getJSON(t, b.url("/v1/queues?agent=alice"), nil); code != 403 {
+		t.Errorf("an agent reading queues: %d, want 403", code)
+	}
+}

@@ -44,6 +44,8 @@ type Server struct {
 	audit   *zap.Logger
 	auth    *Authenticator
 	adapter adapters.Adapter
+	// queueReporter: the adapter's queue figures, if it reports them.
+	queueReporter adapters.QueueReporter
 	// control is the adapter's HTTP control API (the simulated switch's),
 	// nil when it has none or it is off.
 	control http.Handler
@@ -94,6 +96,7 @@ func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
 	if c, ok := adapter.(adapters.Controlled); ok {
 		s.control = c.ControlHandler()
 	}
+	s.queueReporter, _ = adapter.(adapters.QueueReporter)
 	if s.auth, err = NewAuthenticator(base, cfg.Auth, s.log); err != nil {
 		cancel()
 		return nil, err
@@ -223,6 +226,8 @@ func (s *Server) router() (*http.ServeMux, []string) {
 	r.handle("GET /v1/sessions/{id}", s.rest(s.getSession))
 	r.handle("GET /v1/reports/agents", s.rest(s.agentReports))
 	r.handle("GET /v1/interactions", s.rest(s.listInteractions))
+	r.handle("GET /v1/queues", s.rest(s.listQueues))
+	r.handle("GET /v1/queues/{name}", s.rest(s.getQueue))
 	r.handle("GET /v1/interactions/{id}", s.rest(s.getInteraction))
 	s.webRoutes(r)
 	if s.control != nil {

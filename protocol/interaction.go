@@ -172,3 +172,32 @@ func ValidateData(d map[string]string) error {
 	}
 	return nil
 }
+
+// QueueFigures are a queue's live figures (issue 16): what waits, and
+// today's (UTC) offered, answered and abandoned interactions, with the
+// average speed of answer and the service level (answered within
+// ServiceLevelSec, of those offered and not abandoned within it).
+type QueueFigures struct {
+	Name      string   `json:"name"`
+	MediaType string   `json:"mediaType"`
+	Teams     []string `json:"teams,omitempty"`
+	Waiting   int      `json:"waiting"`
+	// LongestWaitStart is when the longest-waiting interaction was queued
+	// (Unix ms; 0 when none waits): clients count up from it.
+	LongestWaitStart int64 `json:"longestWaitStart,omitempty"`
+	Offered          int   `json:"offered"`
+	Answered         int   `json:"answered"`
+	Abandoned        int   `json:"abandoned"`
+	// AvgSpeedOfAnswerMs: queued until answered, averaged over answered.
+	AvgSpeedOfAnswerMs int64 `json:"avgSpeedOfAnswerMs"`
+	ServiceLevelSec    int   `json:"serviceLevelSec"`
+	// ServiceLevelPct: answered within the service level, in % of those
+	// answered or abandoned after it; 100 with none.
+	ServiceLevelPct float64 `json:"serviceLevelPct"`
+	// Agents: staffed (an ACTIVE channel on the queue), and by status.
+	Staffed  int `json:"staffed"`
+	Ready    int `json:"ready"`
+	Busy     int `json:"busy"`
+	ACW      int `json:"afterCallWork"`
+	NotReady int `json:"notReady"`
+}

@@ -27,8 +27,12 @@ import (
 
 // Queue is a queue of the simulated ACD (adapter.sim.queues).
 type Queue struct {
-	Name      string `koanf:"name"`
-	MediaType string `koanf:"mediatype"`
+	Name      string   `koanf:"name"`
+	MediaType string   `koanf:"mediatype"`
+	Teams     []string `koanf:"teams"`
+	// ServiceLevel: answered within it counts toward the service level
+	// (default 20 s).
+	ServiceLevel time.Duration `koanf:"servicelevel"`
 	// RingTimeout: an offer not answered by then goes back to the queue.
 	RingTimeout time.Duration `koanf:"ringtimeout"`
 }
@@ -54,6 +58,58 @@ type call struct {
 // it consults about.
 type leg struct {
 	agent, channel, parent string
+}
+
+// queueDay is a queue's counters of the day (UTC).
+type queueDay struct {
+	day                          string
+	offered, answered, abandoned int
+	withinSL, abandonedAfterSL   int
+	answerMs                     int64
+}
+
+// dayOf returns the queue's counters of today, started again each day.
+func (s *Switch) dayOf(queue string) *queueDay {
+	today := time.Now().UTC().Format(time.DateOnly)
+	d := s.days[queue]
+	if d == nil || d.day != today {
+		d = &queueDay{day: today}
+		s.days[queue] = d
+	}
+	return d
+}
+
+func (s *Switch) serviceLevel(q *Queue) time.Duration {
+	if q.ServiceLevel > 0 {
+		return q.ServiceLevel
+	}
+	return 20 * time.Second
+}
+
+// Queues implements adapters.QueueReporter.
+func (s *Switch) Queues(ctx context.Context) ([]protocol.QueueFigures, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]protocol.QueueFigures, 0, len(s.cfg.Queues))
+	for i := range s.cfg.Queues {
+		q := &s.cfg.Queues[i]
+		d := s.dayOf(q.Name)
+		f := protocol.QueueFigures{Name: q.Name, MediaType: q.MediaType, Teams: slices.Clone(q.Teams), Waiting: len(s.waiting[q.Name]),
+			Offered: d.offered, Answered: d.answered, Abandoned: d.abandoned, ServiceLevelSec: int(s.serviceLevel(q) / time.Second), ServiceLevelPct: 100}
+		for _, id := range s.waiting[q.Name] {
+			if c := s.calls[id]; c != nil && (f.LongestWaitStart == 0 || c.queuedAt.UnixMilli() < f.LongestWaitStart) {
+				f.LongestWaitStart = c.queuedAt.UnixMilli()
+			}
+		}
+		if d.answered > 0 {
+			f.AvgSpeedOfAnswerMs = d.answerMs / int64(d.answered)
+		}
+		if n := d.answered + d.abandonedAfterSL; n > 0 {
+			f.ServiceLevelPct = float64(d.withinSL) * 100 / float64(n)
+		}
+		out = append(out, f)
+	}
+	return out, nil
 }
 
 // Traffic makes calls for demos: PerMinute calls a minute into Queue, at
@@ -167,6 +223,7 @@ func (s *Switch) AddCall(req CallRequest) (string, error) {
 		Members: []protocol.Member{{ID: "caller", Role: protocol.RoleCaller, Address: req.From, State: protocol.MemberConnected}}}}
 	s.calls[c.ix.ID] = c
 	s.waiting[q.Name] = append(s.waiting[q.Name], c.ix.ID)
+	s.dayOf(q.Name).offered++
 	s.route()
 	return c.ix.ID, nil
 }
@@ -337,6 +394,13 @@ func (s *Switch) farPartyLocked(c *call, event string) error {
 	if c.agent != "" {
 		s.send(adapters.Event{Kind: adapters.InteractionEnded, AgentID: c.agent, ChannelID: c.channel, InteractionID: id, Cause: cause})
 	}
+	if q := s.queue(c.ix.Queue); q != nil && cause == protocol.CauseAbandoned && c.origin == nil {
+		d := s.dayOf(q.Name)
+		d.abandoned++
+		if time.Since(c.queuedAt) > s.serviceLevel(q) {
+			d.abandonedAfterSL++
+		}
+	}
 	s.drop(c)
 	return nil
 }
@@ -470,6 +534,14 @@ func (s *Switch) Accept(ctx context.Context, ch adapters.ChannelRef, id string) 
 		s.disarm(c)
 		c.ix.State = protocol.IxStarted
 		setMembers(c.ix.Members, protocol.MemberConnected)
+		if q := s.queue(c.ix.Queue); q != nil && c.ix.Direction == protocol.DirInbound && c.origin == nil {
+			d, wait := s.dayOf(q.Name), time.Since(c.queuedAt)
+			d.answered++
+			d.answerMs += wait.Milliseconds()
+			if wait <= s.serviceLevel(q) {
+				d.withinSL++
+			}
+		}
 		if c.handle > 0 {
 			s.arm(c, c.handle/2+rand.N(c.handle+1), func() { s.farPartyLocked(c, "hangup") })
 		}

@@ -131,6 +131,7 @@ type Switch struct {
 		books    []protocol.AddressBook
 	}
 	closed bool
+	days   map[string]*queueDay // per queue: today's counters
 	// stop ends the traffic generators; traffic waits for them.
 	stop    chan struct{}
 	traffic sync.WaitGroup
@@ -189,7 +190,7 @@ func New(cfg Config) (*Switch, error) {
 	}
 	s := &Switch{cfg: cfg, events: make(chan adapters.Event, cfg.EventBuffer),
 		logins: map[string]map[string]*login{}, faults: map[string][]string{},
-		calls: map[string]*call{}, waiting: map[string][]string{}, stop: make(chan struct{})}
+		calls: map[string]*call{}, waiting: map[string][]string{}, days: map[string]*queueDay{}, stop: make(chan struct{})}
 	s.catalogs.notReady = cfg.NotReadyReasons
 	s.catalogs.logout = cfg.LogoutReasons
 	s.catalogs.books = cfg.AddressBooks
