@@ -1184,3 +1184,28 @@ func TestHardeningSupervisorActionsFollowTheTeams(t *testing.T) {
 		t.Errorf("an agent sent a supervisor action: %v", r)
 	}
 }
+
+// Queue figures: supervisors see their teams' queues (and those of no
+// team), admins all, agents none.
+func TestHardeningQueuesFollowTheTeams(t *testing.T) {
+	b := startBroker(t, jwtEnv...)
+	for _, tt := range []struct {
+		name, tok string
+		code      int
+		queues    int64
+	}{
+		{"agent", mustToken(t, "alice", RoleAgent, "sales"), http.StatusForbidden, 0},
+		{"supervisor", mustToken(t, "vicky", RoleSupervisor, "sales"), http.StatusOK, 2}, // the default queues name no team
+		{"admin", mustToken(t, "root", RoleAdmin), http.StatusOK, 2},
+		{"no token", "", http.StatusUnauthorized, 0},
+	} {
+		var h http.Header
+		if tt.tok != "" {
+			h = bearer(tt.tok)
+		}
+		code, body := getJSON(t, b.url("/v1/queues"), h)
+		if code != tt.code || (code == 200 && num(body["total"]) != tt.queues) {
+			t.Errorf("%s: %d %v, want %d with %d queues", tt.name, code, body, tt.code, tt.queues)
+		}
+	}
+}
