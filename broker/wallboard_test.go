@@ -117,6 +117,19 @@ func TestWallboardShowsLiveStatus(t *testing.T) {
 		return strings.HasPrefix(s, "inbound started · sales") && strings.Contains(s, ":")
 	})
 
+	// The queues show, and a supervisor sets a team member's state from
+	// the page: bob goes not ready, then ready again.
+	if err := chromedp.Do(runCtx, chromedp.WaitVisible(`#queuetable tr[data-queue="sales"]`)); err != nil {
+		t.Fatalf("queues: %v", err)
+	}
+	bobStatus := `document.querySelector('tr[data-agent="bob"] .status')?.textContent || ""`
+	for _, step := range []struct{ button, want string }{{"not_ready", "not ready"}, {"ready", "ready"}} {
+		if err := chromedp.Do(runCtx, chromedp.Click(`tr[data-agent="bob"] button[data-act="`+step.button+`"]`)); err != nil {
+			t.Fatalf("click %s: %v", step.button, err)
+		}
+		waitFor("bob after "+step.button, bobStatus, func(s string) bool { return s == step.want })
+	}
+
 	// The summary counts and the ticking timer follow.
 	readyCount := eval(`document.querySelector('#summary .count.ready b').textContent`)
 	timer := eval(`document.querySelector('tr[data-agent="alice"] td.timer').textContent`)

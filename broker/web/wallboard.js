@@ -49,6 +49,11 @@
 
   function handle(m) {
     if (typeof m.seq === "number") lastSeq = m.seq;
+    if (m.command && m.command.startsWith("supervisor.agent.")) {
+      // A supervisor action's reply: its outcome, not the connection's.
+      $("#action-status").textContent = m.result === "failure" ? `${m.failure.code}: ${m.failure.message}` : "";
+      return;
+    }
     if (m.result === "failure") { setConn(false, m.failure.code + ": " + m.failure.message); return; }
     switch (m.name) {
       case "session.initialized":
@@ -104,12 +109,21 @@
       const reason = (a.channels || []).map((c) => c.reasonName).find((r) => r) || "";
       tr.innerHTML = `<td class="agent">${esc(a.agentId)}</td><td>${esc((a.teams || []).join(", "))}</td>` +
         `<td><span class="status ${a.status}">${label(a.status)}</span> <small class="reason">${esc(reason)}</small></td>` +
-        `<td class="timer" data-since="${a.statusSince}"></td><td>${chans}</td>`;
+        `<td class="timer" data-since="${a.statusSince}"></td><td>${chans}</td>` +
+        `<td class="actions"><button data-act="ready">Ready</button><button data-act="not_ready">Not ready</button><button data-act="logout">Log out</button></td>`;
+      for (const btn of tr.querySelectorAll("button[data-act]")) {
+        btn.onclick = (e) => {
+          e.stopPropagation(); // not the row's click (history)
+          if (btn.dataset.act === "logout") send("supervisor.agent.logout", { agentId: a.agentId });
+          else send("supervisor.agent.setstate", { agentId: a.agentId, status: btn.dataset.act });
+        };
+      }
       tr.onclick = () => { selected = a.agentId; showHistory(a.agentId); };
       tbody.appendChild(tr);
     }
     $("#empty").hidden = list.length > 0;
     tick();
+    queuesSoon();
   }
 
   function tick() {
@@ -158,6 +172,41 @@
   function esc(s) {
     return String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]));
   }
+
+  // Queues: the REST figures every 2 s (hidden when the caller may not see
+  // them or the adapter reports none).
+  async function loadQueues() {
+    const headers = token() ? { Authorization: "Bearer " + token() } : {};
+    let body;
+    try {
+      const res = await fetch("/v1/queues", { headers });
+      if (!res.ok) { $("#queues").hidden = true; return; }
+      body = await res.json();
+    } catch { return; }
+    const tbody = $("#queuetable tbody");
+    tbody.innerHTML = "";
+    for (const q of body.list) {
+      const tr = document.createElement("tr");
+      tr.dataset.queue = q.name;
+      tr.innerHTML = `<td>${esc(q.name)}</td><td class="waiting">${Number(q.waiting)}</td>` +
+        `<td>${q.longestWaitStart ? `<span class="timer" data-since="${Number(q.longestWaitStart)}"></span>` : "–"}</td>` +
+        `<td class="sl">${Math.round(Number(q.serviceLevelPct))}%</td><td>${Number(q.staffed)}</td><td>${Number(q.ready)}</td>` +
+        `<td>${Number(q.offered)}</td><td>${Number(q.answered)}</td><td>${Number(q.abandoned)}</td>`;
+      tbody.appendChild(tr);
+    }
+    $("#queues").hidden = body.list.length === 0;
+    tick();
+  }
+  // Agents' changes move the queues' figures too: refresh soon after one
+  // (at most once a second), and every 2 s anyway.
+  let queuesDue = false;
+  function queuesSoon() {
+    if (queuesDue) return;
+    queuesDue = true;
+    setTimeout(() => { queuesDue = false; loadQueues(); }, 1000);
+  }
+  setInterval(loadQueues, 2000);
+  loadQueues();
 
   $("#team").onchange = render;
   $("#login").onsubmit = (e) => {
