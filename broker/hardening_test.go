@@ -995,10 +995,21 @@ func TestHardeningSupervisorThatDoesNotReadIsBounded(t *testing.T) {
 				Data struct {
 					AgentID string
 					Current *struct{ Status string }
+					// A snapshot (the first, or a resync) holds agents
+					// whose changes all came before it.
+					Agents []struct{ AgentID, Status string }
 				}
 			}
-			if json.Unmarshal([]byte(line), &m) == nil && m.Name == protocol.EvSupervisorAgentChanged && m.Data.Current != nil {
+			if json.Unmarshal([]byte(line), &m) != nil {
+				continue
+			}
+			switch {
+			case m.Name == protocol.EvSupervisorAgentChanged && m.Data.Current != nil:
 				last[m.Data.AgentID] = m.Data.Current.Status
+			case m.Name == protocol.EvSupervisorSnapshot:
+				for _, a := range m.Data.Agents {
+					last[a.AgentID] = a.Status
+				}
 			}
 		}
 	}
