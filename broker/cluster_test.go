@@ -770,6 +770,16 @@ func TestClusterSupervisorActsOnAnotherNode(t *testing.T) {
 	if data["agentStatus"].(map[string]any)["status"] != "ready" || by["id"] != "boss" || by["role"] != "supervisor" {
 		t.Fatalf("alice's desktop on node A: %v", changed)
 	}
+	// Her history names who made the change.
+	eventually(t, "the history entry", func() bool {
+		_, body := getJSON(t, a.broker().url("/v1/agents/alice/history"), nil)
+		for _, iv := range body["list"].([]any) {
+			if by, _ := iv.(map[string]any)["changedBy"].(map[string]any); by["id"] == "boss" && iv.(map[string]any)["status"] == "ready" {
+				return true
+			}
+		}
+		return false
+	})
 	if r := sv.request(t, protocol.CmdSupervisorLogout, svsid, map[string]any{"agentId": "alice"}); r["result"] != "success" {
 		t.Fatalf("logout from node B: %v", r)
 	}

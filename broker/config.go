@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -49,6 +50,7 @@ type Config struct {
 	Adapter     AdapterConfig                `koanf:"adapter"`
 	ACW         map[string]session.ACWPolicy `koanf:"acw"`
 	Capacity    map[string]int               `koanf:"capacity"`
+	Supervisor  SupervisorConfig             `koanf:"supervisor"`
 	AddressBook AddressBookConfig            `koanf:"addressbook"`
 	History     HistoryConfig                `koanf:"history"`
 	Debug       DebugConfig                  `koanf:"debug"`
@@ -56,6 +58,12 @@ type Config struct {
 	Shutdown    ShutdownConfig               `koanf:"shutdown"`
 	Redis       RedisConfig                  `koanf:"redis"`
 	Node        NodeConfig                   `koanf:"node"`
+}
+
+// SupervisorConfig configures supervisors' actions.
+type SupervisorConfig struct {
+	// ReasonCode is the not-ready reason of an action that names none.
+	ReasonCode string `koanf:"reasoncode"`
 }
 
 // RedisConfig configures the shared Redis backend.
@@ -629,7 +637,7 @@ func (c Config) SessionOptions() session.Options {
 		MaxChannels: c.Limits.Channels, MaxGroups: c.Limits.Groups,
 		CommandRate: c.Limits.CommandRate, CommandBurst: c.Limits.CommandBurst,
 		AdapterTimeout: c.Adapter.Timeout, RequestIDTTL: c.Session.RequestIDTTL, RequestIDLimit: c.Limits.RequestIDs,
-		ACW: acw, Capacity: c.capacity(), AddressBookInterval: c.AddressBook.Interval, DefaultHandleTime: c.AddressBook.DefaultHandleTime,
+		ACW: acw, Capacity: c.capacity(), SupervisorReason: cmp.Or(c.Supervisor.ReasonCode, protocol.ReasonSupervisor), AddressBookInterval: c.AddressBook.Interval, DefaultHandleTime: c.AddressBook.DefaultHandleTime,
 		Node: c.Node.ID, LeaseTTL: c.Redis.LeaseTTL, NodeTTL: c.Redis.NodeTTL, StoreTimeout: c.Redis.Timeout, HealthInterval: c.Redis.HealthInterval,
 	}
 }

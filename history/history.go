@@ -55,6 +55,8 @@ type Entry struct {
 	At          int64    `json:"at"`
 	// Record: for KindTalk, the interaction.
 	Record *protocol.Interaction `json:"record,omitempty"`
+	// ChangedBy: for a status entry a supervisor caused, who.
+	ChangedBy *protocol.ChangedBy `json:"changedBy,omitempty"`
 }
 
 // TalkRecord is one agent's record of an interaction, with the time spent
@@ -113,6 +115,8 @@ type Interval struct {
 	Start      int64  `json:"start"`
 	End        int64  `json:"end"`
 	DurationMs int64  `json:"durationMs"`
+	// ChangedBy: who started the interval when it was not the agent.
+	ChangedBy *protocol.ChangedBy `json:"changedBy,omitempty"`
 	// Open: the interval is still running; End is "now".
 	Open bool `json:"open"`
 }
@@ -136,7 +140,7 @@ func Intervals(entries []Entry, now int64) []Interval {
 		case KindStatus:
 			closeAt(e.Channel, e.At)
 			out = append(out, Interval{Agent: e.Agent, Session: e.Session, Channel: e.Channel, Group: e.Group, Type: e.Type,
-				State: e.State, Status: e.Status, ReasonCode: e.ReasonCode, ReasonName: e.ReasonName, Start: e.At, Open: true})
+				State: e.State, Status: e.Status, ReasonCode: e.ReasonCode, ReasonName: e.ReasonName, Start: e.At, Open: true, ChangedBy: e.ChangedBy})
 			open[e.Channel] = len(out) - 1
 		case KindEnd:
 			for ch := range open {

@@ -163,14 +163,17 @@ func (s *Session) applySupervisorAction(a action) *protocol.Failure {
 	case d.Status == protocol.StatusNotReady:
 		code := d.ReasonCode
 		if code == "" {
-			code = protocol.ReasonSupervisor
+			code = s.m.opts.SupervisorReason
 		}
 		in = channel.Intent{Command: a.Command, Event: channel.EvNotReady, Reason: s.reasonFor(code)}
 	default:
 		return protocol.Failf(protocol.CodeInvalidRequest, "status: ready or not_ready")
 	}
 	s.changedBy = a.By
-	defer func() { s.changedBy = nil }()
+	defer func() {
+		s.takeIntervals() // the history entries of the change name who made it
+		s.changedBy = nil
+	}()
 	for _, c := range targets {
 		if in.Event == channel.EvReady || in.Event == channel.EvNotReady {
 			if ix := s.awaitingDisposition(c); ix != nil {

@@ -68,6 +68,9 @@ type Options struct {
 	// MaxChannels and MaxGroups bound a session's channels and groups.
 	MaxChannels int
 	MaxGroups   int
+	// SupervisorReason is the not-ready reason of a supervisor's action
+	// that names none (supervisor.reasoncode).
+	SupervisorReason string
 	// Capacity is how many interactions a channel of a type (upper case)
 	// holds at once; 1 for types without an entry.
 	Capacity       map[string]int

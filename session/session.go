@@ -490,7 +490,8 @@ func (s *Session) takeIntervals() {
 	for _, c := range s.channels {
 		for _, iv := range c.TakeNew() {
 			s.journal.timeline = append(s.journal.timeline, s.entry(history.Entry{Channel: c.ID(), Group: c.Group(), Type: c.Spec().Type,
-				State: iv.State, Status: iv.Status, ReasonCode: iv.ReasonCode, ReasonName: iv.ReasonName, At: iv.Start.UnixMilli()}))
+				State: iv.State, Status: iv.Status, ReasonCode: iv.ReasonCode, ReasonName: iv.ReasonName, At: iv.Start.UnixMilli(),
+				ChangedBy: s.changedBy}))
 		}
 	}
 }
