@@ -770,6 +770,16 @@ func TestClusterSupervisorActsOnAnotherNode(t *testing.T) {
 	if data["agentStatus"].(map[string]any)["status"] != "ready" || by["id"] != "boss" || by["role"] != "supervisor" {
 		t.Fatalf("alice's desktop on node A: %v", changed)
 	}
+	// The supervisors' view (on node B) shows who set her state.
+	eventually(t, "changedBy in the view", func() bool {
+		_, v := getJSON(t, b.broker().url("/v1/agents/alice"), nil)
+		chans, _ := v["channels"].([]any)
+		if len(chans) == 0 {
+			return false
+		}
+		by, _ := chans[0].(map[string]any)["changedBy"].(map[string]any)
+		return by["id"] == "boss"
+	})
 	// Her history names who made the change.
 	eventually(t, "the history entry", func() bool {
 		_, body := getJSON(t, a.broker().url("/v1/agents/alice/history"), nil)

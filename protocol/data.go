@@ -194,6 +194,9 @@ type ChannelState struct {
 	Queues     []string `json:"queues,omitempty"`
 	// Since is when the current (state, status, reason) interval started, Unix ms.
 	Since int64 `json:"since"`
+	// ChangedBy: who set the current state when it was not the agent (a
+	// supervisor's action); absent once the agent changes it again.
+	ChangedBy *ChangedBy `json:"changedBy,omitempty"`
 	// Interactions in progress on the channel, in short (supervisors'
 	// views and wallboards show them).
 	Interactions []InteractionSummary `json:"interactions,omitempty"`

@@ -149,6 +149,14 @@ func (s *Session) changed(c *channel.Channel, before protocol.ChannelInfo, cause
 			zap.String("from_reason", before.AgentStatus.LastReasonCode))...)
 	}
 	info.ChangedBy = s.changedBy
+	if s.changedBy != nil {
+		if s.setBy == nil {
+			s.setBy = map[string]*protocol.ChangedBy{}
+		}
+		s.setBy[c.ID()] = s.changedBy
+	} else {
+		delete(s.setBy, c.ID())
+	}
 	s.emit(s.channelTarget(c), protocol.EvChannelInfoChanged, info)
 	s.stateDirty = true
 	s.syncACWTimer(c)

@@ -107,7 +107,10 @@ type Session struct {
 	dispositions []protocol.Disposition
 	today        protocol.CallCounters // interaction counters of the day (UTC)
 	changedBy    *protocol.ChangedBy   // during a supervisor's action: who
-	endWith      *protocol.CloseCode   // end the session after this op's messages
+	// setBy: per channel id, who set its current state when it was not
+	// the agent (shown in state.updated and supervisors' views).
+	setBy   map[string]*protocol.ChangedBy
+	endWith *protocol.CloseCode // end the session after this op's messages
 
 	stateDirty   bool
 	presenceSent bool
@@ -459,6 +462,7 @@ func (s *Session) state() protocol.StateUpdated {
 	chans := make([]protocol.ChannelState, len(s.channels))
 	for i, c := range s.channels {
 		chans[i] = c.Snapshot()
+		chans[i].ChangedBy = s.setBy[c.ID()]
 		if len(s.ixs) == 0 {
 			continue
 		}
