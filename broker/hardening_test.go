@@ -1194,6 +1194,28 @@ func TestHardeningSupervisorActionsFollowTheTeams(t *testing.T) {
 	if r := alice.request(t, protocol.CmdSupervisorSetState, asid, map[string]any{"agentId": "alice", "status": "ready"}); r["result"] != "failure" {
 		t.Errorf("an agent sent a supervisor action: %v", r)
 	}
+	// Reasons must be the catalogs': nothing else reaches the agent's state.
+	vicky, vsid := attach(t, b, "access_token="+mustToken(t, "vicky", RoleSupervisor, "sales"))
+	for _, tt := range []struct {
+		command string
+		data    map[string]any
+		want    string
+	}{
+		{protocol.CmdSupervisorSetState, map[string]any{"agentId": "alice", "status": "not_ready", "reasoncode": "<script>" + strings.Repeat("x", 1000)}, "INVALID_REASON"},
+		{protocol.CmdSupervisorLogout, map[string]any{"agentId": "alice", "reason": "nosuch"}, "INVALID_REASON"},
+		{protocol.CmdSupervisorSetState, map[string]any{"agentId": "alice", "channel": strings.Repeat("c", 200), "status": "ready"}, "NOT_FOUND"},
+		{protocol.CmdSupervisorSetState, map[string]any{"agentId": "../alice", "status": "ready"}, "INVALID_REQUEST"},
+		{protocol.CmdSupervisorSetState, map[string]any{"agentId": "alice", "status": "not_ready", "reasoncode": "missed"}, "success"},
+	} {
+		r := vicky.request(t, tt.command, vsid, tt.data)
+		got := fmt.Sprint(r["result"])
+		if f, ok := r["failure"].(map[string]any); ok {
+			got = fmt.Sprint(f["code"])
+		}
+		if got != tt.want {
+			t.Errorf("%s %v: %s, want %s", tt.command, tt.data, got, tt.want)
+		}
+	}
 }
 
 // Queue figures: supervisors see their teams' queues (and those of no

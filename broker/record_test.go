@@ -147,12 +147,8 @@ func TestRecordTranscript(t *testing.T) {
 			conns[s.conn].sendRaw(t, websocket.MessageText, []byte(compactJSON(t, r.subst(s.arg))))
 			out.WriteString(s.conn + " > " + s.arg + "\n")
 		case "sim":
-			status, body, _ := strings.Cut(s.arg, " ")
-			p := "/v1/sim/events"
-			if strings.HasPrefix(body, "/") {
-				p, body, _ = strings.Cut(body, " ")
-			}
-			code, resp := b.simAt(t, r.subst(p), r.subst(body))
+			status, path, body := simStep(s.arg)
+			code, resp := b.simAt(t, r.subst(path), r.subst(body))
 			if strconv.Itoa(code) != status {
 				out.WriteString(fmt.Sprintf("# RECORDER: sim answered %d %v, the draft says %s\n", code, resp, status))
 			}

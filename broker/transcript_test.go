@@ -269,6 +269,17 @@ func (r *transcriptRun) matchString(conn, path, w string, got any) error {
 	return nil
 }
 
+// simStep splits a sim step's argument: STATUS [/PATH] JSON (the path
+// defaults to /v1/sim/events).
+func simStep(arg string) (status, path, body string) {
+	status, body, _ = strings.Cut(arg, " ")
+	path = "/v1/sim/events"
+	if strings.HasPrefix(body, "/") {
+		path, body, _ = strings.Cut(body, " ")
+	}
+	return status, path, body
+}
+
 const barrier = `{"command":"transcript.barrier","target":"none"}`
 
 func TestTranscripts(t *testing.T) {
@@ -352,11 +363,7 @@ func runTranscript(t *testing.T, path, backend string) {
 			}
 			eventually(t, "/readyz "+s.arg, func() bool { return b.readyz() == want })
 		case "sim":
-			status, body, _ := strings.Cut(s.arg, " ")
-			path := "/v1/sim/events"
-			if strings.HasPrefix(body, "/") {
-				path, body, _ = strings.Cut(body, " ")
-			}
+			status, path, body := simStep(s.arg)
 			code, resp := b.simAt(t, r.subst(path), r.subst(body))
 			if strconv.Itoa(code) != status {
 				t.Fatalf("%s: sim answered %d %v, want %s", r.where, code, resp, status)

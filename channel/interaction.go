@@ -90,6 +90,11 @@ func (ix *Interaction) Info() protocol.Interaction {
 // ID returns the interaction's id.
 func (ix *Interaction) ID() string { return ix.info.ID }
 
+// Created, Direction and Parent are fields of Info without its copy.
+func (ix *Interaction) Created() int64    { return ix.info.Created }
+func (ix *Interaction) Direction() string { return ix.info.Direction }
+func (ix *Interaction) Parent() string    { return ix.info.Parent }
+
 // State returns the interaction's state.
 func (ix *Interaction) State() string { return ix.m.Current() }
 

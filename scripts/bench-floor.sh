@@ -99,6 +99,16 @@ redis_run() {
 	stop "$pid"; stop "$rpid"
 }
 
+# two_nodes BIN: a fresh redis-server and nodes A and B of BIN on it; sets
+# redis_pid, node_a, node_b, port_a, port_b; fails when a node does not answer.
+two_nodes() {
+	local rp; rp=$(port); port_a=$(port); port_b=$(port)
+	redis_pid=$(redis "$rp"); pids+=("$redis_pid")
+	node_a=$(broker "$1" "$port_a" CTIBROKER_REDIS__URL=redis://127.0.0.1:$rp/0 CTIBROKER_NODE__ID=A); pids+=("$node_a")
+	node_b=$(broker "$1" "$port_b" CTIBROKER_REDIS__URL=redis://127.0.0.1:$rp/0 CTIBROKER_NODE__ID=B); pids+=("$node_b")
+	wait_http "http://127.0.0.1:$port_a/healthz" && wait_http "http://127.0.0.1:$port_b/healthz"
+}
+
 redis_scenarios() {
 	echo "## Redis: 100 agents as fast as they go, memory mode then Redis mode (same run)"
 	for b in "${builds[@]}"; do
@@ -112,13 +122,9 @@ redis_scenarios() {
 	echo "## Redis: 1,000 agents on node A at 2,000 changes/s, 100 all-agent supervisors on node B"
 	for b in "${builds[@]}"; do
 		echo "### $b"
-		local rp pa pb rpid a bb; rp=$(port); pa=$(port); pb=$(port)
-		rpid=$(redis "$rp"); pids+=("$rpid")
-		a=$(broker "$b" "$pa" CTIBROKER_REDIS__URL=redis://127.0.0.1:$rp/0 CTIBROKER_NODE__ID=A); pids+=("$a")
-		bb=$(broker "$b" "$pb" CTIBROKER_REDIS__URL=redis://127.0.0.1:$rp/0 CTIBROKER_NODE__ID=B); pids+=("$bb")
-		wait_http "http://127.0.0.1:$pa/healthz" && wait_http "http://127.0.0.1:$pb/healthz" &&
-			load --url "ws://127.0.0.1:$pa/v1/ws" --supervisor-url "ws://127.0.0.1:$pb/v1/ws" --agents 1000 --supervisors 100 --rate 2000 --batch --sources 8
-		stop "$a" "$bb"; stop "$rpid"
+		two_nodes "$b" &&
+			load --url "ws://127.0.0.1:$port_a/v1/ws" --supervisor-url "ws://127.0.0.1:$port_b/v1/ws" --agents 1000 --supervisors 100 --rate 2000 --batch --sources 8
+		stop "$node_a" "$node_b"; stop "$redis_pid"
 	done
 }
 
@@ -126,14 +132,10 @@ failover() {
 	echo "## failover storm: 5,000 agents on node A, 200 on node B, 1,000 commands/s; kill -9 A"
 	for b in "${builds[@]}"; do
 		echo "### $b"
-		local rp pa pb rpid a bb; rp=$(port); pa=$(port); pb=$(port)
-		rpid=$(redis "$rp"); pids+=("$rpid")
-		a=$(broker "$b" "$pa" CTIBROKER_REDIS__URL=redis://127.0.0.1:$rp/0 CTIBROKER_NODE__ID=A); pids+=("$a")
-		bb=$(broker "$b" "$pb" CTIBROKER_REDIS__URL=redis://127.0.0.1:$rp/0 CTIBROKER_NODE__ID=B); pids+=("$bb")
-		wait_http "http://127.0.0.1:$pa/healthz" && wait_http "http://127.0.0.1:$pb/healthz" &&
-			bin/ctiload failover --url "ws://127.0.0.1:$pa/v1/ws" --failover-url "ws://127.0.0.1:$pb/v1/ws" --kill-pid "$a" \
+		two_nodes "$b" &&
+			bin/ctiload failover --url "ws://127.0.0.1:$port_a/v1/ws" --failover-url "ws://127.0.0.1:$port_b/v1/ws" --kill-pid "$node_a" \
 				--agents 5000 --agents-b 200 --rate 1000 --warmup 8s --after 12s --sources 8
-		stop "$a" "$bb"; stop "$rpid"
+		stop "$node_a" "$node_b"; stop "$redis_pid"
 	done
 }
 

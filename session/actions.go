@@ -154,10 +154,20 @@ func (s *Session) applySupervisorAction(a action) *protocol.Failure {
 	if len(targets) == 0 {
 		return protocol.Failf(protocol.CodeNotFound, "agent %s has no such ACTIVE channel", a.Agent)
 	}
+	// Reasons come from the catalogs (a supervisor may use the system ones
+	// agents cannot select); anything else is refused, not stored.
+	cat, f := s.loadCatalog()
+	if f != nil {
+		return f
+	}
 	var in channel.Intent
 	switch {
 	case a.Command == protocol.CmdSupervisorLogout:
-		in = channel.Intent{Command: a.Command, Event: channel.EvDeactivate, Reason: s.reasonFor(d.Reason)}
+		r, f := cat.LogoutReason(d.Reason)
+		if f != nil {
+			return f
+		}
+		in = channel.Intent{Command: a.Command, Event: channel.EvDeactivate, Reason: r}
 	case d.Status == protocol.StatusReady:
 		in = channel.Intent{Command: a.Command, Event: channel.EvReady}
 	case d.Status == protocol.StatusNotReady:
@@ -165,7 +175,14 @@ func (s *Session) applySupervisorAction(a action) *protocol.Failure {
 		if code == "" {
 			code = s.m.opts.SupervisorReason
 		}
-		in = channel.Intent{Command: a.Command, Event: channel.EvNotReady, Reason: s.reasonFor(code)}
+		r, ok := cat.Find(code)
+		if !ok && d.ReasonCode != "" {
+			return protocol.Failf(protocol.CodeInvalidReason, "reasoncode %q is not in the not-ready catalog", d.ReasonCode)
+		}
+		if !ok {
+			r = channel.Reason{Code: code} // the configured system reason, missing from the switch's catalog
+		}
+		in = channel.Intent{Command: a.Command, Event: channel.EvNotReady, Reason: r}
 	default:
 		return protocol.Failf(protocol.CodeInvalidRequest, "status: ready or not_ready")
 	}

@@ -49,8 +49,7 @@ func (s *Session) sortedInteractions() []*channel.Interaction {
 		out = append(out, ix)
 	}
 	slices.SortFunc(out, func(a, b *channel.Interaction) int {
-		ai, bi := a.Info(), b.Info()
-		return cmp.Or(cmp.Compare(ai.Created, bi.Created), strings.Compare(ai.ID, bi.ID))
+		return cmp.Or(cmp.Compare(a.Created(), b.Created()), strings.Compare(a.ID(), b.ID()))
 	})
 	return out
 }
@@ -161,7 +160,7 @@ func (s *Session) endInteraction(c *channel.Channel, ix *channel.Interaction, ca
 	// whatever its outcome (agents log failed calls too); not an inbound
 	// offer that rang out, was rejected or abandoned: nothing to wrap up.
 	unanswered := cause == protocol.CauseNoAnswer || cause == protocol.CauseRejected || cause == protocol.CauseAbandoned
-	wrapUp := ix.Info().Direction == protocol.DirOutbound || !unanswered
+	wrapUp := ix.Direction() == protocol.DirOutbound || !unanswered
 	if _, err := ix.Fire(channel.IxEnd, cause, now.UnixMilli()); err != nil {
 		return // already over
 	}
@@ -172,11 +171,11 @@ func (s *Session) endInteraction(c *channel.Channel, ix *channel.Interaction, ca
 	policy := s.acwPolicy(c)
 	changed, err := c.EndInteraction(ix.ID(), policy.Auto && wrapUp, s.reasonFor(protocol.ReasonACW), now)
 	if err == nil {
-		s.m.dir.observeHandleTime(c.Queues(), now.Sub(time.UnixMilli(ix.Info().Created)))
+		s.m.dir.observeHandleTime(c.Queues(), now.Sub(time.UnixMilli(ix.Created())))
 		s.recordInteraction(c, ix.ID(), history.InteractionEnd, now)
 	}
 	switch {
-	case !wrapUp || ix.Info().Parent != "": // a consult leg is wrapped up with its call
+	case !wrapUp || ix.Parent() != "": // a consult leg is wrapped up with its call
 		s.completeInteraction(c, ix, "")
 	case c.InAfterCallWork():
 		ix.EnterACW(now.UnixMilli())
@@ -198,7 +197,7 @@ func (s *Session) completeInteraction(c *channel.Channel, ix *channel.Interactio
 	s.emit(s.ixTarget(c, ix), protocol.EvInteractionCompleted, protocol.InteractionEvent{Interaction: &info})
 	talk := history.Entry{Kind: history.KindTalk, Channel: c.ID(), Group: c.Group(), Type: c.Spec().Type, Interaction: info.ID, Record: &info, At: info.Completed}
 	s.journal.timeline = append(s.journal.timeline, s.entry(talk))
-	s.count(history.Stats(history.TalkRecords([]history.Entry{talk})), history.TalkRecords([]history.Entry{talk})[0])
+	s.count(history.TalkRecords([]history.Entry{talk})[0])
 	delete(s.ixs, ix.ID())
 	s.journal.force = true
 }
@@ -531,7 +530,6 @@ func (s *Session) initInteractionsFromSwitch() {
 		if c == nil || !c.Active() || protocol.ValidateID(info.ID) != nil {
 			continue
 		}
-		before := c.Info()
 		ix, err := channel.NewInteraction(info, time.Now().UnixMilli())
 		if err != nil || len(s.ixs) >= protocol.MaxInteractions {
 			continue
@@ -539,7 +537,6 @@ func (s *Session) initInteractionsFromSwitch() {
 		if _, err := c.StartInteraction(info.ID, time.Now()); err != nil && !c.InInteraction() {
 			continue
 		}
-		_ = before
 		if s.ixs == nil {
 			s.ixs = map[string]*channel.Interaction{}
 		}
@@ -571,7 +568,7 @@ func (s *Session) dropInteractions(c *channel.Channel) {
 // consultLeg returns the consult leg opened about ix on c.
 func (s *Session) consultLeg(c *channel.Channel, ix *channel.Interaction) *channel.Interaction {
 	for _, k := range s.channelInteractions(c) {
-		if k.Info().Parent == ix.ID() && k.Live() {
+		if k.Parent() == ix.ID() && k.Live() {
 			return k
 		}
 	}
@@ -586,7 +583,7 @@ func (s *Session) cmdConsult(r *request) (json.RawMessage, *protocol.Failure) {
 		return nil, f
 	}
 	c, ix, id, ref := r.channel, r.ix, r.ix.ID(), s.ref(r.channel)
-	if ix.Info().Parent != "" {
+	if ix.Parent() != "" {
 		return nil, protocol.Failf(protocol.CodeInvalidState, "%s is not allowed: %s is itself a consult leg", r.Command, id)
 	}
 	leg := s.consultLeg(c, ix)
@@ -651,7 +648,8 @@ func (s *Session) cmdConsult(r *request) (json.RawMessage, *protocol.Failure) {
 
 // count adds a completed interaction to the day's counters (a new UTC day
 // starts them again) and has state.updated carry them.
-func (s *Session) count(st history.InteractionStats, rec history.TalkRecord) {
+func (s *Session) count(rec history.TalkRecord) {
+	st := history.Stats([]history.TalkRecord{rec})
 	day := time.Now().UTC().Format(time.DateOnly)
 	if s.today.Day != day {
 		s.today = protocol.CallCounters{Day: day}
