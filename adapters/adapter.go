@@ -105,9 +105,16 @@ type CallControl interface {
 }
 
 // QueueReporter is what an adapter implements to report its queues' live
-// figures (GET /v1/queues); the broker adds the agents' counts.
+// figures; the broker adds the agents' counts, shares the figures between
+// its nodes, and sends QueuesChanged's changes to supervisors.
 type QueueReporter interface {
+	// Queues returns the figures of the queues this adapter sees.
 	Queues(ctx context.Context) ([]protocol.QueueFigures, error)
+	// QueueView names what Queues reports. Adapters of several broker nodes
+	// that see one switch report the same view under the same name, and
+	// the broker takes the latest; views of different names are parts of
+	// the floor (a simulated switch per process) and are added up.
+	QueueView() string
 }
 
 // EventKind says what happened on the switch.
@@ -129,10 +136,13 @@ const (
 	StatusForced EventKind = "status.forced"
 	// EndpointTaken / EndpointFreed: someone outside this broker logged into
 	// or out of an endpoint (Endpoint, by Holder).
-	EndpointTaken      EventKind = "endpoint.taken"
-	EndpointFreed      EventKind = "endpoint.freed"
-	AgentLegFailed     EventKind = "agentleg.failed"
-	CatalogChanged     EventKind = "catalog.changed"
+	EndpointTaken  EventKind = "endpoint.taken"
+	EndpointFreed  EventKind = "endpoint.freed"
+	AgentLegFailed EventKind = "agentleg.failed"
+	CatalogChanged EventKind = "catalog.changed"
+	// QueuesChanged: a queue's figures changed (a QueueReporter's); the
+	// broker reads them again. It names no agent.
+	QueuesChanged      EventKind = "queues.changed"
 	AddressBookChanged EventKind = "addressbook.changed"
 )
 

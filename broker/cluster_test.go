@@ -56,6 +56,7 @@ type node struct {
 	tb   testing.TB
 	id   string
 	env  []string
+	args []string // after "serve"
 	addr string
 	cmd  *exec.Cmd
 	log  *syncBuffer
@@ -81,13 +82,28 @@ func (s *syncBuffer) String() string {
 // startNode starts a broker process on a free loopback port.
 func startNode(tb testing.TB, rs *redistest.Server, id string, env ...string) *node {
 	tb.Helper()
+	return startNodeYAML(tb, rs, id, "", env...)
+}
+
+// startNodeYAML starts a node with a configuration file as well (for what
+// the environment cannot express, such as lists).
+func startNodeYAML(tb testing.TB, rs *redistest.Server, id, yaml string, env ...string) *node {
+	tb.Helper()
+	var args []string
+	if yaml != "" {
+		path := filepath.Join(tb.TempDir(), "ctibroker.yaml")
+		if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+			tb.Fatal(err)
+		}
+		args = []string{"--config", path}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	n := &node{tb: tb, id: id, addr: addr, env: append(append(redisEnv(rs), "CTIBROKER_LISTEN="+addr, "CTIBROKER_NODE__ID="+id,
+	n := &node{tb: tb, id: id, addr: addr, args: args, env: append(append(redisEnv(rs), "CTIBROKER_LISTEN="+addr, "CTIBROKER_NODE__ID="+id,
 		"CTIBROKER_LOG__LEVEL=warn", "CTIBROKER_SESSION__GRACE=1m"), env...)}
 	n.start()
 	tb.Cleanup(n.kill)
@@ -110,7 +126,7 @@ func brokerlessEnviron() []string {
 func (n *node) start() {
 	n.tb.Helper()
 	n.log = &syncBuffer{}
-	n.cmd = exec.Command(brokerBinary(n.tb), "serve")
+	n.cmd = exec.Command(brokerBinary(n.tb), append([]string{"serve"}, n.args...)...)
 	n.cmd.Env = append(brokerlessEnviron(), n.env...)
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	if err := n.cmd.Start(); err != nil {

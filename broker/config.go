@@ -64,6 +64,9 @@ type Config struct {
 type SupervisorConfig struct {
 	// ReasonCode is the not-ready reason of an action that names none.
 	ReasonCode string `koanf:"reasoncode"`
+	// QueueInterval: how often a queue's time-based figures alone change
+	// for supervisors (counts change at once).
+	QueueInterval time.Duration `koanf:"queueinterval"`
 }
 
 // RedisConfig configures the shared Redis backend.
@@ -480,6 +483,7 @@ func (c Config) Validate() error {
 		"redis.timeout": float64(c.Redis.Timeout), "redis.leasettl": float64(c.Redis.LeaseTTL), "redis.nodettl": float64(c.Redis.NodeTTL),
 		"redis.sessionttl": float64(c.Redis.SessionTTL), "redis.healthinterval": float64(c.Redis.HealthInterval),
 		"history.retention": float64(c.History.Retention), "history.sessions": float64(c.History.Sessions),
+		"supervisor.queueinterval": float64(c.Supervisor.QueueInterval),
 	}
 	keys := make([]string, 0, len(positive))
 	for k := range positive {
@@ -639,6 +643,7 @@ func (c Config) SessionOptions() session.Options {
 		AdapterTimeout: c.Adapter.Timeout, RequestIDTTL: c.Session.RequestIDTTL, RequestIDLimit: c.Limits.RequestIDs,
 		ACW: acw, Capacity: c.capacity(), SupervisorReason: cmp.Or(c.Supervisor.ReasonCode, protocol.ReasonSupervisor), AddressBookInterval: c.AddressBook.Interval, DefaultHandleTime: c.AddressBook.DefaultHandleTime,
 		Node: c.Node.ID, LeaseTTL: c.Redis.LeaseTTL, NodeTTL: c.Redis.NodeTTL, StoreTimeout: c.Redis.Timeout, HealthInterval: c.Redis.HealthInterval,
+		QueueInterval: c.Supervisor.QueueInterval,
 	}
 }
 

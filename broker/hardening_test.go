@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1218,27 +1219,111 @@ func TestHardeningSupervisorActionsFollowTheTeams(t *testing.T) {
 	}
 }
 
+// teamQueues gives the simulated switch a queue per team, and one of no
+// team.
+const teamQueues = `
+adapter:
+  sim:
+    queues:
+      - {name: sales, mediatype: TELEPHONY, teams: [sales]}
+      - {name: support, mediatype: CHAT, teams: [support]}
+      - {name: lobby, mediatype: TELEPHONY}
+`
+
 // Queue figures: supervisors see their teams' queues (and those of no
-// team), admins all, agents none.
+// team), admins all, agents none; over REST, SSE and supervisor.subscribe.
+// A queue the supervisor may not see is refused by name and never sent.
 func TestHardeningQueuesFollowTheTeams(t *testing.T) {
-	b := startBroker(t, jwtEnv...)
+	b := startBrokerYAML(t, teamQueues, append([]string{"CTIBROKER_ADAPTER__SIM__CONTROL=true"}, jwtEnv...)...)
+	b.simToken = mustToken(t, "root", RoleAdmin)
+	vicky := mustToken(t, "vicky", RoleSupervisor, "sales")
 	for _, tt := range []struct {
 		name, tok string
 		code      int
-		queues    int64
+		queues    []string
 	}{
-		{"agent", mustToken(t, "alice", RoleAgent, "sales"), http.StatusForbidden, 0},
-		{"supervisor", mustToken(t, "vicky", RoleSupervisor, "sales"), http.StatusOK, 2}, // the default queues name no team
-		{"admin", mustToken(t, "root", RoleAdmin), http.StatusOK, 2},
-		{"no token", "", http.StatusUnauthorized, 0},
+		{"agent", mustToken(t, "alice", RoleAgent, "sales"), http.StatusForbidden, nil},
+		{"supervisor", vicky, http.StatusOK, []string{"lobby", "sales"}},
+		{"admin", mustToken(t, "root", RoleAdmin), http.StatusOK, []string{"lobby", "sales", "support"}},
+		{"no token", "", http.StatusUnauthorized, nil},
 	} {
 		var h http.Header
 		if tt.tok != "" {
 			h = bearer(tt.tok)
 		}
 		code, body := getJSON(t, b.url("/v1/queues"), h)
-		if code != tt.code || (code == 200 && num(body["total"]) != tt.queues) {
-			t.Errorf("%s: %d %v, want %d with %d queues", tt.name, code, body, tt.code, tt.queues)
+		var names []string
+		if l, ok := body["list"].([]any); ok {
+			for _, q := range l {
+				names = append(names, q.(map[string]any)["name"].(string))
+			}
 		}
+		if code != tt.code || !slices.Equal(names, tt.queues) {
+			t.Errorf("GET /v1/queues as %s: %d %v, want %d with %v", tt.name, code, body, tt.code, tt.queues)
+		}
+		if code, _ := getJSON(t, b.url("/v1/queues/support"), h); tt.code == 200 && !slices.Contains(tt.queues, "support") && code != http.StatusNotFound {
+			t.Errorf("GET /v1/queues/support as %s: %d, want 404", tt.name, code)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		events, code := openStream(t, ctx, b.url("/v1/watch/queues"), h, "")
+		if code != tt.code {
+			t.Errorf("GET /v1/watch/queues as %s: %d, want %d", tt.name, code, tt.code)
+		}
+		if code == 200 {
+			ev := <-events
+			qs, _ := ev.data["queues"].([]any)
+			if ev.name != protocol.EvSupervisorSnapshot {
+				t.Fatalf("first queue stream event: %v", ev)
+			}
+			var got []string
+			for _, q := range qs {
+				got = append(got, q.(map[string]any)["name"].(string))
+			}
+			if !slices.Equal(got, tt.queues) {
+				t.Errorf("queue stream as %s: %v, want %v", tt.name, got, tt.queues)
+			}
+		}
+		cancel()
+	}
+	sv, svsid := attach(t, b, "access_token="+vicky)
+	for _, tt := range []struct {
+		name   string
+		queues any
+		code   protocol.FailureCode
+	}{
+		{"another team's queue", []string{"support"}, protocol.CodeForbidden},
+		{"an unknown queue", []string{"nosuch"}, protocol.CodeForbidden},
+		{"a hostile name", []string{strings.Repeat("\xff<script>", 200)}, protocol.CodeForbidden},
+		{"too many queues", make([]string, protocol.MaxViewQueues+1), protocol.CodeInvalidRequest},
+		{"not a list", "sales", protocol.CodeInvalidRequest},
+	} {
+		r := sv.request(t, protocol.CmdSupervisorSubscribe, svsid, map[string]any{"queues": tt.queues})
+		f, _ := r["failure"].(map[string]any)
+		if f["code"] != string(tt.code) || len(fmt.Sprint(f["message"])) > protocol.MaxEchoBytes+64 {
+			t.Errorf("subscribe to %s: %v, want %s", tt.name, r, tt.code)
+		}
+	}
+	alice, asid := attach(t, b, "access_token="+mustToken(t, "alice", RoleAgent, "sales"))
+	r := alice.request(t, protocol.CmdSupervisorSubscribe, asid, map[string]any{"agents": []string{"alice"}, "queues": []string{}})
+	if f, _ := r["failure"].(map[string]any); f["code"] != string(protocol.CodeForbidden) {
+		t.Errorf("an agent subscribing to queues: %v", r)
+	}
+	// The supervisor's subscription to every queue it may see has sales and
+	// lobby, and a call into support changes nothing it receives.
+	if r := sv.request(t, protocol.CmdSupervisorSubscribe, svsid, map[string]any{"queues": []string{}}); r["result"] != "success" {
+		t.Fatalf("subscribe to queues: %v", r)
+	}
+	snap := sv.until(t, isEvent(protocol.EvSupervisorSnapshot))
+	if qs, _ := snap["data"].(map[string]any)["queues"].([]any); len(qs) != 2 {
+		t.Fatalf("snapshot queues: %v", snap)
+	}
+	for _, q := range []string{"support", "sales"} {
+		if code, resp := b.simAt(t, "/v1/sim/calls", `{"queue":"`+q+`","from":"1"}`); code != 202 {
+			t.Fatalf("sim call: %d %v", code, resp)
+		}
+	}
+	ch := sv.until(t, isEvent(protocol.EvSupervisorQueueChanged))
+	if d := ch["data"].(map[string]any); d["queue"] != "sales" {
+		t.Fatalf("first queue change: %v (support is not vicky's)", ch)
 	}
 }

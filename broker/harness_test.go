@@ -27,6 +27,8 @@ type testBroker struct {
 	srv  *Server
 	addr string
 	stop func()
+	// simToken: the admin token simAt sends (auth.mode jwt).
+	simToken string
 }
 
 // startBroker starts a broker configured by environment-style assignments
@@ -116,7 +118,15 @@ func (b *testBroker) sim(tb testing.TB, body string) (int, map[string]any) {
 // simAt posts body to a path of the sim control API.
 func (b *testBroker) simAt(tb testing.TB, path, body string) (int, map[string]any) {
 	tb.Helper()
-	resp, err := http.Post(b.url(path), "application/json", strings.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, b.url(path), strings.NewReader(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if b.simToken != "" {
+		req.Header.Set("Authorization", "Bearer "+b.simToken)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -541,45 +541,11 @@ func (s *Server) queues(ctx context.Context, id session.Identity) ([]protocol.Qu
 	if id.Role == RoleAgent {
 		return nil, &apiError{protocol.CodeForbidden, "queues are for supervisors and admins"}
 	}
-	qr := s.queueReporter
-	if qr == nil {
-		return nil, &apiError{protocol.CodeNotSupported, "the switch adapter does not report queues"}
+	qs, err := s.manager.Queues(ctx, id)
+	if errors.Is(err, session.ErrNoQueues) {
+		return nil, &apiError{protocol.CodeNotSupported, err.Error()}
 	}
-	qs, err := qr.Queues(ctx)
-	if err != nil {
-		return nil, &apiError{protocol.CodeAdapterError, "the switch did not report its queues: " + err.Error()}
-	}
-	views, err := s.manager.Agents(ctx, protocol.WatchFilter{})
-	if err != nil {
-		return nil, err
-	}
-	out := []protocol.QueueFigures{}
-	for _, q := range qs {
-		if len(q.Teams) > 0 && !id.AllTeams && id.Role != RoleAdmin && !slices.ContainsFunc(q.Teams, func(t string) bool { return slices.Contains(id.Teams, t) }) {
-			continue
-		}
-		for _, v := range views {
-			i := slices.IndexFunc(v.Channels, func(c protocol.ChannelState) bool {
-				return c.State == protocol.StateActive && slices.Contains(c.Queues, q.Name)
-			})
-			if i < 0 {
-				continue
-			}
-			q.Staffed++
-			switch st := v.Channels[i].Status; {
-			case strings.HasPrefix(st, "busy_"):
-				q.Busy++
-			case st == protocol.StatusReady:
-				q.Ready++
-			case st == protocol.StatusAfterCallWork:
-				q.ACW++
-			default:
-				q.NotReady++
-			}
-		}
-		out = append(out, q)
-	}
-	return out, nil
+	return qs, err
 }
 
 func latestTeams(sessions []session.SessionHistory) []string {

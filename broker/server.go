@@ -44,8 +44,6 @@ type Server struct {
 	audit   *zap.Logger
 	auth    *Authenticator
 	adapter adapters.Adapter
-	// queueReporter: the adapter's queue figures, if it reports them.
-	queueReporter adapters.QueueReporter
 	// control is the adapter's HTTP control API (the simulated switch's),
 	// nil when it has none or it is off.
 	control http.Handler
@@ -96,7 +94,6 @@ func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
 	if c, ok := adapter.(adapters.Controlled); ok {
 		s.control = c.ControlHandler()
 	}
-	s.queueReporter, _ = adapter.(adapters.QueueReporter)
 	if s.auth, err = NewAuthenticator(base, cfg.Auth, s.log); err != nil {
 		cancel()
 		return nil, err
@@ -118,6 +115,7 @@ func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
 	s.store = s.metrics.Store(s.store)
 	opts := cfg.SessionOptions()
 	opts.Metrics = s.metrics
+	opts.Queues, _ = adapter.(adapters.QueueReporter) // the metrics wrapper hides it
 	s.manager = session.NewManager(opts, s.adapter, s.store, s.bus, s.log, s.audit)
 	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ctibroker_sessions",
 		Help: "Live sessions owned by this node."}, func() float64 { return float64(s.manager.SessionCount()) }),
@@ -219,6 +217,7 @@ func (s *Server) router() (*http.ServeMux, []string) {
 	}
 	r.handle("GET /v1/agents/{id}/events", s.serveAgentEvents)
 	r.handle("GET /v1/watch/agents", s.serveWatch)
+	r.handle("GET /v1/watch/queues", s.serveQueueWatch)
 	r.handle("GET /v1/agents", s.rest(s.listAgents))
 	r.handle("GET /v1/agents/{id}", s.rest(s.getAgent))
 	r.handle("GET /v1/agents/{id}/history", s.rest(s.agentHistory))

@@ -158,6 +158,12 @@ func TestWallboardShowsLiveStatus(t *testing.T) {
 	if os.Getenv("UPDATE_SCREENSHOT") == "1" {
 		_ = os.WriteFile(filepath.Join("..", "docs", "wallboard.png"), png, 0o644)
 	}
+	// The queue figures are live: another call counts at once.
+	if code, resp := b.simAt(t, "/v1/sim/calls", `{"queue":"sales","from":"+15550111"}`); code != 202 {
+		t.Fatalf("sim call: %d %v", code, resp)
+	}
+	waitFor("the queue's offered count", `document.querySelector('#queuetable tr[data-queue="sales"] td:nth-child(7)')?.textContent || ""`,
+		func(s string) bool { return s == "2" })
 
 	// Disconnected: the page says so.
 	var conn string

@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"cmp"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -115,6 +117,95 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 			if len(buf) > 0 {
 				err = st.write(buf)
 			}
+		case <-heartbeat.C:
+			err = st.comment("heartbeat")
+		case <-st.ctx.Done():
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// serveQueueWatch streams queue figures as Server-Sent Events:
+// GET /v1/watch/queues?queues=a,b (none: every queue the caller may see).
+// The first event is "supervisor.snapshot" with "queues" (and no agents),
+// then "supervisor.queue.changed" events. A stream that cannot take the
+// changes as fast as they come (protocol.QueueStreamQueue behind) starts
+// again with a resync snapshot; a resumed one (Last-Event-ID) always does.
+func (s *Server) serveQueueWatch(w http.ResponseWriter, r *http.Request) {
+	id, expires, err := s.auth.IdentifyREST(r)
+	if err != nil {
+		writeError(w, protocol.CodeUnauthorized, err.Error())
+		return
+	}
+	if id.Role == RoleAgent {
+		writeError(w, protocol.CodeForbidden, "queues are for supervisors and admins")
+		return
+	}
+	names := listParam(r.URL.Query(), "queues")
+	if len(names) > protocol.MaxViewQueues {
+		writeError(w, protocol.CodeInvalidRequest, "queues: too many")
+		return
+	}
+	changes := make(chan protocol.QueueChanged, protocol.QueueStreamQueue)
+	lost := make(chan struct{}, 1)
+	deliver := func(prev, cur *protocol.QueueFigures) {
+		select {
+		case changes <- protocol.QueueChanged{SubscriptionID: "sse", Queue: cmp.Or(cur, prev).Name, Previous: prev, Current: cur}:
+		default:
+			select {
+			case lost <- struct{}{}:
+			default:
+			}
+		}
+	}
+	watch, snapshot, err := s.manager.WatchQueues(r.Context(), id, names, deliver)
+	if errors.Is(err, session.ErrNoQueues) {
+		writeError(w, protocol.CodeNotSupported, err.Error())
+		return
+	}
+	if err != nil {
+		writeError(w, protocol.CodeUnavailable, err.Error())
+		return
+	}
+	defer func() { watch.Stop() }()
+	st, done := s.startStream(w, r, "queues", expires)
+	defer done()
+	defer st.end()
+
+	var n uint64
+	next := func() string { n++; return s.cfg.Node.ID + ":q" + strconv.FormatUint(n, 10) }
+	snap := func(queues []protocol.QueueFigures, reason string) error {
+		data, _ := protocol.Marshal(protocol.SupervisorSnapshot{SubscriptionID: "sse", Reason: reason, Agents: []protocol.AgentView{}, Queues: queues})
+		return st.event(next(), protocol.EvSupervisorSnapshot, data)
+	}
+	reason := protocol.SnapshotSubscribed
+	if r.Header.Get("Last-Event-ID") != "" {
+		reason = protocol.SnapshotResync
+	}
+	if snap(snapshot, reason) != nil {
+		return
+	}
+	heartbeat := time.NewTicker(protocol.SSEHeartbeatSeconds * time.Second)
+	defer heartbeat.Stop()
+	for {
+		var err error
+		select {
+		case c := <-changes:
+			data, _ := protocol.Marshal(c)
+			err = st.event(next(), protocol.EvSupervisorQueueChanged, data)
+		case <-lost:
+			// Changes were dropped: start again from a snapshot.
+			watch.Stop()
+			for len(changes) > 0 {
+				<-changes
+			}
+			if watch, snapshot, err = s.manager.WatchQueues(st.ctx, id, names, deliver); err != nil {
+				return
+			}
+			err = snap(snapshot, protocol.SnapshotResync)
 		case <-heartbeat.C:
 			err = st.comment("heartbeat")
 		case <-st.ctx.Done():

@@ -194,6 +194,10 @@ type QueueFigures struct {
 	// ServiceLevelPct: answered within the service level, in % of those
 	// answered or abandoned after it; 100 with none.
 	ServiceLevelPct float64 `json:"serviceLevelPct"`
+	// AnsweredInSL and AbandonedAfterSL are the service level's terms, so
+	// that figures of several switches add up.
+	AnsweredInSL     int `json:"answeredWithinServiceLevel"`
+	AbandonedAfterSL int `json:"abandonedAfterServiceLevel"`
 	// Agents: staffed (an ACTIVE channel on the queue), and by status.
 	Staffed  int `json:"staffed"`
 	Ready    int `json:"ready"`

@@ -72,6 +72,20 @@ const (
 	// AgentStreamQueue holds events queued for one agent event stream;
 	// beyond it the stream's follower waits, bounded by the write deadline.
 	AgentStreamQueue = 256
+	// QueueTopicBuffer holds queue figures from other nodes (a message per
+	// node per change or refresh).
+	QueueTopicBuffer = 256
+	// QueueRefresh is how often a node reads and shares its adapter's
+	// queue figures without being told they changed; a node's figures that
+	// are not refreshed for three times as long are dropped (the node is
+	// gone).
+	QueueRefresh = 5 * time.Second
+	// QueueStreamQueue holds queue changes for one SSE queue stream; beyond
+	// it the stream starts again with a snapshot.
+	QueueStreamQueue = 256
+	// MaxViewQueues bounds the queues of one view a node accepts from the
+	// bus, and a supervisor may name in supervisor.subscribe.
+	MaxViewQueues = 1000
 	// SSEHeartbeatSeconds keeps idle event streams open through proxies.
 	SSEHeartbeatSeconds = 15
 

@@ -10,6 +10,7 @@ const (
 const (
 	EvSupervisorSnapshot     = "supervisor.snapshot"
 	EvSupervisorAgentChanged = "supervisor.agent.changed"
+	EvSupervisorQueueChanged = "supervisor.queue.changed"
 )
 
 // WatchFilter selects agents; every non-empty list must match (AND), an
@@ -21,6 +22,10 @@ type WatchFilter struct {
 	Statuses     []string `json:"statuses,omitempty"`
 	// Format of the changes: FormatFull (the default) or FormatCompact.
 	Format string `json:"format,omitempty"`
+	// Queues asks for queue figures as well: these queues, or with [] every
+	// queue the caller may see; absent (nil), none. Queues do not narrow
+	// the agents.
+	Queues []string `json:"queues,omitzero"`
 }
 
 // SubscribeReply is the success data of supervisor.subscribe.
@@ -94,6 +99,17 @@ type SupervisorSnapshot struct {
 	Reason         string      `json:"reason"`
 	Agents         []AgentView `json:"agents"`
 	Summary        Summary     `json:"summary"`
+	// Queues: with a subscription to queues, their figures (sorted by name).
+	Queues []QueueFigures `json:"queues,omitzero"`
+}
+
+// QueueChanged is the data of supervisor.queue.changed. Previous is null
+// when the queue appears, Current when it goes (its switch left).
+type QueueChanged struct {
+	SubscriptionID string        `json:"subscriptionId"`
+	Queue          string        `json:"queue"`
+	Previous       *QueueFigures `json:"previous"`
+	Current        *QueueFigures `json:"current"`
 }
 
 // AgentChanged is the data of supervisor.agent.changed. Previous is null

@@ -37,6 +37,8 @@ type board struct {
 	seqs     map[string]uint64 // agent -> seq of the last applied event
 	watchers map[*watcher]struct{}
 	log      *changeLog
+	// queues: the agents' counts per queue (queueBoard reads them).
+	queues map[string]*queueAgents
 	// lagMs is how old the last event the board applied was (ms).
 	lagMs atomic.Int64
 }
@@ -60,7 +62,7 @@ type watcher struct {
 
 func newBoard(m *Manager) *board {
 	return &board{m: m, ready: make(chan struct{}), views: map[string]*protocol.AgentView{},
-		seqs: map[string]uint64{}, watchers: map[*watcher]struct{}{}, log: newChangeLog()}
+		seqs: map[string]uint64{}, watchers: map[*watcher]struct{}{}, log: newChangeLog(), queues: map[string]*queueAgents{}}
 }
 
 func (b *board) start() {
@@ -112,6 +114,7 @@ func (b *board) run(ctx context.Context) {
 			for _, v := range views {
 				b.views[v.view.AgentID] = v.view
 				b.seqs[v.view.AgentID] = v.seq
+				countQueues(b.queues, v.view, 1)
 			}
 			b.mu.Unlock()
 			break
@@ -235,6 +238,20 @@ func (b *board) set(agent string, prev, cur *protocol.AgentView, at int64) {
 	for w := range b.watchers {
 		w.wake()
 	}
+	if left, joined := countQueues(b.queues, prev, -1), countQueues(b.queues, cur, 1); left || joined {
+		b.m.queues.countsChanged()
+	}
+}
+
+// queueAgents copies the agents' counts per queue.
+func (b *board) queueAgents() map[string]queueAgents {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make(map[string]queueAgents, len(b.queues))
+	for q, n := range b.queues {
+		out[q] = *n
+	}
+	return out
 }
 
 // watch returns the matching agents and a Watch of their changes from then

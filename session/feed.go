@@ -45,7 +45,7 @@ type feed struct {
 	timer     *time.Timer
 	due       time.Time        // when the armed read was due
 	lastCycle time.Duration    // from then to the batch written
-	snapshots []queuedSnapshot // go before any change
+	snapshots []queuedSnapshot // and queue changes: go before any agent change
 	// subs is replaced, never changed in place: a reader keeps the one it
 	// took.
 	subs []*liveSub
@@ -57,6 +57,8 @@ type liveSub struct {
 	watch   *Watch
 	compact bool // protocol.FormatCompact
 	stale   bool // fell behind the log: waits for its restart (the reader's)
+	// queues: the subscription's queue watch (nil: it has none).
+	queues *QueueWatch
 	// head starts every change message of the subscription, up to and
 	// including its subscriptionId field.
 	head []byte
@@ -113,23 +115,23 @@ func (f *feed) add(sub *liveSub, snapshot []byte) {
 	defer f.mu.Unlock()
 	f.subs = append(slices.Clip(f.subs), sub)
 	if f.conn != nil {
-		f.snapshots = append(f.snapshots, queuedSnapshot{sub, snapshot})
+		// Ahead of the queue changes pushed since sub's queue watch began.
+		i := slices.IndexFunc(f.snapshots, func(q queuedSnapshot) bool { return q.sub == sub })
+		if i < 0 {
+			i = len(f.snapshots)
+		}
+		f.snapshots = slices.Insert(f.snapshots, i, queuedSnapshot{sub, snapshot})
 		f.dirty = true // sent on release, or after the batch in flight
 	}
 }
 
-// remove stops reading sub (its watch is stopped by the caller) and drops
-// its snapshot if still queued.
+// remove stops reading sub (its watches are stopped by the caller) and
+// drops its messages still queued.
 func (f *feed) remove(sub *liveSub) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.subs = slices.DeleteFunc(slices.Clone(f.subs), func(s *liveSub) bool { return s == sub })
-	for i, q := range f.snapshots {
-		if q.sub == sub {
-			f.snapshots = append(f.snapshots[:i], f.snapshots[i+1:]...)
-			break
-		}
-	}
+	f.snapshots = slices.DeleteFunc(f.snapshots, func(q queuedSnapshot) bool { return q.sub == sub })
 }
 
 // queueSnapshot queues a snapshot that belongs to no running watch (an
@@ -140,6 +142,18 @@ func (f *feed) queueSnapshot(msg []byte) {
 	if f.conn != nil {
 		f.snapshots = append(f.snapshots, queuedSnapshot{nil, msg})
 		f.dirty = true
+	}
+}
+
+// push queues a message of sub's queue watch; it runs under the queue
+// board's lock.
+func (f *feed) push(sub *liveSub, msg []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.conn != nil {
+		f.snapshots = append(f.snapshots, queuedSnapshot{sub, msg})
+		f.dirty = true
+		f.armLocked()
 	}
 }
 

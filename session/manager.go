@@ -100,6 +100,13 @@ type Options struct {
 	StoreTimeout time.Duration
 	// HealthInterval is how often the store is pinged for readiness.
 	HealthInterval time.Duration
+	// QueueInterval: a queue's time-based figures alone (longest wait,
+	// speed of answer, service level) change for supervisors at most this
+	// often; counts change at once.
+	QueueInterval time.Duration
+	// Queues reports the switch's queue figures; nil: the adapter, if it
+	// is an adapters.QueueReporter.
+	Queues adapters.QueueReporter
 	// Metrics records commands and events; nil records nothing.
 	Metrics *metrics.Metrics
 }
@@ -185,6 +192,7 @@ type Manager struct {
 	audit   *zap.Logger
 	dir     *directory
 	board   *board
+	queues  *queueBoard
 	healthy atomic.Bool
 
 	mu      sync.Mutex
@@ -222,6 +230,7 @@ func NewManager(opts Options, adapter adapters.Adapter, st store.Store, b bus.Bu
 		stop:      make(chan struct{})}
 	m.healthy.Store(true)
 	m.board = newBoard(m)
+	m.queues = newQueueBoard(m)
 	return m
 }
 
@@ -268,6 +277,13 @@ func (m *Manager) Run(ctx context.Context) error {
 	defer leases.Stop()
 	renewing := make(chan struct{}, 1)        // one round at a time, off this loop
 	defer func() { renewing <- struct{}{} }() // waits for a running round
+	queuesDone := make(chan struct{})
+	queuesCtx, stopQueues := context.WithCancel(ctx)
+	go func() {
+		defer close(queuesDone)
+		m.queues.run(queuesCtx)
+	}()
+	defer func() { stopQueues(); <-queuesDone }()
 	events := m.adapter.Events()
 	for {
 		select {
@@ -378,6 +394,8 @@ func (m *Manager) dispatch(ev adapters.Event) {
 		m.dir.claim(ev.Endpoint, "switch:"+ev.Holder, true)
 	case adapters.EndpointFreed:
 		m.dir.release(ev.Endpoint, "switch:"+ev.Holder)
+	case adapters.QueuesChanged:
+		m.queues.adapterChanged()
 	case adapters.CatalogChanged, adapters.AddressBookChanged:
 		for _, s := range m.sessions() {
 			s.post(func(s *Session) { s.onSwitchEvent(ev) })

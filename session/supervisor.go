@@ -1,8 +1,10 @@
 package session
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"time"
 
@@ -35,6 +37,9 @@ func (s *Session) cmdSubscribe(r *request) (json.RawMessage, *protocol.Failure) 
 	if len(s.subs) >= protocol.MaxSubscriptions {
 		return nil, protocol.Failf(protocol.CodeInvalidState, "at most %d subscriptions per session", protocol.MaxSubscriptions)
 	}
+	if fail := s.checkQueues(f.Queues); fail != nil {
+		return nil, fail
+	}
 	id := newID()[:12]
 	if fail := s.startSubscription(id, f, protocol.SnapshotSubscribed); fail != nil {
 		return nil, fail
@@ -56,6 +61,35 @@ func (s *Session) cmdUnsubscribe(r *request) (json.RawMessage, *protocol.Failure
 	delete(s.subs, d.SubscriptionID)
 	s.journal.force = true
 	return r.Data, nil
+}
+
+// checkQueues refuses a subscription to queues the switch does not report
+// or the supervisor may not see.
+func (s *Session) checkQueues(names []string) *protocol.Failure {
+	if names == nil {
+		return nil
+	}
+	if !s.ident.Supervisor() {
+		return protocol.Failf(protocol.CodeForbidden, "queues are for supervisors and admins")
+	}
+	if len(names) > protocol.MaxViewQueues {
+		return protocol.Failf(protocol.CodeInvalidRequest, "field \"data.queues\": at most %d queues", protocol.MaxViewQueues)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.m.opts.StoreTimeout+s.m.opts.LeaseTTL)
+	defer cancel()
+	visible, err := s.m.Queues(ctx, s.ident)
+	if errors.Is(err, ErrNoQueues) {
+		return protocol.Failf(protocol.CodeNotSupported, "%v", err)
+	}
+	if err != nil {
+		return protocol.Failf(protocol.CodeUnavailable, "the queue figures are not available: %v", err)
+	}
+	for _, n := range names {
+		if !slices.ContainsFunc(visible, func(q protocol.QueueFigures) bool { return q.Name == n }) {
+			return protocol.Failf(protocol.CodeForbidden, "queue %q is not one of the queues you may see", protocol.CutEncoded(n, protocol.MaxNameLength))
+		}
+	}
+	return nil
 }
 
 // Scope restricts a watch filter to what an identity may see: supervisors
@@ -128,11 +162,27 @@ func (s *Session) startWatch(id string, sub *subscription, reason string) *proto
 		return protocol.Failf(protocol.CodeUnavailable, "the agent board is not available: %v", err)
 	}
 	live.watch, sub.live = watch, live
-	var sum protocol.Summary
+	snap := protocol.SupervisorSnapshot{SubscriptionID: id, Reason: reason, Agents: nonNil(agents)}
 	for _, a := range agents {
-		sum.Add(a.Status)
+		snap.Summary.Add(a.Status)
 	}
-	s.feed.add(live, s.snapshotMessage(protocol.SupervisorSnapshot{SubscriptionID: id, Reason: reason, Agents: nonNil(agents), Summary: sum}))
+	if f.Queues != nil {
+		feed := s.feed
+		qw, queues, err := s.m.WatchQueues(ctx, s.ident, f.Queues, func(prev, cur *protocol.QueueFigures) {
+			name := cmp.Or(cur, prev).Name
+			data, _ := protocol.Marshal(protocol.QueueChanged{SubscriptionID: id, Queue: name, Previous: prev, Current: cur})
+			msg, _ := protocol.Marshal(protocol.Event{MessageType: protocol.MessageTypeObjectEvent, Target: s.id, Name: protocol.EvSupervisorQueueChanged,
+				Data: data, Timestamp: time.Now().UnixMilli()})
+			feed.push(live, msg)
+		})
+		if err != nil {
+			watch.Stop()
+			sub.live = nil
+			return protocol.Failf(protocol.CodeUnavailable, "the queue figures are not available: %v", err)
+		}
+		live.queues, snap.Queues = qw, queues
+	}
+	s.feed.add(live, s.snapshotMessage(snap))
 	return nil
 }
 
@@ -142,6 +192,9 @@ func (s *Session) stopWatch(sub *subscription) {
 		return
 	}
 	sub.live.watch.Stop()
+	if sub.live.queues != nil {
+		sub.live.queues.Stop()
+	}
 	s.feed.remove(sub.live)
 	sub.live = nil
 }

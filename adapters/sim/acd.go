@@ -104,6 +104,7 @@ func (s *Switch) Queues(ctx context.Context) ([]protocol.QueueFigures, error) {
 		if d.answered > 0 {
 			f.AvgSpeedOfAnswerMs = d.answerMs / int64(d.answered)
 		}
+		f.AnsweredInSL, f.AbandonedAfterSL = d.withinSL, d.abandonedAfterSL
 		if n := d.answered + d.abandonedAfterSL; n > 0 {
 			f.ServiceLevelPct = float64(d.withinSL) * 100 / float64(n)
 		}
@@ -111,6 +112,10 @@ func (s *Switch) Queues(ctx context.Context) ([]protocol.QueueFigures, error) {
 	}
 	return out, nil
 }
+
+// QueueView implements adapters.QueueReporter: a simulated switch is one
+// process's, its figures a part of the floor's.
+func (s *Switch) QueueView() string { return s.view }
 
 // Traffic makes calls for demos: PerMinute calls a minute into Queue, at
 // random intervals around the mean; once answered the caller hangs up after
@@ -224,6 +229,7 @@ func (s *Switch) AddCall(req CallRequest) (string, error) {
 	s.calls[c.ix.ID] = c
 	s.waiting[q.Name] = append(s.waiting[q.Name], c.ix.ID)
 	s.dayOf(q.Name).offered++
+	s.queuesDirty = true
 	s.route()
 	return c.ix.ID, nil
 }
@@ -239,7 +245,12 @@ func (s *Switch) route() {
 			}
 			s.waiting[q.Name] = s.waiting[q.Name][1:]
 			s.offer(c, agent, l, q.RingTimeout)
+			s.queuesDirty = true
 		}
+	}
+	if s.queuesDirty {
+		s.queuesDirty = false
+		s.send(adapters.Event{Kind: adapters.QueuesChanged})
 	}
 }
 
@@ -340,6 +351,7 @@ func (s *Switch) ringOut(c *call, cause string, tell bool) {
 	c.agent, c.channel = "", ""
 	c.ix.Members = withoutAgents(c.ix.Members)
 	s.waiting[c.ix.Queue] = append([]string{c.ix.ID}, s.waiting[c.ix.Queue]...)
+	s.queuesDirty = true
 	s.route()
 }
 
@@ -357,7 +369,9 @@ func (s *Switch) drop(c *call) {
 	}
 	delete(s.calls, c.ix.ID)
 	if q := c.ix.Queue; q != "" {
+		n := len(s.waiting[q])
 		s.waiting[q] = slices.DeleteFunc(s.waiting[q], func(id string) bool { return id == c.ix.ID })
+		s.queuesDirty = s.queuesDirty || len(s.waiting[q]) != n
 	}
 	s.route()
 }
@@ -400,6 +414,7 @@ func (s *Switch) farPartyLocked(c *call, event string) error {
 		if time.Since(c.queuedAt) > s.serviceLevel(q) {
 			d.abandonedAfterSL++
 		}
+		s.queuesDirty = true
 	}
 	s.drop(c)
 	return nil
@@ -541,6 +556,7 @@ func (s *Switch) Accept(ctx context.Context, ch adapters.ChannelRef, id string) 
 			if wait <= s.serviceLevel(q) {
 				d.withinSL++
 			}
+			s.send(adapters.Event{Kind: adapters.QueuesChanged})
 		}
 		if c.handle > 0 {
 			s.arm(c, c.handle/2+rand.N(c.handle+1), func() { s.farPartyLocked(c, "hangup") })
@@ -609,6 +625,7 @@ func (s *Switch) BlindTransfer(ctx context.Context, ch adapters.ChannelRef, id, 
 			s.leave(c)
 			c.ix.Queue, c.queuedAt = q.Name, time.Now()
 			s.waiting[q.Name] = append(s.waiting[q.Name], c.ix.ID)
+			s.queuesDirty = true
 			s.route()
 			return nil
 		}

@@ -132,6 +132,12 @@ type Switch struct {
 	}
 	closed bool
 	days   map[string]*queueDay // per queue: today's counters
+	// queuesDirty: a queue's figures changed since QueuesChanged was last
+	// sent (route sends it, once for a whole change).
+	queuesDirty bool
+	// view names this switch's queue figures (QueueView): each process
+	// simulates a switch of its own.
+	view string
 	// stop ends the traffic generators; traffic waits for them.
 	stop    chan struct{}
 	traffic sync.WaitGroup
@@ -190,7 +196,8 @@ func New(cfg Config) (*Switch, error) {
 	}
 	s := &Switch{cfg: cfg, events: make(chan adapters.Event, cfg.EventBuffer),
 		logins: map[string]map[string]*login{}, faults: map[string][]string{},
-		calls: map[string]*call{}, waiting: map[string][]string{}, days: map[string]*queueDay{}, stop: make(chan struct{})}
+		calls: map[string]*call{}, waiting: map[string][]string{}, days: map[string]*queueDay{}, stop: make(chan struct{}),
+		view: fmt.Sprintf("sim-%016x", rand.Uint64())}
 	s.catalogs.notReady = cfg.NotReadyReasons
 	s.catalogs.logout = cfg.LogoutReasons
 	s.catalogs.books = cfg.AddressBooks

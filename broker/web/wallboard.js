@@ -1,5 +1,6 @@
 // ctibroker wallboard: a supervisor session over the public protocol.
-// State: agents by id (from supervisor.snapshot, then supervisor.agent.changed).
+// State: agents by id (from supervisor.snapshot, then supervisor.agent.changed)
+// and queues by name (supervisor.snapshot, then supervisor.queue.changed).
 "use strict";
 (() => {
   const $ = (s) => document.querySelector(s);
@@ -15,6 +16,7 @@
   }
   const token = () => sessionStorage.getItem("ctibroker.token") || "";
   const agents = new Map();
+  const queues = new Map();
   let ws, sessionId = "", lastSeq = 0, retry = 500, selected = "";
 
   const statusOrder = ["ready", "not_ready", "after_call_work", "busy", "logged_out"];
@@ -54,19 +56,30 @@
       $("#action-status").textContent = m.result === "failure" ? `${m.failure.code}: ${m.failure.message}` : "";
       return;
     }
+    if (m.result === "failure" && m.command === "supervisor.subscribe" && m.failure.code === "NOT_SUPPORTED") {
+      send("supervisor.subscribe", {}); // the switch reports no queues: agents only
+      return;
+    }
     if (m.result === "failure") { setConn(false, m.failure.code + ": " + m.failure.message); return; }
     switch (m.name) {
       case "session.initialized":
         setConn(true, "live");
         if (m.target !== sessionId || !m.data.resumed) {
           sessionId = m.target;
-          send("supervisor.subscribe", {});
+          send("supervisor.subscribe", { queues: [] });
         }
         break;
       case "supervisor.snapshot":
         agents.clear();
         for (const a of m.data.agents) agents.set(a.agentId, a);
+        queues.clear();
+        for (const q of m.data.queues || []) queues.set(q.name, q);
         render();
+        renderQueues();
+        break;
+      case "supervisor.queue.changed":
+        if (m.data.current) queues.set(m.data.queue, m.data.current); else queues.delete(m.data.queue);
+        renderQueues();
         break;
       case "supervisor.agent.changed":
         if (m.data.current) agents.set(m.data.agentId, m.data.current); else agents.delete(m.data.agentId);
@@ -123,7 +136,6 @@
     }
     $("#empty").hidden = list.length > 0;
     tick();
-    queuesSoon();
   }
 
   function tick() {
@@ -173,19 +185,13 @@
     return String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]));
   }
 
-  // Queues: the REST figures every 2 s (hidden when the caller may not see
-  // them or the adapter reports none).
-  async function loadQueues() {
-    const headers = token() ? { Authorization: "Bearer " + token() } : {};
-    let body;
-    try {
-      const res = await fetch("/v1/queues", { headers });
-      if (!res.ok) { $("#queues").hidden = true; return; }
-      body = await res.json();
-    } catch { return; }
+  // Queues: live from the subscription (hidden when the caller may see
+  // none or the switch reports none).
+  function renderQueues() {
     const tbody = $("#queuetable tbody");
     tbody.innerHTML = "";
-    for (const q of body.list) {
+    const list = [...queues.values()].sort((a, b) => a.name.localeCompare(b.name));
+    for (const q of list) {
       const tr = document.createElement("tr");
       tr.dataset.queue = q.name;
       tr.innerHTML = `<td>${esc(q.name)}</td><td class="waiting">${Number(q.waiting)}</td>` +
@@ -194,19 +200,9 @@
         `<td>${Number(q.offered)}</td><td>${Number(q.answered)}</td><td>${Number(q.abandoned)}</td>`;
       tbody.appendChild(tr);
     }
-    $("#queues").hidden = body.list.length === 0;
+    $("#queues").hidden = list.length === 0;
     tick();
   }
-  // Agents' changes move the queues' figures too: refresh soon after one
-  // (at most once a second), and every 2 s anyway.
-  let queuesDue = false;
-  function queuesSoon() {
-    if (queuesDue) return;
-    queuesDue = true;
-    setTimeout(() => { queuesDue = false; loadQueues(); }, 1000);
-  }
-  setInterval(loadQueues, 2000);
-  loadQueues();
 
   $("#team").onchange = render;
   $("#login").onsubmit = (e) => {
