@@ -91,6 +91,10 @@ func (r RedisConfig) Enabled() bool { return r.URL != "" || len(r.Addrs) > 0 }
 // NodeConfig identifies this node.
 type NodeConfig struct {
 	ID string `koanf:"id"`
+	// URL is this node's own WebSocket URL (ws:// or wss://): under
+	// session.multiconnect share, a connection of an agent whose session
+	// this node serves that reached another node is told to come here.
+	URL string `koanf:"url"`
 }
 
 // Auth modes.
@@ -502,6 +506,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("limits.historyttl: must be at least session.grace + ws.pinginterval + ws.pingtimeout (%s): "+
 			"a resuming agent may have missed events that old", c.resumeWindow())
 	}
+	if c.Node.URL != "" {
+		if u, err := url.Parse(c.Node.URL); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" || len(c.Node.URL) > protocol.MaxCloseReason {
+			return fmt.Errorf("node.url: %q is not a ws:// or wss:// URL of at most %d bytes", c.Node.URL, protocol.MaxCloseReason)
+		}
+	}
 	if c.Limits.ConnectionsPerIP < 0 {
 		return errors.New("limits.connectionsperip: must not be negative (0: no per-address cap)")
 	}
@@ -515,7 +524,7 @@ func (c Config) Validate() error {
 		oneOf("auth.mode", c.Auth.Mode, AuthNone, AuthJWT),
 		oneOf("log.format", c.Log.Format, "json", "console"),
 		oneOf("session.onexpire", c.Session.OnExpire, session.OnExpireDeactivate, session.OnExpireKeep),
-		oneOf("session.multiconnect", c.Session.MultiConnect, session.MultiConnectTakeover, session.MultiConnectReject),
+		oneOf("session.multiconnect", c.Session.MultiConnect, session.MultiConnectTakeover, session.MultiConnectReject, session.MultiConnectShare),
 	}
 	for _, err := range checks {
 		if err != nil {
@@ -642,7 +651,7 @@ func (c Config) SessionOptions() session.Options {
 		CommandRate: c.Limits.CommandRate, CommandBurst: c.Limits.CommandBurst,
 		AdapterTimeout: c.Adapter.Timeout, RequestIDTTL: c.Session.RequestIDTTL, RequestIDLimit: c.Limits.RequestIDs,
 		ACW: acw, Capacity: c.capacity(), SupervisorReason: cmp.Or(c.Supervisor.ReasonCode, protocol.ReasonSupervisor), AddressBookInterval: c.AddressBook.Interval, DefaultHandleTime: c.AddressBook.DefaultHandleTime,
-		Node: c.Node.ID, LeaseTTL: c.Redis.LeaseTTL, NodeTTL: c.Redis.NodeTTL, StoreTimeout: c.Redis.Timeout, HealthInterval: c.Redis.HealthInterval,
+		Node: c.Node.ID, URL: c.Node.URL, LeaseTTL: c.Redis.LeaseTTL, NodeTTL: c.Redis.NodeTTL, StoreTimeout: c.Redis.Timeout, HealthInterval: c.Redis.HealthInterval,
 		QueueInterval: c.Supervisor.QueueInterval,
 	}
 }

@@ -40,7 +40,9 @@ import (
 type wsConn struct {
 	ws     *websocket.Conn
 	remote string
-	agent  string
+	// userAgent: set before the connection attaches, then read-only.
+	userAgent string
+	agent     string
 	// batch: the client chose SubprotocolBatch; messages are joined into
 	// frames.
 	batch   bool
@@ -252,6 +254,9 @@ func (c *wsConn) Close(code protocol.CloseCode, reason string) {
 
 // RemoteAddr implements session.Conn.
 func (c *wsConn) RemoteAddr() string { return c.remote }
+
+// UserAgent is the client's User-Agent header, bounded and valid UTF-8.
+func (c *wsConn) UserAgent() string { return c.userAgent }
 
 func (c *wsConn) requestClose(r closeRequest) {
 	c.mu.Lock()

@@ -1327,3 +1327,25 @@ func TestHardeningQueuesFollowTheTeams(t *testing.T) {
 		t.Fatalf("first queue change: %v (support is not vicky's)", ch)
 	}
 }
+
+// Under session.multiconnect share, what one desktop says of itself (its
+// User-Agent) is shown to the others: bounded, valid UTF-8, encoded as
+// JSON; and no other agent's connection ever joins the session.
+func TestHardeningSharedSessionUserAgent(t *testing.T) {
+	b := startBroker(t, append([]string{"CTIBROKER_SESSION__MULTICONNECT=share"}, jwtEnv...)...)
+	tok := "access_token=" + mustToken(t, "alice", RoleAgent, "sales")
+	tab1, init1 := dialTab(t, b, tok, "first")
+	hostile := strings.Repeat("\xff\"</script>\u2028", 300) // HTTP itself refuses control bytes
+	_, _ = dialTab(t, b, tok, hostile)
+	raw := tab1.until(t, isEvent(protocol.EvSessionConnectionsChanged))
+	list := raw["data"].(map[string]any)["connections"].([]any)
+	ua := list[1].(map[string]any)["userAgent"].(string)
+	if !utf8.ValidString(ua) || len(ua) > protocol.MaxNameLength || !strings.HasPrefix(ua, "\ufffd\"</script>") {
+		t.Fatalf("the second tab's userAgent as the first sees it: %d bytes, valid %v", len(ua), utf8.ValidString(ua))
+	}
+	bob, binit := dialTab(t, b, "access_token="+mustToken(t, "bob", RoleAgent, "sales"), "bob")
+	if binit["sessionId"] == init1["sessionId"] || binit["connections"].(map[string]any)["count"] != 1.0 {
+		t.Fatalf("bob's connection joined alice's session: %v", binit)
+	}
+	_ = bob
+}

@@ -264,12 +264,22 @@ func isEvent(name string) func(map[string]any) bool {
 // close code, draining messages sent before.
 func (c *client) waitClose(tb testing.TB) websocket.StatusCode {
 	tb.Helper()
+	return c.waitCloseFrame(tb).Code
+}
+
+// waitCloseFrame is waitClose, returning the close frame's reason too.
+func (c *client) waitCloseFrame(tb testing.TB) websocket.CloseError {
+	tb.Helper()
 	timeout := time.After(msgTimeout)
 	for {
 		select {
 		case _, ok := <-c.msgs:
 			if !ok {
-				return websocket.CloseStatus(<-c.closed)
+				var ce websocket.CloseError
+				if !errors.As(<-c.closed, &ce) {
+					ce.Code = -1
+				}
+				return ce
 			}
 		case <-timeout:
 			tb.Fatal("connection not closed within timeout")

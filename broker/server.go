@@ -462,6 +462,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// From here on r.Context() is done: the connection is the library's.
 	ws.SetReadLimit(s.cfg.WS.MaxMessage)
 	c := newWSConn(ws, id.AgentID, r.RemoteAddr, &s.cfg.WS, s.cfg.Limits, s.metrics, s.log)
+	c.userAgent = protocol.CutEncoded(strings.ToValidUTF8(r.UserAgent(), "\uFFFD"), protocol.MaxNameLength)
 	if !s.track(c) {
 		_ = ws.Close(websocket.StatusCode(protocol.CloseGoingAway), "broker shutting down")
 		return
@@ -494,6 +495,13 @@ func (s *Server) openConn(c *wsConn, id session.Identity, expires time.Time, sin
 		switch {
 		case errors.Is(err, session.ErrAlreadyConnected):
 			code, reason = protocol.CloseAlreadyConnected, "the agent is already connected"
+		case errors.Is(err, session.ErrMoved):
+			var moved *session.MovedError
+			errors.As(err, &moved)
+			code, reason = protocol.CloseMoved, moved.URL
+			if reason == "" || len(reason) > protocol.MaxCloseReason {
+				reason = protocol.CutEncoded("node "+moved.Node, protocol.MaxCloseReason)
+			}
 		case errors.Is(err, session.ErrShuttingDown):
 			code, reason = protocol.CloseGoingAway, "broker shutting down"
 		}

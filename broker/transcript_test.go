@@ -428,7 +428,7 @@ func TestTranscriptsCoverProtocol(t *testing.T) {
 	for _, ev := range []string{protocol.EvSessionInitialized, protocol.EvSessionEnded, protocol.EvChannelCreated,
 		protocol.EvChannelInfoChanged, protocol.EvChannelInitialized, protocol.EvChannelRemoved, protocol.EvStateUpdated,
 		protocol.EvNotReadyReasonsUpdated, protocol.EvLogoutReasonsUpdated, protocol.EvAddressBookUpdated, protocol.EvAgentLegFailed,
-		protocol.EvSupervisorSnapshot, protocol.EvSupervisorAgentChanged, protocol.EvSupervisorQueueChanged} {
+		protocol.EvSupervisorSnapshot, protocol.EvSupervisorAgentChanged, protocol.EvSupervisorQueueChanged, protocol.EvSessionConnectionsChanged} {
 		if !events[ev] {
 			t.Errorf("no transcript shows event %s", ev)
 		}

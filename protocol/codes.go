@@ -101,6 +101,7 @@ const (
 	CloseSessionEnded     CloseCode = 4000
 	CloseTakenOver        CloseCode = 4001
 	CloseAlreadyConnected CloseCode = 4002
+	CloseMoved            CloseCode = 4003
 	CloseUnauthorized     CloseCode = 4401
 )
 
@@ -124,6 +125,7 @@ var closeCodes = []CloseDoc{
 	{CloseSessionEnded, false, "The session ended (`session.logout`); do not reconnect automatically."},
 	{CloseTakenOver, false, "Another connection of the same agent took the session over (`session.multiconnect: takeover`)."},
 	{CloseAlreadyConnected, false, "The agent already has a live connection and `session.multiconnect` is `reject`."},
+	{CloseMoved, true, "`session.multiconnect` is `share` and the agent's session is served by another node, which its other connections use: reconnect there. The reason is that node's `node.url` (or, without one, `node <id>`: reach it through a load balancer that keeps an agent on one node)."},
 	{CloseUnauthorized, true, "The token expired while the connection was open; reconnect with a fresh token."},
 }
 

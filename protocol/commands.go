@@ -42,17 +42,20 @@ const (
 
 // Event names.
 const (
-	EvSessionInitialized     = "session.initialized"
-	EvSessionEnded           = "session.ended"
-	EvChannelCreated         = "channel.created"
-	EvChannelInfoChanged     = "channel.infochanged"
-	EvChannelInitialized     = "channel.initialized"
-	EvChannelRemoved         = "channel.removed"
-	EvStateUpdated           = "state.updated"
-	EvNotReadyReasonsUpdated = "session.externalnotreadyreasons.updated"
-	EvLogoutReasonsUpdated   = "session.externallogoutreasons.updated"
-	EvAddressBookUpdated     = "session.incontact.addressbook.updated"
-	EvAgentLegFailed         = "session.incontact.agentleg.failed"
+	EvSessionInitialized = "session.initialized"
+	EvSessionEnded       = "session.ended"
+	// EvSessionConnectionsChanged: under session.multiconnect share, a
+	// connection of the session came or went (to the others; no seq).
+	EvSessionConnectionsChanged = "session.connections.changed"
+	EvChannelCreated            = "channel.created"
+	EvChannelInfoChanged        = "channel.infochanged"
+	EvChannelInitialized        = "channel.initialized"
+	EvChannelRemoved            = "channel.removed"
+	EvStateUpdated              = "state.updated"
+	EvNotReadyReasonsUpdated    = "session.externalnotreadyreasons.updated"
+	EvLogoutReasonsUpdated      = "session.externallogoutreasons.updated"
+	EvAddressBookUpdated        = "session.incontact.addressbook.updated"
+	EvAgentLegFailed            = "session.incontact.agentleg.failed"
 
 	EvInteractionCreated     = "interaction.created"
 	EvInteractionInfoChanged = "interaction.infochanged"

@@ -275,6 +275,24 @@ type SessionInitialized struct {
 	// Seq is the session's last event seq including this event: a client that
 	// reconnects passes it back as since=.
 	Seq uint64 `json:"seq"`
+	// ConnectionID and Connections: under session.multiconnect share, this
+	// connection's id and every connection of the session.
+	ConnectionID string       `json:"connectionId,omitempty"`
+	Connections  *Connections `json:"connections,omitempty"`
+}
+
+// Connections are a session's attached connections (session.initialized,
+// session.connections.changed), oldest first.
+type Connections struct {
+	Count       int              `json:"count"`
+	Connections []ConnectionInfo `json:"connections"`
+}
+
+// ConnectionInfo is one connection of a session.
+type ConnectionInfo struct {
+	ID        string `json:"id"`
+	UserAgent string `json:"userAgent"`
+	Since     int64  `json:"since"` // Unix ms
 }
 
 // SessionEnded is the data of session.ended.

@@ -21,6 +21,10 @@ const (
 	// MaxQueues bounds the queues one channel.activate names.
 	MaxQueues = 64
 
+	// MaxCloseReason bounds a close frame's reason (RFC 6455 5.5: a control
+	// frame carries at most 125 bytes, 2 of them the code).
+	MaxCloseReason = 123
+
 	// MaxEchoBytes bounds what a failure reply echoes of the client's input:
 	// the request in "original" and the failure message. Longer input is cut
 	// and the reply says "truncated": a reply never amplifies its request.

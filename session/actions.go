@@ -21,7 +21,7 @@ import (
 
 // action is a supervisor action as it travels between nodes.
 type action struct {
-	Kind    string              `json:"kind"` // "action" or "result"
+	Kind    string              `json:"kind"` // "action", "result", "takeover" or "moved"
 	ID      string              `json:"id"`
 	From    string              `json:"from,omitempty"` // the requesting node
 	Agent   string              `json:"agent,omitempty"`
@@ -100,8 +100,9 @@ func (m *Manager) supervisorAction(sid string, a action) *protocol.Failure {
 	}
 }
 
-// onNodeAction serves a message of the node topic that is not a takeover:
-// an action to apply here, or the result of one this node forwarded.
+// onNodeAction serves a message of the node topic: a request to hand a
+// session over and its answer when the owner keeps it, an action to apply
+// here, or the result of one this node forwarded.
 func (m *Manager) onNodeAction(payload []byte) {
 	var a action
 	if json.Unmarshal(payload, &a) != nil || a.ID == "" {
@@ -109,6 +110,19 @@ func (m *Manager) onNodeAction(payload []byte) {
 		return
 	}
 	switch a.Kind {
+	case "takeover":
+		if s := m.byIDLocal(a.ID); s != nil {
+			s.post(func(s *Session) { s.onTakeover(a.From) })
+		}
+	case "moved":
+		if ch, ok := m.pendingTakeovers.Load(a.ID); ok {
+			var url string
+			_ = json.Unmarshal(a.Data, &url)
+			select {
+			case ch.(chan *MovedError) <- &MovedError{Node: a.From, URL: url}:
+			default:
+			}
+		}
 	case "result":
 		if ch, ok := m.pendingActions.Load(a.ID); ok {
 			select {
@@ -131,6 +145,25 @@ func (m *Manager) onNodeAction(payload []byte) {
 			}
 		}()
 	}
+}
+
+// onTakeover: node from asks for the session. Under share, while agents'
+// connections are here, the session stays and from's connection is sent
+// here instead (one owner serves every connection, so that each sees the
+// events in the same order, replies before their events).
+func (s *Session) onTakeover(from string) {
+	if s.sharing() && s.conn != nil && from != "" {
+		url, _ := json.Marshal(s.m.opts.URL)
+		msg, _ := json.Marshal(action{Kind: "moved", ID: s.id, From: s.m.opts.Node, Data: url})
+		ctx, cancel := context.WithTimeout(context.Background(), s.m.opts.StoreTimeout)
+		err := s.m.bus.Publish(ctx, nodeTopic(from), msg)
+		cancel()
+		if err == nil {
+			s.logf(zap.InfoLevel, "kept a shared session; the other node's connection comes here", zap.String("node", from))
+			return
+		}
+	}
+	s.handOver("taken over by another node")
 }
 
 // applySupervisorAction sets the agent's channels' state as a supervisor

@@ -21,6 +21,7 @@ func (c *benchConn) Send(msgs []Message, done func()) bool {
 }
 func (c *benchConn) Close(protocol.CloseCode, string) {}
 func (c *benchConn) RemoteAddr() string               { return "bench" }
+func (c *benchConn) UserAgent() string                { return "bench" }
 
 // BenchmarkDispatch: a command through a session (decode, FSM, adapter,
 // commit, encode, hand-off to the connection), without a network.

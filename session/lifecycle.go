@@ -48,11 +48,8 @@ func (s *Session) handOver(reason string) {
 		return
 	}
 	s.logf(zap.InfoLevel, "session handed over", zap.String("reason", reason))
-	s.wire = nil
-	if s.conn != nil {
-		s.conn.Close(protocol.CloseTakenOver, reason)
-		s.setConn(nil)
-	}
+	s.wire, s.wireTo = nil, nil
+	s.closeAll(protocol.CloseTakenOver, reason)
 	s.journal.drop()
 	s.handedOver, s.ended = true, true
 }
@@ -262,15 +259,26 @@ func (s *Session) attach(conn Conn, id Identity, since *uint64, created bool) er
 	if id.Role != s.ident.Role {
 		return errRoleChanged
 	}
-	if s.conn != nil && s.conn != conn {
-		if s.m.opts.MultiConnect == MultiConnectReject {
+	shared := false
+	if s.conn != nil && !s.attached(conn) {
+		switch {
+		case s.m.opts.MultiConnect == MultiConnectReject:
 			return ErrAlreadyConnected
+		case s.sharing():
+			shared = true
+		default:
+			s.logf(zap.InfoLevel, "connection taken over", zap.String("old_remote", s.conn.RemoteAddr()), zap.String("remote", conn.RemoteAddr()))
+			s.sendWire()
+			s.closeAll(protocol.CloseTakenOver, "session taken over by another connection")
 		}
-		s.logf(zap.InfoLevel, "connection taken over", zap.String("old_remote", s.conn.RemoteAddr()), zap.String("remote", conn.RemoteAddr()))
-		s.sendWire()
-		s.conn.Close(protocol.CloseTakenOver, "session taken over by another connection")
 	}
-	s.setConn(conn)
+	s.addConn(conn)
+	if shared {
+		// The others know the session's state already: what an attach
+		// sends (a replay, the initial events) is the new connection's.
+		s.only = conn
+		s.connectionsChanged(conn)
+	}
 	s.stopGrace()
 	s.logf(zap.InfoLevel, "connection attached", zap.String("remote", conn.RemoteAddr()), zap.Bool("created", created))
 	s.applyTeams(id)
@@ -334,8 +342,86 @@ func sameSet(a, b []string) bool {
 }
 
 func (s *Session) emitInitialized(resumed bool) {
-	s.emit(s.id, protocol.EvSessionInitialized, protocol.SessionInitialized{
-		SessionID: s.id, AgentID: s.ident.AgentID, Resumed: resumed, Teams: s.teams, Seq: s.journal.seq + 1})
+	init := protocol.SessionInitialized{SessionID: s.id, AgentID: s.ident.AgentID, Resumed: resumed, Teams: s.teams, Seq: s.journal.seq + 1}
+	if s.sharing() && len(s.conns) > 0 {
+		init.ConnectionID, init.Connections = s.conns[len(s.conns)-1].id, s.connections()
+	}
+	s.emit(s.id, protocol.EvSessionInitialized, init)
+}
+
+// attachment is one connection of a session.
+type attachment struct {
+	conn      Conn
+	id        string
+	userAgent string
+	since     int64 // Unix ms
+}
+
+// sharing reports whether the session's connections share it
+// (session.multiconnect share; agents only: a supervisor's live view
+// follows one connection).
+func (s *Session) sharing() bool {
+	return s.m.opts.MultiConnect == MultiConnectShare && !s.ident.Supervisor()
+}
+
+func (s *Session) attached(c Conn) bool {
+	return c != nil && slices.ContainsFunc(s.conns, func(a attachment) bool { return a.conn == c })
+}
+
+func (s *Session) addConn(c Conn) {
+	if s.attached(c) {
+		return
+	}
+	s.conns = append(s.conns, attachment{conn: c, id: newID()[:8], userAgent: c.UserAgent(), since: time.Now().UnixMilli()})
+	s.setConn(c)
+}
+
+// removeConn forgets c; the live view moves to the newest left.
+func (s *Session) removeConn(c Conn) {
+	s.conns = slices.DeleteFunc(s.conns, func(a attachment) bool { return a.conn == c })
+	var newest Conn
+	if len(s.conns) > 0 {
+		newest = s.conns[len(s.conns)-1].conn
+	}
+	if newest != s.conn {
+		s.setConn(newest)
+	}
+}
+
+// closeAll closes every connection.
+func (s *Session) closeAll(code protocol.CloseCode, reason string) {
+	for _, a := range s.conns {
+		a.conn.Close(code, reason)
+	}
+	s.conns = nil
+	if s.conn != nil {
+		s.setConn(nil)
+	}
+}
+
+func (s *Session) connections() *protocol.Connections {
+	cs := &protocol.Connections{Count: len(s.conns), Connections: make([]protocol.ConnectionInfo, len(s.conns))}
+	for i, a := range s.conns {
+		cs.Connections[i] = protocol.ConnectionInfo{ID: a.id, UserAgent: a.userAgent, Since: a.since}
+	}
+	return cs
+}
+
+// connectionsChanged tells every connection but except that the session's
+// connections changed: a live message, without a seq (a connection that
+// comes back learns them from session.initialized).
+func (s *Session) connectionsChanged(except Conn) {
+	data, err := protocol.Marshal(s.connections())
+	if err != nil {
+		return
+	}
+	msg, _ := protocol.Marshal(protocol.Event{MessageType: protocol.MessageTypeObjectEvent, Target: s.id,
+		Name: protocol.EvSessionConnectionsChanged, Data: data, Timestamp: time.Now().UnixMilli()})
+	for _, a := range s.conns {
+		if a.conn != except {
+			s.deliverTo(a.conn, msg)
+		}
+	}
 }
 
 // setConn makes c the session's connection (nil: none). The live view
@@ -359,12 +445,19 @@ func (s *Session) setConn(c Conn) {
 	}
 }
 
+// detach forgets a connection that is gone; the session waits for the
+// grace period once the last one left.
 func (s *Session) detach(conn Conn) {
-	if s.conn != conn {
+	if !s.attached(conn) {
 		return
 	}
-	s.wire = nil
-	s.setConn(nil)
+	s.removeConn(conn)
+	if s.conn != nil {
+		s.logf(zap.InfoLevel, "connection detached; others remain", zap.String("remote", conn.RemoteAddr()), zap.Int("connections", len(s.conns)))
+		s.connectionsChanged(nil)
+		return
+	}
+	s.wire, s.wireTo = nil, nil
 	s.logf(zap.InfoLevel, "connection detached", zap.String("remote", conn.RemoteAddr()), zap.Duration("grace", s.m.opts.Grace))
 	s.startGrace()
 }
@@ -410,9 +503,6 @@ func (s *Session) expire() {
 
 // finish ends the session after its last messages were queued.
 func (s *Session) finish(code protocol.CloseCode, reason string) {
-	if s.conn != nil {
-		s.conn.Close(code, reason)
-		s.setConn(nil)
-	}
+	s.closeAll(code, reason)
 	s.ended = true
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
@@ -26,6 +27,10 @@ import (
 const (
 	MultiConnectTakeover = "takeover"
 	MultiConnectReject   = "reject"
+	// MultiConnectShare: an agent's connections share its session; a
+	// supervisor's new connection takes over (its live view is one
+	// connection's).
+	MultiConnectShare = "share"
 )
 
 // On-expire policies.
@@ -87,6 +92,9 @@ type Options struct {
 	DefaultHandleTime time.Duration
 	// Node identifies this broker node in session leases.
 	Node string
+	// URL is this node's WebSocket URL, given to connections of shared
+	// sessions it serves that reached another node (empty: none).
+	URL string
 	// LeaseTTL is how long a session's lease lasts without renewal; the
 	// owner renews it every LeaseTTL/3. It bounds how long a dead node's
 	// sessions stay unreachable.
@@ -169,11 +177,15 @@ type Conn interface {
 	Close(code protocol.CloseCode, reason string)
 	// RemoteAddr is for logs.
 	RemoteAddr() string
+	// UserAgent is its client's, bounded; shown to the session's other
+	// connections under share.
+	UserAgent() string
 }
 
 // Errors returned by Attach and Submit.
 var (
 	ErrAlreadyConnected = errors.New("the agent already has a live connection")
+	ErrMoved            = errors.New("the session is served by another node")
 	ErrSessionEnded     = errors.New("session ended")
 	ErrShuttingDown     = errors.New("broker is shutting down")
 	// errRoleChanged: the connecting identity has another role than the
@@ -181,6 +193,18 @@ var (
 	errRoleChanged      = errors.New("the role changed")
 	ErrStoreUnavailable = errors.New("the session store is unavailable")
 )
+
+// MovedError: under session.multiconnect share, the agent's session is
+// served by another node, with connections: the new connection belongs
+// there (protocol.CloseMoved).
+type MovedError struct {
+	Node, URL string
+}
+
+func (e *MovedError) Error() string { return "the session is served by node " + e.Node }
+
+// Unwrap makes errors.Is(err, ErrMoved) work.
+func (e *MovedError) Unwrap() error { return ErrMoved }
 
 // Manager owns all sessions of this broker node.
 type Manager struct {
@@ -202,6 +226,9 @@ type Manager struct {
 	// pendingActions: supervisor actions forwarded to another node, by id,
 	// waiting for its answer (chan *protocol.Failure).
 	pendingActions sync.Map
+	// pendingTakeovers: sessions this node asked another to hand over, by
+	// id, waiting in acquire (chan *MovedError: the owner keeps it).
+	pendingTakeovers sync.Map
 	// attaching admits attaches (protocol.MaxOpeningPerCPU per CPU).
 	attaching chan struct{}
 
@@ -294,11 +321,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			}
 			m.dispatch(ev)
 		case msg := <-takeovers:
-			if len(msg.Payload) > 0 && msg.Payload[0] == '{' {
-				m.onNodeAction(msg.Payload)
-			} else if s := m.byIDLocal(string(msg.Payload)); s != nil {
-				s.post(func(s *Session) { s.handOver("taken over by another node") })
-			}
+			m.onNodeAction(msg.Payload)
 		case <-resync:
 			// A lost takeover request is repeated by the requester, or its
 			// lease wait covers it; nothing to recover.
@@ -582,6 +605,10 @@ func (m *Manager) open(ctx context.Context, id Identity) (*Session, bool, error)
 func (m *Manager) acquire(ctx context.Context, sid, agent string) error {
 	deadline := time.Now().Add(m.opts.LeaseTTL + m.opts.StoreTimeout)
 	asked := ""
+	// Under share, an owner whose agent has connections keeps the session.
+	kept := make(chan *MovedError, 1)
+	m.pendingTakeovers.Store(sid, kept)
+	defer m.pendingTakeovers.CompareAndDelete(sid, kept)
 	poll := time.Duration(protocol.AcquirePollMs) * time.Millisecond
 	for {
 		sctx, cancel := context.WithTimeout(ctx, m.opts.StoreTimeout)
@@ -595,7 +622,8 @@ func (m *Manager) acquire(ctx context.Context, sid, agent string) error {
 		}
 		if owner != asked {
 			m.log.Info("session owned by another node; asking it to hand over", zap.String("session", sid), zap.String("owner", owner))
-			_ = m.bus.Publish(ctx, nodeTopic(owner), []byte(sid))
+			req, _ := json.Marshal(action{Kind: "takeover", ID: sid, From: m.opts.Node})
+			_ = m.bus.Publish(ctx, nodeTopic(owner), req)
 			asked = owner
 		}
 		if time.Now().After(deadline) {
@@ -606,6 +634,8 @@ func (m *Manager) acquire(ctx context.Context, sid, agent string) error {
 		poll = min(2*poll, protocol.AcquirePollMaxMs*time.Millisecond)
 		select {
 		case <-time.After(wait):
+		case moved := <-kept:
+			return moved
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -70,15 +70,26 @@ type Session struct {
 	abDirty   atomic.Bool
 
 	// Owned by the goroutine running the ops.
-	journal  journal
-	conn     Conn
+	journal journal
+	// conns are the attached connections, oldest first: several only under
+	// session.multiconnect share. conn is the newest (nil: none), which
+	// the live view (feed) follows.
+	conns []attachment
+	conn  Conn
+	// only, during an op, is the one connection its messages go to (an
+	// attach's replay and initial events under share); nil: all.
+	only     Conn
 	channels []*channel.Channel
 	groups   []string
 	created  int64 // Unix ms, as the snapshot and the timeline keep it
 	// wire collects the current op's messages for the connection, sent as
 	// one batch when it ends; reply is the command's, if the op is one.
-	wire      []Message
+	wire []Message
+	// wireTo, when set, names each wire message's one connection (nil:
+	// all); it stays nil while every message goes to every connection.
+	wireTo    []Conn
 	replyDone func()
+	replyConn Conn // the connection replyDone waits for
 	reply     *pendingReply
 	record    *store.Record
 	restored  time.Time
@@ -239,6 +250,7 @@ func (s *Session) runOp(o *op) {
 		s.handleCommand(o.cmd)
 	}
 	s.settle()
+	s.only = nil
 }
 
 // dropOps answers the commands among ops that will not run.
@@ -258,6 +270,7 @@ type pendingReply struct {
 	result   string // success, or the failure code: the metric's label
 	received time.Time
 	done     func()
+	conn     Conn // the sender: the reply goes to it alone
 }
 
 // settle ends an op: one commit of what it changed, then its messages to
@@ -321,7 +334,8 @@ func (s *Session) finishReply(err error) {
 	case r.remember:
 		s.replies.put(r.in.Request.RequestID, r.msg, time.Now())
 	}
-	s.deliver(msg)
+	s.deliverTo(r.conn, msg)
+	s.replyConn = r.conn
 	s.m.opts.Metrics.CommandDone(metricCommand(r.in.Request.Command), result, time.Since(r.received).Seconds())
 	// The connection reads its next frame once this batch is written.
 	s.replyDone = r.done
@@ -347,7 +361,7 @@ func (s *Session) retrySync() {
 }
 
 func (s *Session) handleCommand(c command) {
-	if c.conn != s.conn {
+	if !s.attached(c.conn) {
 		c.frame.answered() // from a connection that was taken over or closed
 		return
 	}
@@ -359,8 +373,8 @@ func (s *Session) handleCommand(c command) {
 	id := in.Request.RequestID
 	if in.Failure == nil && id != "" {
 		if msg, ok := s.rememberedReply(id, now); ok {
-			s.deliver(msg)
-			s.replyDone = c.frame.Done
+			s.deliverTo(c.conn, msg)
+			s.replyDone, s.replyConn = c.frame.Done, c.conn
 			return
 		}
 	}
@@ -376,7 +390,7 @@ func (s *Session) handleCommand(c command) {
 	}
 	cmd := commandsByName[in.Request.Command]
 	remember := in.Failure == nil && id != "" && cmd != nil && cmd.Cacheable && (reply.Failure == nil || !reply.Failure.Code.Transient())
-	s.reply = &pendingReply{in: in, msg: msg, remember: remember, result: result, received: c.frame.Received, done: c.frame.answered}
+	s.reply = &pendingReply{in: in, msg: msg, remember: remember, result: result, received: c.frame.Received, done: c.frame.answered, conn: c.conn}
 }
 
 // rememberedReply finds the first reply to a requestId: in this node's
@@ -398,29 +412,69 @@ func (s *Session) rememberedReply(id string, now time.Time) ([]byte, bool) {
 	return msg, true
 }
 
-// deliver queues an encoded message for the connection, if any; the op's
-// messages leave together in sendWire.
-func (s *Session) deliver(msg []byte) {
-	if s.conn != nil {
-		s.wire = append(s.wire, Message{Body: msg})
+// deliver queues an encoded message for the connections (s.only's, during
+// an op that has one); the op's messages leave together in sendWire.
+func (s *Session) deliver(msg []byte) { s.deliverTo(s.only, msg) }
+
+// deliverTo queues an encoded message for one connection (nil: all).
+func (s *Session) deliverTo(c Conn, msg []byte) {
+	if s.conn == nil {
+		return
 	}
+	if c != nil && len(s.conns) > 1 && s.wireTo == nil {
+		s.wireTo = make([]Conn, len(s.wire), cap(s.wire))
+	}
+	if s.wireTo != nil {
+		s.wireTo = append(s.wireTo, c)
+	}
+	s.wire = append(s.wire, Message{Body: msg})
 }
 
-// sendWire hands the op's messages to the connection as one batch; the
-// command's Done follows them.
+// sendWire hands the op's messages to the connections, a batch each; the
+// command's Done follows the sender's batch.
 func (s *Session) sendWire() {
-	msgs, done := s.wire, s.replyDone
-	s.wire, s.replyDone = nil, nil
+	msgs, to, done, sender := s.wire, s.wireTo, s.replyDone, s.replyConn
+	s.wire, s.wireTo, s.replyDone, s.replyConn, s.only = nil, nil, nil, nil, nil
 	if len(msgs) == 0 || s.conn == nil {
 		if done != nil {
 			done()
 		}
 		return
 	}
-	if !s.conn.Send(msgs, done) {
-		s.logf(zap.WarnLevel, "slow consumer: connection closed, session kept", zap.String("remote", s.conn.RemoteAddr()))
-		s.setConn(nil)
-		s.startGrace()
+	var slow []Conn
+	for i, a := range s.conns {
+		batch := msgs
+		if to != nil {
+			batch = make([]Message, 0, len(msgs))
+			for j, m := range msgs {
+				if to[j] == nil || to[j] == a.conn {
+					batch = append(batch, m)
+				}
+			}
+		}
+		var d func()
+		if done != nil && (a.conn == sender || (sender == nil && i == 0)) {
+			d, done = done, nil
+		}
+		if len(batch) == 0 {
+			if d != nil {
+				d()
+			}
+			continue
+		}
+		if !a.conn.Send(batch, d) {
+			slow = append(slow, a.conn)
+		}
+	}
+	if done != nil {
+		done() // its connection is gone
+	}
+	for _, c := range slow {
+		s.logf(zap.WarnLevel, "slow consumer: connection closed, session kept", zap.String("remote", c.RemoteAddr()))
+		s.detach(c)
+	}
+	if len(s.wire) > 0 {
+		s.sendWire() // the others hear that it left
 	}
 }
 

@@ -47,6 +47,7 @@ func (c *testConn) Close(code protocol.CloseCode, _ string) {
 	}
 }
 func (c *testConn) RemoteAddr() string { return "test" }
+func (c *testConn) UserAgent() string  { return "test" }
 
 // next returns the next message sent to the connection.
 func (c *testConn) next(tb testing.TB) []byte {

@@ -217,6 +217,7 @@ func (c *blockingConn) Send(msgs []Message, done func()) bool {
 }
 func (c *blockingConn) Close(protocol.CloseCode, string) {}
 func (c *blockingConn) RemoteAddr() string               { return "blocking" }
+func (c *blockingConn) UserAgent() string                { return "blocking" }
 
 // release writes the batches sent so far and returns their messages.
 func (c *blockingConn) release() []string {
