@@ -763,11 +763,19 @@ func TestClusterInteractionsAcrossNodes(t *testing.T) {
 // answered only then; the agent's desktop on A sees who did it.
 func TestClusterSupervisorActsOnAnotherNode(t *testing.T) {
 	rs := redistest.Start(t)
-	a, b := startNode(t, rs, "act-a"), startNode(t, rs, "act-b")
+	// Alice has two desktops on node A (session.multiconnect share).
+	a, b := startNode(t, rs, "act-a", shareEnv...), startNode(t, rs, "act-b", shareEnv...)
 	alice, asid := attach(t, a.broker(), "agent=alice&teams=sales")
 	alice.request(t, protocol.CmdAddChannel, asid, map[string]any{"channel": map[string]string{"id": "p", "name": "1", "type": "TELEPHONY"}})
 	alice.request(t, protocol.CmdChannelActivate, asid+".p", nil)
+	alice2, init2 := dialTab(t, a.broker(), "agent=alice&teams=sales", "second desktop")
+	if init2["sessionId"] != asid {
+		t.Fatalf("alice's second desktop: %v", init2)
+	}
 	sv, svsid := attach(t, b.broker(), "supervisor=boss")
+	if r := sv.request(t, protocol.CmdSupervisorSubscribe, svsid, map[string]any{"agents": []string{"alice"}}); r["result"] != "success" {
+		t.Fatalf("subscribe: %v", r)
+	}
 	var r map[string]any
 	eventually(t, "the action to land", func() bool {
 		r = sv.request(t, protocol.CmdSupervisorSetState, svsid, map[string]any{"agentId": "alice", "status": "ready"})
@@ -777,16 +785,30 @@ func TestClusterSupervisorActsOnAnotherNode(t *testing.T) {
 	if r["result"] != "success" {
 		t.Fatalf("setstate from node B: %v", r)
 	}
-	changed := alice.until(t, func(m map[string]any) bool {
-		d, _ := m["data"].(map[string]any)
-		return m["name"] == protocol.EvChannelInfoChanged && d["changedBy"] != nil
-	})
-	data := changed["data"].(map[string]any)
-	by, _ := data["changedBy"].(map[string]any)
-	if data["agentStatus"].(map[string]any)["status"] != "ready" || by["id"] != "boss" || by["role"] != "supervisor" {
-		t.Fatalf("alice's desktop on node A: %v", changed)
+	for i, desktop := range []*client{alice, alice2} {
+		changed := desktop.until(t, func(m map[string]any) bool {
+			d, _ := m["data"].(map[string]any)
+			return m["name"] == protocol.EvChannelInfoChanged && d["changedBy"] != nil
+		})
+		data := changed["data"].(map[string]any)
+		by, _ := data["changedBy"].(map[string]any)
+		if data["agentStatus"].(map[string]any)["status"] != "ready" || by["id"] != "boss" || by["role"] != "supervisor" {
+			t.Fatalf("alice's desktop %d on node A: %v", i+1, changed)
+		}
 	}
-	// The supervisors' view (on node B) shows who set her state.
+	// The supervisor's live view (on node B) shows who set her state.
+	sv.until(t, func(m map[string]any) bool {
+		if m["name"] != protocol.EvSupervisorAgentChanged {
+			return false
+		}
+		cur, _ := m["data"].(map[string]any)["current"].(map[string]any)
+		chans, _ := cur["channels"].([]any)
+		if len(chans) == 0 {
+			return false
+		}
+		by, _ := chans[0].(map[string]any)["changedBy"].(map[string]any)
+		return by["id"] == "boss" && cur["status"] == "ready"
+	})
 	eventually(t, "changedBy in the view", func() bool {
 		_, v := getJSON(t, b.broker().url("/v1/agents/alice"), nil)
 		chans, _ := v["channels"].([]any)
@@ -806,13 +828,28 @@ func TestClusterSupervisorActsOnAnotherNode(t *testing.T) {
 		}
 		return false
 	})
+	if r := sv.request(t, protocol.CmdSupervisorSetState, svsid, map[string]any{"agentId": "alice", "status": "not_ready"}); r["result"] != "success" {
+		t.Fatalf("not ready from node B: %v", r)
+	}
+	for i, desktop := range []*client{alice, alice2} {
+		m := desktop.until(t, func(m map[string]any) bool {
+			d, _ := m["data"].(map[string]any)
+			st, _ := d["agentStatus"].(map[string]any)
+			return m["name"] == protocol.EvChannelInfoChanged && st["status"] == "not_ready"
+		})
+		if by, _ := m["data"].(map[string]any)["changedBy"].(map[string]any); by["id"] != "boss" || m["data"].(map[string]any)["agentStatus"].(map[string]any)["lastReasonCode"] != "supervisor" {
+			t.Fatalf("desktop %d after not ready: %v", i+1, m)
+		}
+	}
 	if r := sv.request(t, protocol.CmdSupervisorLogout, svsid, map[string]any{"agentId": "alice"}); r["result"] != "success" {
 		t.Fatalf("logout from node B: %v", r)
 	}
-	if m := alice.until(t, func(m map[string]any) bool {
-		d, _ := m["data"].(map[string]any)
-		return m["name"] == protocol.EvChannelInfoChanged && d["state"] == "INACTIVE"
-	}); m["data"].(map[string]any)["changedBy"] == nil {
-		t.Fatalf("after the logout: %v", m)
+	for i, desktop := range []*client{alice, alice2} {
+		if m := desktop.until(t, func(m map[string]any) bool {
+			d, _ := m["data"].(map[string]any)
+			return m["name"] == protocol.EvChannelInfoChanged && d["state"] == "INACTIVE"
+		}); m["data"].(map[string]any)["changedBy"] == nil {
+			t.Fatalf("desktop %d after the logout: %v", i+1, m)
+		}
 	}
 }

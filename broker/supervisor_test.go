@@ -2,8 +2,11 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"testing"
+
+	"github.com/coder/websocket"
 
 	"github.com/ctibroker/ctibroker/protocol"
 )
@@ -94,4 +97,32 @@ func TestWatchSSE(t *testing.T) {
 func followURL(t *testing.T, url, lastEventID string) <-chan sseEvent {
 	t.Helper()
 	return followRequest(t, context.Background(), url, lastEventID)
+}
+
+// A supervisor's action reaches an agent who is offline within the grace
+// period: the session applies it, and the desktop that comes back with
+// since= gets the change with who made it.
+func TestSupervisorActsOnAnOfflineAgent(t *testing.T) {
+	b := startBroker(t)
+	alice, asid := attach(t, b, "agent=alice&teams=sales")
+	alice.request(t, protocol.CmdAddChannel, asid, map[string]any{"channel": map[string]string{"id": "p", "name": "1", "type": "TELEPHONY"}})
+	act := alice.request(t, protocol.CmdChannelActivate, asid+".p", nil)
+	if act["result"] != "success" {
+		t.Fatal(act)
+	}
+	st := alice.until(t, isEvent(protocol.EvStateUpdated))
+	// Close waits for the broker's close frame: alice's reader is done.
+	if err := alice.ws.Close(websocket.StatusNormalClosure, ""); err != nil {
+		t.Fatal(err)
+	}
+	sv, svsid := attach(t, b, "supervisor=boss")
+	if r := sv.request(t, protocol.CmdSupervisorSetState, svsid, map[string]any{"agentId": "alice", "status": "ready"}); r["result"] != "success" {
+		t.Fatalf("setstate on an offline agent: %v", r)
+	}
+	back := mustDial(t, b, fmt.Sprintf("agent=alice&since=%d", int64(st["seq"].(float64))))
+	m := back.until(t, isEvent(protocol.EvChannelInfoChanged))
+	d := m["data"].(map[string]any)
+	if by, _ := d["changedBy"].(map[string]any); by["id"] != "boss" || d["agentStatus"].(map[string]any)["status"] != "ready" {
+		t.Fatalf("the replay after the grace period: %v", m)
+	}
 }
