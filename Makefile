@@ -5,7 +5,7 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: run build test vet fmt lint fuzz bench bench-idle bench-floor readme-fsm clean
+.PHONY: run build test vet fmt lint fuzz bench bench-idle bench-floor readme-fsm proto clean
 
 run:
 	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/ctibroker serve --log-format console
@@ -62,6 +62,17 @@ bench-idle: build
 
 # Rewrites the state diagrams embedded in README.md (the channel's, then the
 # interaction's) from `ctibroker fsm`.
+# The adapter protocol's generated code (committed). Needs protoc
+# (apt-get install protobuf-compiler) and the two Go plugins, installed
+# here at the versions the committed code was made with.
+PROTOC_GEN_GO ?= v1.36.12
+PROTOC_GEN_GO_GRPC ?= v1.5.1
+proto:
+	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO)
+	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC)
+	PATH=$(CURDIR)/bin:$$PATH protoc -I adapters/remote/v1 --go_out=adapters/remote/v1 --go_opt=paths=source_relative \
+		--go-grpc_out=adapters/remote/v1 --go-grpc_opt=paths=source_relative adapters/remote/v1/adapter.proto
+
 readme-fsm:
 	@$(GO) run ./cmd/ctibroker fsm > /tmp/ctibroker-fsm.mmd
 	@$(GO) run ./cmd/ctibroker fsm --interaction > /tmp/ctibroker-fsm-ix.mmd

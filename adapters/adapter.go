@@ -15,11 +15,30 @@ package adapters
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/ctibroker/ctibroker/protocol"
 )
+
+// ErrLinkDown: the adapter cannot reach the switch (or the broker cannot
+// reach the adapter). The broker answers CTI_LINK_DOWN, a transient
+// failure, without waiting for a deadline.
+var ErrLinkDown = errors.New("the CTI link is down")
+
+// ErrNotSupported: the adapter does not implement the call (a remote
+// adapter without call control or queue figures). The broker answers
+// NOT_SUPPORTED.
+var ErrNotSupported = errors.New("the adapter does not support this")
+
+// InternalError: the adapter failed unexpectedly (a remote adapter's call
+// panicked); Context says how. The broker answers INTERNAL, as for a panic
+// of an adapter in its own process.
+type InternalError struct{ Context string }
+
+func (e *InternalError) Error() string { return "the adapter failed unexpectedly: " + e.Context }
 
 // ChannelRef identifies a channel of an agent on the switch.
 type ChannelRef struct {
@@ -117,6 +136,32 @@ type QueueReporter interface {
 	QueueView() string
 }
 
+// Registrar is an adapter that sends an agent's events only to the broker
+// node that registered the agent last (a remote adapter serving several
+// nodes). The broker registers an agent when its session starts on a node
+// (Logins does it for a new session; Register for one taken over or failed
+// over) and again when the CTI link comes back.
+type Registrar interface {
+	Register(ctx context.Context, agentID string) error
+}
+
+// Capabilities is implemented by an adapter whose optional parts depend on
+// what it reaches (a remote adapter implements CallControl and
+// QueueReporter, and asks its process whether it does).
+type Capabilities interface {
+	HasCallControl() bool
+	HasQueues() bool
+}
+
+// SupportsCallControl returns a's call control, if it has one.
+func SupportsCallControl(a Adapter) (CallControl, bool) {
+	cc, ok := a.(CallControl)
+	if c, probe := a.(Capabilities); ok && probe && !c.HasCallControl() {
+		return nil, false
+	}
+	return cc, ok
+}
+
 // EventKind says what happened on the switch.
 type EventKind string
 
@@ -142,7 +187,11 @@ const (
 	CatalogChanged EventKind = "catalog.changed"
 	// QueuesChanged: a queue's figures changed (a QueueReporter's); the
 	// broker reads them again. It names no agent.
-	QueuesChanged      EventKind = "queues.changed"
+	QueuesChanged EventKind = "queues.changed"
+	// LinkChanged: the CTI link went down or came back (Error: why it is
+	// down; empty when up). It names no agent; when the link is back the
+	// broker registers its agents again and re-reads their state.
+	LinkChanged        EventKind = "link.changed"
 	AddressBookChanged EventKind = "addressbook.changed"
 )
 
@@ -202,6 +251,10 @@ type Env struct {
 	// holds at once (capacity.<type>): a switch routes only to channels
 	// with room.
 	Capacity map[string]int
+	// Node is the broker node's id (node.id).
+	Node string
+	// Timeout is adapter.timeout, every call's deadline.
+	Timeout time.Duration
 }
 
 var registry = map[string]Kind{}

@@ -4,5 +4,6 @@ package broker
 // (adapters.Register) from its package's init; adapter.kind picks one.
 // Adding an adapter to the binary is one import here.
 import (
+	_ "github.com/ctibroker/ctibroker/adapters/remote"
 	_ "github.com/ctibroker/ctibroker/adapters/sim"
 )

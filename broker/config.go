@@ -626,7 +626,7 @@ func isLoopback(host string) bool {
 
 // adapterEnv is what adapters are told of the broker's setting.
 func (c Config) adapterEnv() adapters.Env {
-	return adapters.Env{Authenticated: c.Auth.Mode == AuthJWT, Capacity: c.capacity()}
+	return adapters.Env{Authenticated: c.Auth.Mode == AuthJWT, Capacity: c.capacity(), Node: c.Node.ID, Timeout: c.Adapter.Timeout}
 }
 
 // capacity is capacity.<type> keyed by upper-case type.

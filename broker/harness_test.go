@@ -29,6 +29,9 @@ type testBroker struct {
 	stop func()
 	// simToken: the admin token simAt sends (auth.mode jwt).
 	simToken string
+	// simBase: where the sim's control API is ("http://host:port") when
+	// the sim runs in an adapter process; empty: the broker's.
+	simBase string
 }
 
 // startBroker starts a broker configured by environment-style assignments
@@ -118,7 +121,11 @@ func (b *testBroker) sim(tb testing.TB, body string) (int, map[string]any) {
 // simAt posts body to a path of the sim control API.
 func (b *testBroker) simAt(tb testing.TB, path, body string) (int, map[string]any) {
 	tb.Helper()
-	req, err := http.NewRequest(http.MethodPost, b.url(path), strings.NewReader(body))
+	url := b.url(path)
+	if b.simBase != "" {
+		url = b.simBase + path
+	}
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -27,8 +27,13 @@ func TestRecordTranscript(t *testing.T) {
 	if path == "" {
 		t.Skip("set CTIBROKER_RECORD to a draft transcript to record it")
 	}
-	env, steps, _ := parseTranscript(t, path)
-	b := startBroker(t, env...)
+	env, steps, only := parseTranscript(t, path)
+	var b *testBroker
+	if only == "remote" {
+		b = startBrokerRemote(t, startSimAdapter(t, env...), env...)
+	} else {
+		b = startBroker(t, env...)
+	}
 	r := &transcriptRun{tb: t, vars: map[string]any{}, lastSeq: map[string]float64{}}
 	conns := map[string]*client{}
 	var names []string

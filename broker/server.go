@@ -70,8 +70,8 @@ type Server struct {
 	wg    sync.WaitGroup // connection handlers
 }
 
-// New builds a server from cfg. It starts nothing; see Serve.
-func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
+// NewAdapter builds the adapter cfg selects (adapter.kind).
+func NewAdapter(cfg Config) (adapters.Adapter, error) {
 	kind, ok := adapters.Lookup(cfg.Adapter.Kind)
 	if !ok {
 		return nil, fmt.Errorf("adapter.kind: no adapter %q is compiled in", cfg.Adapter.Kind)
@@ -84,8 +84,17 @@ func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("adapter %s: %w", cfg.Adapter.Kind, err)
 	}
+	return adapter, nil
+}
+
+// New builds a server from cfg. It starts nothing; see Serve.
+func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
 	if cfg.Node.ID == "" {
 		cfg.Node.ID = defaultNodeID()
+	}
+	adapter, err := NewAdapter(cfg)
+	if err != nil {
+		return nil, err
 	}
 	base, cancel := context.WithCancel(context.Background())
 	streams, cancelStreams := context.WithCancel(base)

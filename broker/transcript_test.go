@@ -41,6 +41,7 @@ import (
 //	sim STATUS JSON                POST JSON to the sim control API, expect STATUS
 //	sim STATUS /PATH JSON          POST JSON to another path of it (/v1/sim/calls)
 //	only redis                     run this transcript only against Redis
+//	only remote                    only with the switch in an adapter process
 //	redis stop | redis start       kill / restart the Redis server
 //	wait ready | wait unready      poll GET /readyz until it answers 200 / 503
 //
@@ -63,7 +64,7 @@ type step struct {
 	arg  string
 }
 
-func parseTranscript(tb testing.TB, path string) (env []string, steps []step, redisOnly bool) {
+func parseTranscript(tb testing.TB, path string) (env []string, steps []step, only string) {
 	tb.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -90,8 +91,8 @@ func parseTranscript(tb testing.TB, path string) (env []string, steps []step, re
 		switch {
 		case fields[0] == "config":
 			env = append(env, strings.TrimSpace(strings.TrimPrefix(line, "config")))
-		case line == "only redis":
-			redisOnly = true
+		case line == "only redis" || line == "only remote":
+			only = strings.TrimPrefix(line, "only ")
 		case fields[0] == "redis" || fields[0] == "wait":
 			steps = append(steps, step{n, "", fields[0], fields[1]})
 		case fields[0] == "connect":
@@ -113,7 +114,7 @@ func parseTranscript(tb testing.TB, path string) (env []string, steps []step, re
 			tb.Fatalf("%s:%d: cannot parse %q", path, n, line)
 		}
 	}
-	return env, steps, redisOnly
+	return env, steps, only
 }
 
 type transcriptRun struct {
@@ -288,7 +289,7 @@ func TestTranscripts(t *testing.T) {
 		t.Fatalf("no transcripts: %v", err)
 	}
 	for _, path := range files {
-		for _, backend := range []string{"memory", "redis"} {
+		for _, backend := range []string{"memory", "redis", "remote"} {
 			t.Run(strings.TrimSuffix(filepath.Base(path), ".txt")+"/"+backend, func(t *testing.T) {
 				t.Parallel()
 				runTranscript(t, path, backend)
@@ -298,16 +299,22 @@ func TestTranscripts(t *testing.T) {
 }
 
 func runTranscript(t *testing.T, path, backend string) {
-	env, steps, redisOnly := parseTranscript(t, path)
-	if redisOnly && backend != "redis" {
-		t.Skip("transcript runs against Redis only")
+	env, steps, only := parseTranscript(t, path)
+	if only != "" && backend != only {
+		t.Skip("transcript runs against " + only + " only")
 	}
 	var rs *redistest.Server
 	if backend == "redis" {
 		rs = redistest.Start(t)
 		env = append(redisEnv(rs), env...)
 	}
-	b := startBroker(t, env...)
+	var b *testBroker
+	if backend == "remote" {
+		// The switch in an adapter process, over the adapter protocol.
+		b = startBrokerRemote(t, startSimAdapter(t, env...), env...)
+	} else {
+		b = startBroker(t, env...)
+	}
 	r := &transcriptRun{tb: t, vars: map[string]any{}, lastSeq: map[string]float64{}}
 	conns := map[string]*client{}
 	open := map[string]bool{}
@@ -428,7 +435,7 @@ func TestTranscriptsCoverProtocol(t *testing.T) {
 	for _, ev := range []string{protocol.EvSessionInitialized, protocol.EvSessionEnded, protocol.EvChannelCreated,
 		protocol.EvChannelInfoChanged, protocol.EvChannelInitialized, protocol.EvChannelRemoved, protocol.EvStateUpdated,
 		protocol.EvNotReadyReasonsUpdated, protocol.EvLogoutReasonsUpdated, protocol.EvAddressBookUpdated, protocol.EvAgentLegFailed,
-		protocol.EvSupervisorSnapshot, protocol.EvSupervisorAgentChanged, protocol.EvSupervisorQueueChanged, protocol.EvSessionConnectionsChanged} {
+		protocol.EvSupervisorSnapshot, protocol.EvSupervisorAgentChanged, protocol.EvSupervisorQueueChanged, protocol.EvSessionConnectionsChanged, protocol.EvSessionCTILinkChanged} {
 		if !events[ev] {
 			t.Errorf("no transcript shows event %s", ev)
 		}

@@ -279,3 +279,32 @@ func (s *storeMetrics) Reply(ctx context.Context, sid, requestID string) ([]byte
 
 // Close closes the store.
 func (s *storeMetrics) Close() error { return s.next.Close() }
+
+// Register passes registration on to an adapter that routes events by
+// agent (adapters.Registrar), measured; for others it does nothing.
+func (a *adapterMetrics) Register(ctx context.Context, agent string) error {
+	r, ok := a.next.(adapters.Registrar)
+	if !ok {
+		return nil
+	}
+	return a.call("register", func() error { return r.Register(ctx, agent) })
+}
+
+// HasCallControl and HasQueues pass on what an adapter whose parts depend
+// on what it reaches (adapters.Capabilities) says; others have what they
+// implement.
+func (a *adapterMetrics) HasCallControl() bool {
+	if c, ok := a.next.(adapters.Capabilities); ok {
+		return c.HasCallControl()
+	}
+	_, ok := a.next.(adapters.CallControl)
+	return ok
+}
+
+func (a *adapterMetrics) HasQueues() bool {
+	if c, ok := a.next.(adapters.Capabilities); ok {
+		return c.HasQueues()
+	}
+	_, ok := a.next.(adapters.QueueReporter)
+	return ok
+}

@@ -26,6 +26,7 @@ const (
 	CodeTooLarge       FailureCode = "TOO_LARGE"
 	CodeUnsupported    FailureCode = "UNSUPPORTED_MEDIA_TYPE"
 	CodeNotSupported   FailureCode = "NOT_SUPPORTED"
+	CodeCTILinkDown    FailureCode = "CTI_LINK_DOWN"
 )
 
 // FailureDoc describes one failure code: the HTTP status a REST error with
@@ -52,6 +53,7 @@ var failureCodes = []FailureDoc{
 	{CodeInvalidReason, http.StatusBadRequest, false, true, "The reason code is not in the not-ready or logout catalog, or is not selectable by agents."},
 	{CodeAdapterError, http.StatusBadGateway, true, true, "The telephony switch (CTI adapter) refused or failed the change. Nothing changed in the broker."},
 	{CodeTimeout, http.StatusGatewayTimeout, true, true, "The switch did not answer within `adapter.timeout`. Nothing changed in the broker."},
+	{CodeCTILinkDown, http.StatusServiceUnavailable, true, true, "The CTI adapter process, or its link to the switch, is down (`session.ctilink.changed` said so): the command failed at once and nothing changed. Retry once the link is back."},
 	{CodeRateLimited, http.StatusTooManyRequests, true, true, "The session receives commands faster than `limits.commandrate` (whatever its connections: reconnecting does not refill the bucket); the command was not applied."},
 	{CodeUnavailable, http.StatusServiceUnavailable, true, true, "The shared state store (Redis) is unreachable, so the change could not be stored: nothing was applied, or, if the switch had already applied it, the events follow once the store is back. Retry later."},
 	{CodeInternal, http.StatusInternalServerError, true, true, "A bug in the broker or an adapter; the command was not applied and the broker keeps running."},

@@ -47,15 +47,18 @@ const (
 	// EvSessionConnectionsChanged: under session.multiconnect share, a
 	// connection of the session came or went (to the others; no seq).
 	EvSessionConnectionsChanged = "session.connections.changed"
-	EvChannelCreated            = "channel.created"
-	EvChannelInfoChanged        = "channel.infochanged"
-	EvChannelInitialized        = "channel.initialized"
-	EvChannelRemoved            = "channel.removed"
-	EvStateUpdated              = "state.updated"
-	EvNotReadyReasonsUpdated    = "session.externalnotreadyreasons.updated"
-	EvLogoutReasonsUpdated      = "session.externallogoutreasons.updated"
-	EvAddressBookUpdated        = "session.incontact.addressbook.updated"
-	EvAgentLegFailed            = "session.incontact.agentleg.failed"
+	// EvSessionCTILinkChanged: the CTI adapter or its link to the switch
+	// went down or came back.
+	EvSessionCTILinkChanged  = "session.ctilink.changed"
+	EvChannelCreated         = "channel.created"
+	EvChannelInfoChanged     = "channel.infochanged"
+	EvChannelInitialized     = "channel.initialized"
+	EvChannelRemoved         = "channel.removed"
+	EvStateUpdated           = "state.updated"
+	EvNotReadyReasonsUpdated = "session.externalnotreadyreasons.updated"
+	EvLogoutReasonsUpdated   = "session.externallogoutreasons.updated"
+	EvAddressBookUpdated     = "session.incontact.addressbook.updated"
+	EvAgentLegFailed         = "session.incontact.agentleg.failed"
 
 	EvInteractionCreated     = "interaction.created"
 	EvInteractionInfoChanged = "interaction.infochanged"

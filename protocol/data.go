@@ -281,6 +281,12 @@ type SessionInitialized struct {
 	Connections  *Connections `json:"connections,omitempty"`
 }
 
+// CTILinkChanged is the data of session.ctilink.changed.
+type CTILinkChanged struct {
+	Up     bool   `json:"up"`
+	Reason string `json:"reason,omitempty"`
+}
+
 // Connections are a session's attached connections (session.initialized,
 // session.connections.changed), oldest first.
 type Connections struct {

@@ -210,11 +210,18 @@ func (s *Session) call(f func(ctx context.Context) error) *protocol.Failure {
 	ctx, cancel := context.WithTimeout(context.Background(), s.m.opts.AdapterTimeout)
 	defer cancel()
 	err := f(ctx)
+	var internal *adapters.InternalError
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, context.DeadlineExceeded):
 		return protocol.Failf(protocol.CodeTimeout, "the switch did not answer within %s", s.m.opts.AdapterTimeout)
+	case errors.Is(err, adapters.ErrLinkDown):
+		return protocol.Failf(protocol.CodeCTILinkDown, "%v; retry once it is back", err)
+	case errors.Is(err, adapters.ErrNotSupported):
+		return protocol.Failf(protocol.CodeNotSupported, "the switch adapter does not support interaction control")
+	case errors.As(err, &internal):
+		return &protocol.Failure{Code: protocol.CodeInternal, Message: "internal error; the command was not applied", Context: internal.Context}
 	default:
 		return protocol.Failf(protocol.CodeAdapterError, "the switch refused: %v", err)
 	}

@@ -35,7 +35,7 @@ const (
 
 // callControl returns the adapter's call control, or UNSUPPORTED.
 func (s *Session) callControl() (adapters.CallControl, *protocol.Failure) {
-	cc, ok := s.m.adapter.(adapters.CallControl)
+	cc, ok := adapters.SupportsCallControl(s.m.adapter)
 	if !ok {
 		return nil, protocol.Failf(protocol.CodeNotSupported, "the switch adapter does not support interaction control")
 	}
@@ -513,7 +513,7 @@ func checkDestination(d string) *protocol.Failure {
 // initInteractionsFromSwitch recreates the interactions the switch reports
 // for a new session (calls up while no session existed: a broker restart).
 func (s *Session) initInteractionsFromSwitch() {
-	cc, ok := s.m.adapter.(adapters.CallControl)
+	cc, ok := adapters.SupportsCallControl(s.m.adapter)
 	if !ok {
 		return
 	}

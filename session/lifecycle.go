@@ -103,7 +103,11 @@ func (s *Session) cleanup() {
 // stores the session.
 func (s *Session) init() error {
 	if s.record != nil {
-		return s.restore(*s.record)
+		if err := s.restore(*s.record); err != nil {
+			return err
+		}
+		s.register()
+		return nil
 	}
 	if !s.ident.Supervisor() {
 		if err := s.initFromSwitch(); err != nil {
@@ -117,6 +121,21 @@ func (s *Session) init() error {
 		return fmt.Errorf("storing the new session: %w", err)
 	}
 	return nil
+}
+
+// register tells an adapter that routes events by agent (a remote one)
+// that this node serves the agent now. A new session registers as it
+// reads the agent's logins; a restored one (taken over, failed over) here.
+// Failing, the session runs on: the adapter's link is down, and the agent
+// is registered again when it comes back.
+func (s *Session) register() {
+	r, ok := s.m.adapter.(adapters.Registrar)
+	if !ok || s.ident.Supervisor() {
+		return
+	}
+	if f := s.call(func(ctx context.Context) error { return r.Register(ctx, s.ident.AgentID) }); f != nil {
+		s.logf(zap.WarnLevel, "could not register the agent with the adapter", zap.String("failure", f.Error()))
+	}
 }
 
 // snapshot is a session's persistent state (the store's record).

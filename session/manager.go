@@ -419,6 +419,9 @@ func (m *Manager) dispatch(ev adapters.Event) {
 		m.dir.release(ev.Endpoint, "switch:"+ev.Holder)
 	case adapters.QueuesChanged:
 		m.queues.adapterChanged()
+	case adapters.LinkChanged:
+		m.queues.adapterChanged()
+		fallthrough
 	case adapters.CatalogChanged, adapters.AddressBookChanged:
 		for _, s := range m.sessions() {
 			s.post(func(s *Session) { s.onSwitchEvent(ev) })

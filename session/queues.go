@@ -83,6 +83,16 @@ func newQueueBoard(m *Manager) *queueBoard {
 		watches: map[*QueueWatch]struct{}{}, ready: make(chan struct{})}
 }
 
+// reports says whether the adapter reports queues (now: a remote
+// adapter's process says so when it connects).
+func (qb *queueBoard) reports() bool {
+	if qb.reporter == nil {
+		return false
+	}
+	c, ok := qb.reporter.(adapters.Capabilities)
+	return !ok || c.HasQueues()
+}
+
 // signal wakes the runner without blocking.
 func signal(c chan struct{}) {
 	select {
@@ -153,9 +163,15 @@ func (qb *queueBoard) run(ctx context.Context) {
 
 // readAdapter reads this node's view and publishes it.
 func (qb *queueBoard) readAdapter(ctx context.Context) {
+	if !qb.reports() {
+		return
+	}
 	rctx, cancel := context.WithTimeout(ctx, qb.m.opts.StoreTimeout)
 	defer cancel()
 	qs, err := qb.reporter.Queues(rctx)
+	if errors.Is(err, adapters.ErrLinkDown) {
+		return // read again when the link is back (LinkChanged)
+	}
 	if err != nil {
 		qb.m.log.Warn("the switch did not report its queues", zap.Error(err))
 		return
@@ -345,7 +361,7 @@ func (qb *queueBoard) snapshotLocked(match func(*protocol.QueueFigures) bool) []
 
 // wait waits for the first figures, and for the agent board.
 func (qb *queueBoard) wait(ctx context.Context) error {
-	if qb.reporter == nil {
+	if !qb.reports() {
 		return ErrNoQueues
 	}
 	if err := qb.m.board.wait(ctx); err != nil {

@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"time"
 
@@ -38,7 +39,50 @@ func (s *Session) onSwitchEvent(ev adapters.Event) {
 			s.ab.book = nil
 		}
 		s.refreshAddressBook()
+	case adapters.LinkChanged:
+		s.onLinkChanged(ev.Error)
 	}
+}
+
+// onLinkChanged tells the desktop the CTI link went down (why) or came
+// back (why is empty); when it is back, the switch is the truth: the
+// session registers again and takes the switch's state.
+func (s *Session) onLinkChanged(why string) {
+	if s.ident.Supervisor() {
+		return
+	}
+	s.emit(s.id, protocol.EvSessionCTILinkChanged, protocol.CTILinkChanged{Up: why == "", Reason: why})
+	if why == "" {
+		s.resyncFromSwitch()
+	}
+}
+
+// resyncFromSwitch reads the agent's logins and interactions from the
+// switch again (registering the agent with the adapter) and emits what
+// differs as ordinary events.
+func (s *Session) resyncFromSwitch() {
+	var logins []adapters.Login
+	if f := s.call(func(ctx context.Context) (err error) {
+		logins, err = s.m.adapter.Logins(ctx, s.ident.AgentID)
+		return err
+	}); f != nil {
+		s.logf(zap.WarnLevel, "could not read the agent's state from the switch again", zap.String("failure", f.Error()))
+		return
+	}
+	for _, c := range s.channels {
+		i := slices.IndexFunc(logins, func(l adapters.Login) bool { return l.Channel.ID == c.ID() })
+		info := c.Info()
+		switch {
+		case i < 0 || logins[i].State != protocol.StateActive:
+			if c.Active() {
+				s.onStatusForced(adapters.Event{Kind: adapters.StatusForced, ChannelID: c.ID(), State: protocol.StateInactive, Status: protocol.StatusNotReady})
+			}
+		case !c.Active() || info.AgentStatus.Status != logins[i].Status || info.AgentStatus.LastReasonCode != logins[i].ReasonCode:
+			s.onStatusForced(adapters.Event{Kind: adapters.StatusForced, ChannelID: c.ID(), State: protocol.StateActive,
+				Status: logins[i].Status, ReasonCode: logins[i].ReasonCode})
+		}
+	}
+	s.initInteractionsFromSwitch()
 }
 
 func (s *Session) onStatusForced(ev adapters.Event) {

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/ctibroker/ctibroker/adapters"
+	"github.com/ctibroker/ctibroker/adapters/remote/sdk"
+	"github.com/ctibroker/ctibroker/broker"
+)
+
+func adapterCmd(environ []string) *cobra.Command {
+	cmd := &cobra.Command{Use: "adapter", Short: "Run CTI adapters as separate processes (the adapter protocol, docs/adapters.md)"}
+	cmd.AddCommand(adapterSimCmd(environ))
+	return cmd
+}
+
+// adapterSimCmd serves the simulated switch over the adapter protocol:
+// brokers dial it with adapter.kind remote.
+func adapterSimCmd(environ []string) *cobra.Command {
+	var listen, control string
+	cmd := &cobra.Command{
+		Use:   "sim",
+		Short: "Serve the simulated switch as an adapter process",
+		Long: "Serves the simulated switch (configured by adapter.sim, from --config and CTIBROKER_ADAPTER__SIM__* as for serve) " +
+			"over the adapter protocol on --listen. With --control, its HTTP control API (/v1/sim/...) listens there too, " +
+			"with POST /v1/sim/link {\"up\":false,\"reason\":\"...\"} to simulate the switch link going down and coming back.",
+		Example: "  ctibroker adapter sim --listen 127.0.0.1:7070 --control 127.0.0.1:7071\n" +
+			"  CTIBROKER_ADAPTER__KIND=remote CTIBROKER_ADAPTER__REMOTE__ADDR=127.0.0.1:7070 ctibroker serve",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := broker.LoadConfig(cmd.Flags(), append(environ, broker.EnvPrefix+"ADAPTER__KIND=sim"))
+			if err != nil {
+				return err
+			}
+			log, _, err := broker.NewLoggers(cfg.Log)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = log.Sync() }()
+			sim, err := broker.NewAdapter(cfg)
+			if err != nil {
+				return err
+			}
+			defer sim.Close()
+			srv := sdk.New(sim, log)
+			lis, err := net.Listen("tcp", listen)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "adapter listening on", lis.Addr())
+			served := make(chan error, 1)
+			go func() { served <- srv.Serve(lis) }()
+			defer srv.Stop()
+			if control != "" {
+				hs, addr, err := serveSimControl(control, sim, srv, log)
+				if err != nil {
+					return err
+				}
+				defer hs.Close()
+				fmt.Fprintln(cmd.OutOrStdout(), "control listening on", addr)
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+			defer stop()
+			select {
+			case <-ctx.Done():
+				return nil
+			case err := <-served:
+				return err
+			}
+		},
+	}
+	cmd.Flags().String("config", "", "YAML configuration file (its adapter.sim section)")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:7070", "address of the adapter protocol (gRPC)")
+	cmd.Flags().StringVar(&control, "control", "", "address of the sim's HTTP control API (empty: none)")
+	return cmd
+}
+
+// serveSimControl serves the sim's control API and the link switch.
+func serveSimControl(addr string, sim adapters.Adapter, srv *sdk.Server, log *zap.Logger) (*http.Server, net.Addr, error) {
+	mux := http.NewServeMux()
+	if c, ok := sim.(adapters.Controlled); ok && c.ControlHandler() != nil {
+		mux.Handle("/v1/sim/", c.ControlHandler())
+	}
+	mux.HandleFunc("POST /v1/sim/link", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Up     bool   `json:"up"`
+			Reason string `json:"reason"`
+		}
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&body); err != nil {
+			http.Error(w, "body: {\"up\":bool,\"reason\":string}", http.StatusBadRequest)
+			return
+		}
+		srv.SetLink(body.Up, body.Reason)
+		w.WriteHeader(http.StatusAccepted)
+	})
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := hs.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Warn("sim control API stopped", zap.Error(err))
+		}
+	}()
+	return hs, lis.Addr(), nil
+}
