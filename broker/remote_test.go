@@ -2,6 +2,8 @@ package broker
 
 import (
 	"fmt"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,5 +126,15 @@ func TestClusterRemoteAdapterFailover(t *testing.T) {
 	created := back.until(t, isEvent(protocol.EvInteractionCreated))
 	if created["target"] != sid+".p" {
 		t.Fatalf("the call on node B: %v", created)
+	}
+}
+
+// The conformance kit, as adapter authors run it (ctibroker adapter
+// check), passes against the simulator's adapter process.
+func TestAdapterCheckCommandAgainstTheSimProcess(t *testing.T) {
+	sim := startSimAdapter(t)
+	out, err := exec.Command(brokerBinary(t), "adapter", "check", "--addr", sim.addr, "--timeout", "3s").CombinedOutput()
+	if err != nil || strings.Count(string(out), "PASS ") != 15 {
+		t.Fatalf("ctibroker adapter check: %v\n%s", err, out)
 	}
 }

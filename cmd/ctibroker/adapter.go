@@ -16,13 +16,43 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ctibroker/ctibroker/adapters"
+	"github.com/ctibroker/ctibroker/adapters/remote/check"
 	"github.com/ctibroker/ctibroker/adapters/remote/sdk"
 	"github.com/ctibroker/ctibroker/broker"
 )
 
 func adapterCmd(environ []string) *cobra.Command {
 	cmd := &cobra.Command{Use: "adapter", Short: "Run CTI adapters as separate processes (the adapter protocol, docs/adapters.md)"}
-	cmd.AddCommand(adapterSimCmd(environ))
+	cmd.AddCommand(adapterSimCmd(environ), adapterCheckCmd())
+	return cmd
+}
+
+// adapterCheckCmd runs the conformance kit against an adapter.
+func adapterCheckCmd() *cobra.Command {
+	var addr string
+	var o check.Options
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Drive an adapter through the adapter protocol's contract (the conformance kit)",
+		Long: "Plays two broker nodes against the adapter at --addr: registration, logins, ready, not ready with reasons, " +
+			"deadlines, an interaction's life, events only to the node that registered the agent last, reconnection. " +
+			"Prints one PASS, FAIL or SKIP line per check; exits 1 when any failed. It changes the agent's state on the switch.",
+		Example: "  ctibroker adapter check --addr 127.0.0.1:7070 --agent conformance",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if n := check.Run(cmd.Context(), addr, o, cmd.OutOrStdout()); n > 0 {
+				return fmt.Errorf("%d checks failed", n)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:7070", "the adapter's host:port")
+	cmd.Flags().StringVar(&o.Agent, "agent", "conformance", "the agent the checks log in and out")
+	cmd.Flags().StringVar(&o.Channel.ID, "channel-id", "check", "the channel's id")
+	cmd.Flags().StringVar(&o.Channel.Name, "channel-name", "9999", "the channel's name (its endpoint)")
+	cmd.Flags().StringVar(&o.Channel.Type, "channel-type", "TELEPHONY", "the channel's type")
+	cmd.Flags().StringVar(&o.Destination, "destination", "+15550199", "a destination that answers dials")
+	cmd.Flags().DurationVar(&o.Timeout, "timeout", 5*time.Second, "every call's deadline and every wait for an event")
 	return cmd
 }
 
