@@ -43,6 +43,11 @@ bench: build
 	@CTIBROKER_LIMITS__COMMANDRATE=0 CTIBROKER_LIMITS__CONNECTIONSPERIP=0 CTIBROKER_LOG__LEVEL=warn CTIBROKER_LISTEN=127.0.0.1:18080 bin/ctibroker serve & pid=$$!; \
 	sleep 1; bin/ctiload --url ws://127.0.0.1:18080/v1/ws --agents 100 --duration $(LOADTIME) --baseline; rc=$$?; \
 	kill $$pid; wait $$pid; [ $$rc = 0 ] || exit $$rc
+	@echo "status flow, the switch in an adapter process (adapter.kind remote, ctibroker adapter sim):"
+	@CTIBROKER_LOG__LEVEL=warn bin/ctibroker adapter sim --listen 127.0.0.1:18070 >/dev/null & apid=$$!; sleep 1; \
+	CTIBROKER_ADAPTER__KIND=remote CTIBROKER_ADAPTER__REMOTE__ADDR=127.0.0.1:18070 CTIBROKER_LIMITS__COMMANDRATE=0 CTIBROKER_LIMITS__CONNECTIONSPERIP=0 CTIBROKER_LOG__LEVEL=warn CTIBROKER_LISTEN=127.0.0.1:18080 bin/ctibroker serve & pid=$$!; \
+	sleep 1; bin/ctiload --url ws://127.0.0.1:18080/v1/ws --agents 100 --duration $(LOADTIME) --baseline; rc=$$?; \
+	kill $$pid; wait $$pid; kill $$apid; wait $$apid; [ $$rc = 0 ] || exit $$rc
 	@echo "interaction flow (dial, hold, retrieve, release):"
 	@CTIBROKER_ADAPTER__SIM__DIALANSWER=0s CTIBROKER_LIMITS__COMMANDRATE=0 CTIBROKER_LIMITS__CONNECTIONSPERIP=0 CTIBROKER_LOG__LEVEL=warn CTIBROKER_LISTEN=127.0.0.1:18080 bin/ctibroker serve & pid=$$!; \
 	sleep 1; bin/ctiload --url ws://127.0.0.1:18080/v1/ws --agents 100 --duration $(LOADTIME) --batch --interactions --baseline; rc=$$?; \

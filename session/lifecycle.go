@@ -135,6 +135,9 @@ func (s *Session) register() {
 	}
 	if f := s.call(func(ctx context.Context) error { return r.Register(ctx, s.ident.AgentID) }); f != nil {
 		s.logf(zap.WarnLevel, "could not register the agent with the adapter", zap.String("failure", f.Error()))
+		if f.Code == protocol.CodeCTILinkDown {
+			s.onLinkChanged(f.Message) // registers when the link is back
+		}
 	}
 }
 

@@ -78,7 +78,10 @@ type Session struct {
 	conn  Conn
 	// only, during an op, is the one connection its messages go to (an
 	// attach's replay and initial events under share); nil: all.
-	only     Conn
+	only Conn
+	// linkDown: the session told its desktops the CTI link is down (and
+	// registers its agent again when it is back).
+	linkDown bool
 	channels []*channel.Channel
 	groups   []string
 	created  int64 // Unix ms, as the snapshot and the timeline keep it

@@ -51,8 +51,15 @@ func (s *Session) onLinkChanged(why string) {
 	if s.ident.Supervisor() {
 		return
 	}
-	s.emit(s.id, protocol.EvSessionCTILinkChanged, protocol.CTILinkChanged{Up: why == "", Reason: why})
-	if why == "" {
+	switch {
+	case why != "" && !s.linkDown:
+		s.linkDown = true
+		s.emit(s.id, protocol.EvSessionCTILinkChanged, protocol.CTILinkChanged{Reason: why})
+	case why == "" && s.linkDown:
+		// Up again after this session saw it down (an up for a session
+		// that never did is the adapter's first word: nothing to say).
+		s.linkDown = false
+		s.emit(s.id, protocol.EvSessionCTILinkChanged, protocol.CTILinkChanged{Up: true})
 		s.resyncFromSwitch()
 	}
 }
