@@ -30,6 +30,8 @@ fuzz:
 	$(GO) test ./protocol -run '^$$' -fuzz FuzzParseInteractionTarget -fuzztime $(FUZZTIME)
 	$(GO) test ./channel -run '^$$' -fuzz FuzzParseCommand -fuzztime $(FUZZTIME)
 	$(GO) test ./broker -run '^$$' -fuzz FuzzRESTQuery -fuzztime $(FUZZTIME)
+	$(GO) test ./adapters/remote/v1 -run '^$$' -fuzz FuzzToEvent -fuzztime $(FUZZTIME)
+	$(GO) test ./session -run '^$$' -fuzz FuzzQueueView -fuzztime $(FUZZTIME)
 
 # Benchmarks (figures, and the commands that made them: docs/benchmarks.md):
 # Go micro-benchmarks, socket-level memory vs Redis benchmarks (need

@@ -80,3 +80,23 @@ func TestCountQueues(t *testing.T) {
 		t.Fatalf("after the agent left: %v", counts)
 	}
 }
+
+// Queue figures from another node, as this node decodes and merges them:
+// whatever the bytes, no panic, and a view of too many queues is refused.
+func FuzzQueueView(f *testing.F) {
+	f.Add([]byte(`{"kind":"view","view":"v","node":"n2","queues":[{"name":"q","offered":1,"answered":1,"avgSpeedOfAnswerMs":5,"teams":["t"]}]}`))
+	f.Add([]byte(`{"kind":"ask","node":"n2"}`))
+	f.Add([]byte(`{"kind":"view","view":"v","node":"n2","queues":[{"name":"q","answered":-3,"avgSpeedOfAnswerMs":9223372036854775807}]}`))
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		m := &Manager{opts: Options{QueueInterval: time.Second, Node: "n1"}}
+		m.board = newBoard(m)
+		qb := newQueueBoard(m)
+		qb.receive(t.Context(), payload)
+		for _, v := range qb.views {
+			if len(v.Queues) > protocol.MaxViewQueues {
+				t.Fatalf("a view of %d queues was kept", len(v.Queues))
+			}
+		}
+		qb.recompute(time.Now())
+	})
+}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +16,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/ctibroker/ctibroker/adapters"
 	"github.com/ctibroker/ctibroker/adapters/remote/check"
@@ -59,7 +63,7 @@ func adapterCheckCmd() *cobra.Command {
 // adapterSimCmd serves the simulated switch over the adapter protocol:
 // brokers dial it with adapter.kind remote.
 func adapterSimCmd(environ []string) *cobra.Command {
-	var listen, control string
+	var listen, control, certFile, keyFile, clientCA string
 	cmd := &cobra.Command{
 		Use:   "sim",
 		Short: "Serve the simulated switch as an adapter process",
@@ -84,7 +88,15 @@ func adapterSimCmd(environ []string) *cobra.Command {
 				return err
 			}
 			defer sim.Close()
-			srv := sdk.New(sim, log)
+			var opts []grpc.ServerOption
+			if certFile != "" {
+				tc, err := serverTLS(certFile, keyFile, clientCA)
+				if err != nil {
+					return err
+				}
+				opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+			}
+			srv := sdk.New(sim, log, opts...)
 			lis, err := net.Listen("tcp", listen)
 			if err != nil {
 				return err
@@ -113,8 +125,33 @@ func adapterSimCmd(environ []string) *cobra.Command {
 	}
 	cmd.Flags().String("config", "", "YAML configuration file (its adapter.sim section)")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:7070", "address of the adapter protocol (gRPC)")
-	cmd.Flags().StringVar(&control, "control", "", "address of the sim's HTTP control API (empty: none)")
+	cmd.Flags().StringVar(&control, "control", "", "address of the sim's HTTP control API (empty: none; no authentication: keep it on loopback)")
+	cmd.Flags().StringVar(&certFile, "tls-cert", "", "serve TLS with this PEM certificate (and --tls-key)")
+	cmd.Flags().StringVar(&keyFile, "tls-key", "", "the certificate's PEM key")
+	cmd.Flags().StringVar(&clientCA, "tls-client-ca", "", "require client certificates signed by these PEM CAs (mutual TLS)")
 	return cmd
+}
+
+// serverTLS is the adapter's TLS configuration: its certificate, and with
+// clientCA, mutual TLS.
+func serverTLS(certFile, keyFile, clientCA string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if clientCA != "" {
+		pem, err := os.ReadFile(clientCA)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-client-ca: %w", err)
+		}
+		tc.ClientCAs = x509.NewCertPool()
+		if !tc.ClientCAs.AppendCertsFromPEM(pem) {
+			return nil, errors.New("--tls-client-ca: no PEM certificate in it")
+		}
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
 }
 
 // serveSimControl serves the sim's control API and the link switch.

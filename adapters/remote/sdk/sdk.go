@@ -69,16 +69,18 @@ type node struct {
 
 func (n *node) drop() { n.once.Do(func() { close(n.gone) }) }
 
-// New wraps an adapter. The link starts up.
-func New(a adapters.Adapter, log *zap.Logger) *Server {
+// New wraps an adapter. The link starts up. opts configure the gRPC
+// server: TLS (grpc.Creds(credentials.NewTLS(...)), with
+// tls.RequireAndVerifyClientCert for mutual TLS), limits.
+func New(a adapters.Adapter, log *zap.Logger, opts ...grpc.ServerOption) *Server {
 	s := &Server{a: a, log: log, nodes: map[string]*node{}, owners: map[string]string{}, link: &pb.Link{Up: true}, done: make(chan struct{})}
 	s.cc, _ = a.(adapters.CallControl)
 	s.qr, _ = a.(adapters.QueueReporter)
 	// A panic in the adapter's code answers that call INTERNAL (the broker
 	// says so to the desktop) instead of ending the process.
 	recovered := recovery.WithRecoveryHandler(func(p any) error { return status.Errorf(codes.Internal, "%v", p) })
-	s.grpc = grpc.NewServer(grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(recovered)),
-		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(recovered)))
+	s.grpc = grpc.NewServer(append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(recovered)),
+		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(recovered))}, opts...)...)
 	pb.RegisterAdapterServer(s.grpc, s)
 	return s
 }
