@@ -2,6 +2,7 @@ package broker
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/ctibroker/ctibroker/internal/redistest"
+	"github.com/ctibroker/ctibroker/internal/testutil"
 	"github.com/ctibroker/ctibroker/protocol"
 )
 
@@ -110,4 +112,49 @@ func reportLatency(b *testing.B, lat []time.Duration, what string) {
 	b.ReportMetric(q(0.5), what+"-p50-µs")
 	b.ReportMetric(q(0.99), what+"-p99-µs")
 	b.ReportMetric(float64(len(lat))/b.Elapsed().Seconds(), "cmds/s")
+}
+
+// BenchmarkWebhooks: the command round trip with and without a webhook
+// endpoint (a real receiver verifying every signature), and how fast the
+// endpoint gets the status changes (delivered/s: from the first command to
+// the last acknowledgement).
+func BenchmarkWebhooks(b *testing.B) {
+	for _, backend := range []string{"memory", "redis"} {
+		for _, on := range []bool{false, true} {
+			b.Run(fmt.Sprintf("%s/webhooks=%v", backend, on), func(b *testing.B) {
+				env := []string{"CTIBROKER_LIMITS__COMMANDRATE=0", "CTIBROKER_LOG__LEVEL=error"}
+				if backend == "redis" {
+					env = append(env, redisEnv(redistest.Start(b))...)
+				}
+				var hm *receiver
+				yaml := ""
+				if on {
+					hm = startReceiver(b, true)
+					yaml = webhookYAML(hmacEndpoint("crm", hm, `"agent.status"`))
+				}
+				br := startBrokerYAML(b, yaml, env...)
+				c, sid := benchAgent(b, br, "bench")
+				frames := toggleFrames(sid)
+				lat := make([]time.Duration, 0, b.N)
+				first := time.Now()
+				b.ResetTimer()
+				n := 0
+				for i := 0; b.Loop(); i++ {
+					start := time.Now()
+					c.sendRaw(b, websocket.MessageText, frames[i%2])
+					for range 3 {
+						c.next(b)
+					}
+					lat = append(lat, time.Since(start))
+					n++
+				}
+				b.StopTimer()
+				reportLatency(b, lat, "rtt")
+				if on {
+					testutil.EventuallyWithin(b, time.Minute, "every message delivered", func() bool { return len(hm.messages()) >= n+1 })
+					b.ReportMetric(float64(n)/time.Since(first).Seconds(), "delivered/s")
+				}
+			})
+		}
+	}
 }

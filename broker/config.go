@@ -30,6 +30,7 @@ import (
 	"github.com/ctibroker/ctibroker/adapters"
 	"github.com/ctibroker/ctibroker/protocol"
 	"github.com/ctibroker/ctibroker/session"
+	"github.com/ctibroker/ctibroker/webhook"
 )
 
 // DefaultsYAML holds every configuration key with its default and its
@@ -51,6 +52,7 @@ type Config struct {
 	ACW         map[string]session.ACWPolicy `koanf:"acw"`
 	Capacity    map[string]int               `koanf:"capacity"`
 	Supervisor  SupervisorConfig             `koanf:"supervisor"`
+	Webhooks    webhook.Config               `koanf:"webhooks"`
 	AddressBook AddressBookConfig            `koanf:"addressbook"`
 	History     HistoryConfig                `koanf:"history"`
 	Debug       DebugConfig                  `koanf:"debug"`
@@ -519,6 +521,9 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.CommandRate > 0 && c.Limits.CommandBurst < 1 {
 		return errors.New("limits.commandburst: must be at least 1 when limits.commandrate is set")
+	}
+	if err := c.Webhooks.Validate(); err != nil {
+		return err
 	}
 	checks := []error{
 		oneOf("auth.mode", c.Auth.Mode, AuthNone, AuthJWT),

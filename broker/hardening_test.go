@@ -27,6 +27,7 @@ import (
 
 	"github.com/ctibroker/ctibroker/internal/redistest"
 	"github.com/ctibroker/ctibroker/protocol"
+	"github.com/ctibroker/ctibroker/webhook"
 )
 
 func bearer(tok string) http.Header { return http.Header{"Authorization": {"Bearer " + tok}} }
@@ -1348,4 +1349,70 @@ func TestHardeningSharedSessionUserAgent(t *testing.T) {
 		t.Fatalf("bob's connection joined alice's session: %v", binit)
 	}
 	_ = bob
+}
+
+// Webhooks: only admins see the endpoints (their URLs) and the messages,
+// or replay them; a receiver's redirect is not followed (the signature is
+// for its URL); endpoints that would leak or sign weakly are refused at
+// start-up.
+func TestHardeningWebhooks(t *testing.T) {
+	target := startReceiver(t, true)
+	redirect := http.Server{Handler: http.RedirectHandler(target.url(), http.StatusTemporaryRedirect), ReadHeaderTimeout: time.Second}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = redirect.Serve(ln) }()
+	t.Cleanup(func() { _ = redirect.Close() })
+	yaml := webhookYAML(fmt.Sprintf("    - {name: crm, url: %q, secret: %q, events: [\"*\"]}\n", "http://"+ln.Addr().String()+"/", target.secret))
+	b := startBrokerYAML(t, yaml, jwtEnv...)
+	for _, tt := range []struct {
+		role string
+		code int
+	}{{RoleAgent, 403}, {RoleSupervisor, 403}, {RoleAdmin, 200}} {
+		h := bearer(mustToken(t, "u", tt.role, "sales"))
+		for _, path := range []string{"/v1/webhooks", "/v1/webhooks/crm/deliveries?status=dead"} {
+			if code, _ := getJSON(t, b.url(path), h); code != tt.code {
+				t.Errorf("%s as %s: %d, want %d", path, tt.role, code, tt.code)
+			}
+		}
+		req, _ := http.NewRequest(http.MethodPost, b.url("/v1/webhooks/crm/replay"), nil)
+		req.Header = h
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.code {
+			t.Errorf("replay as %s: %d, want %d", tt.role, resp.StatusCode, tt.code)
+		}
+	}
+	alice, asid := attach(t, b, "access_token="+mustToken(t, "alice", RoleAgent, "sales"))
+	addPhone(t, alice, asid)
+	activatePhone(t, alice, asid, "")
+	admin := bearer(mustToken(t, "root", RoleAdmin))
+	eventually(t, "the redirect counted as a failure", func() bool {
+		_, body := getJSON(t, b.url("/v1/webhooks"), admin)
+		l, _ := body["list"].([]any)
+		return len(l) == 1 && strings.Contains(fmt.Sprint(l[0].(map[string]any)["lastError"]), "HTTP 307")
+	})
+	if n := len(target.messages()); n != 0 {
+		t.Fatalf("the redirect was followed: the target got %d messages", n)
+	}
+
+	for _, tt := range []struct{ name, endpoint, want string }{
+		{"credentials in the URL", `{name: x, url: "https://u:p@crm.example/h", secret: "` + webhook.NewSecret() + `", events: ["*"]}`, "url"},
+		{"not http", `{name: x, url: "file:///etc/passwd", secret: "` + webhook.NewSecret() + `", events: ["*"]}`, "url"},
+		{"a short secret", `{name: x, url: "https://crm.example/h", secret: "whsec_c2hvcnQ=", events: ["*"]}`, "secret"},
+		{"a secret not in the whsec_ form", `{name: x, url: "https://crm.example/h", secret: "password123456789012345678901234", events: ["*"]}`, "secret"},
+		{"legacy-md5 without company", `{name: x, url: "https://crm.example/h", secret: "0123456789abcdef0", signature: legacy-md5, events: ["*"]}`, "legacy-md5"},
+		{"no events", `{name: x, url: "https://crm.example/h", secret: "` + webhook.NewSecret() + `", events: []}`, "events"},
+		{"a bad name", `{name: "../x", url: "https://crm.example/h", secret: "` + webhook.NewSecret() + `", events: ["*"]}`, "name"},
+		{"an unknown scheme", `{name: x, url: "https://crm.example/h", secret: "` + webhook.NewSecret() + `", signature: none, events: ["*"]}`, "signature"},
+	} {
+		_, err := loadTB(t, "webhooks:\n  endpoints:\n    - "+tt.endpoint+"\n", nil)
+		if err == nil || !strings.Contains(err.Error(), "webhooks.endpoints[0]") || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want an error naming webhooks.endpoints[0] and %s", tt.name, err, tt.want)
+		}
+	}
 }

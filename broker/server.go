@@ -30,6 +30,7 @@ import (
 	"github.com/ctibroker/ctibroker/protocol"
 	"github.com/ctibroker/ctibroker/session"
 	"github.com/ctibroker/ctibroker/store"
+	"github.com/ctibroker/ctibroker/webhook"
 )
 
 // Version is the broker's version, set by the binary: /version and the
@@ -64,6 +65,9 @@ type Server struct {
 	// server's graceful shutdown does not wait for them.
 	streams       context.Context
 	cancelStreams context.CancelFunc
+
+	// webhooks: nil without webhooks.endpoints.
+	webhooks *webhook.Dispatcher
 
 	mu    sync.Mutex
 	conns map[*wsConn]struct{}
@@ -125,6 +129,17 @@ func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
 	opts := cfg.SessionOptions()
 	opts.Metrics = s.metrics
 	opts.Queues, _ = adapter.(adapters.QueueReporter) // the metrics wrapper hides it
+	if len(cfg.Webhooks.Endpoints) > 0 {
+		var q webhook.Queue = webhook.NewMemoryQueue()
+		if s.redis != nil {
+			q = webhook.NewRedisQueue(s.redis, cfg.Redis.Prefix)
+		}
+		if s.webhooks, err = webhook.New(cfg.Webhooks, cfg.Node.ID, q, s.reg, s.log); err != nil {
+			cancel()
+			return nil, err
+		}
+		opts.Pusher = s.webhooks
+	}
 	s.manager = session.NewManager(opts, s.adapter, s.store, s.bus, s.log, s.audit)
 	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ctibroker_sessions",
 		Help: "Live sessions owned by this node."}, func() float64 { return float64(s.manager.SessionCount()) }),
@@ -237,6 +252,9 @@ func (s *Server) router() (*http.ServeMux, []string) {
 	r.handle("GET /v1/queues", s.rest(s.listQueues))
 	r.handle("GET /v1/queues/{name}", s.rest(s.getQueue))
 	r.handle("GET /v1/interactions/{id}", s.rest(s.getInteraction))
+	r.handle("GET /v1/webhooks", s.rest(s.listWebhooks))
+	r.handle("GET /v1/webhooks/{name}/deliveries", s.rest(s.webhookDeliveries))
+	r.handle("POST /v1/webhooks/{name}/replay", s.rest(s.replayWebhook))
 	s.webRoutes(r)
 	if s.control != nil {
 		for _, route := range []string{"POST /v1/sim/events", "POST /v1/sim/calls", "POST /v1/sim/interactions/{id}"} {
@@ -322,6 +340,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	h := s.cfg.HTTP
 	srv := &http.Server{Handler: capped(capLn, s.Handler()), ReadHeaderTimeout: h.ReadHeaderTimeout, ReadTimeout: h.ReadTimeout,
 		WriteTimeout: h.WriteTimeout, IdleTimeout: h.IdleTimeout, MaxHeaderBytes: h.MaxHeaderBytes, ErrorLog: zap.NewStdLog(s.log)}
+	if s.webhooks != nil {
+		s.webhooks.Start()
+	}
 	managerDone := make(chan struct{})
 	go func() {
 		defer close(managerDone)
@@ -383,6 +404,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	_ = s.adapter.Close()
 	s.cancel()
 	<-managerDone
+	if s.webhooks != nil {
+		s.webhooks.Close() // after the sessions: their last messages are relayed
+	}
 	_ = s.bus.Close()
 	_ = s.store.Close()
 	if s.redis != nil {

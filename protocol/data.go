@@ -403,3 +403,15 @@ type AgentLegFailed struct {
 	Error   string `json:"error"`
 	Channel string `json:"channel,omitempty"`
 }
+
+// WebhookMessage is what a webhook endpoint receives (the body of one
+// POST): a message id (the same on every delivery of it: deduplicate on
+// it), its type (agent.status, interaction.ringing, ...), when it happened
+// (Unix ms), the agent, and the type's data.
+type WebhookMessage struct {
+	ID      string          `json:"id"`
+	Type    string          `json:"type"`
+	Time    int64           `json:"time"`
+	AgentID string          `json:"agentId"`
+	Data    json.RawMessage `json:"data"`
+}

@@ -90,6 +90,20 @@ const (
 	// MaxViewQueues bounds the queues of one view a node accepts from the
 	// bus, and a supervisor may name in supervisor.subscribe.
 	MaxViewQueues = 1000
+	// Webhooks: endpoints and outbox partitions at most; messages waiting
+	// for the relay to append them to the outbox (beyond it a message is
+	// dropped and counted: the store is down for that long); messages kept
+	// per outbox partition (beyond it the oldest are trimmed, delivered or
+	// not); how often a partition's worker looks for messages other nodes
+	// appended; messages read at once; a dead letter list's length.
+	MaxWebhookEndpoints  = 32
+	MaxWebhookPartitions = 64
+	WebhookRelayQueue    = 1 << 16
+	WebhookOutboxMax     = 1_000_000
+	WebhookPoll          = 200 * time.Millisecond
+	WebhookBatch         = 100
+	WebhookDeadMax       = 100_000
+	WebhookMaxBodyEcho   = 512
 	// SSEHeartbeatSeconds keeps idle event streams open through proxies.
 	SSEHeartbeatSeconds = 15
 

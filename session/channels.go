@@ -158,6 +158,7 @@ func (s *Session) changed(c *channel.Channel, before protocol.ChannelInfo, cause
 		delete(s.setBy, c.ID())
 	}
 	s.emit(s.channelTarget(c), protocol.EvChannelInfoChanged, info)
+	s.pushStatus(c, before, info)
 	s.stateDirty = true
 	s.syncACWTimer(c)
 }

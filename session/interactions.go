@@ -197,7 +197,11 @@ func (s *Session) completeInteraction(c *channel.Channel, ix *channel.Interactio
 	s.emit(s.ixTarget(c, ix), protocol.EvInteractionCompleted, protocol.InteractionEvent{Interaction: &info})
 	talk := history.Entry{Kind: history.KindTalk, Channel: c.ID(), Group: c.Group(), Type: c.Spec().Type, Interaction: info.ID, Record: &info, At: info.Completed}
 	s.journal.timeline = append(s.journal.timeline, s.entry(talk))
-	s.count(history.TalkRecords([]history.Entry{talk})[0])
+	rec := history.TalkRecords([]history.Entry{talk})[0]
+	s.count(rec)
+	if s.m.opts.Pusher != nil {
+		s.pushTalkRecord(rec)
+	}
 	delete(s.ixs, ix.ID())
 	s.journal.force = true
 }
@@ -403,6 +407,7 @@ func (s *Session) cmdInteractionData(r *request) (json.RawMessage, *protocol.Fai
 		if f := s.call(func(ctx context.Context) error { return cc.SendDTMF(ctx, ref, id, d.Digits) }); f != nil {
 			return nil, f
 		}
+		s.push(PushDTMFSent, InteractionPush{Channel: r.channel.ID(), Interaction: ptr(r.ix.Info()), Digits: d.Digits})
 	case protocol.CmdInteractionSetData:
 		if len(d.Data) == 0 {
 			return nil, protocol.Failf(protocol.CodeInvalidRequest, "data: an object of keys to set (an empty value deletes one)")

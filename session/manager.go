@@ -112,6 +112,8 @@ type Options struct {
 	// speed of answer, service level) change for supervisors at most this
 	// often; counts change at once.
 	QueueInterval time.Duration
+	// Pusher receives webhook messages; nil: none are made.
+	Pusher Pusher
 	// Queues reports the switch's queue figures; nil: the adapter, if it
 	// is an adapters.QueueReporter.
 	Queues adapters.QueueReporter

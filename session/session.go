@@ -82,6 +82,11 @@ type Session struct {
 	// linkDown: the session told its desktops the CTI link is down (and
 	// registers its agent again when it is back).
 	linkDown bool
+	// pushes: webhook messages of the ops not committed yet; pushedIx:
+	// each live interaction as last pushed (to tell parties added or
+	// removed).
+	pushes   []protocol.WebhookMessage
+	pushedIx map[string]*protocol.Interaction
 	channels []*channel.Channel
 	groups   []string
 	created  int64 // Unix ms, as the snapshot and the timeline keep it
@@ -299,6 +304,9 @@ func (s *Session) settle() {
 	if err != nil && !errors.Is(err, errUnsynced) {
 		time.AfterFunc(s.m.opts.HealthInterval, func() { s.post((*Session).retrySync) })
 	}
+	if err == nil && s.m.opts.Pusher != nil {
+		s.flushPushes()
+	}
 	if s.conn != nil && s.wire == nil {
 		s.wire = make([]Message, 0, len(ready)+1) // the reply and the events
 	}
@@ -357,6 +365,8 @@ func (s *Session) retrySync() {
 		return
 	case err != nil:
 		time.AfterFunc(s.m.opts.HealthInterval, func() { s.post((*Session).retrySync) })
+	case s.m.opts.Pusher != nil:
+		s.flushPushes()
 	}
 	for _, e := range ready {
 		s.deliver(e.Payload)
@@ -490,6 +500,9 @@ func (s *Session) emit(target, name string, data any) {
 		return
 	}
 	s.journal.emit(target, name, raw)
+	if ev, ok := data.(protocol.InteractionEvent); ok && s.m.opts.Pusher != nil {
+		s.pushInteraction(name, ev)
+	}
 }
 
 // stateUpdated emits state.updated once after an op's channel changes.

@@ -145,18 +145,8 @@ func (s *Switch) startTraffic() {
 					return
 				case <-t.C:
 				}
-				id, err := s.AddCall(CallRequest{Queue: tr.Queue, From: fmt.Sprintf("+1555%07d", rand.N(10_000_000))})
-				if err != nil {
-					continue // over MaxSimCalls: this one is lost, as on a busy trunk
-				}
-				s.mu.Lock()
-				if c := s.calls[id]; c != nil {
-					c.handle = tr.HandleTime
-					if tr.Patience > 0 && c.agent == "" {
-						s.arm(c, tr.Patience, func() { s.farPartyLocked(c, "abandon") })
-					}
-				}
-				s.mu.Unlock()
+				// Over MaxSimCalls the call is lost, as on a busy trunk.
+				_, _ = s.AddCall(CallRequest{Queue: tr.Queue, From: fmt.Sprintf("+1555%07d", rand.N(10_000_000)), traffic: &tr})
 			}
 		}()
 	}
@@ -172,6 +162,9 @@ type CallRequest struct {
 	// RingTimeoutMs overrides the queue's ring timeout for this call (tests,
 	// demos); 0: the queue's.
 	RingTimeoutMs int64 `json:"ringTimeoutMs"`
+	// traffic: a generated call's behaviour, set before it is routed (an
+	// agent may answer it at once).
+	traffic *Traffic
 }
 
 // Errors of the call-control calls.
@@ -227,6 +220,12 @@ func (s *Switch) AddCall(req CallRequest) (string, error) {
 		Data: maps.Clone(req.Data), Created: now.UnixMilli(),
 		Members: []protocol.Member{{ID: "caller", Role: protocol.RoleCaller, Address: req.From, State: protocol.MemberConnected}}}}
 	s.calls[c.ix.ID] = c
+	if tr := req.traffic; tr != nil {
+		c.handle = tr.HandleTime
+		if tr.Patience > 0 { // until an agent is offered it (the offer re-arms)
+			s.arm(c, tr.Patience, func() { s.farPartyLocked(c, "abandon") })
+		}
+	}
 	s.waiting[q.Name] = append(s.waiting[q.Name], c.ix.ID)
 	s.dayOf(q.Name).offered++
 	s.queuesDirty = true

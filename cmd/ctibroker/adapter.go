@@ -23,6 +23,7 @@ import (
 	"github.com/ctibroker/ctibroker/adapters/remote/check"
 	"github.com/ctibroker/ctibroker/adapters/remote/sdk"
 	"github.com/ctibroker/ctibroker/broker"
+	"github.com/ctibroker/ctibroker/webhook"
 )
 
 func adapterCmd(environ []string) *cobra.Command {
@@ -183,4 +184,18 @@ func serveSimControl(addr string, sim adapters.Adapter, srv *sdk.Server, log *za
 		}
 	}()
 	return hs, lis.Addr(), nil
+}
+
+func webhookCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "webhook", Short: "Webhook helpers"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "secret",
+		Short: "Print a new hmac-sha256 endpoint secret (whsec_ and 32 random bytes in base64, the Standard Webhooks form)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintln(cmd.OutOrStdout(), webhook.NewSecret())
+			return err
+		},
+	})
+	return cmd
 }

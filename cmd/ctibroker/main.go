@@ -55,7 +55,7 @@ func newRoot(environ []string) *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetVersionTemplate("ctibroker {{.Version}}\n")
-	root.AddCommand(serveCmd(environ), fsmCmd(), tokenCmd(environ), versionCmd(), configCmd(environ), commandsCmd(), adapterCmd(environ))
+	root.AddCommand(serveCmd(environ), fsmCmd(), tokenCmd(environ), versionCmd(), configCmd(environ), commandsCmd(), adapterCmd(environ), webhookCmd())
 	return root
 }
 

@@ -10,10 +10,17 @@ import (
 // for asynchronous effects this way instead of sleeping.
 func Eventually(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	EventuallyWithin(tb, 5*time.Second, what, cond)
+}
+
+// EventuallyWithin is Eventually with a deadline of its own, for what
+// takes longer by nature (a burst of thousands of messages).
+func EventuallyWithin(tb testing.TB, d time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
+			tb.Fatalf("timed out after %v waiting for %s", d, what)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
