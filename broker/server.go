@@ -134,7 +134,7 @@ func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
 		if s.redis != nil {
 			q = webhook.NewRedisQueue(s.redis, cfg.Redis.Prefix)
 		}
-		if s.webhooks, err = webhook.New(cfg.Webhooks, cfg.Node.ID, q, s.reg, s.log); err != nil {
+		if s.webhooks, err = webhook.New(cfg.Webhooks, cfg.Node.ID, q, s.store.AckOutbox, s.reg, s.log); err != nil {
 			cancel()
 			return nil, err
 		}

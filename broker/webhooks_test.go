@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"crypto/md5"
 	"encoding/hex"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/ctibroker/ctibroker/internal/redistest"
@@ -405,4 +407,40 @@ func TestClusterWebhooksSurviveTheDeliveringNodeKilled(t *testing.T) {
 		}
 	}
 	t.Logf("%d deliveries for %d messages", len(hm.got), agents*(each+1))
+}
+
+// A node that dies between a commit and its relay leaves the commit's
+// webhook messages in the session's outbox (stored with the commit): the
+// node that restores the session pushes them. Simulated here by a record
+// left in a session's outbox after its node was killed.
+func TestClusterWebhooksLeftInASessionAreRelayedOnRestore(t *testing.T) {
+	rs := redistest.Start(t)
+	hm := startReceiver(t, true)
+	yaml := webhookYAML(hmacEndpoint("crm", hm, `"agent.status"`))
+	a, b := startNodeYAML(t, rs, "left-a", yaml), startNodeYAML(t, rs, "left-b", yaml)
+	alice, sid := attach(t, a.broker(), "agent=alice")
+	addPhone(t, alice, sid)
+	activatePhone(t, alice, sid, "")
+	last := alice.until(t, isEvent(protocol.EvStateUpdated))
+	eventually(t, "the activation delivered", func() bool { return len(hm.messages()) == 1 })
+	a.kill()
+	rec, _ := json.Marshal(protocol.WebhookRecord{Msg: protocol.WebhookMessage{ID: "left-behind", Type: "agent.status", Time: time.Now().UnixMilli(),
+		AgentID: "alice", Data: json.RawMessage(`{"current":{"state":"ACTIVE","status":"ready"}}`)}})
+	rc := redis.NewClient(&redis.Options{Addr: rs.Addr})
+	defer rc.Close()
+	if err := rc.XAdd(context.Background(), &redis.XAddArgs{Stream: "ctibroker:sess:{" + sid + "}:wh", ID: "999999-0", Values: []any{"d", rec}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "alice back on node B", func() bool {
+		c, err := dial(t, b.broker(), fmt.Sprintf("agent=alice&since=%d", seqOf(last)), nil)
+		return err == nil && c.until(t, isEvent(protocol.EvSessionInitialized))["target"] == sid
+	})
+	eventually(t, "the message left behind", func() bool {
+		msgs := hm.messages()
+		return len(msgs) == 2 && msgs[1].ID == "left-behind"
+	})
+	eventually(t, "the session's outbox emptied", func() bool {
+		n, _ := rc.XLen(context.Background(), "ctibroker:sess:{"+sid+"}:wh").Result()
+		return n == 0
+	})
 }

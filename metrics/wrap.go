@@ -308,3 +308,11 @@ func (a *adapterMetrics) HasQueues() bool {
 	_, ok := a.next.(adapters.QueueReporter)
 	return ok
 }
+
+func (s *storeMetrics) Outbox(ctx context.Context, sid string) ([]store.OutboxEntry, error) {
+	return timed(s.m.StoreDuration, s.m.StoreErrors, "outbox", func() ([]store.OutboxEntry, error) { return s.next.Outbox(ctx, sid) })
+}
+
+func (s *storeMetrics) AckOutbox(ctx context.Context, sid, id string) error {
+	return s.do("ackoutbox", func() error { return s.next.AckOutbox(ctx, sid, id) })
+}

@@ -415,3 +415,10 @@ type WebhookMessage struct {
 	AgentID string          `json:"agentId"`
 	Data    json.RawMessage `json:"data"`
 }
+
+// WebhookRecord is a webhook message as the outboxes keep it: with the
+// agent's teams (for the endpoints' team filters; not sent).
+type WebhookRecord struct {
+	Msg   WebhookMessage `json:"m"`
+	Teams []string       `json:"t,omitempty"`
+}

@@ -50,6 +50,12 @@ type journal struct {
 	// inDoubt: commits that failed without an answer and may still land
 	// (see resolveInDoubt).
 	inDoubt []inDoubtCommit
+	// pushes: webhook records waiting for the commit, stored with it;
+	// relay: those of the last commit, for the webhook relay (their outbox
+	// ids are "<relayVersion>-<i>").
+	pushes       [][]byte
+	relay        [][]byte
+	relayVersion uint64
 }
 
 // setTopics sets where events are published and the prefix of their bus
@@ -120,7 +126,16 @@ func (j *journal) idle() {
 }
 
 // drop forgets what waits: the session is handed over.
-func (j *journal) drop() { j.outbox, j.outboxBuf, j.timeline = nil, nil, nil }
+func (j *journal) drop() {
+	j.outbox, j.outboxBuf, j.timeline, j.pushes, j.relay = nil, nil, nil, nil, nil
+}
+
+// takeRelay returns the last commit's webhook records and their version.
+func (j *journal) takeRelay() ([][]byte, uint64) {
+	r, v := j.relay, j.relayVersion
+	j.relay = nil
+	return r, v
+}
 
 // commit stores what waits (events, timeline entries, replies to remember,
 // and the snapshot, built by snapshot only when the store keeps it) in one
@@ -131,7 +146,7 @@ func (j *journal) drop() { j.outbox, j.outboxBuf, j.timeline = nil, nil, nil }
 // store.ErrNotOwner and store.ErrConflict mean another node owns the
 // session now.
 func (j *journal) commit(snapshot func() []byte, replies []store.Reply) ([]store.Event, error) {
-	if len(j.outbox) == 0 && len(j.timeline) == 0 && len(replies) == 0 && !j.force {
+	if len(j.outbox) == 0 && len(j.timeline) == 0 && len(replies) == 0 && len(j.pushes) == 0 && !j.force {
 		return nil, nil
 	}
 	if j.unsynced {
@@ -144,7 +159,7 @@ var errUnsynced = errors.New("session state not stored yet")
 
 func (j *journal) commitNow(snapshot func() []byte, replies []store.Reply) ([]store.Event, error) {
 	c := store.Commit{SessionID: j.sid, AgentID: j.key, Node: j.node, Version: j.version,
-		Events: j.outbox, Topics: j.topics, Timeline: j.timeline, Replies: replies, LeaseTTL: j.leaseTTL}
+		Events: j.outbox, Topics: j.topics, Timeline: j.timeline, Replies: replies, Outbox: j.pushes, LeaseTTL: j.leaseTTL}
 	ctx := context.Background()
 	if j.store.Durable() {
 		// Only a remote store can time out, and leave a commit in doubt
@@ -163,6 +178,10 @@ func (j *journal) commitNow(snapshot func() []byte, replies []store.Reply) ([]st
 		j.force = false
 		j.committed = j.seq
 		j.timeline = j.timeline[:0]
+		if len(j.pushes) > 0 {
+			j.relay, j.relayVersion = append(j.relay, j.pushes...), j.version
+			j.pushes = nil
+		}
 		j.inDoubt = nil // none of them can land now: the version moved on
 		if j.unsynced {
 			j.unsynced = false

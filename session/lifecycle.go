@@ -48,7 +48,7 @@ func (s *Session) handOver(reason string) {
 		return
 	}
 	s.logf(zap.InfoLevel, "session handed over", zap.String("reason", reason))
-	s.wire, s.wireTo, s.pushes = nil, nil, nil
+	s.wire, s.wireTo = nil, nil
 	s.closeAll(protocol.CloseTakenOver, reason)
 	s.journal.drop()
 	s.handedOver, s.ended = true, true
@@ -107,6 +107,7 @@ func (s *Session) init() error {
 			return err
 		}
 		s.register()
+		s.pushLeftovers()
 		return nil
 	}
 	if !s.ident.Supervisor() {

@@ -1,7 +1,9 @@
 package session
 
 import (
+	"context"
 	"slices"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -12,10 +14,14 @@ import (
 )
 
 // Pusher receives what back offices are told (webhooks): an agent's status
-// changes and interaction events, each op's once it is committed, in
-// order. Push must not block.
+// changes and interaction events as encoded protocol.WebhookRecords, each
+// op's once committed (with the commit, in the session's outbox: ids
+// "<version>-<i>"), in order. Push must not block. When the relay has
+// appended them to its own outbox it acknowledges them with
+// store.AckOutbox; a session restored on another node pushes what was not
+// acknowledged again (the same messages: receivers deduplicate on ids).
 type Pusher interface {
-	Push(teams []string, msgs []protocol.WebhookMessage)
+	Push(sid, agent string, ids []string, records [][]byte)
 }
 
 // Webhook message types.
@@ -90,16 +96,48 @@ func (s *Session) push(typ string, data any) {
 		s.logf(zap.ErrorLevel, "cannot encode a webhook message", zap.String("type", typ), zap.Error(err))
 		return
 	}
-	s.pushes = append(s.pushes, protocol.WebhookMessage{ID: newID(), Type: typ, Time: time.Now().UnixMilli(), AgentID: s.ident.AgentID, Data: raw})
-}
-
-// flushPushes hands the committed ops' messages to the pusher.
-func (s *Session) flushPushes() {
-	if len(s.pushes) == 0 {
+	rec, err := protocol.Marshal(protocol.WebhookRecord{Teams: s.teams,
+		Msg: protocol.WebhookMessage{ID: newID(), Type: typ, Time: time.Now().UnixMilli(), AgentID: s.ident.AgentID, Data: raw}})
+	if err != nil {
 		return
 	}
-	s.m.opts.Pusher.Push(s.teams, s.pushes)
-	s.pushes = nil
+	s.journal.pushes = append(s.journal.pushes, rec)
+}
+
+// flushPushes hands the last commit's webhook records to the pusher.
+func (s *Session) flushPushes() {
+	recs, version := s.journal.takeRelay()
+	if len(recs) == 0 {
+		return
+	}
+	ids := make([]string, len(recs))
+	for i := range recs {
+		ids[i] = strconv.FormatUint(version, 10) + "-" + strconv.Itoa(i)
+	}
+	s.m.opts.Pusher.Push(s.id, s.ident.AgentID, ids, recs)
+}
+
+// pushLeftovers pushes again what a session restored here had committed
+// but its previous node's relay had not acknowledged (it died between).
+func (s *Session) pushLeftovers() {
+	if s.m.opts.Pusher == nil || s.ident.Supervisor() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.m.opts.StoreTimeout)
+	defer cancel()
+	left, err := s.m.store.Outbox(ctx, s.id)
+	if err != nil {
+		s.logf(zap.WarnLevel, "cannot read the webhook messages the last node left; they stay for the next restore", zap.Error(err))
+		return
+	}
+	if len(left) == 0 {
+		return
+	}
+	ids, recs := make([]string, len(left)), make([][]byte, len(left))
+	for i, e := range left {
+		ids[i], recs[i] = e.ID, e.Data
+	}
+	s.m.opts.Pusher.Push(s.id, s.ident.AgentID, ids, recs)
 }
 
 // pushStatus tells back offices a channel's state changed.

@@ -82,10 +82,8 @@ type Session struct {
 	// linkDown: the session told its desktops the CTI link is down (and
 	// registers its agent again when it is back).
 	linkDown bool
-	// pushes: webhook messages of the ops not committed yet; pushedIx:
-	// each live interaction as last pushed (to tell parties added or
-	// removed).
-	pushes   []protocol.WebhookMessage
+	// pushedIx: each live interaction as last pushed to webhooks (to tell
+	// parties added or removed).
 	pushedIx map[string]*protocol.Interaction
 	channels []*channel.Channel
 	groups   []string

@@ -56,6 +56,12 @@ func BusMessage(events []Event) []byte {
 	return msg
 }
 
+// OutboxEntry is a webhook record kept with its session.
+type OutboxEntry struct {
+	ID   string
+	Data []byte
+}
+
 // Reply is a reply remembered under its requestId.
 type Reply struct {
 	RequestID string
@@ -81,6 +87,10 @@ type Commit struct {
 	Topics   []string
 	Timeline [][]byte
 	Replies  []Reply
+	// Outbox: webhook records of the commit, kept with the session (its
+	// ids "<Version+1>-<i>") until the relay acknowledges them (AckOutbox):
+	// a node that dies between the commit and the relay loses none.
+	Outbox [][]byte
 	// LeaseTTL re-takes the lease for Node when it expired and nobody else
 	// holds it (after a store outage longer than the lease, say).
 	LeaseTTL time.Duration
@@ -184,6 +194,11 @@ type Store interface {
 	Reply(ctx context.Context, sid, requestID string) ([]byte, bool, error)
 	// End deletes the session and its agent index entry.
 	End(ctx context.Context, agentID, sid string) error
+	// Outbox returns the session's webhook records not acknowledged yet,
+	// in order (a durable store's; others keep none).
+	Outbox(ctx context.Context, sid string) ([]OutboxEntry, error)
+	// AckOutbox drops the session's webhook records up to and including id.
+	AckOutbox(ctx context.Context, sid, id string) error
 	// Ping checks the store is reachable.
 	Ping(ctx context.Context) error
 	Close() error

@@ -392,3 +392,10 @@ func (m *Memory) Ping(context.Context) error { return nil }
 
 // Close implements Store.
 func (m *Memory) Close() error { return nil }
+
+// Outbox implements Store: a process's memory dies with its webhook relay,
+// so nothing is kept beside it.
+func (m *Memory) Outbox(context.Context, string) ([]OutboxEntry, error) { return nil, nil }
+
+// AckOutbox implements Store.
+func (m *Memory) AckOutbox(context.Context, string, string) error { return nil }

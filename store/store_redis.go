@@ -294,7 +294,7 @@ if newEv then fields[#fields + 1] = 'ke'; fields[#fields + 1] = '1' end
 if newTl then fields[#fields + 1] = 'kt'; fields[#fields + 1] = '1' end
 redis.call('HSET', KEYS[1], unpack(fields))
 if v == 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
-local i = 17
+local i = 18
 if nE > 0 then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], ARGV[i + 2 * nE - 2] .. '-0', unpack(ARGV, i, i + 2 * nE - 1))
   i = i + 2 * nE
@@ -309,6 +309,12 @@ if nL > 0 then
   if newTl then redis.call('PEXPIRE', KEYS[4], ARGV[14]) end
 end
 for r = 1, nR do redis.call('SET', KEYS[4 + r], ARGV[i], 'PX', ARGV[12]); i = i + 1 end
+local nO = tonumber(ARGV[17])
+if nO > 0 then
+  local ob = KEYS[5 + nR]
+  for o = 0, nO - 1 do redis.call('XADD', ob, (v + 1) .. '-' .. o, 'd', ARGV[i]); i = i + 1 end
+  redis.call('PEXPIRE', ob, ttl)
+end
 return v + 1`)
 
 // Commit implements Store.
@@ -323,7 +329,7 @@ func (r *Redis) Commit(ctx context.Context, c Commit) error {
 	}
 	args = append(args, c.Node, c.Version, c.Snapshot, r.limits.TTL.Milliseconds(), r.limits.Events, r.limits.Timeline,
 		c.AgentID, len(c.Events), nT, len(c.Timeline), len(c.Replies), r.limits.ReplyTTL.Milliseconds(),
-		c.LeaseTTL.Milliseconds(), r.limits.History.Milliseconds(), c.ID, BusMessage(c.Events))
+		c.LeaseTTL.Milliseconds(), r.limits.History.Milliseconds(), c.ID, BusMessage(c.Events), len(c.Outbox))
 	for _, e := range c.Events {
 		args = append(args, e.Seq, e.Payload)
 	}
@@ -336,6 +342,12 @@ func (r *Redis) Commit(ctx context.Context, c Commit) error {
 	for _, rep := range c.Replies {
 		keys = append(keys, k+":req:"+rep.RequestID)
 		args = append(args, rep.Msg)
+	}
+	if len(c.Outbox) > 0 {
+		keys = append(keys, k+":wh")
+		for _, o := range c.Outbox {
+			args = append(args, o)
+		}
 	}
 	err := commitScript.Run(ctx, r.commit, keys, args...).Err()
 	switch {
@@ -520,3 +532,28 @@ func (r *Redis) Ping(ctx context.Context) error { return r.c.Ping(ctx).Err() }
 
 // Close implements Store.
 func (r *Redis) Close() error { return nil }
+
+// Outbox implements Store.
+func (r *Redis) Outbox(ctx context.Context, sid string) ([]OutboxEntry, error) {
+	msgs, err := r.c.XRange(ctx, r.sessKey(sid)+":wh", "-", "+").Result()
+	if err != nil {
+		return nil, fmt.Errorf("webhook outbox of %s: %w", sid, err)
+	}
+	out := make([]OutboxEntry, 0, len(msgs))
+	for _, m := range msgs {
+		d, _ := m.Values["d"].(string)
+		out = append(out, OutboxEntry{ID: m.ID, Data: []byte(d)})
+	}
+	return out, nil
+}
+
+// AckOutbox implements Store.
+func (r *Redis) AckOutbox(ctx context.Context, sid, id string) error {
+	ms, seq, ok := strings.Cut(id, "-")
+	n, err := strconv.ParseUint(seq, 10, 64)
+	if !ok || err != nil {
+		return fmt.Errorf("webhook outbox id %q", id)
+	}
+	// MINID drops the entries below it: the one after id.
+	return r.c.XTrimMinID(ctx, r.sessKey(sid)+":wh", ms+"-"+strconv.FormatUint(n+1, 10)).Err()
+}

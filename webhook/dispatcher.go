@@ -37,6 +37,7 @@ type Dispatcher struct {
 	relay  chan item
 	wake   []*signal
 	met    *metrics
+	ack    Acker
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -46,6 +47,7 @@ type Dispatcher struct {
 type item struct {
 	partition int
 	data      []byte
+	sid, id   string // where it waits in its session's outbox
 }
 
 type endpoint struct {
@@ -71,15 +73,20 @@ type Failure struct {
 	SinceMs   int64     `json:"since"`
 }
 
-// New builds a dispatcher; Start starts it.
-func New(cfg Config, node string, q Queue, reg prometheus.Registerer, log *zap.Logger) (*Dispatcher, error) {
+// Acker drops a session's webhook records up to id once the relay
+// appended them (store.Store.AckOutbox).
+type Acker func(ctx context.Context, sid, id string) error
+
+// New builds a dispatcher; Start starts it. ack may be nil (nothing is
+// kept beside the relay).
+func New(cfg Config, node string, q Queue, ack Acker, reg prometheus.Registerer, log *zap.Logger) (*Dispatcher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	d := &Dispatcher{cfg: cfg, node: node, q: q, log: log, client: &http.Client{Timeout: cfg.Timeout,
 		// A receiver's redirect is not followed: the signature is for its URL.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
-		relay: make(chan item, protocol.WebhookRelayQueue), met: newMetrics(reg)}
+		relay: make(chan item, protocol.WebhookRelayQueue), met: newMetrics(reg), ack: ack}
 	for _, e := range cfg.Endpoints {
 		if e.Signature == "" {
 			e.Signature = SignHMAC
@@ -114,22 +121,21 @@ func (d *Dispatcher) Close() {
 	d.wg.Wait()
 }
 
-// Push hands committed messages of an agent to the relay without blocking;
-// a message that finds the relay's queue full is dropped and counted.
-func (d *Dispatcher) Push(teams []string, msgs []protocol.WebhookMessage) {
+// Push hands an agent's committed webhook records (encoded
+// protocol.WebhookRecords, with their ids in the session's outbox) to the
+// relay without blocking; one that finds the relay's queue full stays in
+// the session's outbox (pushed again if the session moves) and is counted.
+func (d *Dispatcher) Push(sid, agent string, ids []string, records [][]byte) {
 	if len(d.eps) == 0 {
 		return
 	}
-	for _, m := range msgs {
-		data, err := json.Marshal(record{Msg: m, Teams: teams})
-		if err != nil {
-			continue
-		}
+	p := d.partitionOf(agent)
+	for i, r := range records {
 		select {
-		case d.relay <- item{partition: d.partitionOf(m.AgentID), data: data}:
+		case d.relay <- item{partition: p, data: r, sid: sid, id: ids[i]}:
 		default:
 			d.met.dropped.Inc()
-			d.log.Warn("webhook relay queue full: message dropped", zap.String("type", m.Type), zap.String("agent", m.AgentID))
+			d.log.Warn("webhook relay queue full: a message waits in its session's outbox", zap.String("agent", agent))
 		}
 	}
 }
@@ -145,11 +151,11 @@ func (d *Dispatcher) partitionOf(agent string) int {
 // time, retrying while the store is down.
 func (d *Dispatcher) relayLoop() {
 	defer d.wg.Done()
-	byPart := map[int][][]byte{}
+	byPart := map[int][]item{}
 	for {
 		select {
 		case it := <-d.relay:
-			byPart[it.partition] = append(byPart[it.partition], it.data)
+			byPart[it.partition] = append(byPart[it.partition], it)
 		case <-d.ctx.Done():
 			return
 		}
@@ -157,12 +163,16 @@ func (d *Dispatcher) relayLoop() {
 		for n := 1; n < 4*protocol.WebhookBatch; n++ {
 			select {
 			case it := <-d.relay:
-				byPart[it.partition] = append(byPart[it.partition], it.data)
+				byPart[it.partition] = append(byPart[it.partition], it)
 			default:
 				break more
 			}
 		}
-		for p, data := range byPart {
+		for p, items := range byPart {
+			data := make([][]byte, len(items))
+			for i, it := range items {
+				data[i] = it.data
+			}
 			for wait := d.cfg.RetryMin; ; wait = min(2*wait, d.cfg.RetryMax) {
 				if err := d.q.Append(d.ctx, p, data); err == nil {
 					break
@@ -178,7 +188,28 @@ func (d *Dispatcher) relayLoop() {
 				}
 			}
 			d.wake[p].notify()
+			d.acknowledge(items)
 			delete(byPart, p)
+		}
+	}
+}
+
+// acknowledge drops the relayed records from their sessions' outboxes
+// (the last of each session: they are in order). A failure leaves them
+// there: pushed again only if the session moves, delivered twice then.
+func (d *Dispatcher) acknowledge(items []item) {
+	if d.ack == nil {
+		return
+	}
+	last := map[string]string{}
+	for _, it := range items {
+		if it.sid != "" {
+			last[it.sid] = it.id
+		}
+	}
+	for sid, id := range last {
+		if err := d.ack(d.ctx, sid, id); err != nil && d.ctx.Err() == nil {
+			d.log.Warn("cannot acknowledge relayed webhook messages", zap.String("session", sid), zap.Error(err))
 		}
 	}
 }
@@ -250,7 +281,7 @@ func (d *Dispatcher) deliverPartition(ctx context.Context, e *endpoint, p int) {
 		}
 		skipped := false
 		for _, en := range entries {
-			var rec record
+			var rec protocol.WebhookRecord
 			if json.Unmarshal(en.Data, &rec) != nil || !e.wants(rec.Msg.Type, rec.Teams) {
 				cursor, skipped = en.ID, true
 				continue
@@ -285,7 +316,7 @@ const (
 
 // deliverWithRetries delivers one message until it is acknowledged, or
 // dead-letters it once it is older than MaxAge.
-func (d *Dispatcher) deliverWithRetries(ctx context.Context, e *endpoint, p int, en Entry, rec record) outcome {
+func (d *Dispatcher) deliverWithRetries(ctx context.Context, e *endpoint, p int, en Entry, rec protocol.WebhookRecord) outcome {
 	for attempt := 1; ; attempt++ {
 		status, err := d.attempt(ctx, e, rec.Msg)
 		switch {
@@ -469,7 +500,7 @@ func (d *Dispatcher) DeadLetters(ctx context.Context, name string, offset, n int
 	}
 	out := make([]DeadLetter, 0, len(list))
 	for _, dl := range list {
-		var rec record
+		var rec protocol.WebhookRecord
 		_ = json.Unmarshal(dl.Data, &rec)
 		out = append(out, DeadLetter{Message: rec.Msg, Reason: dl.Reason, At: dl.At.UnixMilli()})
 	}
@@ -507,7 +538,7 @@ func (d *Dispatcher) Replay(ctx context.Context, name string) (int, error) {
 		defer d.wg.Done()
 		defer func() { e.mu.Lock(); e.replaying = false; e.mu.Unlock() }()
 		for _, dl := range list {
-			var rec record
+			var rec protocol.WebhookRecord
 			if json.Unmarshal(dl.Data, &rec) != nil {
 				continue
 			}

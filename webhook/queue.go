@@ -18,13 +18,6 @@ type Entry struct {
 	Data []byte
 }
 
-// record is what the outbox holds: the message and the agent's teams
-// (for the endpoints' team filters; not sent).
-type record struct {
-	Msg   protocol.WebhookMessage `json:"m"`
-	Teams []string                `json:"t,omitempty"`
-}
-
 // Dead is a dead-lettered message.
 type Dead struct {
 	Entry
