@@ -14,8 +14,11 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ctibroker ./cmd/ctibroker
 	$(GO) build -o bin/ctiload ./cmd/ctiload
 
+# gotestsum (a tool of go.mod) runs go test and ends with a summary that
+# lists every skipped test with its reason (a suite that needs redis-server,
+# chromium or node skips loudly without it) and the failures.
 test: lint
-	$(GO) test -race -count=1 -timeout 8m ./...
+	$(GO) tool gotestsum --format pkgname-and-test-fails --format-hide-empty-pkg -- -race -count=1 -timeout 8m ./...
 
 lint:
 	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './.git/*')); \

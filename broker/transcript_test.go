@@ -44,6 +44,8 @@ import (
 //	only remote                    only with the switch in an adapter process
 //	redis stop | redis start       kill / restart the Redis server
 //	wait ready | wait unready      poll GET /readyz until it answers 200 / 503
+//	wait agent ID STATUS           poll GET /v1/agents/ID until its status is STATUS
+//	                               (the switch's events are asynchronous)
 //
 // Every transcript runs against the in-memory store and against a real
 // Redis (skipped loudly without redis-server, unless CTIBROKER_REQUIRE_REDIS=1).
@@ -94,7 +96,7 @@ func parseTranscript(tb testing.TB, path string) (env []string, steps []step, on
 		case line == "only redis" || line == "only remote":
 			only = strings.TrimPrefix(line, "only ")
 		case fields[0] == "redis" || fields[0] == "wait":
-			steps = append(steps, step{n, "", fields[0], fields[1]})
+			steps = append(steps, step{n, "", fields[0], strings.TrimPrefix(line, fields[0]+" ")})
 		case fields[0] == "connect":
 			parts := strings.SplitN(line, " ", 3)
 			steps = append(steps, step{n, parts[1], "connect", parts[2]})
@@ -289,7 +291,11 @@ func TestTranscripts(t *testing.T) {
 		t.Fatalf("no transcripts: %v", err)
 	}
 	for _, path := range files {
+		_, _, only := parseTranscript(t, path)
 		for _, backend := range []string{"memory", "redis", "remote"} {
+			if only != "" && backend != only {
+				continue // by design, not a skip: the summary lists only real skips
+			}
 			t.Run(strings.TrimSuffix(filepath.Base(path), ".txt")+"/"+backend, func(t *testing.T) {
 				t.Parallel()
 				runTranscript(t, path, backend)
@@ -364,6 +370,13 @@ func runTranscript(t *testing.T, path, backend string) {
 				rs.StartAgain()
 			}
 		case "wait":
+			if agent, status, ok := strings.Cut(strings.TrimPrefix(s.arg, "agent "), " "); ok && strings.HasPrefix(s.arg, "agent ") {
+				eventually(t, agent+" "+status, func() bool {
+					_, v := getJSON(t, b.url("/v1/agents/"+agent), nil)
+					return v["status"] == status
+				})
+				continue
+			}
 			want := http.StatusOK
 			if s.arg == "unready" {
 				want = http.StatusServiceUnavailable
