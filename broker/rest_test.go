@@ -31,6 +31,7 @@ func getJSON(tb testing.TB, url string, header http.Header) (int, map[string]any
 	if err := json.Unmarshal(body, &m); err != nil {
 		tb.Fatalf("GET %s: %d %q is not a JSON object", url, resp.StatusCode, body)
 	}
+	checkResponse(tb, req, resp, body) // every REST answer a test reads is checked against docs/openapi.yaml
 	return resp.StatusCode, m
 }
 
