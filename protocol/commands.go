@@ -68,6 +68,27 @@ const (
 	EvDispositionsUpdated    = "channel.externaldispositions.updated"
 )
 
+// EventDoc describes an event: Live events are a view (no seq, not
+// replayed); the others are the session's history.
+type EventDoc struct {
+	Name string
+	Live bool
+}
+
+// eventTable lists every event the broker sends: the one place the
+// clients' types and the transcripts' coverage are checked against.
+var eventTable = []EventDoc{
+	{EvSessionInitialized, false}, {EvSessionEnded, false}, {EvSessionConnectionsChanged, true}, {EvSessionCTILinkChanged, false},
+	{EvChannelCreated, false}, {EvChannelInfoChanged, false}, {EvChannelInitialized, false}, {EvChannelRemoved, false},
+	{EvStateUpdated, false}, {EvNotReadyReasonsUpdated, false}, {EvLogoutReasonsUpdated, false}, {EvAddressBookUpdated, false},
+	{EvAgentLegFailed, false}, {EvInteractionCreated, false}, {EvInteractionInfoChanged, false}, {EvInteractionDataChanged, false},
+	{EvInteractionEnded, false}, {EvInteractionCompleted, false}, {EvDispositionsUpdated, false},
+	{EvSupervisorSnapshot, true}, {EvSupervisorAgentChanged, true}, {EvSupervisorQueueChanged, true},
+}
+
+// Events lists every event.
+func Events() []EventDoc { return append([]EventDoc(nil), eventTable...) }
+
 // TargetKind says what a command addresses.
 type TargetKind int
 
