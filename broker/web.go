@@ -6,8 +6,10 @@ import (
 	"net/http"
 )
 
-// The supervisor wallboard: static files embedded in the binary, no build
-// step. It talks to the broker over the public protocol only.
+// The supervisor wallboard and the agent desktop: static files embedded in
+// the binary. They talk to the broker over the public protocol only. The
+// desktop runs on the TypeScript client, whose build is copied into
+// web/lib (a test checks it is the current one).
 //
 //go:embed web
 var webFiles embed.FS
@@ -18,6 +20,11 @@ func (s *Server) webRoutes(r *routes) {
 	r.handle("GET /{$}", func(w http.ResponseWriter, req *http.Request) {
 		pageHeaders(w)
 		files.ServeHTTP(w, req)
+	})
+	// The agent desktop (a softphone bar on the TypeScript client).
+	r.handle("GET /agent", func(w http.ResponseWriter, req *http.Request) {
+		pageHeaders(w)
+		http.ServeFileFS(w, req, sub, "agent.html")
 	})
 	r.handle("GET /static/", func(w http.ResponseWriter, req *http.Request) {
 		pageHeaders(w)

@@ -1,6 +1,7 @@
 // Package typescript holds the TypeScript client; this Go test runs its
 // Node tests (npm test) against the broker built from this tree, so that
-// `make test` covers it.
+// `make test` covers it, and checks that the agent desktop embeds the
+// current build (broker/web/lib).
 package typescript_test
 
 import (
@@ -37,6 +38,22 @@ func TestTypeScriptClient(t *testing.T) {
 		t.Fatalf("npm test: %v\n%s", err, out)
 	}
 	t.Logf("%s", out)
+	// The agent desktop embeds this build: it must be this one.
+	for _, f := range []string{"index.js", "protocol.js"} {
+		built, err := os.ReadFile(filepath.Join("dist", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		embedded := filepath.Join("..", "..", "broker", "web", "lib", f)
+		if os.Getenv("UPDATE_LIB") == "1" {
+			if err := os.WriteFile(embedded, built, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if have, _ := os.ReadFile(embedded); string(have) != string(built) {
+			t.Errorf("%s is not the current build of the client: UPDATE_LIB=1 go test ./clients/typescript", embedded)
+		}
+	}
 }
 
 func missing(t *testing.T, why string) {

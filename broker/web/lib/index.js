@@ -1,0 +1,289 @@
+// @ctibroker/client: the agent's (and supervisor's) side of ctibroker's
+// WebSocket protocol, for browsers and Node (>= 20).
+import { closeCodes, commands, failureCodes } from "./protocol.js";
+export * from "./protocol.js";
+/** A command that failed: its failure, typed, and whether it was transient. */
+export class CommandError extends Error {
+    command;
+    failure;
+    code;
+    transient;
+    constructor(command, failure) {
+        super(`${command}: ${failure.code}: ${failure.message}`);
+        this.command = command;
+        this.failure = failure;
+        this.code = failure.code;
+        this.transient = failureCodes[failure.code]?.transient ?? false;
+    }
+}
+/**
+ * A connection to ctibroker that stays connected: it reconnects with
+ * backoff and jitter and resumes with since=<last seq>, keeps a live model
+ * of the session (channels, interactions) from the events, and gives a
+ * promise per command.
+ */
+export class Client {
+    opts;
+    state = "closed";
+    session = null;
+    channels = new Map();
+    ws = null;
+    lastSeq = 0;
+    attempt = 0;
+    stopped = true;
+    timer = null;
+    nextId = 0;
+    pending = new Map();
+    listeners = { state: new Set(), change: new Set(), event: new Set() };
+    ready;
+    markReady = () => { };
+    constructor(opts) {
+        this.opts = opts;
+        this.ready = new Promise((r) => (this.markReady = r));
+    }
+    /** Connects, and keeps connecting until close(). Resolves once the session is initialized. */
+    connect() {
+        this.stopped = false;
+        void this.open();
+        return this.ready;
+    }
+    /** Closes for good (no reconnect); pending commands fail. */
+    close() {
+        this.stopped = true;
+        if (this.timer)
+            clearTimeout(this.timer);
+        this.ws?.close(1000, "client closed");
+        this.setState("closed");
+        this.failPending(new Error("client closed"));
+    }
+    on(what, f) {
+        this.listeners[what].add(f);
+        return () => this.listeners[what].delete(f);
+    }
+    /**
+     * Sends a command and resolves with its success reply; rejects with a
+     * CommandError. A transient failure is retried (backoff, the same
+     * requestId: the broker applies it once) up to `retries` times.
+     */
+    async command(name, target, data) {
+        if (!(name in commands))
+            throw new Error(`unknown command ${name}`);
+        const requestId = `r${Date.now().toString(36)}-${++this.nextId}`;
+        for (let attempt = 0;; attempt++) {
+            await this.ready;
+            const reply = (await this.send({ command: name, target, data, requestId }));
+            if (reply.result === "success")
+                return reply;
+            const err = new CommandError(name, reply.failure);
+            if (!err.transient || attempt >= (this.opts.retries ?? 3))
+                throw err;
+            await sleep(this.backoff(attempt));
+        }
+    }
+    /** The commands of one of the session's channels. */
+    channel(id) {
+        const t = () => `${this.sid()}.${id}`;
+        return {
+            activate: (queues) => this.command("channel.activate", t(), queues?.length ? { channeloptions: { queue: queues } } : undefined),
+            deactivate: (logoutReason) => this.command("channel.deactivate", t(), logoutReason ? { channelOptions: { reason: logoutReason } } : undefined),
+            ready: () => this.command("channel.ready", t()),
+            notReady: (reasoncode) => this.command("channel.notready", t(), { reasoncode }),
+            dial: (destination, data) => this.command("channel.dial", t(), { destination, data }),
+            dispositions: () => this.command("channel.request.externaldispositions", t()),
+        };
+    }
+    /** The commands of one interaction. */
+    interaction(channel, id) {
+        const t = () => `${this.sid()}.${channel}.${id}`;
+        return {
+            accept: () => this.command("interaction.accept", t()),
+            reject: () => this.command("interaction.reject", t()),
+            hold: () => this.command("interaction.hold", t()),
+            retrieve: () => this.command("interaction.retrieve", t()),
+            release: () => this.command("interaction.release", t()),
+            blindTransfer: (destination) => this.command("interaction.blindtransfer", t(), { destination }),
+            consult: (destination) => this.command("interaction.consult", t(), { destination }),
+            consultTransfer: () => this.command("interaction.consulttransfer", t()),
+            consultConference: () => this.command("interaction.consultconference", t()),
+            sendDTMF: (digits) => this.command("interaction.senddtmf", t(), { digits }),
+            setData: (data) => this.command("interaction.setdata", t(), { data }),
+            complete: (disposition) => this.command("interaction.complete", t(), disposition ? { disposition } : undefined),
+        };
+    }
+    /** Adds a channel to the session (session.addchannel). */
+    addChannel(id, name, type) {
+        return this.command("session.addchannel", this.sid(), { channel: { id, name, type } });
+    }
+    sid() {
+        if (!this.session)
+            throw new Error("not connected yet: await connect()");
+        return this.session.id;
+    }
+    async open() {
+        if (this.stopped)
+            return;
+        this.setState(this.attempt === 0 ? "connecting" : "reconnecting");
+        const url = new URL(this.opts.url);
+        if (this.opts.agent)
+            url.searchParams.set("agent", this.opts.agent);
+        if (this.opts.supervisor)
+            url.searchParams.set("supervisor", this.opts.supervisor);
+        if (this.lastSeq > 0)
+            url.searchParams.set("since", String(this.lastSeq));
+        const protocols = ["ctibroker.v1"];
+        let token = this.opts.token;
+        if (typeof token === "function")
+            token = await token();
+        // The token travels as a subprotocol, never in the URL (logs, histories).
+        if (token)
+            protocols.push(`ctibroker.bearer.${token}`);
+        const WS = this.opts.WebSocket ?? globalThis.WebSocket;
+        if (!WS)
+            throw new Error("no WebSocket: pass options.WebSocket (the ws package in Node 20)");
+        const ws = new WS(url.toString(), protocols);
+        this.ws = ws;
+        ws.onmessage = (ev) => this.receive(String(ev.data));
+        ws.onerror = () => { };
+        ws.onclose = (ev) => {
+            if (this.ws !== ws)
+                return;
+            this.ws = null;
+            this.failPending(new Error(`connection closed (${ev.code} ${ev.reason})`));
+            const again = closeCodes[ev.code]?.reconnect ?? true;
+            if (this.stopped || !again) {
+                this.setState("closed");
+                return;
+            }
+            this.setState("reconnecting");
+            this.timer = setTimeout(() => void this.open(), this.backoff(this.attempt++));
+        };
+    }
+    backoff(attempt) {
+        const min = this.opts.minDelayMs ?? 250, max = this.opts.maxDelayMs ?? 10_000;
+        const d = Math.min(max, min * 2 ** Math.min(attempt, 20));
+        return d / 2 + Math.random() * (d / 2); // full jitter on half: a floor of desktops does not reconnect at once
+    }
+    send(msg) {
+        return new Promise((resolve, reject) => {
+            if (!this.ws || this.ws.readyState !== 1) {
+                resolve({ command: msg.command, target: msg.target, result: "failure",
+                    failure: { code: "UNAVAILABLE", message: "not connected" } });
+                return;
+            }
+            const id = msg.requestId;
+            const timer = setTimeout(() => {
+                this.pending.delete(id);
+                reject(new Error(`${msg.command}: no reply within ${this.opts.timeoutMs ?? 15_000} ms`));
+            }, this.opts.timeoutMs ?? 15_000);
+            this.pending.set(id, { resolve, reject, timer });
+            this.ws.send(JSON.stringify(msg));
+        });
+    }
+    failPending(err) {
+        for (const [id, p] of this.pending) {
+            clearTimeout(p.timer);
+            // A command in flight when the connection dropped: answered as
+            // transient, so command() retries it with the same requestId.
+            p.resolve({ command: "channel.ready", target: "", requestId: id, result: "failure", failure: { code: "UNAVAILABLE", message: err.message } });
+        }
+        this.pending.clear();
+    }
+    receive(frame) {
+        let msg;
+        try {
+            msg = JSON.parse(frame);
+        }
+        catch {
+            return;
+        }
+        for (const m of Array.isArray(msg) ? msg : [msg]) {
+            if (m.result !== undefined) {
+                const p = this.pending.get(m.requestId);
+                if (p) {
+                    clearTimeout(p.timer);
+                    this.pending.delete(m.requestId);
+                    p.resolve(m);
+                }
+                continue;
+            }
+            if (m.messageType === "objectEvent")
+                this.apply(m);
+        }
+    }
+    /** Updates the model from an event. */
+    apply(ev) {
+        if (typeof ev.seq === "number")
+            this.lastSeq = Math.max(this.lastSeq, ev.seq);
+        const d = ev.data ?? {};
+        switch (ev.name) {
+            case "session.initialized":
+                if (!d.resumed || this.session?.id !== d.sessionId) {
+                    // A new session (or the state replayed whole): it replaces the model.
+                    this.channels.clear();
+                }
+                this.session = { id: d.sessionId, agentId: d.agentId, teams: d.teams ?? [] };
+                this.lastSeq = Math.max(this.lastSeq, d.seq ?? 0);
+                this.attempt = 0;
+                this.setState("open");
+                this.markReady();
+                break;
+            case "channel.created": {
+                const c = d.channel;
+                if (!this.channels.has(c.id)) {
+                    this.channels.set(c.id, { id: c.id, name: c.name, type: c.type, state: "INACTIVE", status: "not_ready", reasonCode: "", reasonName: "", interactions: new Map() });
+                }
+                break;
+            }
+            case "channel.removed":
+                this.channels.delete(d.channel?.id ?? lastPart(ev.target));
+                break;
+            case "channel.infochanged": {
+                const c = this.channels.get(lastPart(ev.target));
+                if (c) {
+                    c.state = d.state;
+                    c.status = d.agentStatus?.status ?? c.status;
+                    c.reasonCode = d.agentStatus?.lastReasonCode ?? "";
+                    c.reasonName = d.agentStatus?.lastReasonName ?? "";
+                }
+                break;
+            }
+            case "interaction.created":
+            case "interaction.infochanged":
+            case "interaction.datachanged":
+            case "interaction.ended": {
+                const ix = d.interaction;
+                this.channels.get(ix?.channel)?.interactions.set(ix.id, ix);
+                break;
+            }
+            case "interaction.completed": {
+                const ix = d.interaction;
+                this.channels.get(ix?.channel)?.interactions.delete(ix.id);
+                break;
+            }
+            case "session.ended":
+                this.session = null;
+                this.channels.clear();
+                break;
+        }
+        for (const f of this.listeners.event)
+            f(ev);
+        for (const f of this.listeners.change)
+            f(this);
+    }
+    setState(s) {
+        if (this.state === s)
+            return;
+        this.state = s;
+        if (s === "reconnecting" || s === "closed")
+            this.ready = new Promise((r) => (this.markReady = r));
+        for (const f of this.listeners.state)
+            f(s);
+    }
+}
+function lastPart(target) {
+    const parts = target.split(".");
+    return parts[parts.length - 1];
+}
+function sleep(ms) {
+    return new Promise((r) => setTimeout(r, ms));
+}
