@@ -69,18 +69,18 @@ func TestWallboardShowsLiveStatus(t *testing.T) {
 		}
 		return v
 	}
-	if err := chromedp.Do(runCtx, chromedp.Navigate(b.url("/")), chromedp.WaitVisible(`tr[data-agent="alice"]`)); err != nil {
+	if err := chromedp.Do(runCtx, chromedp.Navigate(b.url("/?alertAfter=1")), chromedp.WaitVisible(`tr[data-agent="alice"]`)); err != nil {
 		t.Fatalf("wallboard did not show alice: %v", err)
 	}
 	got := eval(status)
-	if got != "not ready" {
-		t.Fatalf("alice shows %q, want \"not ready\"", got)
+	if got != "Not ready" {
+		t.Fatalf("alice shows %q, want \"Not ready\"", got)
 	}
 
 	// Alice goes ready over the protocol: the page shows it within a second.
 	changed := time.Now()
 	alice.request(t, protocol.CmdChannelReady, asid+".phone", nil)
-	for got != "ready" {
+	for got != "Ready" {
 		if time.Since(changed) > time.Second {
 			t.Fatalf("after 1s the wallboard still shows %q for alice", got)
 		}
@@ -109,12 +109,12 @@ func TestWallboardShowsLiveStatus(t *testing.T) {
 			got = eval(expr)
 		}
 	}
-	waitFor("the offered call", ix, func(s string) bool { return strings.HasPrefix(s, "inbound alerting · sales") })
+	waitFor("the offered call", ix, func(s string) bool { return strings.HasPrefix(s, "inbound ringing · sales") })
 	if r := alice.request(t, protocol.CmdInteractionAccept, asid+".phone."+offered, nil); r["result"] != "success" {
 		t.Fatalf("accept: %v", r)
 	}
 	waitFor("the answered call", ix, func(s string) bool {
-		return strings.HasPrefix(s, "inbound started · sales") && strings.Contains(s, ":")
+		return strings.HasPrefix(s, "inbound talking · sales") && strings.Contains(s, ":")
 	})
 
 	// The queues show, and a supervisor sets a team member's state from
@@ -123,12 +123,31 @@ func TestWallboardShowsLiveStatus(t *testing.T) {
 		t.Fatalf("queues: %v", err)
 	}
 	bobStatus := `document.querySelector('tr[data-agent="bob"] .status')?.textContent || ""`
-	for _, step := range []struct{ button, want string }{{"not_ready", "not ready"}, {"ready", "ready"}} {
+	for _, step := range []struct{ button, want string }{{"not_ready", "Not ready"}, {"ready", "Ready"}} {
 		if err := chromedp.Do(runCtx, chromedp.Click(`tr[data-agent="bob"] button[data-act="`+step.button+`"]`)); err != nil {
 			t.Fatalf("click %s: %v", step.button, err)
 		}
 		waitFor("bob after "+step.button, bobStatus, func(s string) bool { return s == step.want })
 	}
+
+	// Sorting: by name, alice first; by status, bob (ready) before alice (on a call).
+	order := `[...document.querySelectorAll('#agents tbody tr')].map(r => r.dataset.agent).join(",")`
+	waitFor("sorted by name", order, func(s string) bool { return s == "alice,bob" })
+	if err := chromedp.Do(runCtx, chromedp.SetValue(`#sort`, "status"), chromedp.Evaluate[chromedp.Void](`document.querySelector('#sort').dispatchEvent(new Event('change'))`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("sorted by status", order, func(s string) bool { return s == "bob,alice" })
+	// Not ready beyond the alert threshold (?alertAfter=1): the row turns to the alert colour.
+	bobAlert := `document.querySelector('tr[data-agent="bob"]').classList.contains('alert') ? "alert" : "calm"`
+	if err := chromedp.Do(runCtx, chromedp.Click(`tr[data-agent="bob"] button[data-act="not_ready"]`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("bob not ready", bobStatus, func(s string) bool { return s == "Not ready" })
+	waitFor("bob in the alert colour", bobAlert, func(s string) bool { return s == "alert" })
+	if err := chromedp.Do(runCtx, chromedp.Click(`tr[data-agent="bob"] button[data-act="ready"]`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("bob calm again", bobAlert, func(s string) bool { return s == "calm" })
 
 	// The summary counts and the ticking timer follow.
 	readyCount := eval(`document.querySelector('#summary .count.ready b').textContent`)

@@ -20,7 +20,14 @@
   let ws, sessionId = "", lastSeq = 0, retry = 500, selected = "";
 
   const statusOrder = ["ready", "not_ready", "after_call_work", "busy", "logged_out"];
-  const label = (s) => s.replace(/_/g, " ");
+  // Plain words, not state-machine names.
+  const words = { ready: "Ready", not_ready: "Not ready", after_call_work: "Wrap-up", busy: "On a call", logged_out: "Logged out",
+    inactive: "Logged out", busy_ready: "On a call", busy_not_ready: "On a call", busy_after_call_work: "On a call" };
+  const label = (s) => words[s] || s.replace(/_/g, " ");
+  const callWords = { ALERTING: "ringing", DIALING: "dialing", STARTED: "talking", HELD: "on hold", ENDED: "wrap-up" };
+  // An agent not ready or in wrap-up longer than this (seconds; ?alertAfter=)
+  // is shown in the alert colour.
+  const alertAfter = Number(params.get("alertAfter") ?? 300);
 
   function connect() {
     const q = new URLSearchParams();
@@ -90,9 +97,13 @@
   }
 
   function visible() {
-    const team = $("#team").value;
-    return [...agents.values()].filter((a) => !team || (a.teams || []).includes(team))
-      .sort((a, b) => a.agentId.localeCompare(b.agentId));
+    const team = $("#team").value, by = $("#sort").value;
+    const order = (a, b) => {
+      if (by === "status") return statusOrder.indexOf(a.status) - statusOrder.indexOf(b.status) || a.agentId.localeCompare(b.agentId);
+      if (by === "time") return a.statusSince - b.statusSince || a.agentId.localeCompare(b.agentId); // longest in status first
+      return (a.displayName || a.agentId).localeCompare(b.displayName || b.agentId);
+    };
+    return [...agents.values()].filter((a) => !team || (a.teams || []).includes(team)).sort(order);
   }
 
   function render() {
@@ -118,9 +129,9 @@
       const chans = (a.channels || []).map((c) =>
         `<span class="chan ${c.state}" title="${esc(c.name)}">${esc(c.type)} ${c.state === "ACTIVE" ? label(c.status) : c.state.toLowerCase()}${c.reasonName ? " · " + esc(c.reasonName) : ""}</span>` +
         (c.interactions || []).map((i) =>
-          `<span class="ix ${esc(i.state)}" data-ix="${esc(i.id)}">${esc(i.direction)} ${esc(i.state.toLowerCase())}${i.queue ? " · " + esc(i.queue) : ""} <span class="timer" data-since="${Number(i.stateSince)}"></span></span>`).join("")).join("");
+          `<span class="ix ${esc(i.state)}" data-ix="${esc(i.id)}">${esc(i.direction)} ${esc(callWords[i.state] || i.state.toLowerCase())}${i.queue ? " · " + esc(i.queue) : ""} <span class="timer" data-since="${Number(i.stateSince)}"></span></span>`).join("")).join("");
       const reason = (a.channels || []).map((c) => c.reasonName).find((r) => r) || "";
-      tr.innerHTML = `<td class="agent">${esc(a.agentId)}</td><td>${esc((a.teams || []).join(", "))}</td>` +
+      tr.innerHTML = `<td class="agent">${esc(a.displayName || a.agentId)}</td><td>${esc((a.teams || []).join(", "))}</td>` +
         `<td><span class="status ${a.status}">${label(a.status)}</span> <small class="reason">${esc(reason)}</small></td>` +
         `<td class="timer" data-since="${a.statusSince}"></td><td>${chans}</td>` +
         `<td class="actions"><button data-act="ready">Ready</button><button data-act="not_ready">Not ready</button><button data-act="logout">Log out</button></td>`;
@@ -144,6 +155,11 @@
       const s = Math.max(0, Math.floor((now - Number(td.dataset.since)) / 1000));
       const h = Math.floor(s / 3600), mm = String(Math.floor(s / 60) % 60).padStart(2, "0"), ss = String(s % 60).padStart(2, "0");
       td.textContent = h ? `${h}:${mm}:${ss}` : `${mm}:${ss}`;
+      const row = td.closest("tr[data-agent]");
+      if (row && td.tagName === "TD") {
+        const st = agents.get(row.dataset.agent)?.status;
+        row.classList.toggle("alert", (st === "not_ready" || st === "after_call_work") && s >= alertAfter);
+      }
     }
   }
 
@@ -205,6 +221,7 @@
   }
 
   $("#team").onchange = render;
+  $("#sort").onchange = render;
   $("#login").onsubmit = (e) => {
     e.preventDefault();
     sessionStorage.setItem("ctibroker.token", $("#token").value.trim());
