@@ -36,6 +36,8 @@ export class Client {
     pending = new Map();
     listeners = { state: new Set(), change: new Set(), event: new Set() };
     ready;
+    refreshTimer = null;
+    refreshing = false;
     markReady = () => { };
     constructor(opts) {
         this.opts = opts;
@@ -52,6 +54,8 @@ export class Client {
         this.stopped = true;
         if (this.timer)
             clearTimeout(this.timer);
+        if (this.refreshTimer)
+            clearTimeout(this.refreshTimer);
         this.ws?.close(1000, "client closed");
         this.setState("closed");
         this.failPending(new Error("client closed"));
@@ -132,8 +136,10 @@ export class Client {
             url.searchParams.set("since", String(this.lastSeq));
         const protocols = ["ctibroker.v1"];
         let token = this.opts.token;
-        if (typeof token === "function")
+        if (typeof token === "function") {
             token = await token();
+            this.scheduleRefresh(token);
+        }
         // The token travels as a subprotocol, never in the URL (logs, histories).
         if (token)
             protocols.push(`ctibroker.bearer.${token}`);
@@ -149,7 +155,14 @@ export class Client {
                 return;
             this.ws = null;
             this.failPending(new Error(`connection closed (${ev.code} ${ev.reason})`));
-            const again = closeCodes[ev.code]?.reconnect ?? true;
+            const again = this.refreshing || (closeCodes[ev.code]?.reconnect ?? true);
+            if (this.refreshing) {
+                // Our own close for a fresh token: reconnect at once, resuming.
+                this.refreshing = false;
+                this.setState("reconnecting");
+                void this.open();
+                return;
+            }
             if (this.stopped || !again) {
                 this.setState("closed");
                 return;
@@ -157,6 +170,21 @@ export class Client {
             this.setState("reconnecting");
             this.timer = setTimeout(() => void this.open(), this.backoff(this.attempt++));
         };
+    }
+    /** Plans a reconnect with a fresh token before this one expires. */
+    scheduleRefresh(token) {
+        if (this.refreshTimer)
+            clearTimeout(this.refreshTimer);
+        const exp = jwtExp(token);
+        if (!exp)
+            return;
+        const wait = exp * 1000 - (this.opts.refreshBeforeExpMs ?? 30_000) - Date.now();
+        this.refreshTimer = setTimeout(() => {
+            if (this.stopped || !this.ws)
+                return;
+            this.refreshing = true;
+            this.ws.close(1000, "token refresh");
+        }, Math.max(wait, 0));
     }
     backoff(attempt) {
         const min = this.opts.minDelayMs ?? 250, max = this.opts.maxDelayMs ?? 10_000;
@@ -278,6 +306,17 @@ export class Client {
             this.ready = new Promise((r) => (this.markReady = r));
         for (const f of this.listeners.state)
             f(s);
+    }
+}
+/** A JWT's exp claim (seconds), or 0. */
+function jwtExp(token) {
+    try {
+        const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+        const json = typeof atob === "function" ? atob(part.padEnd(Math.ceil(part.length / 4) * 4, "=")) : "";
+        return Number(JSON.parse(json).exp) || 0;
+    }
+    catch {
+        return 0;
     }
 }
 function lastPart(target) {

@@ -110,6 +110,10 @@ export interface ClientOptions {
   retries?: number;
   /** Each command's deadline. */
   timeoutMs?: number;
+  /** With a token function: reconnect with a fresh token this long before
+   * the current one's exp (default 30 s), so that the broker never closes
+   * the connection with 4401. */
+  refreshBeforeExpMs?: number;
 }
 
 type Listener<T> = (v: T) => void;
@@ -134,6 +138,8 @@ export class Client {
   private pending = new Map<string, { resolve: (r: Reply) => void; reject: (e: Error) => void; timer: ReturnType<typeof setTimeout> }>();
   private listeners = { state: new Set<Listener<ConnectionState>>(), change: new Set<Listener<Client>>(), event: new Set<Listener<BrokerEvent>>() };
   private ready: Promise<void>;
+  private refreshTimer: ReturnType<typeof setTimeout> | null = null;
+  private refreshing = false;
   private markReady: () => void = () => {};
 
   constructor(private readonly opts: ClientOptions) {
@@ -151,6 +157,7 @@ export class Client {
   close(): void {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
+    if (this.refreshTimer) clearTimeout(this.refreshTimer);
     this.ws?.close(1000, "client closed");
     this.setState("closed");
     this.failPending(new Error("client closed"));
@@ -233,7 +240,10 @@ export class Client {
     if (this.lastSeq > 0) url.searchParams.set("since", String(this.lastSeq));
     const protocols = ["ctibroker.v1"];
     let token = this.opts.token;
-    if (typeof token === "function") token = await token();
+    if (typeof token === "function") {
+      token = await token();
+      this.scheduleRefresh(token);
+    }
     // The token travels as a subprotocol, never in the URL (logs, histories).
     if (token) protocols.push(`ctibroker.bearer.${token}`);
     const WS = this.opts.WebSocket ?? (globalThis as any).WebSocket;
@@ -246,7 +256,14 @@ export class Client {
       if (this.ws !== ws) return;
       this.ws = null;
       this.failPending(new Error(`connection closed (${ev.code} ${ev.reason})`));
-      const again = (closeCodes as Record<number, { reconnect: boolean }>)[ev.code]?.reconnect ?? true;
+      const again = this.refreshing || ((closeCodes as Record<number, { reconnect: boolean }>)[ev.code]?.reconnect ?? true);
+      if (this.refreshing) {
+        // Our own close for a fresh token: reconnect at once, resuming.
+        this.refreshing = false;
+        this.setState("reconnecting");
+        void this.open();
+        return;
+      }
       if (this.stopped || !again) {
         this.setState("closed");
         return;
@@ -254,6 +271,19 @@ export class Client {
       this.setState("reconnecting");
       this.timer = setTimeout(() => void this.open(), this.backoff(this.attempt++));
     };
+  }
+
+  /** Plans a reconnect with a fresh token before this one expires. */
+  private scheduleRefresh(token: string): void {
+    if (this.refreshTimer) clearTimeout(this.refreshTimer);
+    const exp = jwtExp(token);
+    if (!exp) return;
+    const wait = exp * 1000 - (this.opts.refreshBeforeExpMs ?? 30_000) - Date.now();
+    this.refreshTimer = setTimeout(() => {
+      if (this.stopped || !this.ws) return;
+      this.refreshing = true;
+      this.ws.close(1000, "token refresh");
+    }, Math.max(wait, 0));
   }
 
   private backoff(attempt: number): number {
@@ -373,6 +403,17 @@ export class Client {
     this.state = s;
     if (s === "reconnecting" || s === "closed") this.ready = new Promise((r) => (this.markReady = r));
     for (const f of this.listeners.state) f(s);
+  }
+}
+
+/** A JWT's exp claim (seconds), or 0. */
+function jwtExp(token: string): number {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const json = typeof atob === "function" ? atob(part.padEnd(Math.ceil(part.length / 4) * 4, "=")) : "";
+    return Number(JSON.parse(json).exp) || 0;
+  } catch {
+    return 0;
   }
 }
 

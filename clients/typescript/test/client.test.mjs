@@ -4,6 +4,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createServer } from "node:net";
+import { createHmac } from "node:crypto";
 import WebSocket from "ws";
 import { Client, CommandError, commands } from "../dist/index.js";
 
@@ -26,25 +27,32 @@ async function until(what, cond, ms = 5000) {
   }
 }
 
-before(async () => {
+const brokers = [];
+
+// startBroker runs the broker binary with extra configuration and returns
+// its host:port once it answers.
+async function startBroker(extra = {}) {
   const bin = process.env.CTIBROKER_BIN;
   assert.ok(bin, "CTIBROKER_BIN names the broker binary");
-  const port = await freePort();
-  base = `127.0.0.1:${port}`;
+  const addr = `127.0.0.1:${await freePort()}`;
   // The broker refuses configuration keys it does not know: none of ours.
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("CTIBROKER_")));
-  broker = spawn(bin, ["serve"], { env: { ...env, CTIBROKER_LISTEN: base, CTIBROKER_LOG__LEVEL: "error" }, stdio: "inherit" });
+  brokers.push(spawn(bin, ["serve"], { env: { ...env, CTIBROKER_LISTEN: addr, CTIBROKER_LOG__LEVEL: "error", ...extra }, stdio: "inherit" }));
   const end = Date.now() + 15000;
   for (;;) {
     try {
-      if ((await fetch(`http://${base}/healthz`)).ok) break;
+      if ((await fetch(`http://${addr}/healthz`)).ok) return addr;
     } catch {}
     if (Date.now() > end) throw new Error("the broker did not start");
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+before(async () => {
+  base = await startBroker();
 });
 
-after(() => broker?.kill());
+after(() => brokers.forEach((b) => b.kill()));
 
 function agent(name) {
   return new Client({ url: `ws://${base}/v1/ws`, agent: name, WebSocket, minDelayMs: 50, maxDelayMs: 500 });
@@ -115,4 +123,33 @@ test("every command of the broker has its type", () => {
   for (const name of ["channel.ready", "interaction.accept", "supervisor.subscribe", "session.logout"]) {
     assert.ok(name in commands, name);
   }
+});
+
+const SECRET = "a-test-secret-of-at-least-32-bytes!!";
+function mint(sub, ttlSeconds) {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const head = b64({ alg: "HS256", typ: "JWT" });
+  const body = b64({ sub, role: "agent", teams: ["sales"], exp: Math.floor(Date.now() / 1000) + ttlSeconds });
+  const sig = createHmac("sha256", SECRET).update(`${head}.${body}`).digest("base64url");
+  return `${head}.${body}.${sig}`;
+}
+
+test("a token function refreshes the connection before the token expires", async () => {
+  const addr = await startBroker({ CTIBROKER_AUTH__MODE: "jwt", CTIBROKER_AUTH__JWT__SECRET: SECRET });
+  let minted = 0;
+  const mintedAt = [];
+  const c = new Client({ url: `ws://${addr}/v1/ws`, WebSocket, minDelayMs: 50, refreshBeforeExpMs: 2500,
+    token: () => (minted++, mintedAt.push(Date.now()), mint("ts-carol", 4)) });
+  const states = [];
+  c.on("state", (s) => states.push(s));
+  await c.connect();
+  const sid = c.session.id;
+  await c.addChannel("phone", "2003", "TELEPHONY");
+  await until("a fresh token", () => minted >= 2 && c.state === "open", 8000);
+  assert.equal(c.session.id, sid, "the same session, resumed");
+  // Before the first token expired (4 s), not after a 4401.
+  assert.ok(mintedAt[1] - mintedAt[0] < 3000, `refreshed after ${mintedAt[1] - mintedAt[0]} ms`);
+  assert.ok(!states.includes("closed"), `never closed: ${states}`);
+  await c.channel("phone").activate(); // works with the fresh token
+  c.close();
 });
