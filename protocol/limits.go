@@ -104,6 +104,11 @@ const (
 	WebhookBatch         = 100
 	WebhookDeadMax       = 100_000
 	WebhookMaxBodyEcho   = 512
+	// WebhookPendingCap bounds the messages counted as pending per
+	// partition (REST health, the pending metric); WebhookGaugeInterval is
+	// how often the metric is counted.
+	WebhookPendingCap    = 10_000
+	WebhookGaugeInterval = 10 * time.Second
 	// SSEHeartbeatSeconds keeps idle event streams open through proxies.
 	SSEHeartbeatSeconds = 15
 

@@ -112,6 +112,30 @@ func (d *Dispatcher) Start() {
 		d.wg.Add(1)
 		go d.partition(p)
 	}
+	d.wg.Add(1)
+	go d.gauge()
+}
+
+// gauge keeps the pending metric current (every node reports the same:
+// the outbox is shared).
+func (d *Dispatcher) gauge() {
+	defer d.wg.Done()
+	t := time.NewTicker(protocol.WebhookGaugeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(d.ctx, protocol.WebhookGaugeInterval)
+			if eps, err := d.Endpoints(ctx); err == nil {
+				for _, e := range eps {
+					d.met.pending.WithLabelValues(e.Name).Set(float64(e.Pending))
+				}
+			}
+			cancel()
+		case <-d.ctx.Done():
+			return
+		}
+	}
 }
 
 // Close stops every goroutine. Messages still waiting for the relay are
@@ -415,7 +439,8 @@ type Status struct {
 
 // Endpoints returns every endpoint's health. Pending counts, per
 // partition, the messages after the endpoint's cursor (up to
-// protocol.WebhookOutboxMax), whichever type they are.
+// protocol.WebhookPendingCap a partition: counting a huge backlog would
+// cost more than it tells), whichever type they are.
 func (d *Dispatcher) Endpoints(ctx context.Context) ([]Status, error) {
 	out := make([]Status, 0, len(d.eps))
 	for _, e := range d.eps {
@@ -429,7 +454,7 @@ func (d *Dispatcher) Endpoints(ctx context.Context) ([]Status, error) {
 			if err != nil {
 				return nil, err
 			}
-			for {
+			for counted := 0; counted < protocol.WebhookPendingCap; {
 				entries, err := d.q.Read(ctx, p, cur, 1000)
 				if err != nil {
 					return nil, err
@@ -437,6 +462,7 @@ func (d *Dispatcher) Endpoints(ctx context.Context) ([]Status, error) {
 				if len(entries) == 0 {
 					break
 				}
+				counted += len(entries)
 				if st.Pending == 0 || time.Since(entryTime(entries[0].ID)).Milliseconds() > st.OldestPendingAgeMs {
 					st.OldestPendingAgeMs = max(st.OldestPendingAgeMs, time.Since(entryTime(entries[0].ID)).Milliseconds())
 				}
@@ -583,6 +609,7 @@ func (s *signal) notify() {
 type metrics struct {
 	delivered, failed, retries, dead *prometheus.CounterVec
 	latency                          *prometheus.HistogramVec
+	pending                          *prometheus.GaugeVec
 	dropped                          prometheus.Counter
 }
 
@@ -599,11 +626,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ctibroker_webhook_delivery_seconds",
 			Help:    "From a message's event to its acknowledgement, by endpoint.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}}, []string{"endpoint"}),
+		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ctibroker_webhook_pending",
+			Help: "Outbox messages after each endpoint's cursors (at most 10,000 counted per partition), by endpoint."}, []string{"endpoint"}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "ctibroker_webhook_relay_dropped_total",
 			Help: "Webhook messages dropped because the relay's queue was full (the store was down that long)."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.delivered, m.failed, m.retries, m.dead, m.latency, m.dropped)
+		reg.MustRegister(m.delivered, m.failed, m.retries, m.dead, m.latency, m.pending, m.dropped)
 	}
 	return m
 }
