@@ -136,6 +136,12 @@ type QueueReporter interface {
 	QueueView() string
 }
 
+// Directory is an adapter that knows agents' names (for supervisors'
+// views); "" when it does not know one.
+type Directory interface {
+	DisplayName(ctx context.Context, agentID string) (string, error)
+}
+
 // Registrar is an adapter that sends an agent's events only to the broker
 // node that registered the agent last (a remote adapter serving several
 // nodes). The broker registers an agent when its session starts on a node

@@ -48,7 +48,8 @@ func browser(t *testing.T) context.Context {
 }
 
 func TestWallboardShowsLiveStatus(t *testing.T) {
-	b := startBroker(t)
+	// The switch knows alice's name: the wallboard shows it.
+	b := startBrokerYAML(t, "adapter:\n  sim:\n    agents:\n      alice: {name: Alice Martin, teams: [sales]}\n")
 	ctx := browser(t)
 	alice, asid := attach(t, b, "agent=alice&teams=sales")
 	alice.request(t, protocol.CmdAddChannel, asid, map[string]any{"channel": map[string]string{"id": "phone", "name": "1001", "type": "TELEPHONY"}})
@@ -71,6 +72,9 @@ func TestWallboardShowsLiveStatus(t *testing.T) {
 	}
 	if err := chromedp.Do(runCtx, chromedp.Navigate(b.url("/?alertAfter=1")), chromedp.WaitVisible(`tr[data-agent="alice"]`)); err != nil {
 		t.Fatalf("wallboard did not show alice: %v", err)
+	}
+	if name := eval(`document.querySelector('tr[data-agent="alice"] td.agent').textContent`); name != "Alice Martin" {
+		t.Fatalf("alice's row names %q, want her display name", name)
 	}
 	got := eval(status)
 	if got != "Not ready" {

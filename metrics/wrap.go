@@ -316,3 +316,13 @@ func (s *storeMetrics) Outbox(ctx context.Context, sid string) ([]store.OutboxEn
 func (s *storeMetrics) AckOutbox(ctx context.Context, sid, id string) error {
 	return s.do("ackoutbox", func() error { return s.next.AckOutbox(ctx, sid, id) })
 }
+
+// DisplayName passes an agent's name on from an adapter that knows names
+// (adapters.Directory), measured; others know none.
+func (a *adapterMetrics) DisplayName(ctx context.Context, agent string) (string, error) {
+	d, ok := a.next.(adapters.Directory)
+	if !ok {
+		return "", nil
+	}
+	return timed(a.m.AdapterDuration, a.m.AdapterErrors, "displayname", func() (string, error) { return d.DisplayName(ctx, agent) })
+}

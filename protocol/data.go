@@ -215,9 +215,11 @@ type InteractionSummary struct {
 // StateUpdated is the data of state.updated: every channel and the agent's
 // aggregate status (see AggregateStatus).
 type StateUpdated struct {
-	AgentID  string         `json:"agentId"`
-	Status   string         `json:"status"`
-	Channels []ChannelState `json:"channels"`
+	AgentID string `json:"agentId"`
+	// DisplayName: the agent's name, when the switch knows it.
+	DisplayName string         `json:"displayName,omitempty"`
+	Status      string         `json:"status"`
+	Channels    []ChannelState `json:"channels"`
 	// Today: the agent's interaction counters of the day (UTC), once there
 	// is something to count.
 	Today *CallCounters `json:"today,omitempty"`

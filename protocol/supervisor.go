@@ -40,9 +40,11 @@ type UnsubscribeData struct {
 
 // AgentView is an agent's live state as supervisors see it.
 type AgentView struct {
-	AgentID   string   `json:"agentId"`
-	SessionID string   `json:"sessionId"`
-	Teams     []string `json:"teams"`
+	AgentID string `json:"agentId"`
+	// DisplayName: the agent's name, when the switch knows it.
+	DisplayName string   `json:"displayName,omitempty"`
+	SessionID   string   `json:"sessionId"`
+	Teams       []string `json:"teams"`
 	// Status is the aggregate status (see AggregateStatus); StatusSince is
 	// when it started, Unix ms.
 	Status      string         `json:"status"`

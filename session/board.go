@@ -169,7 +169,7 @@ func (b *board) apply(ctx context.Context, e Envelope) {
 			b.mu.Unlock()
 			return
 		}
-		cur = &protocol.AgentView{AgentID: e.Agent, SessionID: e.Session, Status: st.Status, Channels: st.Channels, StatusSince: h.Timestamp, Today: st.Today}
+		cur = &protocol.AgentView{AgentID: e.Agent, DisplayName: st.DisplayName, SessionID: e.Session, Status: st.Status, Channels: st.Channels, StatusSince: h.Timestamp, Today: st.Today}
 		if prev != nil {
 			cur.Teams = prev.Teams
 			if prev.Status == st.Status && prev.SessionID == e.Session {
@@ -384,6 +384,6 @@ func (m *Manager) loadView(ctx context.Context, agent string) (loadedView, error
 }
 
 func presenceView(p Presence) *protocol.AgentView {
-	return &protocol.AgentView{AgentID: p.AgentID, SessionID: p.SessionID, Teams: nonNil(p.Teams), Status: p.Status,
+	return &protocol.AgentView{AgentID: p.AgentID, DisplayName: p.DisplayName, SessionID: p.SessionID, Teams: nonNil(p.Teams), Status: p.Status,
 		StatusSince: p.StatusSince.UnixMilli(), Channels: nonNil(p.Channels), Today: p.Today}
 }

@@ -15,6 +15,7 @@ import (
 // Presence is an agent's live state as other sessions see it.
 type Presence struct {
 	AgentID     string
+	DisplayName string
 	SessionID   string
 	Teams       []string
 	Status      string

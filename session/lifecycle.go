@@ -144,13 +144,14 @@ func (s *Session) register() {
 
 // snapshot is a session's persistent state (the store's record).
 type snapshot struct {
-	SessionID string          `json:"sessionId"`
-	AgentID   string          `json:"agentId"`
-	Teams     []string        `json:"teams,omitempty"`
-	Created   int64           `json:"created"`
-	Seq       uint64          `json:"seq"`
-	Groups    []string        `json:"groups,omitempty"`
-	Channels  []channel.Saved `json:"channels"`
+	SessionID   string          `json:"sessionId"`
+	AgentID     string          `json:"agentId"`
+	DisplayName string          `json:"displayName,omitempty"`
+	Teams       []string        `json:"teams,omitempty"`
+	Created     int64           `json:"created"`
+	Seq         uint64          `json:"seq"`
+	Groups      []string        `json:"groups,omitempty"`
+	Channels    []channel.Saved `json:"channels"`
 	// StatusSince is when the aggregate status started, Unix ms.
 	StatusSince int64 `json:"statusSince"`
 	// Supervisor sessions: role and subscriptions.
@@ -162,7 +163,7 @@ type snapshot struct {
 }
 
 func (s *Session) snapshot() []byte {
-	snap := snapshot{SessionID: s.id, AgentID: s.ident.AgentID, Teams: s.teams, Created: s.created,
+	snap := snapshot{SessionID: s.id, AgentID: s.ident.AgentID, DisplayName: s.displayName, Teams: s.teams, Created: s.created,
 		Seq: s.journal.seq, Groups: s.groups, Channels: make([]channel.Saved, len(s.channels)),
 		StatusSince: s.statusSince.UnixMilli(), Role: s.ident.Role, AllTeams: s.ident.AllTeams}
 	for id, sub := range s.subs {
@@ -205,7 +206,7 @@ func (s *Session) restore(rec store.Record) error {
 		}
 		s.ixs[info.ID] = channel.RestoreInteraction(info)
 	}
-	s.groups, s.today = snap.Groups, snap.Today
+	s.groups, s.today, s.displayName = snap.Groups, snap.Today, snap.DisplayName
 	s.journal.seq, s.journal.committed, s.journal.version = snap.Seq, snap.Seq, rec.Version
 	s.created, s.restored = snap.Created, time.Now()
 	s.statusSince = time.UnixMilli(snap.StatusSince)
@@ -236,6 +237,13 @@ func (s *Session) initFromSwitch() error {
 		}); f != nil {
 			return fmt.Errorf("reading the agent's teams from the switch: %s", f.Message)
 		}
+	}
+	if d, ok := s.m.adapter.(adapters.Directory); ok {
+		// A name is for supervisors' eyes: without one the agent's id does.
+		_ = s.call(func(ctx context.Context) (err error) {
+			s.displayName, err = d.DisplayName(ctx, s.ident.AgentID)
+			return err
+		})
 	}
 	var logins []adapters.Login
 	if f := s.call(func(ctx context.Context) (err error) {

@@ -82,6 +82,8 @@ type Session struct {
 	// linkDown: the session told its desktops the CTI link is down (and
 	// registers its agent again when it is back).
 	linkDown bool
+	// displayName: the agent's name, from the switch (adapters.Directory).
+	displayName string
 	// pushedIx: each live interaction as last pushed to webhooks (to tell
 	// parties added or removed).
 	pushedIx map[string]*protocol.Interaction
@@ -522,7 +524,7 @@ func (s *Session) publishPresence(st protocol.StateUpdated) {
 		s.status, s.statusSince = st.Status, time.Now()
 	}
 	s.presenceSent = true
-	s.m.dir.publish(Presence{AgentID: s.ident.AgentID, SessionID: s.id, Teams: s.teams, Status: st.Status,
+	s.m.dir.publish(Presence{AgentID: s.ident.AgentID, DisplayName: s.displayName, SessionID: s.id, Teams: s.teams, Status: st.Status,
 		StatusSince: s.statusSince, Channels: st.Channels, Today: st.Today, Seq: s.journal.seq})
 }
 
@@ -542,7 +544,7 @@ func (s *Session) state() protocol.StateUpdated {
 			}
 		}
 	}
-	st := protocol.StateUpdated{AgentID: s.ident.AgentID, Status: protocol.AggregateStatus(chans), Channels: chans}
+	st := protocol.StateUpdated{AgentID: s.ident.AgentID, DisplayName: s.displayName, Status: protocol.AggregateStatus(chans), Channels: chans}
 	if s.today.Day != "" && s.today.Day == time.Now().UTC().Format(time.DateOnly) {
 		today := s.today
 		st.Today = &today

@@ -293,7 +293,7 @@ func snapshotView(sid string, raw []byte) (*protocol.AgentView, uint64, bool) {
 	if json.Unmarshal(raw, &snap) != nil || snap.Role == RoleSupervisor || snap.Role == RoleAdmin {
 		return nil, 0, false
 	}
-	v := &protocol.AgentView{AgentID: snap.AgentID, SessionID: sid, Teams: nonNil(snap.Teams), StatusSince: snap.StatusSince,
+	v := &protocol.AgentView{AgentID: snap.AgentID, DisplayName: snap.DisplayName, SessionID: sid, Teams: nonNil(snap.Teams), StatusSince: snap.StatusSince,
 		Channels: make([]protocol.ChannelState, 0, len(snap.Channels))}
 	for _, saved := range snap.Channels {
 		c, err := channel.Restore(saved, 2)

@@ -84,6 +84,8 @@ type Config struct {
 
 // Agent is an agent known to the switch.
 type Agent struct {
+	// Name is the agent's display name (supervisors' views).
+	Name  string   `koanf:"name"`
 	Teams []string `koanf:"teams"`
 	// Logins are channels the agent is logged into when the switch starts.
 	Logins []PreLogin `koanf:"logins"`
@@ -418,6 +420,14 @@ func (s *Switch) Teams(ctx context.Context, agentID string) ([]string, error) {
 		return nil, err
 	}
 	return slices.Clone(s.cfg.Agents[agentID].Teams), nil
+}
+
+// DisplayName implements adapters.Directory.
+func (s *Switch) DisplayName(ctx context.Context, agentID string) (string, error) {
+	if err := s.call(ctx, agentID, false); err != nil {
+		return "", err
+	}
+	return s.cfg.Agents[agentID].Name, nil
 }
 
 // Events implements adapters.Adapter.
