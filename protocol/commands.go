@@ -73,17 +73,26 @@ const (
 type EventDoc struct {
 	Name string
 	Live bool
+	// Data is a zero value of the event's data type (for generated client
+	// types).
+	Data any
 }
 
 // eventTable lists every event the broker sends: the one place the
 // clients' types and the transcripts' coverage are checked against.
 var eventTable = []EventDoc{
-	{EvSessionInitialized, false}, {EvSessionEnded, false}, {EvSessionConnectionsChanged, true}, {EvSessionCTILinkChanged, false},
-	{EvChannelCreated, false}, {EvChannelInfoChanged, false}, {EvChannelInitialized, false}, {EvChannelRemoved, false},
-	{EvStateUpdated, false}, {EvNotReadyReasonsUpdated, false}, {EvLogoutReasonsUpdated, false}, {EvAddressBookUpdated, false},
-	{EvAgentLegFailed, false}, {EvInteractionCreated, false}, {EvInteractionInfoChanged, false}, {EvInteractionDataChanged, false},
-	{EvInteractionEnded, false}, {EvInteractionCompleted, false}, {EvDispositionsUpdated, false},
-	{EvSupervisorSnapshot, true}, {EvSupervisorAgentChanged, true}, {EvSupervisorQueueChanged, true},
+	{EvSessionInitialized, false, SessionInitialized{}}, {EvSessionEnded, false, SessionEnded{}},
+	{EvSessionConnectionsChanged, true, Connections{}}, {EvSessionCTILinkChanged, false, CTILinkChanged{}},
+	{EvChannelCreated, false, ChannelCreated{}}, {EvChannelInfoChanged, false, ChannelInfo{}},
+	{EvChannelInitialized, false, ChannelCreated{}}, {EvChannelRemoved, false, ChannelRemoved{}},
+	{EvStateUpdated, false, StateUpdated{}}, {EvNotReadyReasonsUpdated, false, NotReadyReasons{}},
+	{EvLogoutReasonsUpdated, false, LogoutReasons{}}, {EvAddressBookUpdated, false, AddressBooks{}},
+	{EvAgentLegFailed, false, AgentLegFailed{}}, {EvInteractionCreated, false, InteractionEvent{}},
+	{EvInteractionInfoChanged, false, InteractionEvent{}}, {EvInteractionDataChanged, false, InteractionEvent{}},
+	{EvInteractionEnded, false, InteractionEvent{}}, {EvInteractionCompleted, false, InteractionEvent{}},
+	{EvDispositionsUpdated, false, DispositionsUpdated{}},
+	{EvSupervisorSnapshot, true, SupervisorSnapshot{}}, {EvSupervisorAgentChanged, true, AgentChanged{}},
+	{EvSupervisorQueueChanged, true, QueueChanged{}},
 }
 
 // Events lists every event.

@@ -119,6 +119,11 @@ func (d Disposition) AppliesTo(ix *Interaction) bool {
 	return (d.Queue == "" || d.Queue == ix.Queue) && (d.MediaType == "" || strings.EqualFold(d.MediaType, ix.MediaType))
 }
 
+// DispositionsUpdated is the data of channel.externaldispositions.updated.
+type DispositionsUpdated struct {
+	Dispositions []Disposition `json:"dispositions"`
+}
+
 // InteractionEvent is the data of interaction.created, infochanged, ended
 // and completed.
 type InteractionEvent struct {

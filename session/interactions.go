@@ -494,7 +494,7 @@ func (s *Session) cmdDispositions(r *request) (json.RawMessage, *protocol.Failur
 	if f != nil {
 		return nil, f
 	}
-	s.emit(s.channelTarget(r.channel), protocol.EvDispositionsUpdated, map[string][]protocol.Disposition{"dispositions": nonNil(cat)})
+	s.emit(s.channelTarget(r.channel), protocol.EvDispositionsUpdated, protocol.DispositionsUpdated{Dispositions: nonNil(cat)})
 	return nil, nil
 }
 

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -42,6 +45,86 @@ func renderTypeScript() string {
 		fmt.Fprintf(&b, "  %q: { live: %v },\n", e.Name, e.Live)
 	}
 	b.WriteString("} as const;\nexport type EventName = keyof typeof events;\n")
+	// The events' data types, from the Go structs (JSON names; optional
+	// with omitempty or omitzero; a pointer without them is null when nil).
+	g := &tsGen{seen: map[reflect.Type]bool{}}
+	var names []string
+	for _, e := range protocol.Events() {
+		names = append(names, fmt.Sprintf("  %q: %s;\n", e.Name, g.typ(reflect.TypeOf(e.Data))))
+	}
+	b.WriteString("\n/** Each event's data. */\nexport interface EventData {\n" + strings.Join(names, "") + "}\n")
+	for _, decl := range g.decls {
+		b.WriteString("\n" + decl)
+	}
+	return b.String()
+}
+
+// tsGen renders Go types as TypeScript.
+type tsGen struct {
+	seen  map[reflect.Type]bool
+	decls []string
+}
+
+var rawJSON = reflect.TypeOf(json.RawMessage{})
+
+func (g *tsGen) typ(t reflect.Type) string {
+	if t == rawJSON {
+		return "unknown"
+	}
+	switch t.Kind() {
+	case reflect.Pointer:
+		return g.typ(t.Elem())
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64, reflect.Uint, reflect.Uint8, reflect.Uint16,
+		reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		return "number"
+	case reflect.Slice, reflect.Array:
+		return g.typ(t.Elem()) + "[]"
+	case reflect.Map:
+		return "Record<string, " + g.typ(t.Elem()) + ">"
+	case reflect.Interface:
+		return "unknown"
+	case reflect.Struct:
+		if !g.seen[t] {
+			g.seen[t] = true
+			g.decls = append(g.decls, "") // keep the order of first use
+			i := len(g.decls) - 1
+			g.decls[i] = g.iface(t)
+		}
+		return t.Name()
+	}
+	return "unknown"
+}
+
+func (g *tsGen) iface(t reflect.Type) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "export interface %s {\n", t.Name())
+	for f := range t.Fields() {
+		if !f.IsExported() {
+			continue
+		}
+		tag := f.Tag.Get("json")
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "-" {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		optional := slices.Contains(strings.Split(opts, ","), "omitempty") || slices.Contains(strings.Split(opts, ","), "omitzero")
+		q, typ := "", g.typ(f.Type)
+		switch {
+		case optional:
+			q = "?" // absent when empty
+		case f.Type.Kind() == reflect.Pointer:
+			typ += " | null" // always there, null when nil
+		}
+		fmt.Fprintf(&b, "  %s%s: %s;\n", name, q, typ)
+	}
+	b.WriteString("}\n")
 	return b.String()
 }
 

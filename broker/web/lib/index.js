@@ -242,7 +242,7 @@ export class Client {
     apply(ev) {
         if (typeof ev.seq === "number")
             this.lastSeq = Math.max(this.lastSeq, ev.seq);
-        const d = ev.data ?? {};
+        const d = ev.data ?? {}; // narrowed per case below by the event's name
         switch (ev.name) {
             case "session.initialized":
                 if (!d.resumed || this.session?.id !== d.sessionId) {

@@ -1,7 +1,7 @@
 // @ctibroker/client: the agent's (and supervisor's) side of ctibroker's
 // WebSocket protocol, for browsers and Node (>= 20).
 import { closeCodes, commands, failureCodes } from "./protocol.js";
-import type { CommandName, EventName, FailureCode } from "./protocol.js";
+import type { CommandName, EventData, EventName, FailureCode, Interaction } from "./protocol.js";
 
 export * from "./protocol.js";
 
@@ -22,15 +22,17 @@ export interface Reply<D = unknown> {
   failure?: Failure;
 }
 
-/** An event the broker sent. */
-export interface BrokerEvent<D = any> {
-  messageType: "objectEvent";
-  name: EventName;
-  target: string;
-  seq?: number;
-  timestamp: number;
-  data: D;
-}
+/** An event the broker sent; its data typed by its name (EventData). */
+export type BrokerEvent<N extends EventName = EventName> = {
+  [K in N]: {
+    messageType: "objectEvent";
+    name: K;
+    target: string;
+    seq?: number;
+    timestamp: number;
+    data: EventData[K];
+  };
+}[N];
 
 /** A command that failed: its failure, typed, and whether it was transient. */
 export class CommandError extends Error {
@@ -57,21 +59,6 @@ export interface Channel {
   reasonCode: string;
   reasonName: string;
   interactions: Map<string, Interaction>;
-}
-
-/** An interaction as the protocol describes it (see the README). */
-export interface Interaction {
-  id: string;
-  channel: string;
-  state: string;
-  direction: string;
-  mediaType: string;
-  from?: string;
-  to?: string;
-  queue?: string;
-  data?: Record<string, string>;
-  members: { id: string; role: string; name?: string; address?: string; state: string }[];
-  [field: string]: unknown;
 }
 
 export interface SessionInfo {
@@ -343,7 +330,7 @@ export class Client {
   /** Updates the model from an event. */
   private apply(ev: BrokerEvent): void {
     if (typeof ev.seq === "number") this.lastSeq = Math.max(this.lastSeq, ev.seq);
-    const d = ev.data ?? {};
+    const d: any = ev.data ?? {}; // narrowed per case below by the event's name
     switch (ev.name) {
       case "session.initialized":
         if (!d.resumed || this.session?.id !== d.sessionId) {

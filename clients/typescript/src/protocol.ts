@@ -103,3 +103,329 @@ export const events = {
   "supervisor.queue.changed": { live: true },
 } as const;
 export type EventName = keyof typeof events;
+
+/** Each event's data. */
+export interface EventData {
+  "session.initialized": SessionInitialized;
+  "session.ended": SessionEnded;
+  "session.connections.changed": Connections;
+  "session.ctilink.changed": CTILinkChanged;
+  "channel.created": ChannelCreated;
+  "channel.infochanged": ChannelInfo;
+  "channel.initialized": ChannelCreated;
+  "channel.removed": ChannelRemoved;
+  "state.updated": StateUpdated;
+  "session.externalnotreadyreasons.updated": NotReadyReasons;
+  "session.externallogoutreasons.updated": LogoutReasons;
+  "session.incontact.addressbook.updated": AddressBooks;
+  "session.incontact.agentleg.failed": AgentLegFailed;
+  "interaction.created": InteractionEvent;
+  "interaction.infochanged": InteractionEvent;
+  "interaction.datachanged": InteractionEvent;
+  "interaction.ended": InteractionEvent;
+  "interaction.completed": InteractionEvent;
+  "channel.externaldispositions.updated": DispositionsUpdated;
+  "supervisor.snapshot": SupervisorSnapshot;
+  "supervisor.agent.changed": AgentChanged;
+  "supervisor.queue.changed": QueueChanged;
+}
+
+export interface SessionInitialized {
+  sessionId: string;
+  agentId: string;
+  resumed: boolean;
+  teams?: string[];
+  seq: number;
+  connectionId?: string;
+  connections?: Connections;
+}
+
+export interface Connections {
+  count: number;
+  connections: ConnectionInfo[];
+}
+
+export interface ConnectionInfo {
+  id: string;
+  userAgent: string;
+  since: number;
+}
+
+export interface SessionEnded {
+  reason: string;
+  logoutCode?: string;
+}
+
+export interface CTILinkChanged {
+  up: boolean;
+  reason?: string;
+}
+
+export interface ChannelCreated {
+  channel: ChannelSpec;
+}
+
+export interface ChannelSpec {
+  id: string;
+  name: string;
+  type: string;
+  modelType?: string;
+}
+
+export interface ChannelInfo {
+  state: string;
+  agentStatus: AgentStatus;
+  changedBy?: ChangedBy;
+}
+
+export interface AgentStatus {
+  status: string;
+  lastReasonCode: string;
+  lastReasonName: string;
+}
+
+export interface ChangedBy {
+  role: string;
+  id: string;
+}
+
+export interface ChannelRemoved {
+  channel: IDRef;
+  reason?: string;
+}
+
+export interface IDRef {
+  id: string;
+}
+
+export interface StateUpdated {
+  agentId: string;
+  displayName?: string;
+  status: string;
+  channels: ChannelState[];
+  today?: CallCounters;
+}
+
+export interface ChannelState {
+  id: string;
+  group?: string;
+  name: string;
+  type: string;
+  state: string;
+  status: string;
+  reasonCode: string;
+  reasonName: string;
+  queues?: string[];
+  since: number;
+  changedBy?: ChangedBy;
+  interactions?: InteractionSummary[];
+}
+
+export interface InteractionSummary {
+  id: string;
+  direction: string;
+  state: string;
+  queue?: string;
+  stateSince: number;
+}
+
+export interface CallCounters {
+  day: string;
+  handled: number;
+  inboundAnswered: number;
+  inboundMissed: number;
+  outboundAttempted: number;
+  outboundAnswered: number;
+  talkMs: number;
+  holdMs: number;
+  handleMs: number;
+}
+
+export interface NotReadyReasons {
+  reasonCodes: ReasonCode[];
+}
+
+export interface ReasonCode {
+  reasonCodeId: string;
+  reasonCodeCode: string;
+  selectable: boolean;
+  extensions: string[];
+  labels: Label[];
+}
+
+export interface Label {
+  language: string;
+  country: string;
+  name: string;
+  description: string;
+}
+
+export interface LogoutReasons {
+  logoutReasons: LogoutReason[];
+}
+
+export interface LogoutReason {
+  logoutReasonId: string;
+  logoutReasonCode: string;
+  extensions: string[];
+  labels: Label[];
+}
+
+export interface AddressBooks {
+  addressbooks: AddressBook[];
+}
+
+export interface AddressBook {
+  name: string;
+  groups: Group[];
+  entries: Entry[];
+}
+
+export interface Group {
+  name: string;
+  groups: Group[];
+  entries: Entry[];
+}
+
+export interface Entry {
+  name: string;
+  type: string;
+  destinations: Destination[];
+  properties: EntryProperties;
+}
+
+export interface Destination {
+  label: string;
+  value: string;
+}
+
+export interface EntryProperties {
+  agentId?: string;
+  state?: string;
+  skill?: string;
+  mediaType?: string;
+  numAvailable?: number;
+  numUnavailable?: number;
+  ewt?: string;
+}
+
+export interface AgentLegFailed {
+  error: string;
+  channel?: string;
+}
+
+export interface InteractionEvent {
+  interaction: Interaction | null;
+  previous?: string;
+}
+
+export interface Interaction {
+  id: string;
+  channel: string;
+  mediaType: string;
+  direction: string;
+  state: string;
+  from?: string;
+  to?: string;
+  queue?: string;
+  data?: Record<string, string>;
+  disposition?: string;
+  parent?: string;
+  cause?: string;
+  members: Member[];
+  created: number;
+  queuedMs: number;
+  stateSince: number;
+  ended?: number;
+  completed?: number;
+  phases?: Phase[];
+}
+
+export interface Member {
+  id: string;
+  role: string;
+  name?: string;
+  address?: string;
+  state: string;
+}
+
+export interface Phase {
+  phase: string;
+  start: number;
+  end?: number;
+}
+
+export interface DispositionsUpdated {
+  dispositions: Disposition[];
+}
+
+export interface Disposition {
+  code: string;
+  name: string;
+  queue?: string;
+  mediaType?: string;
+}
+
+export interface SupervisorSnapshot {
+  subscriptionId: string;
+  reason: string;
+  agents: AgentView[];
+  summary: Summary;
+  queues?: QueueFigures[];
+}
+
+export interface AgentView {
+  agentId: string;
+  displayName?: string;
+  sessionId: string;
+  teams: string[];
+  status: string;
+  statusSince: number;
+  channels: ChannelState[];
+  today?: CallCounters;
+}
+
+export interface Summary {
+  totalAgentsCount: number;
+  loginAgentsCount: number;
+  readyAgentsCount: number;
+  notReadyAgentsCount: number;
+  acwAgentsCount: number;
+  busyAgentsCount: number;
+  loggedOutAgentsCount: number;
+}
+
+export interface QueueFigures {
+  name: string;
+  mediaType: string;
+  teams?: string[];
+  waiting: number;
+  longestWaitStart?: number;
+  offered: number;
+  answered: number;
+  abandoned: number;
+  avgSpeedOfAnswerMs: number;
+  serviceLevelSec: number;
+  serviceLevelPct: number;
+  answeredWithinServiceLevel: number;
+  abandonedAfterServiceLevel: number;
+  staffed: number;
+  ready: number;
+  busy: number;
+  afterCallWork: number;
+  notReady: number;
+}
+
+export interface AgentChanged {
+  subscriptionId: string;
+  agentId: string;
+  previous: AgentView | null;
+  current: AgentView | null;
+}
+
+export interface QueueChanged {
+  subscriptionId: string;
+  queue: string;
+  previous: QueueFigures | null;
+  current: QueueFigures | null;
+}
