@@ -37,6 +37,7 @@ type receiver struct {
 	secret string // hmac-sha256; empty: legacy-md5
 	addr   string
 	srv    *http.Server
+	done   chan struct{} // closed by stop: a slow answer ends
 
 	mu        sync.Mutex
 	got       []protocol.WebhookMessage
@@ -67,6 +68,9 @@ func (r *receiver) start() {
 		r.t.Fatal(err)
 	}
 	r.addr = ln.Addr().String()
+	r.mu.Lock()
+	r.done = make(chan struct{})
+	r.mu.Unlock()
 	r.srv = &http.Server{Handler: http.HandlerFunc(r.serve), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = r.srv.Serve(ln) }()
 }
@@ -74,6 +78,9 @@ func (r *receiver) start() {
 // stop takes the endpoint down (connections refused until start).
 func (r *receiver) stop() {
 	if r.srv != nil {
+		r.mu.Lock()
+		close(r.done)
+		r.mu.Unlock()
 		_ = r.srv.Close()
 		r.srv = nil
 	}
@@ -102,8 +109,13 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	if fail {
 		r.failFirst--
 	}
+	done := r.done
 	r.mu.Unlock()
-	time.Sleep(delay)
+	select {
+	case <-time.After(delay):
+	case <-done:
+		return
+	}
 	if err := r.verify(body, req.Header); err != nil {
 		r.mu.Lock()
 		r.badSig = append(r.badSig, err.Error())
@@ -443,4 +455,24 @@ func TestClusterWebhooksLeftInASessionAreRelayedOnRestore(t *testing.T) {
 		n, _ := rc.XLen(context.Background(), "ctibroker:sess:{"+sid+"}:wh").Result()
 		return n == 0
 	})
+}
+
+// A slow endpoint delays nothing but itself: another endpoint gets the
+// same messages at once.
+func TestWebhooksSlowEndpointDoesNotDelayAnother(t *testing.T) {
+	slow, fast := startReceiver(t, true), startReceiver(t, true)
+	slow.delay = 2 * time.Second
+	b := startBrokerYAML(t, webhookYAML(hmacEndpoint("slow", slow, `"agent.status"`), hmacEndpoint("fast", fast, `"agent.status"`)))
+	alice, asid := attach(t, b, "agent=alice")
+	addPhone(t, alice, asid)
+	activatePhone(t, alice, asid, "")
+	want := append([]string{"ACTIVE/not_ready"}, toggles(t, alice, asid, 10)...)
+	start := time.Now()
+	eventually(t, "the fast endpoint's messages", func() bool { return len(statuses(fast.messages())["alice"]) == len(want) })
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("the fast endpoint waited %v behind the slow one", took)
+	}
+	if n := len(slow.messages()); n > 1 {
+		t.Fatalf("the slow endpoint got %d messages already: it is not slow", n)
+	}
 }
