@@ -138,3 +138,15 @@ func TestAdapterCheckCommandAgainstTheSimProcess(t *testing.T) {
 		t.Fatalf("ctibroker adapter check: %v\n%s", err, out)
 	}
 }
+
+// An adapter process that knows an agent's name gives it to the broker
+// (the display name document): supervisors' views show it.
+func TestRemoteAdapterGivesDisplayNames(t *testing.T) {
+	sim := startSimAdapter(t, "CTIBROKER_ADAPTER__SIM__AGENTS__ALICE__NAME=Alice Martin")
+	b := startBrokerRemote(t, sim)
+	activeAgent(t, b, "alice")
+	eventually(t, "alice's name in the view", func() bool {
+		_, v := getJSON(t, b.url("/v1/agents/alice"), nil)
+		return v["displayName"] == "Alice Martin"
+	})
+}

@@ -113,6 +113,7 @@ var (
 	_ adapters.QueueReporter = (*Adapter)(nil)
 	_ adapters.Registrar     = (*Adapter)(nil)
 	_ adapters.Capabilities  = (*Adapter)(nil)
+	_ adapters.Directory     = (*Adapter)(nil)
 )
 
 // Dial connects to the adapter at cfg.Addr as broker node node. It does
@@ -386,6 +387,11 @@ func (a *Adapter) AddressBook(ctx context.Context, agentID string) (out protocol
 
 func (a *Adapter) Dispositions(ctx context.Context, agentID string) (out []protocol.Disposition, err error) {
 	return out, a.document(ctx, agentID, pb.DocumentKind_DOCUMENT_KIND_DISPOSITIONS, &out)
+}
+
+// DisplayName implements adapters.Directory.
+func (a *Adapter) DisplayName(ctx context.Context, agentID string) (out string, err error) {
+	return out, a.document(ctx, agentID, pb.DocumentKind_DOCUMENT_KIND_DISPLAY_NAME, &out)
 }
 
 func (a *Adapter) Interactions(ctx context.Context, agentID string) (out []protocol.Interaction, err error) {

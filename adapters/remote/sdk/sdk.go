@@ -266,6 +266,11 @@ func (s *Server) Document(ctx context.Context, r *pb.DocumentRequest) (*pb.Docum
 			return nil, status.Error(codes.Unimplemented, "no call control")
 		}
 		doc, err = s.cc.Dispositions(ctx, r.GetAgentId())
+	case pb.DocumentKind_DOCUMENT_KIND_DISPLAY_NAME:
+		doc = ""
+		if dir, ok := s.a.(adapters.Directory); ok {
+			doc, err = dir.DisplayName(ctx, r.GetAgentId())
+		}
 	case pb.DocumentKind_DOCUMENT_KIND_INTERACTIONS:
 		if s.cc == nil {
 			return nil, status.Error(codes.Unimplemented, "no call control")

@@ -45,6 +45,8 @@ const (
 	DocumentKind_DOCUMENT_KIND_DISPOSITIONS DocumentKind = 4
 	// JSON array of interactions.
 	DocumentKind_DOCUMENT_KIND_INTERACTIONS DocumentKind = 5
+	// JSON string: the agent's display name ("" when unknown).
+	DocumentKind_DOCUMENT_KIND_DISPLAY_NAME DocumentKind = 6
 )
 
 // Enum value maps for DocumentKind.
@@ -56,6 +58,7 @@ var (
 		3: "DOCUMENT_KIND_ADDRESS_BOOK",
 		4: "DOCUMENT_KIND_DISPOSITIONS",
 		5: "DOCUMENT_KIND_INTERACTIONS",
+		6: "DOCUMENT_KIND_DISPLAY_NAME",
 	}
 	DocumentKind_value = map[string]int32{
 		"DOCUMENT_KIND_UNSPECIFIED":       0,
@@ -64,6 +67,7 @@ var (
 		"DOCUMENT_KIND_ADDRESS_BOOK":      3,
 		"DOCUMENT_KIND_DISPOSITIONS":      4,
 		"DOCUMENT_KIND_INTERACTIONS":      5,
+		"DOCUMENT_KIND_DISPLAY_NAME":      6,
 	}
 )
 
@@ -1858,14 +1862,15 @@ const file_adapter_proto_rawDesc = "" +
 	"\x0eQueuesResponse\x12\x12\n" +
 	"\x04view\x18\x01 \x01(\tR\x04view\x12\x1f\n" +
 	"\vqueues_json\x18\x02 \x01(\fR\n" +
-	"queuesJson*\xd4\x01\n" +
+	"queuesJson*\xf4\x01\n" +
 	"\fDocumentKind\x12\x1d\n" +
 	"\x19DOCUMENT_KIND_UNSPECIFIED\x10\x00\x12#\n" +
 	"\x1fDOCUMENT_KIND_NOT_READY_REASONS\x10\x01\x12 \n" +
 	"\x1cDOCUMENT_KIND_LOGOUT_REASONS\x10\x02\x12\x1e\n" +
 	"\x1aDOCUMENT_KIND_ADDRESS_BOOK\x10\x03\x12\x1e\n" +
 	"\x1aDOCUMENT_KIND_DISPOSITIONS\x10\x04\x12\x1e\n" +
-	"\x1aDOCUMENT_KIND_INTERACTIONS\x10\x05*\xab\x02\n" +
+	"\x1aDOCUMENT_KIND_INTERACTIONS\x10\x05\x12\x1e\n" +
+	"\x1aDOCUMENT_KIND_DISPLAY_NAME\x10\x06*\xab\x02\n" +
 	"\x06Action\x12\x16\n" +
 	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rACTION_ACCEPT\x10\x01\x12\x11\n" +
