@@ -114,6 +114,18 @@ export class Client {
             complete: (disposition) => this.command("interaction.complete", t(), disposition ? { disposition } : undefined),
         };
     }
+    /** A supervisor's commands (its own session is the target). */
+    get supervisor() {
+        const t = () => this.sid();
+        return {
+            /** Starts a live view: a supervisor.snapshot event, then supervisor.agent.changed (and
+             * supervisor.queue.changed with queues). Resolves with the subscription's id. */
+            subscribe: async (filter = {}) => (await this.command("supervisor.subscribe", t(), filter)).data.subscriptionId,
+            unsubscribe: (subscriptionId) => this.command("supervisor.unsubscribe", t(), { subscriptionId }),
+            setState: (agentId, status, opts = {}) => this.command("supervisor.agent.setstate", t(), { agentId, status, ...opts }),
+            logout: (agentId, opts = {}) => this.command("supervisor.agent.logout", t(), { agentId, ...opts }),
+        };
+    }
     /** Adds a channel to the session (session.addchannel). */
     addChannel(id, name, type) {
         return this.command("session.addchannel", this.sid(), { channel: { id, name, type } });

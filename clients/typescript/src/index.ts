@@ -61,6 +61,17 @@ export interface Channel {
   interactions: Map<string, Interaction>;
 }
 
+/** What a supervisor subscribes to (lists AND-ed; empty: all it may see). */
+export interface SubscribeFilter {
+  teams?: string[];
+  agents?: string[];
+  channelTypes?: string[];
+  statuses?: string[];
+  format?: "full" | "compact";
+  /** Queue figures too: these queues, or [] for every queue it may see. */
+  queues?: string[];
+}
+
 export interface SessionInfo {
   id: string;
   agentId: string;
@@ -205,6 +216,22 @@ export class Client {
       sendDTMF: (digits: string) => this.command("interaction.senddtmf", t(), { digits }),
       setData: (data: Record<string, string>) => this.command("interaction.setdata", t(), { data }),
       complete: (disposition?: string) => this.command("interaction.complete", t(), disposition ? { disposition } : undefined),
+    };
+  }
+
+  /** A supervisor's commands (its own session is the target). */
+  get supervisor() {
+    const t = () => this.sid();
+    return {
+      /** Starts a live view: a supervisor.snapshot event, then supervisor.agent.changed (and
+       * supervisor.queue.changed with queues). Resolves with the subscription's id. */
+      subscribe: async (filter: SubscribeFilter = {}) =>
+        (await this.command<{ subscriptionId: string }>("supervisor.subscribe", t(), filter)).data!.subscriptionId,
+      unsubscribe: (subscriptionId: string) => this.command("supervisor.unsubscribe", t(), { subscriptionId }),
+      setState: (agentId: string, status: "ready" | "not_ready", opts: { reasoncode?: string; channel?: string } = {}) =>
+        this.command("supervisor.agent.setstate", t(), { agentId, status, ...opts }),
+      logout: (agentId: string, opts: { reason?: string; channel?: string } = {}) =>
+        this.command("supervisor.agent.logout", t(), { agentId, ...opts }),
     };
   }
 

@@ -119,6 +119,27 @@ test("a dropped connection reconnects and resumes with since=", async () => {
   c.close();
 });
 
+test("a supervisor watches agents and queues live", async () => {
+  const sv = new Client({ url: `ws://${base}/v1/ws`, supervisor: "ts-vicky", WebSocket, minDelayMs: 50 });
+  const events = [];
+  sv.on("event", (ev) => events.push(ev));
+  await sv.connect();
+  const id = await sv.supervisor.subscribe({ queues: [] });
+  await until("the snapshot", () => events.some((e) => e.name === "supervisor.snapshot" && e.data.subscriptionId === id));
+  const snap = events.find((e) => e.name === "supervisor.snapshot");
+  assert.ok(Array.isArray(snap.data.queues) && snap.data.queues.some((q) => q.name === "sales"), "queue figures in the snapshot");
+  const dave = agent("ts-dave");
+  await dave.connect();
+  await dave.addChannel("phone", "2004", "TELEPHONY");
+  await dave.channel("phone").activate();
+  await until("dave in the live view", () =>
+    events.some((e) => e.name === "supervisor.agent.changed" && e.data.agentId === "ts-dave" && e.data.current?.status === "not_ready"));
+  await sv.supervisor.setState("ts-dave", "ready");
+  await until("dave set ready by the supervisor", () => dave.channels.get("phone")?.status === "ready");
+  dave.close();
+  sv.close();
+});
+
 test("every command of the broker has its type", () => {
   for (const name of ["channel.ready", "interaction.accept", "supervisor.subscribe", "session.logout"]) {
     assert.ok(name in commands, name);
