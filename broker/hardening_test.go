@@ -868,12 +868,12 @@ func TestHardeningAdminListener(t *testing.T) {
 	}
 }
 
-// The wallboard's pages tell browsers to keep them out of frames, to send
+// The wallboard's and the agent desktop's pages tell browsers to keep them out of frames, to send
 // no Referer (the page may have had a token in its URL) and to run only the
 // broker's own scripts.
 func TestHardeningWallboardHeaders(t *testing.T) {
 	b := startBroker(t)
-	for _, path := range []string{"/", "/static/wallboard.js"} {
+	for _, path := range []string{"/", "/static/wallboard.js", "/agent", "/static/agent.js", "/static/lib/index.js"} {
 		resp, err := http.Get(b.url(path))
 		if err != nil {
 			t.Fatal(err)
@@ -1413,6 +1413,27 @@ func TestHardeningWebhooks(t *testing.T) {
 		_, err := loadTB(t, "webhooks:\n  endpoints:\n    - "+tt.endpoint+"\n", nil)
 		if err == nil || !strings.Contains(err.Error(), "webhooks.endpoints[0]") || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: %v, want an error naming webhooks.endpoints[0] and %s", tt.name, err, tt.want)
+		}
+	}
+}
+
+// node.url is sent to clients in a close frame: only a ws:// or wss:// URL
+// that fits one (123 bytes) is accepted, never a script or a file URL.
+func TestHardeningNodeURL(t *testing.T) {
+	for _, tt := range []struct {
+		url string
+		ok  bool
+	}{
+		{"wss://node-a.example/v1/ws", true},
+		{"javascript:alert(1)", false},
+		{"file:///etc/passwd", false},
+		{"https://node-a.example/v1/ws", false},
+		{"wss://" + strings.Repeat("a", 130) + "/v1/ws", false},
+		{"wss:///v1/ws", false},
+	} {
+		_, err := loadTB(t, "", []string{"CTIBROKER_NODE__URL=" + tt.url})
+		if (err == nil) != tt.ok || (err != nil && !strings.Contains(err.Error(), "node.url")) {
+			t.Errorf("node.url %q: %v, want ok=%v", tt.url, err, tt.ok)
 		}
 	}
 }
