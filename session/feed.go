@@ -43,9 +43,9 @@ type feed struct {
 	armed     bool // the batch delay runs
 	dirty     bool // woken since the last read
 	timer     *time.Timer
-	due       time.Time        // when the armed read was due
-	lastCycle time.Duration    // from then to the batch written
-	snapshots []queuedSnapshot // and queue changes: go before any agent change
+	due       time.Time       // when the armed read was due
+	lastCycle time.Duration   // from then to the batch written
+	queued    []queuedMessage // snapshots and queue changes: go before any agent change
 	// subs is replaced, never changed in place: a reader keeps the one it
 	// took.
 	subs []*liveSub
@@ -64,7 +64,7 @@ type liveSub struct {
 	head []byte
 }
 
-type queuedSnapshot struct {
+type queuedMessage struct {
 	sub *liveSub
 	msg []byte
 }
@@ -98,15 +98,15 @@ func (f *feed) release() {
 }
 
 // setConn points the feed at a new connection (nil: detached); queued
-// snapshots are dropped (the session restarts the watches on attach).
+// messages are dropped (the session restarts the watches on attach).
 func (f *feed) setConn(c Conn) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.conn = c
 	f.gen++
 	f.inFlight = false
-	clear(f.snapshots)
-	f.snapshots = f.snapshots[:0]
+	clear(f.queued)
+	f.queued = f.queued[:0]
 }
 
 // add starts reading sub's watch; its snapshot goes first.
@@ -116,11 +116,11 @@ func (f *feed) add(sub *liveSub, snapshot []byte) {
 	f.subs = append(slices.Clip(f.subs), sub)
 	if f.conn != nil {
 		// Ahead of the queue changes pushed since sub's queue watch began.
-		i := slices.IndexFunc(f.snapshots, func(q queuedSnapshot) bool { return q.sub == sub })
+		i := slices.IndexFunc(f.queued, func(q queuedMessage) bool { return q.sub == sub })
 		if i < 0 {
-			i = len(f.snapshots)
+			i = len(f.queued)
 		}
-		f.snapshots = slices.Insert(f.snapshots, i, queuedSnapshot{sub, snapshot})
+		f.queued = slices.Insert(f.queued, i, queuedMessage{sub, snapshot})
 		f.dirty = true // sent on release, or after the batch in flight
 	}
 }
@@ -131,7 +131,7 @@ func (f *feed) remove(sub *liveSub) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.subs = slices.DeleteFunc(slices.Clone(f.subs), func(s *liveSub) bool { return s == sub })
-	f.snapshots = slices.DeleteFunc(f.snapshots, func(q queuedSnapshot) bool { return q.sub == sub })
+	f.queued = slices.DeleteFunc(f.queued, func(q queuedMessage) bool { return q.sub == sub })
 }
 
 // queueSnapshot queues a snapshot that belongs to no running watch (an
@@ -140,7 +140,7 @@ func (f *feed) queueSnapshot(msg []byte) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.conn != nil {
-		f.snapshots = append(f.snapshots, queuedSnapshot{nil, msg})
+		f.queued = append(f.queued, queuedMessage{nil, msg})
 		f.dirty = true
 	}
 }
@@ -151,7 +151,7 @@ func (f *feed) push(sub *liveSub, msg []byte) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.conn != nil {
-		f.snapshots = append(f.snapshots, queuedSnapshot{sub, msg})
+		f.queued = append(f.queued, queuedMessage{sub, msg})
 		f.dirty = true
 		f.armLocked()
 	}
@@ -196,10 +196,10 @@ func (f *feed) flush() {
 
 // reading is a read the feed committed to: the batch in flight is its.
 type reading struct {
-	conn      Conn
-	gen       uint64
-	snapshots []queuedSnapshot
-	subs      []*liveSub
+	conn   Conn
+	gen    uint64
+	queued []queuedMessage
+	subs   []*liveSub
 }
 
 // takeLocked starts a read when the connection can have a batch.
@@ -209,19 +209,19 @@ func (f *feed) takeLocked() *reading {
 	}
 	f.inFlight, f.dirty = true, false
 	f.woken.Store(false) // changes logged from now on wake the feed again
-	r := &reading{conn: f.conn, gen: f.gen, snapshots: f.snapshots, subs: f.subs}
-	f.snapshots = nil
+	r := &reading{conn: f.conn, gen: f.gen, queued: f.queued, subs: f.subs}
+	f.queued = nil
 	return r
 }
 
-// read reads the snapshots and every watch into one batch for the
+// read reads the queued messages and every watch into one batch for the
 // connection; without the lock.
 func (f *feed) read(r *reading) {
 	if r == nil {
 		return
 	}
-	msgs := make([]Message, 0, len(r.snapshots)+8)
-	for _, q := range r.snapshots {
+	msgs := make([]Message, 0, len(r.queued)+8)
+	for _, q := range r.queued {
 		msgs = append(msgs, Message{Body: q.msg})
 	}
 	resync := false

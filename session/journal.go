@@ -179,7 +179,7 @@ func (j *journal) commitNow(snapshot func() []byte, replies []store.Reply) ([]st
 		j.committed = j.seq
 		j.timeline = j.timeline[:0]
 		if len(j.pushes) > 0 {
-			j.relay, j.relayVersion = append(j.relay, j.pushes...), j.version
+			j.relay, j.relayVersion = j.pushes, j.version // the session takes it after every commit
 			j.pushes = nil
 		}
 		j.inDoubt = nil // none of them can land now: the version moved on

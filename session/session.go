@@ -500,8 +500,10 @@ func (s *Session) emit(target, name string, data any) {
 		return
 	}
 	s.journal.emit(target, name, raw)
-	if ev, ok := data.(protocol.InteractionEvent); ok && s.m.opts.Pusher != nil {
-		s.pushInteraction(name, ev)
+	if s.m.opts.Pusher != nil { // webhooks configured: only then is the data looked at again
+		if ev, ok := data.(protocol.InteractionEvent); ok {
+			s.pushInteraction(name, ev)
+		}
 	}
 }
 

@@ -463,9 +463,7 @@ func (d *Dispatcher) Endpoints(ctx context.Context) ([]Status, error) {
 					break
 				}
 				counted += len(entries)
-				if st.Pending == 0 || time.Since(entryTime(entries[0].ID)).Milliseconds() > st.OldestPendingAgeMs {
-					st.OldestPendingAgeMs = max(st.OldestPendingAgeMs, time.Since(entryTime(entries[0].ID)).Milliseconds())
-				}
+				st.OldestPendingAgeMs = max(st.OldestPendingAgeMs, time.Since(entryTime(entries[0].ID)).Milliseconds())
 				st.Pending += len(entries)
 				cur = entries[len(entries)-1].ID
 			}
