@@ -217,8 +217,8 @@ func (c *wsConn) Send(msgs []session.Message, done func()) bool {
 	// bounded by whoever makes it (a replay by limits.history, a live batch
 	// by the change log), so the queue holds at most the limits plus one.
 	size := 0
-	for _, m := range msgs {
-		size += len(m.Head) + len(m.Body)
+	for i := range msgs {
+		size += msgs[i].Len()
 	}
 	if c.queued >= c.limit || c.bytes >= c.byteLimit {
 		c.mu.Unlock()
@@ -370,7 +370,8 @@ func (c *wsConn) writeBatch(ctx context.Context, msgs []session.Message, buf *[]
 		frame, n = (*buf)[:0], 0
 		return err
 	}
-	for _, m := range msgs {
+	for i := range msgs {
+		m := &msgs[i]
 		switch {
 		case !c.batch && len(m.Head) == 0:
 			if err := c.ws.Write(ctx, websocket.MessageText, m.Body); err != nil {
@@ -378,15 +379,14 @@ func (c *wsConn) writeBatch(ctx context.Context, msgs []session.Message, buf *[]
 			}
 			c.metrics.Delivered()
 			continue
-		case c.batch && n > 0 && (n == protocol.MaxFrameMessages || len(frame)+1+len(m.Head)+len(m.Body) > protocol.MaxFrameBytes):
+		case c.batch && n > 0 && (n == protocol.MaxFrameMessages || len(frame)+1+m.Len() > protocol.MaxFrameBytes):
 			if err := flush(); err != nil {
 				return err
 			}
 		case c.batch && n > 0:
 			frame = append(frame, '\n')
 		}
-		frame = append(frame, m.Head...)
-		frame = append(frame, m.Body...)
+		frame = m.AppendTo(frame)
 		n++
 		if !c.batch {
 			if err := flush(); err != nil {

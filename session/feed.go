@@ -220,29 +220,48 @@ func (f *feed) read(r *reading) {
 	if r == nil {
 		return
 	}
-	msgs := make([]Message, 0, len(r.queued)+8)
-	for _, q := range r.queued {
-		msgs = append(msgs, Message{Body: q.msg})
-	}
+	// The changes of every watch first, then one slice of messages of the
+	// right size: a batch under load holds thousands.
+	cp := changeScratch.Get().(*[]Change)
+	changes := (*cp)[:0]
+	ends := make([]int, len(r.subs))
 	resync := false
-	var changes []Change
-	for _, sub := range r.subs {
+	for i, sub := range r.subs {
+		ends[i] = len(changes)
 		if sub.stale {
 			continue
 		}
+		start := len(changes)
 		var ok bool
-		if changes, ok = sub.watch.Changes(changes[:0]); !ok {
+		if changes, ok = sub.watch.Changes(changes); !ok {
+			changes = changes[:start]
 			sub.stale, resync = true, true
 			f.s.m.opts.Metrics.LiveRead(0, true)
 			continue
 		}
+		ends[i] = len(changes)
 		folded := 0
-		msgs = slices.Grow(msgs, len(changes))
-		for i := range changes {
-			msgs = append(msgs, Message{Head: sub.head, Body: changes[i].body(sub.compact)})
-			folded += changes[i].Folded
+		for _, c := range changes[start:] {
+			folded += c.Folded
 		}
 		f.s.m.opts.Metrics.LiveRead(folded, false)
+	}
+	msgs := make([]Message, 0, len(r.queued)+len(changes))
+	for _, q := range r.queued {
+		msgs = append(msgs, Message{Body: q.msg})
+	}
+	start := 0
+	for i, sub := range r.subs {
+		for k := start; k < ends[i]; k++ {
+			msgs = append(msgs, changes[k].message(sub.head, sub.compact))
+		}
+		start = ends[i]
+	}
+	// The pool must not keep the log's entries alive, nor a rare huge read.
+	clear(changes)
+	if cap(changes) <= protocol.LiveLogSize {
+		*cp = changes[:0]
+		changeScratch.Put(cp)
 	}
 	if resync {
 		// Changes were lost to this connection: its subscriptions start
@@ -253,6 +272,9 @@ func (f *feed) read(r *reading) {
 		f.sent(r.gen)
 	}
 }
+
+// changeScratch holds the slices feeds read their watches into.
+var changeScratch = sync.Pool{New: func() any { return new([]Change) }}
 
 // sent: the connection wrote (or dropped) a batch, or there was none. What
 // changed meanwhile goes after the batch delay: under load, batches grow

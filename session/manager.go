@@ -160,11 +160,35 @@ const supervisorKeyPrefix = "sup."
 func isAgentKey(key string) bool { return !strings.Contains(key, ".") }
 
 // Message is one message for a connection: Head followed by Body, written
-// as one WebSocket message. Body may be shared by many connections (a
-// supervisor change is encoded once for all its subscribers): nobody
-// modifies it.
+// as one WebSocket message (AppendTo). Body may be shared by many
+// connections (a supervisor change is encoded once for all its
+// subscribers): nobody modifies it.
+//
+// A change folded for one watch has no Body: it differs per watch (its
+// previous view and count), so the writer encodes it straight into its
+// frame from the log's shared encodings rather than each subscriber
+// holding a copy until its batch is written.
 type Message struct {
 	Head, Body []byte
+	folded     foldedChange
+}
+
+// AppendTo appends the message to dst.
+func (m *Message) AppendTo(dst []byte) []byte {
+	dst = append(dst, m.Head...)
+	if m.folded.last != nil {
+		return m.folded.appendTo(dst)
+	}
+	return append(dst, m.Body...)
+}
+
+// Len is the message's length, or about it for a folded change (within
+// the few bytes of its count): it bounds queues and frames.
+func (m *Message) Len() int {
+	if m.folded.last != nil {
+		return len(m.Head) + m.folded.len()
+	}
+	return len(m.Head) + len(m.Body)
 }
 
 // Conn is a client connection as a session sees it.

@@ -33,7 +33,7 @@ func newTestConn() *testConn {
 
 func (c *testConn) Send(msgs []Message, done func()) bool {
 	for _, m := range msgs {
-		c.out <- append(slices.Clip(m.Head), m.Body...)
+		c.out <- m.AppendTo(nil)
 	}
 	if done != nil {
 		done()

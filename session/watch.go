@@ -157,28 +157,60 @@ func (w *Watch) Stop() {
 	w.b.mu.Unlock()
 }
 
-// body returns the change's message tail (see appendChangeBody): shared by
-// every watch that sees it the same way. A folded change is made of the
-// views the log encoded already, unless it is compact.
-func (c *Change) body(compact bool) []byte {
+// message returns the change as a message of a watch whose messages start
+// with head. An unfolded change shares the log's encoding with every watch
+// that sees it the same way; a folded one is encoded by the writer.
+func (c *Change) message(head []byte, compact bool) Message {
 	if c.first == nil {
-		return c.enc.bodyFor(c.pm, c.cm, compact)
+		return Message{Head: head, Body: c.enc.bodyFor(c.pm, c.cm, compact)}
 	}
 	c.first.views()
 	c.enc.views()
-	if compact {
+	return Message{Head: head, folded: foldedChange{first: c.first, last: c.enc, n: c.Folded, pm: c.pm, cm: c.cm, compact: compact}}
+}
+
+// body returns the change's message tail (see appendChangeBody).
+func (c *Change) body() []byte {
+	m := c.message(nil, false)
+	if m.Body != nil {
+		return m.Body
+	}
+	return m.folded.appendTo(nil)
+}
+
+// foldedChange is a change that folds n later ones in, as a watch sees it:
+// from first's previous view (the one the watch saw) to last's current.
+// Both views are encoded already (views).
+type foldedChange struct {
+	first, last *encodedChange
+	n           int
+	pm, cm      bool
+	compact     bool
+}
+
+func (f *foldedChange) appendTo(dst []byte) []byte {
+	if f.compact {
 		// What the watch missed is not worth a diff of its own: the whole
 		// current view replaces the one it has.
-		return appendReplaceBody(nil, c.enc.agent, c.pm, c.cm, c.enc.cur, c.Folded, c.At)
+		return appendReplaceBody(dst, f.last.agent, f.pm, f.cm, f.last.cur, f.n, f.last.at)
 	}
 	var prev, cur []byte
-	if c.pm {
-		prev = c.first.prev
+	if f.pm {
+		prev = f.first.prev
 	}
-	if c.cm {
-		cur = c.enc.cur
+	if f.cm {
+		cur = f.last.cur
 	}
-	return appendChangeBody(nil, c.enc.agent, prev, cur, c.Folded, c.At)
+	return appendChangeBody(dst, f.last.agent, prev, cur, f.n, f.last.at)
+}
+
+// len is the encoding's length, but for the digits of n.
+func (f *foldedChange) len() int {
+	n := len(f.last.agent) + len(f.last.cur) + 80
+	if !f.compact && f.pm {
+		n += len(f.first.prev)
+	}
+	return n
 }
 
 // AppendData appends the data of supervisor.agent.changed for subscription
@@ -187,7 +219,7 @@ func (c *Change) AppendData(dst, sub []byte) []byte {
 	dst = append(dst, `{"subscriptionId":`...)
 	dst = append(dst, sub...)
 	dst = append(dst, ',')
-	b := c.body(false)
+	b := c.body()
 	// The tail is the data's other fields, then `},"timestamp":N}`.
 	b = b[:bytes.LastIndex(b, []byte(`},"timestamp":`))]
 	dst = append(dst, b...)
@@ -294,7 +326,6 @@ func appendCompactBody(dst, agent []byte, prev, cur *protocol.AgentView, folded 
 // view of the agent: an add of "" when it appears (!pm), a remove of ""
 // when it leaves (!cm), else a replace of "" with cur.
 func appendReplaceBody(dst, agent []byte, pm, cm bool, cur []byte, folded int, at int64) []byte {
-	dst = make([]byte, 0, len(agent)+len(cur)+96)
 	dst = append(dst, `"agentId":`...)
 	dst = append(dst, agent...)
 	switch {

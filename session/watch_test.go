@@ -112,7 +112,8 @@ func TestFoldedChangeMessage(t *testing.T) {
 	}
 	for _, compact := range []bool{false, true} {
 		var data map[string]any
-		body := changes[0].body(compact)
+		m := changes[0].message(nil, compact)
+		body := m.AppendTo(nil)
 		if err := json.Unmarshal(append([]byte(`{"data":{`), body...), &data); err != nil {
 			t.Fatalf("body %s: %v", body, err)
 		}
@@ -181,7 +182,8 @@ func TestWatchesReadConcurrently(t *testing.T) {
 					return
 				}
 				for _, c := range changes {
-					_ = c.body(i%2 == 0)
+					m := c.message(nil, i%2 == 0)
+					_ = m.AppendTo(nil)
 					final[c.AgentID] = status(c.Cur)
 				}
 				if stopped && len(changes) == 0 {
@@ -228,7 +230,7 @@ func (c *blockingConn) release() []string {
 	var out []string
 	for _, b := range batches {
 		for _, m := range b {
-			out = append(out, string(m.Head)+string(m.Body))
+			out = append(out, string(m.AppendTo(nil)))
 		}
 	}
 	for _, d := range dones {
