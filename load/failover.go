@@ -1,11 +1,16 @@
 package load
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"os"
+	"os/exec"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -31,6 +36,12 @@ type FailoverConfig struct {
 	Sources       int
 	Prefix        string
 	Batch         bool
+	// BProcess, when set, runs B's agents in another process: this argv
+	// (ctiload failover-b, see RunFailoverB). Desktops are other machines:
+	// measured inside the tool's own process, B's round trips would wait
+	// on the tool's Go scheduler behind its thousands of reconnecting
+	// agents, and measure the tool more than the broker.
+	BProcess []string
 }
 
 // FailoverReport is what a storm measured.
@@ -74,17 +85,28 @@ func RunFailover(ctx context.Context, cfg FailoverConfig) (FailoverReport, error
 	if cfg.Prefix == "" {
 		cfg.Prefix = "fo" + strconv.FormatInt(time.Now().UnixNano()%1e6, 10)
 	}
-	st := &failoverStats{stats: newStats(), resume: hdrhistogram.New(0, 600_000, 3),
-		bBefore: hdrhistogram.New(1, 60_000_000, 3), bDuring: hdrhistogram.New(1, 60_000_000, 3)}
+	st := newFailoverStats()
 	if cfg.Rate <= 0 {
 		return FailoverReport{}, errors.New("failover needs a command rate")
 	}
 	interval := time.Duration(float64(cfg.Agents+cfg.AgentsB) / cfg.Rate * float64(time.Second))
 	runCtx, cancel := context.WithTimeout(ctx, cfg.Warmup+cfg.After+2*time.Minute)
 	defer cancel()
+	var b *bProcess
+	if len(cfg.BProcess) > 0 && cfg.AgentsB > 0 {
+		var err error
+		if b, err = startBProcess(runCtx, cfg, interval); err != nil {
+			return FailoverReport{}, err
+		}
+		defer b.kill()
+	}
 	stop := make(chan struct{})
 	var ready, wg sync.WaitGroup
-	for i := range cfg.Agents + cfg.AgentsB {
+	agents := cfg.Agents + cfg.AgentsB
+	if b != nil {
+		agents = cfg.Agents
+	}
+	for i := range agents {
 		ready.Add(1)
 		wg.Add(1)
 		go func() {
@@ -94,6 +116,13 @@ func RunFailover(ctx context.Context, cfg FailoverConfig) (FailoverReport, error
 		}()
 	}
 	ready.Wait()
+	if b != nil {
+		if err := b.say(runCtx, "measure"); err != nil {
+			close(stop)
+			wg.Wait()
+			return FailoverReport{}, err
+		}
+	}
 	st.measuring.Store(true) // B's round trips count from now: every agent is set up
 	time.Sleep(cfg.Warmup)
 	st.killedAt.Store(time.Now().UnixMilli())
@@ -101,6 +130,10 @@ func RunFailover(ctx context.Context, cfg FailoverConfig) (FailoverReport, error
 		close(stop)
 		wg.Wait()
 		return FailoverReport{}, fmt.Errorf("kill node A (pid %d): %w", cfg.KillPID, err)
+	}
+	var berr error
+	if b != nil {
+		berr = b.say(runCtx, "kill")
 	}
 	time.Sleep(cfg.After)
 	close(stop)
@@ -110,7 +143,139 @@ func RunFailover(ctx context.Context, cfg FailoverConfig) (FailoverReport, error
 		Lost: st.lost.Load(), Duplicates: st.duplicates.Load(), BBefore: quantiles(st.bBefore), BDuring: quantiles(st.bDuring),
 		Commands: st.commands.Load(), Failures: st.failures}
 	r.NotResumed = int64(cfg.Agents) - r.Resumed
+	if b != nil {
+		br, err := b.finish(berr)
+		if err != nil {
+			return FailoverReport{}, err
+		}
+		r.Connected += br.Connected
+		r.BBefore, r.BDuring, r.Commands = br.BBefore, br.BDuring, r.Commands+br.Commands
+		for k, v := range br.Failures {
+			r.Failures[k] += v
+		}
+	}
 	return r, nil
+}
+
+func newFailoverStats() *failoverStats {
+	return &failoverStats{stats: newStats(), resume: hdrhistogram.New(0, 600_000, 3),
+		bBefore: hdrhistogram.New(1, 60_000_000, 3), bDuring: hdrhistogram.New(1, 60_000_000, 3)}
+}
+
+// BReport is what B's agents measured in their own process (RunFailoverB).
+type BReport struct {
+	Connected        int64
+	BBefore, BDuring Quantiles
+	Commands         int64
+	Failures         map[string]int64
+}
+
+// RunFailoverB runs node B's agents of a storm for a parent RunFailover,
+// in this process: it writes "ready" once they are set up, then reads
+// "measure" (round trips count from then), "kill" (node A died: round
+// trips count as during the storm) and the end of in (stop), and writes
+// its BReport as JSON.
+func RunFailoverB(ctx context.Context, cfg FailoverConfig, interval time.Duration, in io.Reader, out io.Writer) error {
+	if err := CheckLoopback(cfg.FailoverURL); err != nil {
+		return err
+	}
+	if cfg.AgentsB <= 0 || cfg.AgentsB > 100_000 || interval <= 0 || cfg.Prefix == "" {
+		return errors.New("failover-b needs agents (at most 100,000), an interval and a prefix")
+	}
+	st := newFailoverStats()
+	stop := make(chan struct{})
+	var ready, wg sync.WaitGroup
+	for i := range cfg.AgentsB {
+		ready.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fa := &failoverAgent{cfg: &cfg, st: st, interval: interval, onB: true, i: cfg.Agents + i}
+			fa.run(ctx, &ready, stop)
+		}()
+	}
+	ready.Wait()
+	if _, err := fmt.Fprintln(out, "ready"); err != nil {
+		close(stop)
+		wg.Wait()
+		return err
+	}
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		switch sc.Text() {
+		case "measure":
+			st.measuring.Store(true)
+		case "kill":
+			st.killedAt.Store(time.Now().UnixMilli())
+		}
+	}
+	close(stop)
+	wg.Wait()
+	return json.NewEncoder(out).Encode(BReport{Connected: st.connected.Load(), BBefore: quantiles(st.bBefore),
+		BDuring: quantiles(st.bDuring), Commands: st.commands.Load(), Failures: st.failures})
+}
+
+// bProcess is a running RunFailoverB.
+type bProcess struct {
+	cmd   *exec.Cmd
+	in    io.WriteCloser
+	lines *bufio.Reader
+}
+
+func startBProcess(ctx context.Context, cfg FailoverConfig, interval time.Duration) (*bProcess, error) {
+	args := slices.Concat(cfg.BProcess[1:], []string{"--failover-url", cfg.FailoverURL, "--agents", strconv.Itoa(cfg.Agents),
+		"--agents-b", strconv.Itoa(cfg.AgentsB), "--interval", interval.String(), "--prefix", cfg.Prefix,
+		"--sources", strconv.Itoa(cfg.Sources), "--batch=" + strconv.FormatBool(cfg.Batch)})
+	cmd := exec.CommandContext(ctx, cfg.BProcess[0], args...)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start B's agents: %w", err)
+	}
+	b := &bProcess{cmd: cmd, in: in, lines: bufio.NewReader(out)}
+	line, err := b.lines.ReadString('\n')
+	if err != nil || line != "ready\n" {
+		b.kill()
+		return nil, fmt.Errorf("B's agents did not get ready (%q): %v", line, err)
+	}
+	return b, nil
+}
+
+func (b *bProcess) say(ctx context.Context, what string) error {
+	if _, err := fmt.Fprintln(b.in, what); err != nil {
+		return fmt.Errorf("tell B's agents %s: %w", what, err)
+	}
+	return ctx.Err()
+}
+
+// finish stops B's agents and reads their report.
+func (b *bProcess) finish(err error) (BReport, error) {
+	b.in.Close()
+	var r BReport
+	if err == nil {
+		err = json.NewDecoder(b.lines).Decode(&r)
+	}
+	if werr := b.cmd.Wait(); err == nil && werr != nil {
+		err = werr
+	}
+	if err != nil {
+		return BReport{}, fmt.Errorf("B's agents: %w", err)
+	}
+	return r, nil
+}
+
+func (b *bProcess) kill() {
+	if b.cmd.ProcessState == nil {
+		_ = b.cmd.Process.Kill()
+		_ = b.cmd.Wait()
+	}
 }
 
 // failoverAgent is one agent of the storm; its connection is replaced when

@@ -9,7 +9,9 @@
 #             INFO commandstats per command; 5,000 commands/s on Redis;
 #             supervisors on a second node at 2,000 changes/s
 #   failover  5,000 agents on node A, 200 on node B, kill -9 A; A's agents
-#             resume on B with since= (B's agents before the kill: baseline)
+#             resume on B with since= (B's agents before the kill: baseline;
+#             they run in a ctiload process of their own, as desktops run on
+#             machines of their own)
 # BASELINE=<broker binary> adds that build to every broker scenario (a
 # before/after in the same run). SCENARIOS="fanout redis" runs a subset.
 # LOADTIME (default 20s) is each measured period.

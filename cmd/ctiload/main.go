@@ -51,6 +51,9 @@ func run(args []string, stdout io.Writer) error {
 	if len(args) > 0 && args[0] == "failover" {
 		return failover(ctx, args[1:], stdout)
 	}
+	if len(args) > 0 && args[0] == "failover-b" {
+		return failoverB(ctx, args[1:], stdout)
+	}
 	fs := pflag.NewFlagSet("ctiload", pflag.ContinueOnError)
 	var cfg load.Config
 	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8080/v1/ws", "broker WebSocket URL (loopback only)")
@@ -218,8 +221,16 @@ func failover(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&cfg.Prefix, "prefix", "", "agent id prefix")
 	fs.BoolVar(&cfg.Batch, "batch", false, "offer the subprotocol ctibroker.v1.batch")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	inProcess := fs.Bool("b-in-process", false, "run B's agents in this process (they then also measure this tool's scheduler under its reconnecting agents)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if !*inProcess {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		cfg.BProcess = []string{self, "failover-b"}
 	}
 	r, err := load.RunFailover(ctx, cfg)
 	if err != nil {
@@ -239,6 +250,24 @@ func failover(ctx context.Context, args []string, stdout io.Writer) error {
 		float64(r.BBefore.P99)/1000, r.BBefore.N, float64(r.BDuring.P99)/1000, r.BDuring.N)
 	fmt.Fprintf(stdout, "commands %d; failures %v\n", r.Commands, r.Failures)
 	return nil
+}
+
+// failoverB runs B's agents for a failover storm run by another ctiload
+// (load.RunFailoverB): the parent talks to it on stdin and stdout.
+func failoverB(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := pflag.NewFlagSet("failover-b", pflag.ContinueOnError)
+	var cfg load.FailoverConfig
+	fs.StringVar(&cfg.FailoverURL, "failover-url", "", "node B's WebSocket URL (loopback only)")
+	fs.IntVar(&cfg.Agents, "agents", 0, "agents on node A (B's agents are numbered after them)")
+	fs.IntVar(&cfg.AgentsB, "agents-b", 0, "agents on node B")
+	interval := fs.Duration("interval", 0, "between an agent's commands")
+	fs.IntVar(&cfg.Sources, "sources", 4, "source addresses 127.0.0.1..N")
+	fs.StringVar(&cfg.Prefix, "prefix", "", "agent id prefix")
+	fs.BoolVar(&cfg.Batch, "batch", false, "offer the subprotocol ctibroker.v1.batch")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	return load.RunFailoverB(ctx, cfg, *interval, os.Stdin, stdout)
 }
 
 func printReports(w io.Writer, reports []load.Report) {
