@@ -135,8 +135,10 @@ const (
 	MaxFrameMessages = 64
 	MaxFrameBytes    = 64 << 10
 
-	// RenewBatch bounds the lease renewals sent to Redis in one pipeline.
-	RenewBatch = 1000
+	// RenewBatch bounds the lease renewals sent to Redis in one pipeline:
+	// Redis runs a pipeline's scripts back to back, so other nodes' and
+	// sessions' commands wait behind it (200 renewals: about 2 ms).
+	RenewBatch = 200
 	// AcquirePollMs is how soon an opener retries a lease another node
 	// holds, doubling (with jitter) up to AcquirePollMaxMs: a live owner
 	// hands over within the first polls, a dead one's liveness lapses

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -509,6 +510,54 @@ func TestRedisCommitKeysExpireAndTimelineIsBounded(t *testing.T) {
 	tl, _ := s.Timeline(ctx, "s1")
 	if fmt.Sprintf("%s", tl) != "[t19 t20 t21]" {
 		t.Fatalf("timeline = %s, want the last %d", tl, limits.Timeline)
+	}
+}
+
+// Renewals keep a live session's keys from expiring, refreshing their TTLs
+// once per TTL/keyRefreshes rather than at every round: most rounds only
+// extend the leases.
+func TestRedisRenewRefreshesKeyTTLsNowAndThen(t *testing.T) {
+	srv := redistest.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer c.Close()
+	short := limits
+	short.TTL, short.History = 1600*time.Millisecond, 1600*time.Millisecond // keys refreshed every 200 ms
+	s := NewRedis(c, "t:", short)
+	ctx := context.Background()
+	if _, err := s.Claim(ctx, "alice", "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Acquire(ctx, "s1", "alice", "A", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Commit(ctx, Commit{SessionID: "s1", AgentID: "alice", Node: "A", Snapshot: []byte("{}"),
+		Events: []Event{ev(1)}, Timeline: [][]byte{[]byte("t1")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ConfigResetStat(ctx)
+	rounds := 0
+	for start := time.Now(); time.Since(start) < 2*short.TTL; rounds++ {
+		if lost, err := s.Renew(ctx, "A", time.Second, []Lease{{SessionID: "s1", AgentID: "alice"}}); err != nil || len(lost) > 0 {
+			t.Fatalf("Renew = %v, %v", lost, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, k := range []string{"t:agent:{alice}", "t:sess:{s1}", "t:sess:{s1}:ev", "t:sess:{s1}:tl", "t:sess:{s1}:lease"} {
+		if n := c.Exists(ctx, k).Val(); n != 1 {
+			t.Errorf("%s expired while its session's lease was renewed", k)
+		}
+	}
+	// Four PEXPIREs per refreshing round (hash, stream, timeline, agent).
+	var refreshes int
+	for _, l := range strings.Split(c.Info(ctx, "commandstats").Val(), "\n") {
+		if strings.HasPrefix(l, "cmdstat_pexpire:calls=") {
+			fmt.Sscanf(strings.TrimPrefix(l, "cmdstat_pexpire:calls="), "%d", &refreshes)
+		}
+	}
+	refreshes /= 4
+	if refreshes < 2 || refreshes > rounds/4 {
+		t.Errorf("%d of %d renewal rounds refreshed the keys' TTLs, want one per 200 ms (about %d)", refreshes, rounds, int(2*short.TTL/(200*time.Millisecond)))
 	}
 }
 
