@@ -14,7 +14,8 @@
 #             machines of their own)
 # BASELINE=<broker binary> adds that build to every broker scenario (a
 # before/after in the same run). SCENARIOS="fanout redis" runs a subset.
-# LOADTIME (default 20s) is each measured period.
+# LOADTIME (default 20s) is each measured period. FAILOVER_ARGS adds
+# ctiload failover flags (--b-in-process: B's agents in the storm's process).
 # Usage: scripts/bench-floor.sh   (or make bench-floor)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -136,7 +137,7 @@ failover() {
 		echo "### $b"
 		two_nodes "$b" &&
 			bin/ctiload failover --url "ws://127.0.0.1:$port_a/v1/ws" --failover-url "ws://127.0.0.1:$port_b/v1/ws" --kill-pid "$node_a" \
-				--agents 5000 --agents-b 200 --rate 1000 --warmup 8s --after 12s --sources 8
+				--agents 5000 --agents-b 200 --rate 1000 --warmup 8s --after 12s --sources 8 ${FAILOVER_ARGS:-}
 		stop "$node_a" "$node_b"; stop "$redis_pid"
 	done
 }
