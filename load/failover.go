@@ -136,18 +136,23 @@ func RunFailover(ctx context.Context, cfg FailoverConfig) (FailoverReport, error
 		berr = b.say(runCtx, "kill")
 	}
 	time.Sleep(cfg.After)
+	// B's agents stop first: 5,000 connections closing together are the
+	// tool's teardown, not load the storm puts on B.
+	var br BReport
+	if b != nil {
+		br, berr = b.finish(berr)
+	}
 	close(stop)
 	wg.Wait()
+	if berr != nil {
+		return FailoverReport{}, berr
+	}
 	r := FailoverReport{Agents: cfg.Agents, AgentsB: cfg.AgentsB, Connected: st.connected.Load(),
 		Resumed: st.resumed.Load(), Within5s: st.within5s.Load(), ResumeMillis: quantiles(st.resume),
 		Lost: st.lost.Load(), Duplicates: st.duplicates.Load(), BBefore: quantiles(st.bBefore), BDuring: quantiles(st.bDuring),
 		Commands: st.commands.Load(), Failures: st.failures}
 	r.NotResumed = int64(cfg.Agents) - r.Resumed
 	if b != nil {
-		br, err := b.finish(berr)
-		if err != nil {
-			return FailoverReport{}, err
-		}
 		r.Connected += br.Connected
 		r.BBefore, r.BDuring, r.Commands = br.BBefore, br.BDuring, r.Commands+br.Commands
 		for k, v := range br.Failures {
