@@ -182,8 +182,8 @@ func (m *Message) AppendTo(dst []byte) []byte {
 	return append(dst, m.Body...)
 }
 
-// Len is the message's length, or about it for a folded change (within
-// the few bytes of its count): it bounds queues and frames.
+// Len is the message's length, or a bound of it for a folded change: it
+// bounds queues and frames.
 func (m *Message) Len() int {
 	if m.folded.last != nil {
 		return len(m.Head) + m.folded.len()

@@ -204,9 +204,17 @@ func (f *foldedChange) appendTo(dst []byte) []byte {
 	return appendChangeBody(dst, f.last.agent, prev, cur, f.n, f.last.at)
 }
 
-// len is the encoding's length, but for the digits of n.
+// foldedOverhead bounds what a folded change's encoding adds to its agent
+// and views: the field names, "null"s, the count and the timestamp.
+const foldedOverhead = 128
+
+// len bounds the encoding's length from above (frames must stay within
+// protocol.MaxFrameBytes), by at most foldedOverhead.
 func (f *foldedChange) len() int {
-	n := len(f.last.agent) + len(f.last.cur) + 80
+	n := len(f.last.agent) + foldedOverhead
+	if f.cm {
+		n += len(f.last.cur)
+	}
 	if !f.compact && f.pm {
 		n += len(f.first.prev)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -129,6 +130,41 @@ func TestFoldedChangeMessage(t *testing.T) {
 			}
 		} else if d["previous"].(map[string]any)["status"] != "ready" || d["current"].(map[string]any)["status"] != "busy" {
 			t.Fatalf("folded: %s", body)
+		}
+	}
+}
+
+// A folded change is encoded by the writer: its Len must bound its bytes,
+// or a frame could outgrow protocol.MaxFrameBytes.
+func TestFoldedMessageLenBoundsItsBytes(t *testing.T) {
+	enc := func(agent string, prev, cur *protocol.AgentView, at int64) *encodedChange {
+		e := &encodedChange{agent: protocol.AppendString(nil, agent), prevView: prev, curView: cur, at: at}
+		e.views()
+		return e
+	}
+	long := strings.Repeat("x", 300)
+	first := enc(long, view(long, "ready"), view(long, "busy"), 1)
+	for _, tc := range []struct {
+		name    string
+		n       int
+		at      int64
+		pm, cm  bool
+		compact bool
+	}{
+		{name: "both views", n: 1, at: 1_700_000_000_000, pm: true, cm: true},
+		{name: "appears", n: 3, at: 1_700_000_000_000, cm: true},
+		{name: "leaves", n: 12, at: 1_700_000_000_000, pm: true},
+		{name: "largest count and time", n: math.MaxInt, at: math.MaxInt64, pm: true, cm: true},
+		{name: "largest, leaving", n: math.MaxInt, at: math.MinInt64, pm: true},
+		{name: "compact", n: math.MaxInt, at: math.MinInt64, pm: true, cm: true, compact: true},
+		{name: "compact, appears", n: 2, at: 1, cm: true, compact: true},
+		{name: "compact, leaves", n: math.MaxInt, at: math.MaxInt64, pm: true, compact: true},
+	} {
+		last := enc(long, view(long, "busy"), view(long, "not_ready"), tc.at)
+		m := Message{Head: []byte(`{"h":1,`), folded: foldedChange{first: first, last: last, n: tc.n, pm: tc.pm, cm: tc.cm, compact: tc.compact}}
+		got := len(m.AppendTo(nil))
+		if m.Len() < got || m.Len()-got > foldedOverhead {
+			t.Errorf("%s: Len %d for %d bytes", tc.name, m.Len(), got)
 		}
 	}
 }
