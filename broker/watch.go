@@ -36,12 +36,13 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	wake := make(chan struct{}, 1)
-	watch, snapshot, err := s.manager.Watch(r.Context(), f, func() {
+	signal := func() {
 		select {
 		case wake <- struct{}{}:
 		default:
 		}
-	})
+	}
+	watch, snapshot, err := s.manager.Watch(r.Context(), f, signal)
 	if err != nil {
 		writeError(w, protocol.CodeUnavailable, err.Error())
 		return
@@ -100,12 +101,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request) {
 				// Changes were lost to this stream: start again from a
 				// snapshot.
 				watch.Stop()
-				if watch, snapshot, err = s.manager.Watch(st.ctx, f, func() {
-					select {
-					case wake <- struct{}{}:
-					default:
-					}
-				}); err != nil {
+				if watch, snapshot, err = s.manager.Watch(st.ctx, f, signal); err != nil {
 					return
 				}
 				addSnapshot(snapshot, protocol.SnapshotResync)

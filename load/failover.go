@@ -101,21 +101,11 @@ func RunFailover(ctx context.Context, cfg FailoverConfig) (FailoverReport, error
 		defer b.kill()
 	}
 	stop := make(chan struct{})
-	var ready, wg sync.WaitGroup
 	agents := cfg.Agents + cfg.AgentsB
 	if b != nil {
 		agents = cfg.Agents
 	}
-	for i := range agents {
-		ready.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fa := &failoverAgent{cfg: &cfg, st: st, interval: interval, onB: i >= cfg.Agents, i: i}
-			fa.run(runCtx, &ready, stop)
-		}()
-	}
-	ready.Wait()
+	wg := startAgents(runCtx, &cfg, st, interval, 0, agents, stop)
 	if b != nil {
 		if err := b.say(runCtx, "measure"); err != nil {
 			close(stop)
@@ -189,17 +179,7 @@ func RunFailoverB(ctx context.Context, cfg FailoverConfig, interval time.Duratio
 	}
 	st := newFailoverStats()
 	stop := make(chan struct{})
-	var ready, wg sync.WaitGroup
-	for i := range cfg.AgentsB {
-		ready.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fa := &failoverAgent{cfg: &cfg, st: st, interval: interval, onB: true, i: cfg.Agents + i}
-			fa.run(ctx, &ready, stop)
-		}()
-	}
-	ready.Wait()
+	wg := startAgents(ctx, &cfg, st, interval, cfg.Agents, cfg.AgentsB, stop)
 	if _, err := fmt.Fprintln(out, "ready"); err != nil {
 		close(stop)
 		wg.Wait()
@@ -218,6 +198,25 @@ func RunFailoverB(ctx context.Context, cfg FailoverConfig, interval time.Duratio
 	wg.Wait()
 	return json.NewEncoder(out).Encode(BReport{Connected: st.connected.Load(), BBefore: quantiles(st.bBefore),
 		BDuring: quantiles(st.bDuring), Commands: st.commands.Load(), Failures: st.failures})
+}
+
+// startAgents starts the storm's agents first to first+n-1 (those from
+// cfg.Agents on are B's) and returns once each is set up or gave up; they
+// run until stop closes.
+func startAgents(ctx context.Context, cfg *FailoverConfig, st *failoverStats, interval time.Duration, first, n int, stop <-chan struct{}) *sync.WaitGroup {
+	var ready sync.WaitGroup
+	wg := new(sync.WaitGroup)
+	for i := first; i < first+n; i++ {
+		ready.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fa := &failoverAgent{cfg: cfg, st: st, interval: interval, onB: i >= cfg.Agents, i: i}
+			fa.run(ctx, &ready, stop)
+		}()
+	}
+	ready.Wait()
+	return wg
 }
 
 // bProcess is a running RunFailoverB.

@@ -169,15 +169,6 @@ func (c *Change) message(head []byte, compact bool) Message {
 	return Message{Head: head, folded: foldedChange{first: c.first, last: c.enc, n: c.Folded, pm: c.pm, cm: c.cm, compact: compact}}
 }
 
-// body returns the change's message tail (see appendChangeBody).
-func (c *Change) body() []byte {
-	m := c.message(nil, false)
-	if m.Body != nil {
-		return m.Body
-	}
-	return m.folded.appendTo(nil)
-}
-
 // foldedChange is a change that folds n later ones in, as a watch sees it:
 // from first's previous view (the one the watch saw) to last's current.
 // Both views are encoded already (views).
@@ -227,10 +218,11 @@ func (c *Change) AppendData(dst, sub []byte) []byte {
 	dst = append(dst, `{"subscriptionId":`...)
 	dst = append(dst, sub...)
 	dst = append(dst, ',')
-	b := c.body()
+	start := len(dst)
+	m := c.message(nil, false)
+	dst = m.AppendTo(dst)
 	// The tail is the data's other fields, then `},"timestamp":N}`.
-	b = b[:bytes.LastIndex(b, []byte(`},"timestamp":`))]
-	dst = append(dst, b...)
+	dst = dst[:start+bytes.LastIndex(dst[start:], []byte(`},"timestamp":`))]
 	return append(dst, '}')
 }
 
