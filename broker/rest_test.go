@@ -385,10 +385,12 @@ func TestRESTQueues(t *testing.T) {
 		t.Fatalf("abandon: %d", code)
 	}
 	var q map[string]any
+	// The sim takes calls and their events asynchronously: wait for the
+	// last of them (the abandon) to show, then check every figure.
 	eventually(t, "the figures", func() bool {
 		var code int
 		code, q = getJSON(t, b.url("/v1/queues/sales"), nil)
-		return code == 200 && num(q["busy"]) == 1
+		return code == 200 && num(q["busy"]) == 1 && num(q["offered"]) == 3 && num(q["abandoned"]) == 1
 	})
 	for field, want := range map[string]int64{"offered": 3, "answered": 1, "abandoned": 1, "waiting": 1, "staffed": 2, "busy": 1, "notReady": 1, "ready": 0, "serviceLevelSec": 20, "serviceLevelPct": 100} {
 		if got := num(q[field]); got != want {
