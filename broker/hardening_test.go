@@ -852,14 +852,16 @@ func TestHardeningAdminListener(t *testing.T) {
 			t.Fatalf("public %s: %d, want 404", path, resp.StatusCode)
 		}
 	}
+	// Serve binds admin.listen itself, after the test's listener is already
+	// accepting: wait for it as an operator's probe would.
 	adm := &testBroker{addr: admin}
+	eventually(t, "the admin listener", func() bool { return adm.readyz() == http.StatusOK })
 	if code, body := getJSON(t, adm.url("/version"), nil); code != http.StatusOK || body["version"] == "" || body["go"] == "" {
 		t.Fatalf("admin /version: %d %v", code, body)
 	}
 	if !strings.Contains(adm.metricsText(t), "ctibroker_build_info{") {
 		t.Fatal("admin /metrics has no ctibroker_build_info")
 	}
-	eventually(t, "the admin listener", func() bool { return adm.readyz() == http.StatusOK })
 	if code, body := getJSON(t, adm.url("/readyz"), nil); code != http.StatusOK || body["node"] != "node-secret-7" {
 		t.Fatalf("admin /readyz: %d %v", code, body)
 	}
