@@ -76,6 +76,11 @@ type wsConn struct {
 	flushes  sync.WaitGroup
 	closedBy atomic.Int32 // close code the broker sent, 0 if none
 	goneOnce sync.Once
+
+	// stall aborts the connection when a write runs past ws.writetimeout.
+	// Owned by the writer (one flush goroutine at a time, handed on under
+	// mu); made at the first write.
+	stall *time.Timer
 }
 
 // batch is messages written together; done, when set, is called once they
@@ -331,14 +336,25 @@ func (c *wsConn) flush() {
 // connection. Every batch's done is called. A message is written as one
 // WebSocket message; with the batch subprotocol, a batch's messages are
 // joined into frames, separated by newlines.
+//
+// The bound is the connection's own timer rather than a context with a
+// deadline: the library closes the connection when a write's context
+// expires, which is what stalled does, and a context without Done costs it
+// nothing, where a deadline context per write (and the library's AfterFunc
+// on it) was a seventh of a command's allocations.
 func (c *wsConn) write(batches []batch) bool {
 	if len(batches) == 0 {
 		return true
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.WriteTimeout)
-	defer cancel()
+	if c.stall == nil {
+		c.stall = time.AfterFunc(c.cfg.WriteTimeout, c.stalled)
+	} else {
+		c.stall.Reset(c.cfg.WriteTimeout)
+	}
+	defer c.stall.Stop()
 	buf := frames.Get().(*[]byte)
 	defer frames.Put(buf)
+	ctx := context.Background()
 	for i, b := range batches {
 		if err := c.writeBatch(ctx, b.msgs, buf); err != nil {
 			c.logf(zap.DebugLevel, "write failed", zap.Error(err))
@@ -351,6 +367,15 @@ func (c *wsConn) write(batches []batch) bool {
 		}
 	}
 	return true
+}
+
+// stalled runs on the stall timer's goroutine: a write has taken longer
+// than ws.writetimeout, so the peer is not reading. Closing the socket ends
+// the write, which then drops what waits. (A write that finished just as
+// the timer fired is cut off too: it took the whole timeout anyway.)
+func (c *wsConn) stalled() {
+	c.logf(zap.InfoLevel, "write timed out", zap.Duration("timeout", c.cfg.WriteTimeout))
+	c.abort()
 }
 
 // frames lends writers a buffer to assemble a message or a frame in.

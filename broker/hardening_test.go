@@ -387,53 +387,10 @@ func TestHardeningRepliesAreValidUTF8(t *testing.T) {
 // flight, and the next frame is read only once its reply was written.)
 func TestHardeningSendQueueBoundedInBytes(t *testing.T) {
 	b := startBroker(t, "CTIBROKER_LIMITS__COMMANDRATE=0", "CTIBROKER_LIMITS__SENDQUEUE=1000000", "CTIBROKER_LIMITS__SENDQUEUEBYTES=65536")
-	ctx := context.Background()
-	ws, _, err := websocket.Dial(ctx, "ws://"+b.addr+"/v1/ws?agent=alice", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.CloseNow()
-	ws.SetReadLimit(-1)
-	// Never read. 30 channels with long names make every state.updated
-	// about 7 KB; the sim then changes the agent's state without her.
-	send := func(v string) {
-		if err := ws.Write(ctx, websocket.MessageText, []byte(v)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// The session id is not known without reading: the first command's
-	// target is the only one a session accepts, so read that one message.
-	_, first, err := ws.Read(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var init map[string]any
-	_ = json.Unmarshal(first, &init)
-	sid := init["target"].(string)
-	for i := range 30 {
-		send(fmt.Sprintf(`{"command":"session.addchannel","target":%q,"data":{"channel":{"id":"c%d","name":"%d-%s","type":"CHAT"}}}`, sid, i, i, strings.Repeat("n", 200)))
-	}
-	send(fmt.Sprintf(`{"command":"channel.activate","target":"%s.c0"}`, sid))
-	eventually(t, "the channel active", func() bool {
-		code, v := getJSON(t, b.url("/v1/agents/alice"), nil)
-		return code == http.StatusOK && strings.Contains(fmt.Sprint(v["channels"]), "state:ACTIVE")
-	})
-	// About 14 MB of events: more than the kernel's socket buffers, then
-	// more than the queue.
-	for i := range 1000 {
-		ev := "interaction.start"
-		if i%2 == 1 {
-			ev = "interaction.end"
-		}
-		if code, body := b.sim(t, fmt.Sprintf(`{"event":%q,"agent":"alice","channel":"c0","interaction":"i"}`, ev)); code != http.StatusAccepted {
-			if code == http.StatusConflict { // the session is gone: it was dropped
-				break
-			}
-			t.Fatalf("sim: %d %v", code, body)
-		}
-	}
+	ws := dialUnread(t, b, nil)
+	floodUnread(t, b, ws)
 	for {
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_, _, err := ws.Read(rctx)
 		cancel()
 		if err != nil {
@@ -441,6 +398,92 @@ func TestHardeningSendQueueBoundedInBytes(t *testing.T) {
 				t.Fatalf("closed with %d (%v), want 1013", code, err)
 			}
 			return
+		}
+	}
+}
+
+// A connection whose writes stall (the peer's window is shut and its queue
+// is far from full) is cut off within ws.writetimeout of the stalled write,
+// without a close frame (there is no way to send one), and its session is
+// kept for the agent's next connection.
+func TestHardeningStalledWriteAborted(t *testing.T) {
+	b, logs := startBrokerObserved(t, "CTIBROKER_LIMITS__COMMANDRATE=0", "CTIBROKER_LIMITS__SENDQUEUE=1000000",
+		"CTIBROKER_LIMITS__SENDQUEUEBYTES=1073741824", "CTIBROKER_WS__WRITETIMEOUT=300ms")
+	ws := dialUnread(t, b, smallWindow)
+	floodUnread(t, b, ws)
+	eventually(t, "the stalled connection closed", func() bool { return connCount(b) == 0 })
+	if logs.FilterMessage("write timed out").Len() != 1 {
+		t.Fatalf("closed, but not for the stalled write: %v", logs.All())
+	}
+	if v := metricValue(b.metricsText(t), "ctibroker_slow_consumer_closes_total"); v != 0 {
+		t.Fatal("closed as a slow consumer (queue full), not for the stalled write")
+	}
+	if n := b.srv.manager.SessionCount(); n != 1 {
+		t.Fatalf("%d sessions after the stalled write, want the session kept", n)
+	}
+}
+
+// smallWindow makes a client socket whose receive buffer is 4 KiB, so that
+// a peer that does not read shuts its window after a few KiB.
+func smallWindow(_, _ string, c syscall.RawConn) error {
+	return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+}
+
+// dialUnread connects as alice with a socket made by control (nil: the
+// default), for a test that will stop reading.
+func dialUnread(tb testing.TB, b *testBroker, control func(network, address string, c syscall.RawConn) error) *websocket.Conn {
+	tb.Helper()
+	d := &net.Dialer{Control: control}
+	client := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+	ws, _, err := websocket.Dial(context.Background(), "ws://"+b.addr+"/v1/ws?agent=alice", &websocket.DialOptions{HTTPClient: client})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = ws.CloseNow() })
+	ws.SetReadLimit(-1)
+	return ws
+}
+
+// floodUnread reads alice's first message only, then gives her large events
+// until her session is gone (dropped) or about 14 MB were sent: more than
+// the kernel's socket buffers, and than a queue bounded at 64 KiB.
+func floodUnread(tb testing.TB, b *testBroker, ws *websocket.Conn) {
+	tb.Helper()
+	ctx := context.Background()
+	send := func(v string) {
+		if err := ws.Write(ctx, websocket.MessageText, []byte(v)); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	// The session id is not known without reading: the first command's
+	// target is the only one a session accepts, so read that one message.
+	_, first, err := ws.Read(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var init map[string]any
+	_ = json.Unmarshal(first, &init)
+	sid := init["target"].(string)
+	// 30 channels with long names make every state.updated about 7 KB; the
+	// sim then changes the agent's state without her.
+	for i := range 30 {
+		send(fmt.Sprintf(`{"command":"session.addchannel","target":%q,"data":{"channel":{"id":"c%d","name":"%d-%s","type":"CHAT"}}}`, sid, i, i, strings.Repeat("n", 200)))
+	}
+	send(fmt.Sprintf(`{"command":"channel.activate","target":"%s.c0"}`, sid))
+	eventually(tb, "the channel active", func() bool {
+		code, v := getJSON(tb, b.url("/v1/agents/alice"), nil)
+		return code == http.StatusOK && strings.Contains(fmt.Sprint(v["channels"]), "state:ACTIVE")
+	})
+	for i := range 1000 {
+		ev := "interaction.start"
+		if i%2 == 1 {
+			ev = "interaction.end"
+		}
+		if code, body := b.sim(tb, fmt.Sprintf(`{"event":%q,"agent":"alice","channel":"c0","interaction":"i"}`, ev)); code != http.StatusAccepted {
+			if code == http.StatusConflict { // the session is gone: it was dropped
+				return
+			}
+			tb.Fatalf("sim: %d %v", code, body)
 		}
 	}
 }
@@ -941,9 +984,7 @@ func TestHardeningSupervisorThatDoesNotReadIsBounded(t *testing.T) {
 	b := startBroker(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-	}}
+	d := &net.Dialer{Control: smallWindow}
 	client := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
 	ws, _, err := websocket.Dial(ctx, "ws://"+b.addr+"/v1/ws?supervisor=boss", &websocket.DialOptions{HTTPClient: client})
 	if err != nil {

@@ -48,10 +48,11 @@ func startBrokerYAML(tb testing.TB, yaml string, env ...string) *testBroker {
 	return startBrokerLog(tb, zaptest.NewLogger(tb, zaptest.Level(zap.WarnLevel)), yaml, env...)
 }
 
-// startBrokerObserved starts a broker whose warnings the test can inspect.
+// startBrokerObserved starts a broker whose log (info and above) the test
+// can inspect.
 func startBrokerObserved(tb testing.TB, env ...string) (*testBroker, *observer.ObservedLogs) {
 	tb.Helper()
-	core, logs := observer.New(zap.WarnLevel)
+	core, logs := observer.New(zap.InfoLevel)
 	return startBrokerLog(tb, zap.New(core), "", env...), logs
 }
 
