@@ -13,7 +13,11 @@
 #             they run in a ctiload process of their own, as desktops run on
 #             machines of their own)
 # BASELINE=<broker binary> adds that build to every broker scenario (a
-# before/after in the same run). SCENARIOS="fanout redis" runs a subset.
+# before/after in the same run). ANCHOR=<centrifugo binary> (v6; `go install
+# github.com/centrifugal/centrifugo/v6@v6.9.1`) adds the server issue 14's
+# targets were set against to the commands and redis scenarios, loaded by
+# `ctiload centrifugo` with the broker's bytes per command. SCENARIOS="fanout
+# redis" runs a subset.
 # LOADTIME (default 20s) is each measured period. FAILOVER_ARGS adds
 # ctiload failover flags (--b-in-process: B's agents in the storm's process).
 # Usage: scripts/bench-floor.sh   (or make bench-floor)
@@ -83,6 +87,47 @@ commands() {
 		one "$b" --agents 100 --batch
 		one "$b" --agents 100 --batch --rate 10000
 	done
+	if [ -n "${ANCHOR:-}" ]; then
+		echo "### $ANCHOR (Centrifugo)"
+		anchor "" --agents 100
+		anchor "" --agents 100 --rate 10000
+	fi
+}
+
+# anchor REDIS_PORT ARGS...: Centrifugo (memory engine, or Redis's at
+# REDIS_PORT) loaded by ctiload centrifugo: anonymous clients publishing to a
+# channel of their own, the publication padded to the broker's bytes.
+anchor() {
+	local rp=$1; shift
+	local p pid cfg=/tmp/bench-floor-centrifugo.json; p=$(port)
+	python3 - "$p" "$rp" >"$cfg" <<'PY'
+import json, sys
+port, redis = sys.argv[1], sys.argv[2]
+c = {"http_server": {"address": "127.0.0.1", "port": int(port)}, "log": {"level": "error"},
+     "client": {"insecure": True, "allowed_origins": ["*"]},
+     "channel": {"without_namespace": {"allow_subscribe_for_client": True, "allow_publish_for_client": True}},
+     "prometheus": {"enabled": True}}
+if redis:
+    c["engine"] = {"type": "redis", "redis": {"address": ["redis://127.0.0.1:" + redis]}}
+print(json.dumps(c))
+PY
+	"$ANCHOR" -c "$cfg" >/dev/null 2>>/tmp/bench-floor-broker.err &
+	pid=$!; pids+=("$pid")
+	wait_http "http://127.0.0.1:$p/metrics" && bin/ctiload centrifugo --duration "$loadtime" --url "ws://127.0.0.1:$p/connection/websocket" "$@" 2>&1
+	stop "$pid"
+}
+
+# anchor_redis ARGS...: the anchor on a fresh redis-server, with Redis's CPU
+# per command.
+anchor_redis() {
+	local rp rpid; rp=$(port)
+	rpid=$(redis "$rp"); pids+=("$rpid")
+	local t0; t0=$(awk '{print $14+$15}' /proc/"$rpid"/stat)
+	anchor "$rp" "$@" | tee /tmp/bench-floor-redis.out
+	local cmds; cmds=$(awk '/^commands/{print $2}' /tmp/bench-floor-redis.out)
+	echo "redis-server CPU: $(awk -v a="$t0" -v b="$(awk '{print $14+$15}' /proc/"$rpid"/stat)" -v n="$cmds" 'BEGIN{printf "%.1f µs per command", (b-a)*10000/n}')"
+	echo "Redis commands per command: $(redis-cli -p "$rp" info commandstats | awk -F'[:=,]' -v n="$cmds" '/^cmdstat/ && $3/n >= 0.005 {sub("cmdstat_","",$1); printf "%s %.2f  ", $1, $3/n}')"
+	stop "$rpid"
 }
 
 # redis_run BIN ARGS...: a broker on a fresh redis-server; Redis's CPU and
@@ -122,6 +167,14 @@ redis_scenarios() {
 		echo "### $b, Redis at 5,000 commands/s"
 		redis_run "$b" --agents 100 --batch --rate 5000
 	done
+	if [ -n "${ANCHOR:-}" ]; then
+		echo "### $ANCHOR (Centrifugo), memory"
+		anchor "" --agents 100
+		echo "### $ANCHOR (Centrifugo), Redis"
+		anchor_redis --agents 100
+		echo "### $ANCHOR (Centrifugo), Redis at 5,000 commands/s"
+		anchor_redis --agents 100 --rate 5000
+	fi
 	echo "## Redis: 1,000 agents on node A at 2,000 changes/s, 100 all-agent supervisors on node B"
 	for b in "${builds[@]}"; do
 		echo "### $b"

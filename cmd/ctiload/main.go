@@ -9,6 +9,7 @@
 //	ctiload echo --listen 127.0.0.1:9999 --reply 300 --event 400 --events 2
 //	ctiload echo --listen 127.0.0.1:9999 --ping 30s          the idle baseline's server
 //	ctiload --url ws://127.0.0.1:9999/ --bare --agents 20000 --idle  and its connections
+//	ctiload centrifugo --url ws://127.0.0.1:8000/connection/websocket   the anchor server
 //
 // The broker must allow the load: CTIBROKER_LIMITS__COMMANDRATE=0, and for
 // more than 1,000 connections CTIBROKER_LIMITS__CONNECTIONSPERIP=0.
@@ -50,6 +51,9 @@ func run(args []string, stdout io.Writer) error {
 	}
 	if len(args) > 0 && args[0] == "failover" {
 		return failover(ctx, args[1:], stdout)
+	}
+	if len(args) > 0 && args[0] == "centrifugo" {
+		return centrifugo(ctx, args[1:], stdout)
 	}
 	if len(args) > 0 && args[0] == "failover-b" {
 		return failoverB(ctx, args[1:], stdout)
@@ -203,6 +207,42 @@ func echo(ctx context.Context, args []string) error {
 		return err
 	}
 	return load.ServeEcho(ctx, ln, sizes, opts)
+}
+
+// centrifugo loads a Centrifugo server the way a broker is loaded
+// (load.RunCentrifugo): the anchor of issue 14, measured in the same run.
+func centrifugo(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := pflag.NewFlagSet("centrifugo", pflag.ContinueOnError)
+	var cfg load.Config
+	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8000/connection/websocket", "Centrifugo's WebSocket URL (loopback only)")
+	fs.StringVar(&cfg.MetricsURL, "metrics", "", "its /metrics URL (default: from --url)")
+	fs.IntVar(&cfg.Agents, "agents", 100, "connections")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "total commands per second (0: as fast as possible)")
+	fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "measured period (after connecting)")
+	fs.IntVar(&cfg.Sources, "sources", 4, "source addresses 127.0.0.1..N")
+	var sizes load.Sizes
+	fs.IntVar(&sizes.Reply, "reply", 105, "the broker's reply size in bytes")
+	fs.IntVar(&sizes.Event, "event", 298, "the broker's event size in bytes")
+	fs.IntVar(&sizes.Events, "events", 2, "the broker's events per command")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := load.CheckLoopback(cfg.URL); err != nil {
+		return err
+	}
+	if cfg.MetricsURL == "" {
+		u, err := url.Parse(cfg.URL)
+		if err != nil {
+			return err
+		}
+		cfg.MetricsURL = "http://" + u.Host + "/metrics"
+	}
+	r, err := load.RunCentrifugo(ctx, cfg, sizes)
+	if err != nil {
+		return err
+	}
+	printReports(stdout, []load.Report{r})
+	return nil
 }
 
 // failover runs a failover storm (load.RunFailover) and prints its report.
