@@ -61,7 +61,8 @@ bench: build
 # Floor scale (needs redis-server; about 10 minutes): supervisors' fan-out at
 # 500 and 2,000 changes/s, commands, Redis mode beside memory mode, and a
 # failover storm, each with a baseline from the same run (scripts/bench-floor.sh;
-# BASELINE=<broker binary> adds an older build, SCENARIOS= picks some).
+# BASELINE=<broker binary> adds an older build, ANCHOR=<centrifugo binary> the
+# server issue 14 was measured against, SCENARIOS= picks some).
 bench-floor: build
 	scripts/bench-floor.sh
 

@@ -81,18 +81,20 @@ type Inbound struct {
 	Failure   *Failure
 }
 
+// The failures of a frame that is not a request at all.
+const (
+	msgNotJSON   = "frame is not valid JSON"
+	msgNotObject = "frame is not a JSON object"
+)
+
 // DecodeRequest parses one client frame. It never panics; every malformed
 // input yields an Inbound with Failure set and as much of the request as could
 // be recovered (command, target, requestId) so that the reply can echo them.
 func DecodeRequest(frame []byte) Inbound {
-	// Validate the whole frame first: a decoder would stop after the first
-	// value and accept trailing garbage, which could then not be echoed.
-	if !json.Valid(frame) {
-		return RejectFrame(frame, "frame is not valid JSON")
-	}
 	// Invalid UTF-8 can only be inside JSON strings: replacing it keeps
-	// the frame valid JSON, and everything echoed from it (data, original)
+	// valid JSON valid, and everything echoed from it (data, original)
 	// valid UTF-8, which browsers require of text frames.
+	original := frame
 	if !utf8.Valid(frame) {
 		frame = bytes.ToValidUTF8(frame, []byte("\uFFFD"))
 	}
@@ -102,8 +104,21 @@ func DecodeRequest(frame []byte) Inbound {
 		Data      json.RawMessage `json:"data"`
 		RequestID json.RawMessage `json:"requestId"`
 	}
-	if b := bytes.TrimSpace(frame); len(b) == 0 || b[0] != '{' || json.Unmarshal(frame, &fields) != nil {
-		return RejectFrame(frame, "frame is not a JSON object")
+	// Unmarshal validates the whole frame before it decodes (trailing
+	// garbage is a syntax error), so the frame is scanned once: a frame it
+	// accepts can be echoed as it is.
+	if b := bytes.TrimSpace(frame); len(b) == 0 || b[0] != '{' {
+		if !json.Valid(frame) {
+			return RejectFrame(original, msgNotJSON)
+		}
+		return RejectFrame(original, msgNotObject)
+	}
+	if err := json.Unmarshal(frame, &fields); err != nil {
+		var syntax *json.SyntaxError
+		if errors.As(err, &syntax) {
+			return RejectFrame(original, msgNotJSON)
+		}
+		return RejectFrame(original, msgNotObject)
 	}
 	var in Inbound
 	if trimmed := bytes.TrimSpace(frame); len(trimmed) <= MaxEchoBytes {

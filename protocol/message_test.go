@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"unicode/utf8"
 )
@@ -25,6 +26,8 @@ func TestDecodeRequest(t *testing.T) {
 		{"array", `[1,2]`, CodeInvalidJSON, "", "", "", ``},
 		{"null", `null`, CodeInvalidJSON, "", "", "", ``},
 		{"two objects", `{"command":"a"}{"command":"b"}`, CodeInvalidJSON, "", "", "", ``},
+		{"trailing garbage", `{"command":"a"} x`, CodeInvalidJSON, "", "", "", ``},
+		{"invalid UTF-8 outside a string", "{\"command\":\"a\"}\xff", CodeInvalidJSON, "", "", "", ``},
 		{"empty", ``, CodeInvalidJSON, "", "", "", ``},
 		{"missing command", `{"target":"s"}`, CodeInvalidRequest, "", "s", "", ``},
 		{"command number", `{"command":1,"target":"s"}`, CodeInvalidRequest, "", "s", "", ``},
@@ -51,8 +54,17 @@ func TestDecodeRequest(t *testing.T) {
 			}
 			if tt.code == CodeInvalidJSON {
 				var s string
-				if err := json.Unmarshal(in.Original, &s); err != nil || s != tt.frame {
+				if err := json.Unmarshal(in.Original, &s); err != nil || s != strings.ToValidUTF8(tt.frame, "\uFFFD") {
 					t.Fatalf("INVALID_JSON original = %s, want the frame as a string", in.Original)
+				}
+				// Valid JSON that is not an object is told apart from what
+				// is not JSON at all.
+				want := msgNotJSON
+				if json.Valid([]byte(tt.frame)) {
+					want = msgNotObject
+				}
+				if in.Failure.Message != want {
+					t.Fatalf("message %q, want %q", in.Failure.Message, want)
 				}
 			}
 		})
