@@ -76,11 +76,6 @@ type wsConn struct {
 	flushes  sync.WaitGroup
 	closedBy atomic.Int32 // close code the broker sent, 0 if none
 	goneOnce sync.Once
-
-	// stall aborts the connection when a write runs past ws.writetimeout.
-	// Owned by the writer (one flush goroutine at a time, handed on under
-	// mu); made at the first write.
-	stall *time.Timer
 }
 
 // batch is messages written together; done, when set, is called once they
@@ -337,21 +332,18 @@ func (c *wsConn) flush() {
 // WebSocket message; with the batch subprotocol, a batch's messages are
 // joined into frames, separated by newlines.
 //
-// The bound is the connection's own timer rather than a context with a
-// deadline: the library closes the connection when a write's context
-// expires, which is what stalled does, and a context without Done costs it
-// nothing, where a deadline context per write (and the library's AfterFunc
-// on it) was a seventh of a command's allocations.
+// The bound is a timer rather than a context with a deadline: the library
+// closes the connection when a write's context expires, which is what
+// stalled does, and a context without Done costs it nothing, where a
+// deadline context per write (and the library's AfterFunc on it) was a
+// seventh of a command's allocations. The timer is not kept between writes:
+// an idle connection holds none.
 func (c *wsConn) write(batches []batch) bool {
 	if len(batches) == 0 {
 		return true
 	}
-	if c.stall == nil {
-		c.stall = time.AfterFunc(c.cfg.WriteTimeout, c.stalled)
-	} else {
-		c.stall.Reset(c.cfg.WriteTimeout)
-	}
-	defer c.stall.Stop()
+	stall := time.AfterFunc(c.cfg.WriteTimeout, c.stalled)
+	defer stall.Stop()
 	buf := frames.Get().(*[]byte)
 	defer frames.Put(buf)
 	ctx := context.Background()
