@@ -537,8 +537,15 @@ func (m *Manager) Attach(ctx context.Context, id Identity, conn Conn, since *uin
 				return nil, ctx.Err()
 			}
 		}
+		// The session ended before it took the attach. One that could not
+		// start is reported as when it ends while the attach waits: a fresh
+		// one would hide the failure, and on a one-off switch fault it
+		// would attach the connection after all, depending on timing.
 		select {
 		case <-s.done:
+			if s.err != nil {
+				return nil, s.err
+			}
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
