@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -421,13 +420,8 @@ func TestMetricsEndpoint(t *testing.T) {
 }
 
 func TestPprofListener(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	startBroker(t, "CTIBROKER_DEBUG__LISTEN="+addr)
+	_, logs := startBrokerObserved(t, "CTIBROKER_DEBUG__LISTEN=127.0.0.1:0")
+	addr := listenedAddr(t, logs, "pprof listening")
 	eventually(t, "pprof", func() bool {
 		resp, err := http.Get("http://" + addr + "/debug/pprof/")
 		if err != nil {

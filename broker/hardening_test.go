@@ -863,21 +863,11 @@ func TestHardeningNoAuthChecksTheHost(t *testing.T) {
 }
 
 // freeAddr returns a free loopback address.
-func freeAddr(tb testing.TB) string {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // With admin.listen set, metrics, the version and readiness details are
 // served there and not on the public listener.
 func TestHardeningAdminListener(t *testing.T) {
-	admin := freeAddr(t)
-	b := startBroker(t, "CTIBROKER_ADMIN__LISTEN="+admin, "CTIBROKER_NODE__ID=node-secret-7")
+	b, logs := startBrokerObserved(t, "CTIBROKER_ADMIN__LISTEN=127.0.0.1:0", "CTIBROKER_NODE__ID=node-secret-7")
+	admin := listenedAddr(t, logs, "admin listening")
 	if code, _ := getJSON(t, b.url("/healthz"), nil); code != http.StatusOK {
 		t.Fatalf("public /healthz: %d", code)
 	}

@@ -338,3 +338,21 @@ func compactJSON(tb testing.TB, s string) string {
 	}
 	return buf.String()
 }
+
+// listenedAddr waits for the broker's log line msg (a listener it bound
+// itself, on port 0: a port picked free beforehand may be taken by another
+// test's connection before the broker binds it) and returns its address.
+func listenedAddr(tb testing.TB, logs *observer.ObservedLogs, msg string) string {
+	tb.Helper()
+	var addr string
+	eventually(tb, msg, func() bool {
+		for _, e := range logs.FilterMessage(msg).All() {
+			if a, ok := e.ContextMap()["addr"].(string); ok {
+				addr = a
+				return true
+			}
+		}
+		return false
+	})
+	return addr
+}
