@@ -33,10 +33,7 @@ func RunCentrifugo(ctx context.Context, cfg Config, sizes Sizes) (Report, error)
 		return Report{}, err
 	}
 	st := newStats()
-	var limiter *rate.Limiter
-	if cfg.Rate > 0 {
-		limiter = rate.NewLimiter(rate.Limit(cfg.Rate), max(int(cfg.Rate/100), 1))
-	}
+	limiter := commandLimiter(cfg.Rate)
 	runCtx, cancel := context.WithTimeout(ctx, cfg.Duration+time.Minute)
 	defer cancel()
 	conns := make([]*conn, cfg.Agents)
@@ -76,21 +73,7 @@ func RunCentrifugo(ctx context.Context, cfg Config, sizes Sizes) (Report, error)
 	if mon != nil {
 		cpu, rssMax = mon.finish(ctx)
 	}
-	r := Report{Mode: "centrifugo", Agents: cfg.Agents, Seconds: elapsed.Seconds(), Connected: st.connected.Load(),
-		ConnectFailures: st.connectFails.Load(), Commands: st.commands.Load(), Failures: st.failures}
-	r.CommandsPerSec = float64(r.Commands) / elapsed.Seconds()
-	r.RTT, r.AgentDelivery = quantiles(st.rtt), quantiles(st.agentLat)
-	r.AgentEvents = st.agentEvents.Load()
-	r.AgentEventsPS = float64(r.AgentEvents) / elapsed.Seconds()
-	if n := st.replies.Load(); n > 0 {
-		r.ReplyBytes = float64(st.replyBytes.Load()) / float64(n)
-		r.EventBytes = float64(st.eventBytes.Load()) / float64(n)
-		r.EventsPerCommand = float64(r.AgentEvents) / float64(n)
-	}
-	r.BrokerCPUSeconds, r.RSSMax = cpu, rssMax
-	if r.Commands > 0 {
-		r.CPUPerCommand = cpu / float64(r.Commands) * 1e6
-	}
+	r := st.report("centrifugo", cfg, elapsed, st.commands.Load(), cpu, rssMax)
 	return r, nil
 }
 

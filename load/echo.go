@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/time/rate"
 )
 
 // Sizes are the message sizes the echo server answers each command with:
@@ -194,10 +193,7 @@ func RunEcho(ctx context.Context, cfg Config, sizes Sizes) (Report, error) {
 		return Report{}, err
 	}
 	st := newStats()
-	var limiter *rate.Limiter
-	if cfg.Rate > 0 {
-		limiter = rate.NewLimiter(rate.Limit(cfg.Rate), max(int(cfg.Rate/100), 1))
-	}
+	limiter := commandLimiter(cfg.Rate)
 	runCtx, cancel := context.WithTimeout(ctx, cfg.Duration+time.Minute)
 	defer cancel()
 	conns := make([]*conn, cfg.Agents)
@@ -297,12 +293,7 @@ func RunEcho(ctx context.Context, cfg Config, sizes Sizes) (Report, error) {
 	if mon != nil {
 		cpu, rssMax = mon.finish(ctx)
 	}
-	r := Report{Mode: "bare-websocket", Agents: cfg.Agents, Supervisors: cfg.Supervisors, Seconds: elapsed.Seconds(), Connected: st.connected.Load(),
-		ConnectFailures: st.connectFails.Load(), Commands: st.commands.Load(), Failures: st.failures}
-	r.CommandsPerSec = float64(r.Commands) / elapsed.Seconds()
-	r.RTT, r.AgentDelivery, r.SupDelivery = quantiles(st.rtt), quantiles(st.agentLat), quantiles(st.supLat)
-	r.AgentEvents, r.SupEvents = st.agentEvents.Load(), st.supEvents.Load()
-	r.AgentEventsPS, r.SupEventsPS = float64(r.AgentEvents)/elapsed.Seconds(), float64(r.SupEvents)/elapsed.Seconds()
+	r := st.report("bare-websocket", cfg, elapsed, st.commands.Load(), cpu, rssMax)
 	if len(subs) > 0 {
 		r.SupExpected = expected * int64(len(subs))
 		for i := range counts {
@@ -310,13 +301,6 @@ func RunEcho(ctx context.Context, cfg Config, sizes Sizes) (Report, error) {
 		}
 	}
 	r.ReplyBytes, r.EventBytes, r.EventsPerCommand = float64(sizes.Reply), float64(sizes.Event), float64(sizes.Events)
-	r.BrokerCPUSeconds, r.RSSMax = cpu, rssMax
-	if r.Commands > 0 {
-		r.CPUPerCommand = cpu / float64(r.Commands) * 1e6
-	}
-	if r.SupEvents > 0 {
-		r.CPUPerDelivery = cpu / float64(r.SupEvents) * 1e6
-	}
 	return r, nil
 }
 

@@ -282,10 +282,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		cfg.Prefix = "load" + strconv.FormatInt(time.Now().UnixNano()%1e6, 10)
 	}
 	st := newStats()
-	var limiter *rate.Limiter
-	if cfg.Rate > 0 {
-		limiter = rate.NewLimiter(rate.Limit(cfg.Rate), max(int(cfg.Rate/100), 1))
-	}
+	limiter := commandLimiter(cfg.Rate)
 	runCtx, cancel := context.WithTimeout(ctx, cfg.Duration+2*time.Minute) // setup + run + drain, bounded
 	defer cancel()
 
@@ -352,29 +349,45 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		cpu, rssMax = mon.finish(ctx)
 	}
 
-	r := Report{Mode: "broker", Agents: cfg.Agents, Supervisors: cfg.Supervisors, Seconds: elapsed.Seconds(),
-		Connected: st.connected.Load(), ConnectFailures: st.connectFails.Load(), Failures: st.failures}
-	r.Commands = st.commands.Load() - setupCommands
-	r.CommandsPerSec = float64(r.Commands) / elapsed.Seconds()
-	r.RTT, r.AgentDelivery, r.SupDelivery = quantiles(st.rtt), quantiles(st.agentLat), quantiles(st.supLat)
-	r.AgentEvents, r.SupEvents = st.agentEvents.Load(), st.supEvents.Load()
-	r.AgentEventsPS, r.SupEventsPS = float64(r.AgentEvents)/elapsed.Seconds(), float64(r.SupEvents)/elapsed.Seconds()
+	r := st.report("broker", cfg, elapsed, st.commands.Load()-setupCommands, cpu, rssMax)
 	if cfg.Supervisors > 0 {
 		r.SupExpected = expected * int64(cfg.Supervisors)
 		for i := range supCounts {
 			r.SupLost += max(expected-supCounts[i].Load(), 0)
 		}
 	}
-	if n := st.replies.Load(); n > 0 {
-		r.ReplyBytes = float64(st.replyBytes.Load()) / float64(n)
-		r.EventsPerCommand = float64(st.agentEvents.Load()) / float64(n)
-	}
-	if n := st.agentEvents.Load(); n > 0 {
-		r.EventBytes = float64(st.eventBytes.Load()) / float64(n)
-	}
 	r.SupConflated, r.SupResyncs, r.Batched = st.supConflated.Load(), st.supResyncs.Load(), st.batched.Load()
 	if r.SupEvents > 0 {
 		r.SupEventBytes = float64(st.supBytes.Load()) / float64(r.SupEvents)
+	}
+	return r, nil
+}
+
+// commandLimiter paces a run's commands at r per second in all, in bursts of
+// at most a hundredth of a second's; nil (as fast as they go) when r is 0.
+func commandLimiter(r float64) *rate.Limiter {
+	if r <= 0 {
+		return nil
+	}
+	return rate.NewLimiter(rate.Limit(r), max(int(r/100), 1))
+}
+
+// report is what every closed-loop run reports from its stats: the counts,
+// rates and latencies, message sizes, and the server's CPU per command and
+// per supervisor delivery. commands is the measured period's.
+func (st *stats) report(mode string, cfg Config, elapsed time.Duration, commands int64, cpu, rssMax float64) Report {
+	r := Report{Mode: mode, Agents: cfg.Agents, Supervisors: cfg.Supervisors, Seconds: elapsed.Seconds(),
+		Connected: st.connected.Load(), ConnectFailures: st.connectFails.Load(), Failures: st.failures, Commands: commands}
+	r.CommandsPerSec = float64(r.Commands) / elapsed.Seconds()
+	r.RTT, r.AgentDelivery, r.SupDelivery = quantiles(st.rtt), quantiles(st.agentLat), quantiles(st.supLat)
+	r.AgentEvents, r.SupEvents = st.agentEvents.Load(), st.supEvents.Load()
+	r.AgentEventsPS, r.SupEventsPS = float64(r.AgentEvents)/elapsed.Seconds(), float64(r.SupEvents)/elapsed.Seconds()
+	if n := st.replies.Load(); n > 0 {
+		r.ReplyBytes = float64(st.replyBytes.Load()) / float64(n)
+		r.EventsPerCommand = float64(r.AgentEvents) / float64(n)
+	}
+	if r.AgentEvents > 0 {
+		r.EventBytes = float64(st.eventBytes.Load()) / float64(r.AgentEvents)
 	}
 	r.BrokerCPUSeconds, r.RSSMax = cpu, rssMax
 	if r.Commands > 0 {
@@ -383,7 +396,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	if r.SupEvents > 0 {
 		r.CPUPerDelivery = cpu / float64(r.SupEvents) * 1e6
 	}
-	return r, nil
+	return r
 }
 
 // agent: connect, add and activate a channel, then cycle statuses.

@@ -98,11 +98,10 @@ func run(args []string, stdout io.Writer) error {
 		defer pprof.StopCPUProfile()
 	}
 	if *metricsURL == "" {
-		u, err := url.Parse(cfg.URL)
-		if err != nil {
+		var err error
+		if *metricsURL, err = metricsOf(cfg.URL); err != nil {
 			return err
 		}
-		*metricsURL = "http://" + u.Host + "/metrics"
 	}
 	before, err := load.Scrape(ctx, *metricsURL)
 	if err != nil {
@@ -209,6 +208,15 @@ func echo(ctx context.Context, args []string) error {
 	return load.ServeEcho(ctx, ln, sizes, opts)
 }
 
+// metricsOf is the /metrics URL of the server at a WebSocket URL.
+func metricsOf(wsURL string) (string, error) {
+	u, err := url.Parse(wsURL)
+	if err != nil {
+		return "", err
+	}
+	return "http://" + u.Host + "/metrics", nil
+}
+
 // centrifugo loads a Centrifugo server the way a broker is loaded
 // (load.RunCentrifugo): the anchor of issue 14, measured in the same run.
 func centrifugo(ctx context.Context, args []string, stdout io.Writer) error {
@@ -231,11 +239,10 @@ func centrifugo(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	if cfg.MetricsURL == "" {
-		u, err := url.Parse(cfg.URL)
-		if err != nil {
+		var err error
+		if cfg.MetricsURL, err = metricsOf(cfg.URL); err != nil {
 			return err
 		}
-		cfg.MetricsURL = "http://" + u.Host + "/metrics"
 	}
 	r, err := load.RunCentrifugo(ctx, cfg, sizes)
 	if err != nil {
