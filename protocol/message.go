@@ -206,14 +206,19 @@ func CutEncoded(s string, n int) string {
 // Marshal encodes v as JSON like encoding/json, without HTML escaping: what
 // the broker sends is read by programs, and escaping <, > and & would make
 // a reply up to six times larger than what it echoes.
-func Marshal(v any) ([]byte, error) {
+func Marshal(v any) ([]byte, error) { return AppendJSON(nil, v) }
+
+// AppendJSON appends v encoded as Marshal encodes it to dst; on error it
+// returns dst unchanged. It allocates nothing when dst has room, which is
+// how a session encodes an op's events into one buffer.
+func AppendJSON(dst []byte, v any) ([]byte, error) {
 	e := encoders.Get().(*encoder)
 	defer encoders.Put(e)
 	e.buf.Reset()
 	if err := e.enc.Encode(v); err != nil {
-		return nil, err
+		return dst, err
 	}
-	return bytes.Clone(bytes.TrimSuffix(e.buf.Bytes(), []byte{'\n'})), nil
+	return append(dst, bytes.TrimSuffix(e.buf.Bytes(), []byte{'\n'})...), nil
 }
 
 // encoder is a reusable json.Encoder without HTML escaping: Marshal then

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"math/rand/v2"
@@ -41,7 +42,11 @@ type journal struct {
 	seq, committed, version uint64
 	outbox                  []store.Event
 	outboxBuf               *[]store.Event // outbox's buffer, lent by outboxes while busy
-	timeline                [][]byte       // timeline entries not yet committed
+	// scratch holds the last unsealed events of outbox, encoded (see
+	// emit); lent by scratches while busy.
+	scratch  *[]byte
+	unsealed int
+	timeline [][]byte // timeline entries not yet committed
 	// force commits the snapshot even without events (supervisor
 	// subscriptions changed, a new session).
 	force bool
@@ -66,55 +71,96 @@ func (j *journal) setTopics(agent string, topics []string) {
 	j.envPrefix = []byte(`{"agent":` + string(a) + `,"session":"` + j.sid + `","seq":`)
 }
 
-// emit queues an event for the next commit. It is encoded once, by
-// appending (its data is already JSON), and the bus envelope shares its
-// bytes.
-func (j *journal) emit(target, name string, raw []byte) {
-	j.seq++
-	// A published event is written once, inside its envelope, and the event
-	// itself is a slice of it: one allocation instead of two, and the replay
-	// history keeps a single buffer per event.
-	size := len(raw) + len(target) + len(name) + 112 // the event's other fields at their widest
+// emit queues an event for the next commit. The op's events are encoded
+// one after the other into one scratch buffer, each inside its bus envelope
+// (the event is a slice of it), and seal copies them into one buffer of
+// their exact size when the op commits. That buffer is then all a command's
+// events cost: the replay history keeps their slices (and, as they expire
+// together, frees one block), the store publishes the envelopes as they lie
+// (one per line, as store.BusMessage joins them) and the connection writes
+// the events from it. An event whose data cannot be encoded is not emitted.
+func (j *journal) emit(target, name string, data any) error {
+	if j.scratch == nil {
+		j.scratch = scratches.Get().(*[]byte)
+	}
+	buf := *j.scratch
+	start, seq := len(buf), j.seq+1
 	publish := len(j.topics) > 0
 	if publish {
-		size += len(j.envPrefix) + 32
-	}
-	buf := make([]byte, 0, size)
-	if publish {
 		buf = append(buf, j.envPrefix...)
-		buf = strconv.AppendUint(buf, j.seq, 10)
+		buf = strconv.AppendUint(buf, seq, 10)
 		buf = append(buf, `,"event":`...)
 	}
-	start := len(buf)
+	event := len(buf)
 	buf = append(buf, `{"messageType":"objectEvent","target":`...)
 	buf = protocol.AppendString(buf, target)
 	buf = append(buf, `,"name":`...)
 	buf = protocol.AppendString(buf, name)
 	buf = append(buf, `,"data":`...)
-	buf = append(buf, raw...)
+	buf, err := protocol.AppendJSON(buf, data)
+	if err != nil {
+		*j.scratch = buf[:start]
+		return err
+	}
 	buf = append(buf, `,"seq":`...)
-	buf = strconv.AppendUint(buf, j.seq, 10)
+	buf = strconv.AppendUint(buf, seq, 10)
 	buf = append(buf, `,"timestamp":`...)
 	buf = strconv.AppendInt(buf, time.Now().UnixMilli(), 10)
 	buf = append(buf, '}')
-	msg := buf[start:len(buf):len(buf)] // capped: an append must not write into the envelope
-	var env []byte
+	e := store.Event{Seq: seq, Payload: buf[event:]}
 	if publish {
-		env = append(buf, '}')
+		buf = append(buf, '}')
+		e.Envelope = buf[start:]
+		buf = append(buf, '\n')
 	}
+	*j.scratch = buf
+	j.seq = seq
 	if j.outboxBuf == nil {
 		j.outboxBuf = outboxes.Get().(*[]store.Event)
 		j.outbox = (*j.outboxBuf)[:0]
 	}
-	j.outbox = append(j.outbox, store.Event{Seq: j.seq, Payload: msg, Envelope: env})
+	j.outbox = append(j.outbox, e)
+	j.unsealed++
+	return nil
 }
 
-// outboxes lends event batches to busy sessions; idle returns them, so
-// thousands of idle sessions hold none, and a busy one does not grow a
-// fresh slice for every command.
-var outboxes = sync.Pool{New: func() any { b := make([]store.Event, 0, 8); return &b }}
+// seal moves the events emitted since the last seal from the scratch
+// buffer into one buffer of their exact size (see emit). Until then their
+// slices may point into an array the scratch buffer has outgrown; only
+// their lengths, and where each event lies in its envelope, are used here.
+func (j *journal) seal() {
+	if j.unsealed == 0 {
+		return
+	}
+	buf := bytes.Clone(*j.scratch)
+	off := 0
+	for i := len(j.outbox) - j.unsealed; i < len(j.outbox); i++ {
+		e := &j.outbox[i]
+		p := len(e.Payload)
+		if e.Envelope == nil {
+			e.Payload = buf[off : off+p : off+p]
+			off += p
+			continue
+		}
+		n := len(e.Envelope) // the event, then the envelope's closing brace
+		e.Envelope = buf[off : off+n]
+		e.Payload = buf[off+n-1-p : off+n-1 : off+n-1] // capped: an append must not write into the envelope
+		off += n + 1                                   // and the newline
+	}
+	*j.scratch = (*j.scratch)[:0]
+	j.unsealed = 0
+}
 
-// idle gives the outbox's buffer back when nothing waits in it.
+// outboxes and scratches lend event batches and encoding buffers to busy
+// sessions; idle returns them, so thousands of idle sessions hold none, and
+// a busy one does not grow fresh ones for every command.
+var (
+	outboxes  = sync.Pool{New: func() any { b := make([]store.Event, 0, 8); return &b }}
+	scratches = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+)
+
+// idle gives the outbox's and the scratch's buffers back when nothing
+// waits in them.
 func (j *journal) idle() {
 	if len(j.outbox) == 0 && j.outboxBuf != nil {
 		if cap(j.outbox) <= 64 { // a burst's buffer is left to the collector
@@ -123,11 +169,18 @@ func (j *journal) idle() {
 		}
 		j.outbox, j.outboxBuf = nil, nil
 	}
+	if j.unsealed == 0 && j.scratch != nil {
+		if cap(*j.scratch) <= 64<<10 {
+			scratches.Put(j.scratch)
+		}
+		j.scratch = nil
+	}
 }
 
 // drop forgets what waits: the session is handed over.
 func (j *journal) drop() {
 	j.outbox, j.outboxBuf, j.timeline, j.pushes, j.relay = nil, nil, nil, nil, nil
+	j.scratch, j.unsealed = nil, 0
 }
 
 // takeRelay returns the last commit's webhook records and their version.
@@ -158,6 +211,7 @@ func (j *journal) commit(snapshot func() []byte, replies []store.Reply) ([]store
 var errUnsynced = errors.New("session state not stored yet")
 
 func (j *journal) commitNow(snapshot func() []byte, replies []store.Reply) ([]store.Event, error) {
+	j.seal()
 	c := store.Commit{SessionID: j.sid, AgentID: j.key, Node: j.node, Version: j.version,
 		Events: j.outbox, Topics: j.topics, Timeline: j.timeline, Replies: replies, Outbox: j.pushes, LeaseTTL: j.leaseTTL}
 	ctx := context.Background()

@@ -494,12 +494,10 @@ func (s *Session) sendWire() {
 // emit queues an event behind the current op's reply; it is delivered once
 // committed.
 func (s *Session) emit(target, name string, data any) {
-	raw, err := protocol.Marshal(data)
-	if err != nil {
+	if err := s.journal.emit(target, name, data); err != nil {
 		s.logf(zap.ErrorLevel, "cannot encode event data", zap.String("event", name), zap.Error(err))
 		return
 	}
-	s.journal.emit(target, name, raw)
 	if s.m.opts.Pusher != nil { // webhooks configured: only then is the data looked at again
 		if ev, ok := data.(protocol.InteractionEvent); ok {
 			s.pushInteraction(name, ev)

@@ -120,7 +120,7 @@ func TestIdleSessionsHaveNoGoroutine(t *testing.T) {
 			return !s.mb.running && len(s.mb.queue) == 0
 		})
 		s.mb.mu.Lock() // the runner gave the journal up under it
-		held := s.journal.outboxBuf != nil || s.journal.outbox != nil
+		held := s.journal.outboxBuf != nil || s.journal.outbox != nil || s.journal.scratch != nil
 		s.mb.mu.Unlock()
 		if held {
 			t.Fatalf("idle session %s holds an event buffer", s.ID())

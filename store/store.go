@@ -37,10 +37,12 @@ type Event struct {
 
 // BusMessage is what a commit publishes: its events' envelopes, one per
 // line (an envelope is JSON on one line). One message per commit rather
-// than per event: publishing is a large share of a store's work.
+// than per event: publishing is a large share of a store's work. Envelopes
+// that already lie that way in one buffer, as a session's journal writes an
+// op's events, are published from it as they are.
 func BusMessage(events []Event) []byte {
-	if len(events) == 1 {
-		return events[0].Envelope
+	if msg, ok := adjacent(events); ok {
+		return msg
 	}
 	n := 0
 	for _, e := range events {
@@ -54,6 +56,27 @@ func BusMessage(events []Event) []byte {
 		msg = append(msg, e.Envelope...)
 	}
 	return msg
+}
+
+// adjacent returns the events' envelopes as one slice when each follows
+// the one before it in the same array, after a newline.
+func adjacent(events []Event) ([]byte, bool) {
+	if len(events) == 0 {
+		return nil, false
+	}
+	msg := events[0].Envelope
+	for _, e := range events[1:] {
+		n := len(msg)
+		if len(e.Envelope) == 0 || cap(msg) < n+1+len(e.Envelope) {
+			return nil, false
+		}
+		joined := msg[:n+1+len(e.Envelope)]
+		if joined[n] != '\n' || &joined[n+1] != &e.Envelope[0] {
+			return nil, false
+		}
+		msg = joined
+	}
+	return msg, true
 }
 
 // OutboxEntry is a webhook record kept with its session.

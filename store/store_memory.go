@@ -190,22 +190,6 @@ func (m *Memory) Commit(ctx context.Context, c Commit) error {
 		}
 		m.mu.Unlock()
 	}
-	// The replay history keeps a commit's events for minutes: copied into
-	// one buffer of their exact size, they do not keep their senders'
-	// buffers (envelopes, spare capacity) alive, and the events of one
-	// command, which expire together, free one block instead of leaving a
-	// hole per event among long-lived objects.
-	var packed []byte
-	if len(c.Events) > 0 {
-		n := 0
-		for _, e := range c.Events {
-			n += len(e.Payload)
-		}
-		packed = make([]byte, 0, n)
-		for _, e := range c.Events {
-			packed = append(packed, e.Payload...)
-		}
-	}
 	s.mu.Lock()
 	if s.version != c.Version {
 		s.mu.Unlock()
@@ -217,11 +201,12 @@ func (m *Memory) Commit(ctx context.Context, c Commit) error {
 		s.snapshot = c.Snapshot
 	}
 	if len(c.Events) > 0 {
+		// The history keeps the events as they come: a session's journal
+		// puts a commit's events in one buffer of their size (see
+		// journal.seal), which frees as one block when they expire.
 		now := m.now()
 		for _, e := range c.Events {
-			n := len(e.Payload)
-			s.events.add(e.Seq, now, packed[:n:n])
-			packed = packed[n:]
+			s.events.add(e.Seq, now, e.Payload)
 		}
 	}
 	if len(c.Timeline) > 0 {

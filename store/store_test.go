@@ -578,3 +578,40 @@ func TestStoreOwner(t *testing.T) {
 		}
 	})
 }
+
+// BusMessage publishes envelopes already lying one per line in one buffer
+// as they are, and joins any others into a new one.
+func TestBusMessage(t *testing.T) {
+	one := []byte("{\"a\":1}\n{\"b\":2}\n{\"c\":3}")
+	sep := []byte("{\"a\":1} {\"b\":2}")
+	cases := []struct {
+		name   string
+		events []Event
+		shared bool // the message is the first envelope's buffer
+	}{
+		{"single", []Event{{Envelope: one[:7]}}, true},
+		{"adjacent", []Event{{Envelope: one[:7]}, {Envelope: one[8:15]}, {Envelope: one[16:]}}, true},
+		{"separate buffers", []Event{{Envelope: []byte(`{"a":1}`)}, {Envelope: []byte(`{"b":2}`)}}, false},
+		{"out of order", []Event{{Envelope: one[8:15]}, {Envelope: one[:7]}}, false},
+		{"not a newline between", []Event{{Envelope: sep[:7]}, {Envelope: sep[8:]}}, false},
+		{"capped first", []Event{{Envelope: one[:7:7]}, {Envelope: one[8:15]}}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var want []string
+			for _, e := range c.events {
+				want = append(want, string(e.Envelope))
+			}
+			msg := BusMessage(c.events)
+			if string(msg) != strings.Join(want, "\n") {
+				t.Fatalf("message %q, want %q", msg, strings.Join(want, "\n"))
+			}
+			if shared := &msg[0] == &c.events[0].Envelope[0]; shared != c.shared {
+				t.Fatalf("shares the first envelope's buffer: %v, want %v", shared, c.shared)
+			}
+		})
+	}
+	if msg := BusMessage(nil); len(msg) != 0 {
+		t.Fatalf("no events: %q", msg)
+	}
+}
