@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -115,14 +116,13 @@ func (c *wsConn) logf(level zapcore.Level, msg string, fields ...zap.Field) {
 // session ends.
 func (c *wsConn) read(s *session.Session) {
 	for {
-		typ, data, err := c.ws.Read(context.Background())
+		f, err := c.readFrame()
 		if err != nil {
 			c.readEnded(err)
 			return
 		}
 		c.lastRead.Store(time.Now().UnixNano())
 		c.inFlight.Store(true)
-		f := session.NewFrame(data, typ != websocket.MessageText, c.answered)
 		if s.Submit(c, f) != nil {
 			return
 		}
@@ -133,6 +133,26 @@ func (c *wsConn) read(s *session.Session) {
 			return
 		}
 	}
+}
+
+// readFrame reads the next message (the library bounds its size by
+// ws.readlimit) into a buffer lent by frames, and decodes it there: the
+// decoded frame keeps none of it, and an idle connection, waiting for a
+// message to begin, holds no buffer.
+func (c *wsConn) readFrame() (session.Frame, error) {
+	typ, r, err := c.ws.Reader(context.Background())
+	if err != nil {
+		return session.Frame{}, err
+	}
+	buf := frames.Get().(*[]byte)
+	defer lend(buf)
+	b := bytes.NewBuffer((*buf)[:0])
+	_, err = b.ReadFrom(r)
+	*buf = b.Bytes()
+	if err != nil {
+		return session.Frame{}, err
+	}
+	return session.NewFrame(*buf, typ != websocket.MessageText, c.answered), nil
 }
 
 // answered is the session's acknowledgement that the command in flight has
@@ -345,7 +365,7 @@ func (c *wsConn) write(batches []batch) bool {
 	stall := time.AfterFunc(c.cfg.WriteTimeout, c.stalled)
 	defer stall.Stop()
 	buf := frames.Get().(*[]byte)
-	defer frames.Put(buf)
+	defer lend(buf)
 	ctx := context.Background()
 	for i, b := range batches {
 		if err := c.writeBatch(ctx, b.msgs, buf); err != nil {
@@ -370,8 +390,17 @@ func (c *wsConn) stalled() {
 	c.abort()
 }
 
-// frames lends writers a buffer to assemble a message or a frame in.
+// frames lends the reader a buffer to read a message into, and writers one
+// to assemble a message or a frame in.
 var frames = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// lend returns buf to frames, keeping what it grew to within bounds.
+func lend(buf *[]byte) {
+	if cap(*buf) <= protocol.MaxFrameBytes+4096 {
+		*buf = (*buf)[:0]
+		frames.Put(buf)
+	}
+}
 
 func (c *wsConn) writeBatch(ctx context.Context, msgs []session.Message, buf *[]byte) error {
 	frame, n := (*buf)[:0], 0
@@ -381,10 +410,8 @@ func (c *wsConn) writeBatch(ctx context.Context, msgs []session.Message, buf *[]
 		}
 		err := c.ws.Write(ctx, websocket.MessageText, frame)
 		c.metrics.DeliveredN(n)
-		if cap(frame) <= protocol.MaxFrameBytes+4096 {
-			*buf = frame[:0] // keep what it grew to, within bounds
-		}
-		frame, n = (*buf)[:0], 0
+		*buf = frame[:0] // keep what it grew to (lend bounds it)
+		frame, n = *buf, 0
 		return err
 	}
 	for i := range msgs {

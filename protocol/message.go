@@ -90,6 +90,7 @@ const (
 // DecodeRequest parses one client frame. It never panics; every malformed
 // input yields an Inbound with Failure set and as much of the request as could
 // be recovered (command, target, requestId) so that the reply can echo them.
+// The Inbound shares no memory with frame.
 func DecodeRequest(frame []byte) Inbound {
 	// Invalid UTF-8 can only be inside JSON strings: replacing it keeps
 	// valid JSON valid, and everything echoed from it (data, original)
@@ -122,7 +123,7 @@ func DecodeRequest(frame []byte) Inbound {
 	}
 	var in Inbound
 	if trimmed := bytes.TrimSpace(frame); len(trimmed) <= MaxEchoBytes {
-		in.Original = trimmed
+		in.Original = bytes.Clone(trimmed) // the frame's buffer is the reader's again
 	} else {
 		in.Original, in.Truncated = echoText(trimmed)
 	}

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -170,6 +171,15 @@ func FuzzDecodeRequest(f *testing.F) {
 		in := DecodeRequest(frame)
 		if !json.Valid(in.Original) {
 			t.Fatalf("original %q not valid JSON", in.Original)
+		}
+		// The connection reuses the frame's buffer: the decoded frame must
+		// not change when it is overwritten.
+		before, _ := json.Marshal(in)
+		for i := range frame {
+			frame[i] = 'x'
+		}
+		if after, _ := json.Marshal(in); !bytes.Equal(before, after) {
+			t.Fatalf("the decoded frame shares the frame's memory: %s became %s", before, after)
 		}
 		if in.Failure == nil && in.Request.Command == "" {
 			t.Fatal("accepted a request without command")
