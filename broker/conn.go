@@ -77,6 +77,10 @@ type wsConn struct {
 	flushes  sync.WaitGroup
 	closedBy atomic.Int32 // close code the broker sent, 0 if none
 	goneOnce sync.Once
+
+	// stall bounds a write (see write). Owned by the flush goroutine that
+	// runs: one at a time, each started under mu after the last one ended.
+	stall *time.Timer
 }
 
 // batch is messages written together; done, when set, is called once they
@@ -356,14 +360,18 @@ func (c *wsConn) flush() {
 // closes the connection when a write's context expires, which is what
 // stalled does, and a context without Done costs it nothing, where a
 // deadline context per write (and the library's AfterFunc on it) was a
-// seventh of a command's allocations. The timer is not kept between writes:
-// an idle connection holds none.
+// seventh of a command's allocations. The timer is made by the first write
+// and re-armed by the next ones.
 func (c *wsConn) write(batches []batch) bool {
 	if len(batches) == 0 {
 		return true
 	}
-	stall := time.AfterFunc(c.cfg.WriteTimeout, c.stalled)
-	defer stall.Stop()
+	if c.stall == nil {
+		c.stall = time.AfterFunc(c.cfg.WriteTimeout, c.stalled)
+	} else {
+		c.stall.Reset(c.cfg.WriteTimeout)
+	}
+	defer c.stall.Stop()
 	buf := frames.Get().(*[]byte)
 	defer lend(buf)
 	ctx := context.Background()

@@ -278,8 +278,8 @@ type pendingReply struct {
 	remember bool
 	result   string // success, or the failure code: the metric's label
 	received time.Time
-	done     func()
-	conn     Conn // the sender: the reply goes to it alone
+	done     func() // the frame's Done, or nil
+	conn     Conn   // the sender: the reply goes to it alone
 }
 
 // settle ends an op: one commit of what it changed, then its messages to
@@ -337,7 +337,9 @@ func (s *Session) finishReply(err error) {
 	result, msg := r.result, r.msg
 	switch {
 	case s.handedOver:
-		r.done()
+		if r.done != nil {
+			r.done()
+		}
 		return
 	case err != nil:
 		result = string(protocol.CodeUnavailable)
@@ -404,7 +406,7 @@ func (s *Session) handleCommand(c command) {
 	}
 	cmd := commandsByName[in.Request.Command]
 	remember := in.Failure == nil && id != "" && cmd != nil && cmd.Cacheable && (reply.Failure == nil || !reply.Failure.Code.Transient())
-	s.reply = &pendingReply{in: in, msg: msg, remember: remember, result: result, received: c.frame.Received, done: c.frame.answered, conn: c.conn}
+	s.reply = &pendingReply{in: in, msg: msg, remember: remember, result: result, received: c.frame.Received, done: c.frame.Done, conn: c.conn}
 }
 
 // rememberedReply finds the first reply to a requestId: in this node's
