@@ -118,11 +118,7 @@ func (c *Channel) Timeline() []Interval { return append([]Interval(nil), c.timel
 // reason changed. An illegal intent fails INVALID_STATE naming the current
 // state; effect's error is returned as it is, and then nothing changed.
 func (c *Channel) Fire(in Intent, now time.Time, effect func() error) (changed bool, err error) {
-	var reason Reason
-	t := &transition{effect: effect, noop: func(src, dst string) bool {
-		reason = c.nextReason(in.Event, dst, in.Reason)
-		return src == dst && reason == c.reason
-	}}
+	t := &transition{c: c, in: in, effect: effect}
 	illegal, err := fire(c.m, in.Event, t)
 	switch {
 	case illegal:
@@ -143,7 +139,7 @@ func (c *Channel) Fire(in Intent, now time.Time, effect func() error) (changed b
 		c.queues = nil
 		clear(c.interactions)
 	}
-	return c.settle(reason, now), nil
+	return c.settle(t.reason, now), nil
 }
 
 // nextReason is the reason after ev leads to dst with r.

@@ -82,13 +82,21 @@ func newMachine(initial string) *fsm.FSM {
 
 // transition is what Fire hands the machine with an event.
 type transition struct {
-	// noop reports whether going from src to dst would change nothing
-	// (state, status and reason): then nothing is done.
-	noop func(src, dst string) bool
+	c  *Channel
+	in Intent
+	// reason is the channel's reason after the transition, set by noop.
+	reason Reason
 	// effect applies the change outside the broker (the switch call); nil
 	// for what the switch itself reported. Its error cancels the
 	// transition.
 	effect func() error
+}
+
+// noop reports whether going from src to dst would change nothing (state,
+// status and reason): then nothing is done.
+func (t *transition) noop(src, dst string) bool {
+	t.reason = t.c.nextReason(t.in.Event, dst, t.in.Reason)
+	return src == dst && t.reason == t.c.reason
 }
 
 // errNoop cancels a transition that would change nothing.
@@ -115,15 +123,19 @@ func beforeEvent(_ context.Context, e *fsm.Event) {
 // the event (illegal), the callback cancelled it (noop or the effect's
 // error), or it took place (its state may be unchanged: a self-transition).
 func fire(m *fsm.FSM, ev Event, t *transition) (illegal bool, err error) {
-	// WithoutCancel: a cancelled context would wedge looplab/fsm in
-	// InTransitionError forever.
-	err = m.Event(context.WithoutCancel(context.Background()), string(ev), t)
+	// Background, never cancelled: a cancelled context would wedge
+	// looplab/fsm in InTransitionError forever. The effect bounds its own
+	// wait (the switch call's timeout).
+	err = m.Event(context.Background(), string(ev), t)
+	if err == nil {
+		return false, nil
+	}
 	var invalid fsm.InvalidEventError
 	var unknown fsm.UnknownEventError
 	var noTransition fsm.NoTransitionError
 	var canceled fsm.CanceledError
 	switch {
-	case err == nil, errors.As(err, &noTransition):
+	case errors.As(err, &noTransition):
 		return false, nil
 	case errors.As(err, &invalid), errors.As(err, &unknown):
 		return true, nil

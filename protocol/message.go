@@ -99,12 +99,6 @@ func DecodeRequest(frame []byte) Inbound {
 	if !utf8.Valid(frame) {
 		frame = bytes.ToValidUTF8(frame, []byte("\uFFFD"))
 	}
-	var fields struct {
-		Command   json.RawMessage `json:"command"`
-		Target    json.RawMessage `json:"target"`
-		Data      json.RawMessage `json:"data"`
-		RequestID json.RawMessage `json:"requestId"`
-	}
 	// Unmarshal validates the whole frame before it decodes (trailing
 	// garbage is a syntax error), so the frame is scanned once: a frame it
 	// accepts can be echoed as it is.
@@ -114,28 +108,41 @@ func DecodeRequest(frame []byte) Inbound {
 		}
 		return RejectFrame(original, msgNotObject)
 	}
+	var fields struct {
+		Command   string          `json:"command"`
+		Target    string          `json:"target"`
+		Data      json.RawMessage `json:"data"`
+		RequestID string          `json:"requestId"`
+	}
 	if err := json.Unmarshal(frame, &fields); err != nil {
-		var syntax *json.SyntaxError
-		if errors.As(err, &syntax) {
-			return RejectFrame(original, msgNotJSON)
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			return decodeLoosely(frame)
 		}
-		return RejectFrame(original, msgNotObject)
+		return RejectFrame(original, msgNotJSON)
 	}
+	in := Inbound{Request: Request{Command: fields.Command, Target: fields.Target, RequestID: fields.RequestID}}
+	in.Original, in.Truncated = echoObject(frame)
+	return validate(in, fields.Data)
+}
+
+// decodeLoosely decodes a request with a field of the wrong type (the one
+// frame in a thousand that is not well formed): what is a string of
+// command, target and requestId is recovered, so that the failure reply can
+// echo it.
+func decodeLoosely(frame []byte) Inbound {
+	var fields struct {
+		Command   json.RawMessage `json:"command"`
+		Target    json.RawMessage `json:"target"`
+		Data      json.RawMessage `json:"data"`
+		RequestID json.RawMessage `json:"requestId"`
+	}
+	_ = json.Unmarshal(frame, &fields) // valid JSON, an object: only these fields are decoded, and into raw values
 	var in Inbound
-	if trimmed := bytes.TrimSpace(frame); len(trimmed) <= MaxEchoBytes {
-		in.Original = bytes.Clone(trimmed) // the frame's buffer is the reader's again
-	} else {
-		in.Original, in.Truncated = echoText(trimmed)
-	}
-	// Recover what can be echoed before validating, so that even a failure
-	// reply carries the client's command, target and requestId.
+	in.Original, in.Truncated = echoObject(frame)
 	var typeErr error
 	str := func(name string, raw json.RawMessage, dst *string) {
 		if len(raw) == 0 || isNull(raw) {
-			return
-		}
-		if len(raw) >= 2 && raw[0] == '"' && bytes.IndexByte(raw[1:len(raw)-1], '\\') < 0 && bytes.IndexByte(raw[1:len(raw)-1], '"') < 0 {
-			*dst = string(raw[1 : len(raw)-1]) // a string without escapes: as is
 			return
 		}
 		if err := json.Unmarshal(raw, dst); err != nil && typeErr == nil {
@@ -149,8 +156,23 @@ func DecodeRequest(frame []byte) Inbound {
 		in.Failure = &Failure{Code: CodeInvalidRequest, Message: typeErr.Error()}
 		return in
 	}
-	if data := fields.Data; len(data) > 0 && !isNull(data) {
-		if len(data) == 0 || data[0] != '{' {
+	return validate(in, fields.Data)
+}
+
+// echoObject is what a failure reply echoes of a frame that is a JSON
+// object: the object itself, or, over MaxEchoBytes, its start as a string.
+func echoObject(frame []byte) (json.RawMessage, bool) {
+	trimmed := bytes.TrimSpace(frame)
+	if len(trimmed) > MaxEchoBytes {
+		return echoText(trimmed)
+	}
+	return bytes.Clone(trimmed), false // the frame's buffer is the reader's again
+}
+
+// validate checks a decoded request's data and fields.
+func validate(in Inbound, data json.RawMessage) Inbound {
+	if len(data) > 0 && !isNull(data) {
+		if data[0] != '{' {
 			in.Failure = Failf(CodeInvalidRequest, "field \"data\" must be an object")
 			return in
 		}
