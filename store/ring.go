@@ -25,8 +25,13 @@ func (r *ring) add(seq uint64, at int64, msg []byte) {
 	r.last = seq
 	e := ringEntry{seq, at, msg}
 	if r.n < r.cap && r.n == len(r.buf) {
-		// Not full and not wrapped yet (start is 0 until the first wrap,
-		// and expire compacts back to 0).
+		// Full but allowed to grow: appended to, after unwrapping when
+		// expire left it wrapped (the capped slice makes append copy it,
+		// oldest first, into a new array).
+		if r.start != 0 {
+			r.buf = append(r.buf[r.start:len(r.buf):len(r.buf)], r.buf[:r.start]...)
+			r.start = 0
+		}
 		r.buf = append(r.buf, e)
 		r.n++
 		return
@@ -42,19 +47,26 @@ func (r *ring) add(seq uint64, at int64, msg []byte) {
 
 func (r *ring) at(i int) ringEntry { return r.buf[(r.start+i)%len(r.buf)] }
 
-// expire drops the entries added before cutoff. The rest move to a buffer
-// of their size, starting at its front as add relies on; an emptied ring
-// frees its buffer.
+// expire drops the entries added before cutoff, in place: a busy session's
+// ring keeps its buffer for the entries to come. One left with a quarter of
+// its buffer or less (a session going quiet) moves them to a buffer of their
+// size, and an emptied one frees its buffer.
 func (r *ring) expire(cutoff int64) {
 	drop := 0
 	for drop < r.n && r.at(drop).at < cutoff {
 		drop++
 	}
-	if drop == 0 {
+	switch {
+	case drop == 0:
 		return
-	}
-	if drop == r.n {
+	case drop == r.n:
 		r.buf, r.start, r.n = nil, 0, 0
+		return
+	case r.n-drop > len(r.buf)/4:
+		for i := range drop {
+			r.buf[(r.start+i)%len(r.buf)] = ringEntry{} // their bytes can go
+		}
+		r.start, r.n = (r.start+drop)%len(r.buf), r.n-drop
 		return
 	}
 	kept := make([]ringEntry, r.n-drop)

@@ -52,22 +52,26 @@ func TestRingGrowsLazily(t *testing.T) {
 func TestRingExpire(t *testing.T) {
 	tests := []struct {
 		name   string
+		size   int   // the ring's bound
 		adds   int   // seqs 1..adds, added at time seq
 		cutoff int64 // drop entries added before it
 		since  uint64
 		want   string
 		ok     bool
 	}{
-		{"nothing old", 3, 1, 0, "[1 2 3]", true},
-		{"front dropped", 3, 3, 2, "[3]", true},
-		{"dropped ones cannot be replayed", 3, 3, 1, "[]", false},
-		{"wrapped ring", 7, 6, 5, "[6 7]", true},
-		{"everything dropped, up to date", 5, 10, 5, "[]", true},
-		{"everything dropped, behind", 5, 10, 4, "[]", false},
+		{"nothing old", 4, 3, 1, 0, "[1 2 3]", true},
+		{"front dropped", 4, 3, 3, 2, "[3]", true},
+		{"dropped ones cannot be replayed", 4, 3, 3, 1, "[]", false},
+		{"wrapped ring", 4, 7, 6, 5, "[6 7]", true},
+		{"everything dropped, up to date", 4, 5, 10, 5, "[]", true},
+		{"everything dropped, behind", 4, 5, 10, 4, "[]", false},
+		{"dropped in place, then grown", 16, 6, 3, 2, "[3 4 5 6]", true},
+		{"dropped in place from a wrapped ring", 4, 6, 4, 3, "[4 5 6]", true},
+		{"most dropped: moved to a small buffer", 16, 12, 11, 10, "[11 12]", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := newRing(4)
+			r := newRing(tt.size)
 			for seq := 1; seq <= tt.adds; seq++ {
 				r.add(uint64(seq), int64(seq), []byte(fmt.Sprint(seq)))
 			}
@@ -81,6 +85,14 @@ func TestRingExpire(t *testing.T) {
 			}
 			if r.n == 0 && r.buf != nil {
 				t.Fatal("an emptied ring kept its buffer")
+			}
+			if r.n > 0 && r.n <= len(r.buf)/4 {
+				t.Fatalf("%d entries kept a buffer of %d", r.n, len(r.buf))
+			}
+			for i := r.n; i < len(r.buf); i++ {
+				if e := r.buf[(r.start+i)%len(r.buf)]; e.msg != nil {
+					t.Fatalf("a dropped entry (seq %d) keeps its bytes", e.seq)
+				}
 			}
 			// Adding after an expiry keeps the order.
 			for seq := tt.adds + 1; seq <= tt.adds+5; seq++ {
