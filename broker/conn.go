@@ -31,7 +31,10 @@ import (
 //     error) with, and a client cannot queue work faster than it is
 //     answered;
 //   - a writer (flush), only while messages are queued: it writes them in
-//     order, then, when a close was requested, the close frame;
+//     order, then, when a close was requested, the close frame. What is
+//     queued while the reader submits a frame (the command's reply and
+//     events, as a rule) the reader writes itself (flushSubmitted); a
+//     goroutine of its own writes the rest (events from elsewhere);
 //   - a ping, from the connection's timer, only when the connection was
 //     silent for a ping interval (nats-server's rule: a peer that sends
 //     data is alive).
@@ -67,11 +70,14 @@ type wsConn struct {
 	bytes     int     // bytes in queue, at most byteLimit
 	limit     int
 	byteLimit int
-	writing   bool          // a flush goroutine runs
-	closeReq  *closeRequest // the first close request wins
-	closing   bool          // no more messages are accepted
-	ping      *time.Timer
-	expiry    *time.Timer // closes the connection when its token expires
+	writing   bool // a flush runs (a goroutine of its own, or the reader's flushSubmitted)
+	// submitting: the reader is submitting a frame; Send leaves what it
+	// queues to the reader's flushSubmitted.
+	submitting bool
+	closeReq   *closeRequest // the first close request wins
+	closing    bool          // no more messages are accepted
+	ping       *time.Timer
+	expiry     *time.Timer // closes the connection when its token expires
 	// flushes counts flush goroutines. Add happens under mu while closing
 	// is false; wait sets closing under mu first, so no Add races its Wait.
 	flushes  sync.WaitGroup
@@ -127,7 +133,12 @@ func (c *wsConn) read(s *session.Session) {
 		}
 		c.lastRead.Store(time.Now().UnixNano())
 		c.inFlight.Store(true)
-		if s.Submit(c, f) != nil {
+		c.mu.Lock()
+		c.submitting = true
+		c.mu.Unlock()
+		err = s.Submit(c, f)
+		c.flushSubmitted()
+		if err != nil {
 			return
 		}
 		select {
@@ -157,6 +168,24 @@ func (c *wsConn) readFrame() (session.Frame, error) {
 		return session.Frame{}, err
 	}
 	return session.NewFrame(*buf, typ != websocket.MessageText, c.answered), nil
+}
+
+// flushSubmitted ends a submission: the reader writes what was queued
+// meanwhile itself (usually the command's reply and events, as the session
+// ran the command on the reader's goroutine), unless a writer runs. The
+// reader would only wait for the reply otherwise, and a writer goroutine per
+// command wakes another thread for it.
+func (c *wsConn) flushSubmitted() {
+	c.mu.Lock()
+	c.submitting = false
+	if c.writing || len(c.queue) == 0 {
+		c.mu.Unlock()
+		return
+	}
+	c.writing = true
+	c.flushes.Add(1)
+	c.mu.Unlock()
+	c.flush()
 }
 
 // answered is the session's acknowledgement that the command in flight has
@@ -256,7 +285,9 @@ func (c *wsConn) Send(msgs []session.Message, done func()) bool {
 	c.queue = append(c.queue, batch{msgs, done})
 	c.queued += len(msgs)
 	c.bytes += size
-	c.startWriterLocked()
+	if !c.submitting { // else the reader writes it (flushSubmitted)
+		c.startWriterLocked()
+	}
 	c.mu.Unlock()
 	return true
 }
