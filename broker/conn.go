@@ -78,14 +78,15 @@ type wsConn struct {
 	closing    bool          // no more messages are accepted
 	ping       *time.Timer
 	expiry     *time.Timer // closes the connection when its token expires
-	// flushes counts flush goroutines. Add happens under mu while closing
-	// is false; wait sets closing under mu first, so no Add races its Wait.
+	// flushes counts running flushes. Add happens under mu while closing
+	// is false (wait sets closing under mu first), or on the reader's
+	// goroutine, which is the one that calls wait: no Add races its Wait.
 	flushes  sync.WaitGroup
 	closedBy atomic.Int32 // close code the broker sent, 0 if none
 	goneOnce sync.Once
 
-	// stall bounds a write (see write). Owned by the flush goroutine that
-	// runs: one at a time, each started under mu after the last one ended.
+	// stall bounds a write (see write). Owned by the flush that runs (see
+	// writing): one at a time, each started under mu after the last ended.
 	stall *time.Timer
 }
 
@@ -151,7 +152,7 @@ func (c *wsConn) read(s *session.Session) {
 }
 
 // readFrame reads the next message (the library bounds its size by
-// ws.readlimit) into a buffer lent by frames, and decodes it there: the
+// ws.maxmessage) into a buffer lent by frames, and decodes it there: the
 // decoded frame keeps none of it, and an idle connection, waiting for a
 // message to begin, holds no buffer.
 func (c *wsConn) readFrame() (session.Frame, error) {
