@@ -64,9 +64,7 @@ func run(args []string, stdout io.Writer) error {
 	fs.StringVar(&cfg.SupervisorURL, "supervisor-url", "", "where supervisors connect (default --url; another node: changes cross Redis)")
 	fs.IntVar(&cfg.Agents, "agents", 100, "agent connections")
 	fs.IntVar(&cfg.Supervisors, "supervisors", 0, "supervisor connections watching every agent")
-	fs.Float64Var(&cfg.Rate, "rate", 0, "total commands per second (0: as fast as possible)")
-	fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "measured period (after connecting)")
-	fs.IntVar(&cfg.Sources, "sources", 4, "source addresses 127.0.0.1..N")
+	closedLoopFlags(fs, &cfg)
 	fs.BoolVar(&cfg.Idle, "idle", false, "agents connect and add a channel, then stay idle")
 	fs.BoolVar(&cfg.Interactions, "interactions", false, "agents run call flows (dial, hold, retrieve, release) instead of status changes; the broker's sim must answer at once (CTIBROKER_ADAPTER__SIM__DIALANSWER=0s)")
 	fs.StringVar(&cfg.Prefix, "prefix", "", "agent id prefix (default: random; set it when several load processes share a broker)")
@@ -217,6 +215,14 @@ func metricsOf(wsURL string) (string, error) {
 	return "http://" + u.Host + "/metrics", nil
 }
 
+// closedLoopFlags registers the pace and the length of a closed-loop run,
+// the broker's and the anchor's alike.
+func closedLoopFlags(fs *pflag.FlagSet, cfg *load.Config) {
+	fs.Float64Var(&cfg.Rate, "rate", 0, "total commands per second (0: as fast as possible)")
+	fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "measured period (after connecting)")
+	fs.IntVar(&cfg.Sources, "sources", 4, "source addresses 127.0.0.1..N")
+}
+
 // centrifugo loads a Centrifugo server the way a broker is loaded
 // (load.RunCentrifugo): the anchor of issue 14, measured in the same run.
 func centrifugo(ctx context.Context, args []string, stdout io.Writer) error {
@@ -225,9 +231,7 @@ func centrifugo(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&cfg.URL, "url", "ws://127.0.0.1:8000/connection/websocket", "Centrifugo's WebSocket URL (loopback only)")
 	fs.StringVar(&cfg.MetricsURL, "metrics", "", "its /metrics URL (default: from --url)")
 	fs.IntVar(&cfg.Agents, "agents", 100, "connections")
-	fs.Float64Var(&cfg.Rate, "rate", 0, "total commands per second (0: as fast as possible)")
-	fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "measured period (after connecting)")
-	fs.IntVar(&cfg.Sources, "sources", 4, "source addresses 127.0.0.1..N")
+	closedLoopFlags(fs, &cfg)
 	var sizes load.Sizes
 	fs.IntVar(&sizes.Reply, "reply", 105, "the broker's reply size in bytes")
 	fs.IntVar(&sizes.Event, "event", 298, "the broker's event size in bytes")
