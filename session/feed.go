@@ -220,48 +220,32 @@ func (f *feed) read(r *reading) {
 	if r == nil {
 		return
 	}
-	// The changes of every watch first, then one slice of messages of the
-	// right size: a batch under load holds thousands.
-	cp := changeScratch.Get().(*[]Change)
-	changes := (*cp)[:0]
-	ends := make([]int, len(r.subs))
+	// A batch under load holds thousands of changes: size it once.
+	n := len(r.queued)
+	for _, sub := range r.subs {
+		if !sub.stale {
+			n += sub.watch.pending()
+		}
+	}
+	msgs := make([]Message, 0, n)
+	for _, q := range r.queued {
+		msgs = append(msgs, Message{Body: q.msg})
+	}
 	resync := false
-	for i, sub := range r.subs {
-		ends[i] = len(changes)
+	for _, sub := range r.subs {
 		if sub.stale {
 			continue
 		}
-		start := len(changes)
+		start := len(msgs)
+		var folded int
 		var ok bool
-		if changes, ok = sub.watch.Changes(changes); !ok {
-			changes = changes[:start]
+		if msgs, folded, ok = sub.watch.Messages(msgs, sub.head); !ok {
+			msgs = msgs[:start]
 			sub.stale, resync = true, true
 			f.s.m.opts.Metrics.LiveRead(0, true)
 			continue
 		}
-		ends[i] = len(changes)
-		folded := 0
-		for _, c := range changes[start:] {
-			folded += c.Folded
-		}
 		f.s.m.opts.Metrics.LiveRead(folded, false)
-	}
-	msgs := make([]Message, 0, len(r.queued)+len(changes))
-	for _, q := range r.queued {
-		msgs = append(msgs, Message{Body: q.msg})
-	}
-	start := 0
-	for i, sub := range r.subs {
-		for k := start; k < ends[i]; k++ {
-			msgs = append(msgs, changes[k].message(sub.head, sub.compact))
-		}
-		start = ends[i]
-	}
-	// The pool must not keep the log's entries alive, nor a rare huge read.
-	clear(changes)
-	if cap(changes) <= protocol.LiveLogSize {
-		*cp = changes[:0]
-		changeScratch.Put(cp)
 	}
 	if resync {
 		// Changes were lost to this connection: its subscriptions start
@@ -272,9 +256,6 @@ func (f *feed) read(r *reading) {
 		f.sent(r.gen)
 	}
 }
-
-// changeScratch holds the slices feeds read their watches into.
-var changeScratch = sync.Pool{New: func() any { return new([]Change) }}
 
 // sent: the connection wrote (or dropped) a batch, or there was none. What
 // changed meanwhile goes after the batch delay: under load, batches grow

@@ -23,6 +23,8 @@ type changeLog struct {
 	slots []atomic.Pointer[logEntry]
 	head  atomic.Uint64     // the last entry's index
 	last  map[string]uint64 // agent -> its last entry (under board.mu)
+	// agents is len(last), for readers without board.mu.
+	agents atomic.Int64
 }
 
 type logEntry struct {
@@ -56,6 +58,7 @@ func (l *changeLog) append(agent string, prev, cur *protocol.AgentView, at int64
 	} else {
 		l.last[agent] = idx
 	}
+	l.agents.Store(int64(len(l.last)))
 	l.slots[idx%uint64(len(l.slots))].Store(e)
 	l.head.Store(idx)
 }
@@ -104,18 +107,52 @@ type Change struct {
 // agent. ok is false when the watch fell behind the log (changes were lost):
 // it must start again from a snapshot.
 func (w *Watch) Changes(dst []Change) (_ []Change, ok bool) {
+	ok = w.walk(func(c Change) { dst = append(dst, c) })
+	return dst, ok
+}
+
+// Messages is Changes as messages that start with head (see
+// Change.message), in the watch's format, straight into dst: a feed's batch under load holds
+// thousands of changes for each of a thousand supervisors, and a second
+// slice of them per read was a quarter of the live heap. folded sums the
+// changes' Folded.
+func (w *Watch) Messages(dst []Message, head []byte) (_ []Message, folded int, ok bool) {
+	ok = w.walk(func(c Change) {
+		folded += c.Folded
+		dst = append(dst, c.message(head, w.compact))
+	})
+	return dst, folded, ok
+}
+
+// pending is about how many changes the next Messages appends: the log's
+// entries since the last read, one per agent at most (an agent that left
+// still has its last change; a slice sized by this rarely grows).
+func (w *Watch) pending() int {
 	l := w.b.log
 	head := l.head.Load()
 	if head < w.next {
-		return dst, true
+		return 0
+	}
+	return int(min(head-w.next+1, uint64(len(l.slots)), uint64(l.agents.Load())+1))
+}
+
+// walk calls visit with each change since the last call, in order, one per
+// agent; false when the watch fell behind the log (visit may have seen some
+// changes by then). A change goes by value: a pointer to it would move
+// every change to the heap.
+func (w *Watch) walk(visit func(Change)) bool {
+	l := w.b.log
+	head := l.head.Load()
+	if head < w.next {
+		return true
 	}
 	if head-w.next >= uint64(len(l.slots)) || l.entry(w.next) == nil {
-		return dst, false
+		return false
 	}
 	for i := w.next; i <= head; i++ {
 		e := l.entry(i)
 		if e == nil {
-			return dst, false
+			return false
 		}
 		if ns := e.nextSame.Load(); ns != 0 && ns <= head {
 			continue // folded into a later change of the same agent
@@ -124,7 +161,7 @@ func (w *Watch) Changes(dst []Change) (_ []Change, ok bool) {
 		for first.prevSame >= w.next {
 			p := l.entry(first.prevSame)
 			if p == nil {
-				return dst, false
+				return false
 			}
 			first, folded = p, folded+1
 		}
@@ -144,10 +181,10 @@ func (w *Watch) Changes(dst []Change) (_ []Change, ok bool) {
 		if folded > 0 {
 			c.first = &first.enc
 		}
-		dst = append(dst, c)
+		visit(c)
 	}
 	w.next = head + 1
-	return dst, true
+	return true
 }
 
 // Stop ends the watch.

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -66,6 +67,12 @@ func TestWatchFoldsWhatItMissed(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer w.Stop()
+			// The feed's way: messages straight from the log.
+			fw, _, err := b.watch(context.Background(), MatchFilter(tc.filter), false, func() {})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fw.Stop()
 			for _, s := range tc.steps {
 				var v *protocol.AgentView
 				if s[1] != "" {
@@ -90,6 +97,22 @@ func TestWatchFoldsWhatItMissed(t *testing.T) {
 			}
 			if more, _ := w.Changes(nil); len(more) != 0 {
 				t.Fatalf("read twice: %v", more)
+			}
+			pending := fw.pending()
+			msgs, folded, ok := fw.Messages(nil, []byte("{"))
+			if !ok || len(msgs) != len(changes) || pending < len(msgs) {
+				t.Fatalf("messages: %d (ok %v, pending %d), want %d", len(msgs), ok, pending, len(changes))
+			}
+			wantFolded := 0
+			for i := range changes {
+				wantFolded += changes[i].Folded
+				want := changes[i].message([]byte("{"), false)
+				if got := msgs[i].AppendTo(nil); !bytes.Equal(got, want.AppendTo(nil)) {
+					t.Fatalf("message %d: %s, want %s", i, got, want.AppendTo(nil))
+				}
+			}
+			if folded != wantFolded {
+				t.Fatalf("folded %d, want %d", folded, wantFolded)
 			}
 		})
 	}
