@@ -238,7 +238,7 @@ func RunEcho(ctx context.Context, cfg Config, sizes Sizes) (Report, error) {
 				if _, ts, ok := scanEvent(b); ok {
 					counts[i].Add(1)
 					st.supEvents.Add(1)
-					st.record(st.supLat, time.Now().UnixMilli()-ts)
+					st.record(st.supLat, c.at-ts)
 				}
 			}
 		}()

@@ -8,8 +8,15 @@ import (
 
 func TestScanEvent(t *testing.T) {
 	name, ts, ok := scanEvent([]byte(`{"messageType":"objectEvent","target":"s","name":"supervisor.agent.changed","data":{"x":{"timestamp":1}},"seq":9,"timestamp":1700000000123}`))
-	if !ok || name != "supervisor.agent.changed" || ts != 1700000000123 {
+	if !ok || string(name) != "supervisor.agent.changed" || ts != 1700000000123 {
 		t.Fatalf("scanEvent = %q %d %v", name, ts, ok)
+	}
+	// The last timestamp is the message's, the data's are before it.
+	if _, ts, ok := scanEvent([]byte(`{"name":"e","data":{"timestamp":1},"timestamp": 2 }`)); !ok || ts != 2 {
+		t.Fatalf("scanEvent = %d %v, want the last timestamp", ts, ok)
+	}
+	if _, _, ok := scanEvent([]byte(`{"name":"e","timestamp":-1}`)); ok {
+		t.Fatal("a negative timestamp scanned")
 	}
 	if _, _, ok := scanEvent([]byte(`{"command":"x","result":"success"}`)); ok {
 		t.Fatal("a reply scanned as an event")
