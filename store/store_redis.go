@@ -40,6 +40,13 @@ type Redis struct {
 	// which cut the broker's CPU per command by a fifth at full load. Its
 	// price: at moderate load it holds a batch a moment for the next
 	// commands (p50 at 5,000 commands/s 0.3 -> 1.2 ms; docs/benchmarks.md).
+	//
+	// Up to protocol.RedisCommitBatches batches run at once, in no set
+	// order: with one, Redis waited while the broker read a batch's replies
+	// and the broker while Redis ran the next. Order does not matter: a
+	// session has one commit in flight at a time (its goroutine waits for
+	// it), and a commit retried after a timeout is fenced by its version,
+	// whichever of the two Redis runs first.
 	commit redis.Scripter
 	prefix string
 	limits Limits
@@ -55,9 +62,11 @@ var _ Store = (*Redis)(nil)
 func NewRedis(c redis.UniversalClient, prefix string, limits Limits) *Redis {
 	r := &Redis{c: c, commit: c, prefix: prefix, limits: limits}
 	if ap, ok := c.(interface {
-		AutoPipeline() (*redis.AutoPipeliner, error)
+		AutoPipelineWithOptions(*redis.AutoPipelineOptions) (*redis.AutoPipeliner, error)
 	}); ok {
-		if p, err := ap.AutoPipeline(); err == nil {
+		o := redis.DefaultBlockingAutoPipelineOptions()
+		o.Unordered, o.MaxConcurrentBatches = true, protocol.RedisCommitBatches
+		if p, err := ap.AutoPipelineWithOptions(o); err == nil {
 			r.commit = p
 		}
 	}

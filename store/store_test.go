@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -308,6 +309,66 @@ func TestStoreCommitPublishesInOrder(t *testing.T) {
 				}
 			case <-time.After(5 * time.Second):
 				t.Fatalf("message %d not delivered", i)
+			}
+		}
+	})
+}
+
+// Many sessions commit at once, each one commit after the other as a
+// session's goroutine does: the Redis store runs batches of commits in no
+// set order (protocol.RedisCommitBatches), yet every session's events reach
+// the bus in seq order and every commit lands.
+func TestStoreParallelSessionsCommitInOrder(t *testing.T) {
+	forEach(t, func(t *testing.T, s Store, b bus.Bus) {
+		const sessions, commits = 32, 30
+		ctx := context.Background()
+		sub, err := b.Subscribe(ctx, "all", sessions*commits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		var wg sync.WaitGroup
+		for i := range sessions {
+			sid, agent := fmt.Sprintf("s%d", i), fmt.Sprintf("agent%d", i)
+			if _, err := s.Acquire(ctx, sid, agent, "A", time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for v := range uint64(commits) {
+					p := []byte(fmt.Sprintf(`{"agent":%q,"seq":%d}`, agent, v+1))
+					ev := Event{Seq: v + 1, Payload: p, Envelope: p}
+					if err := s.Commit(ctx, Commit{SessionID: sid, AgentID: agent, Node: "A", Version: v, Events: []Event{ev}, Topics: []string{"all"}}); err != nil {
+						t.Errorf("%s commit %d: %v", sid, v, err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		last := map[string]uint64{}
+		for n := 0; n < sessions*commits; n++ {
+			select {
+			case m := <-sub.C:
+				var e struct {
+					Agent string
+					Seq   uint64
+				}
+				if err := json.Unmarshal(m.Payload, &e); err != nil {
+					t.Fatalf("message %s: %v", m.Payload, err)
+				}
+				if e.Seq != last[e.Agent]+1 {
+					t.Fatalf("%s: seq %d after %d", e.Agent, e.Seq, last[e.Agent])
+				}
+				last[e.Agent] = e.Seq
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%d of %d messages delivered", n, sessions*commits)
+			}
+		}
+		for i := range sessions {
+			if rec, _, err := s.Load(ctx, fmt.Sprintf("s%d", i)); err != nil || rec.Version != commits {
+				t.Fatalf("s%d: version %d (%v), want %d", i, rec.Version, err, commits)
 			}
 		}
 	})
