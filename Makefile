@@ -35,6 +35,7 @@ fuzz:
 	$(GO) test ./broker -run '^$$' -fuzz FuzzRESTQuery -fuzztime $(FUZZTIME)
 	$(GO) test ./adapters/remote/v1 -run '^$$' -fuzz FuzzToEvent -fuzztime $(FUZZTIME)
 	$(GO) test ./session -run '^$$' -fuzz FuzzQueueView -fuzztime $(FUZZTIME)
+	$(GO) test ./load -run '^$$' -fuzz FuzzScanEvent -fuzztime $(FUZZTIME)
 
 # Benchmarks (figures, and the commands that made them: docs/benchmarks.md):
 # Go micro-benchmarks, socket-level memory vs Redis benchmarks (need

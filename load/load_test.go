@@ -1,7 +1,9 @@
 package load
 
 import (
+	"bytes"
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -91,4 +93,31 @@ func TestFailoverRefusesOtherHostsAndBadConfig(t *testing.T) {
 			t.Errorf("RunFailover(%+v) ran", cfg)
 		}
 	}
+}
+
+// The scanners read what a server sends: no input makes them panic, and
+// lastIndex and parseInt agree with the standard library where they apply.
+func FuzzScanEvent(f *testing.F) {
+	f.Add([]byte(`{"messageType":"objectEvent","target":"s","name":"supervisor.agent.changed","data":{"agentId":"a","conflated":3},"timestamp":1700000000123}`))
+	f.Add([]byte(`{"name":"e","timestamp": 2 }`))
+	f.Add([]byte(`"timestamp":"timestamp":`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if name, ts, ok := scanEvent(b); ok && (ts < 0 || !bytes.Contains(b, name)) {
+			t.Fatalf("scanEvent(%q) = %q, %d", b, name, ts)
+		}
+		if n := scanConflated(b); n < 0 {
+			t.Fatalf("scanConflated(%q) = %d", b, n)
+		}
+		for _, key := range []string{`"timestamp":`, `"conflated":`, `"`} {
+			if got, want := lastIndex(b, key), bytes.LastIndex(b, []byte(key)); got != want {
+				t.Fatalf("lastIndex(%q, %q) = %d, want %d", b, key, got, want)
+			}
+		}
+		n, ok := parseInt(b)
+		want, err := strconv.ParseInt(string(bytes.TrimSpace(b)), 10, 64)
+		digits := len(bytes.TrimSpace(b)) > 0 && bytes.IndexFunc(bytes.TrimSpace(b), func(r rune) bool { return r < '0' || r > '9' }) < 0
+		if ok && (err != nil || n != want) || !ok && digits && len(bytes.TrimSpace(b)) <= 18 {
+			t.Fatalf("parseInt(%q) = %d, %v; strconv: %d, %v", b, n, ok, want, err)
+		}
+	})
 }

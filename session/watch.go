@@ -112,10 +112,10 @@ func (w *Watch) Changes(dst []Change) (_ []Change, ok bool) {
 }
 
 // Messages is Changes as messages that start with head (see
-// Change.message), in the watch's format, straight into dst: a feed's batch under load holds
-// thousands of changes for each of a thousand supervisors, and a second
-// slice of them per read was a quarter of the live heap. folded sums the
-// changes' Folded.
+// Change.message), in the watch's format, straight into dst: under load a
+// feed's batch holds thousands of changes for each of a thousand
+// supervisors, and a second slice of them per read was a quarter of the
+// peak live heap. folded sums the changes' Folded.
 func (w *Watch) Messages(dst []Message, head []byte) (_ []Message, folded int, ok bool) {
 	ok = w.walk(func(c Change) {
 		folded += c.Folded
