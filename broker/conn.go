@@ -179,14 +179,11 @@ func (c *wsConn) readFrame() (session.Frame, error) {
 func (c *wsConn) flushSubmitted() {
 	c.mu.Lock()
 	c.submitting = false
-	if c.writing || len(c.queue) == 0 {
-		c.mu.Unlock()
-		return
-	}
-	c.writing = true
-	c.flushes.Add(1)
+	run := len(c.queue) > 0 && c.claimFlushLocked()
 	c.mu.Unlock()
-	c.flush()
+	if run {
+		c.flush()
+	}
 }
 
 // answered is the session's acknowledgement that the command in flight has
@@ -293,14 +290,23 @@ func (c *wsConn) Send(msgs []session.Message, done func()) bool {
 	return true
 }
 
-// startWriterLocked starts a flush goroutine unless one runs. mu is held.
+// startWriterLocked starts a flush goroutine unless a flush runs. mu is
+// held.
 func (c *wsConn) startWriterLocked() {
+	if c.claimFlushLocked() {
+		go c.flush()
+	}
+}
+
+// claimFlushLocked makes the caller the one flush that runs, unless one
+// does already; the caller then runs flush. mu is held.
+func (c *wsConn) claimFlushLocked() bool {
 	if c.writing {
-		return
+		return false
 	}
 	c.writing = true
 	c.flushes.Add(1)
-	go c.flush()
+	return true
 }
 
 // Close implements session.Conn: queued messages are sent first.
