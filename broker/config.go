@@ -161,6 +161,8 @@ type LimitsConfig struct {
 	HistoryTTL       time.Duration `koanf:"historyttl"`
 	Timeline         int           `koanf:"timeline"`
 	RequestIDs       int           `koanf:"requestids"`
+	UpgradesPerCPU   int           `koanf:"upgradespercpu"`
+	UpgradeWait      time.Duration `koanf:"upgradewait"`
 }
 
 // SessionConfig configures session lifetimes and policies.
@@ -518,6 +520,12 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.CommandRate < 0 || c.Limits.CommandBurst < 0 {
 		return errors.New("limits.commandrate: must not be negative")
+	}
+	if c.Limits.UpgradesPerCPU < 0 {
+		return errors.New("limits.upgradespercpu: must not be negative (0: no pacing)")
+	}
+	if c.Limits.UpgradesPerCPU > 0 && c.Limits.UpgradeWait <= 0 {
+		return errors.New("limits.upgradewait: must be positive when limits.upgradespercpu is set")
 	}
 	if c.Limits.CommandRate > 0 && c.Limits.CommandBurst < 1 {
 		return errors.New("limits.commandburst: must be at least 1 when limits.commandrate is set")

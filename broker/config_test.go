@@ -129,6 +129,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"public pprof", "debug:\n  listen: 0.0.0.0:6060\n", nil, "debug.listen"},
 		{"replay shorter than a resume", "limits:\n  historyttl: 1m\n", nil, "limits.historyttl"},
 		{"negative replay ttl", "limits:\n  historyttl: -1s\n", nil, "limits.historyttl"},
+		{"negative upgrade pace", "limits:\n  upgradespercpu: -1\n", nil, "limits.upgradespercpu"},
+		{"paced upgrades that never wait", "limits:\n  upgradewait: 0s\n", nil, "limits.upgradewait"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

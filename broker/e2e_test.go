@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -71,6 +72,25 @@ func TestJWTAuthentication(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 401 || !strings.Contains(string(body), `"code":"UNAUTHORIZED"`) {
 		t.Fatalf("GET /v1/ws without token: %d %s", resp.StatusCode, body)
+	}
+}
+
+// Upgrades beyond the pace (limits.upgradespercpu) wait for their turn and
+// are then admitted, as agents failing over from a dead node are.
+func TestUpgradesBeyondThePaceWaitTheirTurn(t *testing.T) {
+	b := startBroker(t, "CTIBROKER_LIMITS__UPGRADESPERCPU=1")
+	perSecond := runtime.GOMAXPROCS(0)
+	burst := max(perSecond/10, 1)
+	start := time.Now()
+	for i := range burst + 2 {
+		attach(t, b, fmt.Sprintf("agent=a%d", i))
+	}
+	// The last two waited for a turn each, 1/perSecond s apart.
+	if took, turn := time.Since(start), time.Second/time.Duration(perSecond); took < turn {
+		t.Fatalf("%d upgrades at %d a second with bursts of %d took %v: none waited", burst+2, perSecond, burst, took)
+	}
+	if v := metricValue(b.metricsText(t), "ctibroker_upgrades_refused_total"); v != 0 {
+		t.Fatalf("ctibroker_upgrades_refused_total = %v, want 0", v)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -1468,5 +1469,55 @@ func TestHardeningNodeURL(t *testing.T) {
 		if (err == nil) != tt.ok || (err != nil && !strings.Contains(err.Error(), "node.url")) {
 			t.Errorf("node.url %q: %v, want ok=%v", tt.url, err, tt.ok)
 		}
+	}
+}
+
+// WebSocket upgrades are paced (limits.upgradespercpu) only once their
+// token is checked: upgrades without a valid token cannot take the turns of
+// agents reconnecting after a node failure. An upgrade whose turn is further
+// away than limits.upgradewait is answered 503 with Retry-After, before any
+// session is opened for it.
+func TestHardeningUpgradePacing(t *testing.T) {
+	b := startBroker(t, append(jwtEnv, "CTIBROKER_LIMITS__UPGRADESPERCPU=1", "CTIBROKER_LIMITS__UPGRADEWAIT=1ms")...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	upgrade := func(tok string) (*websocket.Conn, *http.Response) {
+		ws, resp, err := websocket.Dial(ctx, "ws://"+b.addr+"/v1/ws", &websocket.DialOptions{HTTPHeader: bearer(tok)})
+		if err == nil {
+			t.Cleanup(func() { _ = ws.CloseNow() })
+		}
+		return ws, resp
+	}
+	for i := range 50 {
+		if ws, resp := upgrade(fmt.Sprintf("forged.%d.x", i)); ws != nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("forged token %d: %v, want 401", i, resp)
+		}
+	}
+	// The burst (a tenth of a second's worth, at least one) is all there:
+	// the forged upgrades took none of it.
+	burst := max(runtime.GOMAXPROCS(0)/10, 1)
+	for i := range burst {
+		if ws, resp := upgrade(mustToken(t, fmt.Sprintf("a%d", i), RoleAgent)); ws == nil {
+			t.Fatalf("upgrade %d of the burst of %d: %v", i, burst, resp)
+		}
+	}
+	// Beyond it, a turn is 1/GOMAXPROCS s away, more than upgradewait.
+	var refused *http.Response
+	for i := burst; i < burst+100 && refused == nil; i++ {
+		if ws, resp := upgrade(mustToken(t, fmt.Sprintf("a%d", i), RoleAgent)); ws == nil {
+			refused = resp
+		}
+	}
+	if refused == nil {
+		t.Fatal("100 upgrades beyond the burst, none waited for its turn")
+	}
+	defer refused.Body.Close()
+	var body struct{ Error struct{ Code string } }
+	_ = json.NewDecoder(refused.Body).Decode(&body)
+	if refused.StatusCode != http.StatusServiceUnavailable || refused.Header.Get("Retry-After") != "1" || body.Error.Code != string(protocol.CodeUnavailable) {
+		t.Fatalf("refused upgrade: %d, Retry-After %q, %+v", refused.StatusCode, refused.Header.Get("Retry-After"), body)
+	}
+	if v := metricValue(b.metricsText(t), "ctibroker_upgrades_refused_total"); v != 1 {
+		t.Fatalf("ctibroker_upgrades_refused_total = %v, want 1", v)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -23,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 
 	"github.com/ctibroker/ctibroker/adapters"
 	"github.com/ctibroker/ctibroker/bus"
@@ -66,6 +68,9 @@ type Server struct {
 	streams       context.Context
 	cancelStreams context.CancelFunc
 
+	// upgrades paces WebSocket upgrades (limits.upgradespercpu); nil: no pacing.
+	upgrades *rate.Limiter
+
 	// webhooks: nil without webhooks.endpoints.
 	webhooks *webhook.Dispatcher
 
@@ -106,6 +111,9 @@ func New(cfg Config, log, audit *zap.Logger) (*Server, error) {
 		adapter: adapter, base: base, cancel: cancel, conns: map[*wsConn]struct{}{}}
 	if c, ok := adapter.(adapters.Controlled); ok {
 		s.control = c.ControlHandler()
+	}
+	if n := cfg.Limits.UpgradesPerCPU * runtime.GOMAXPROCS(0); n > 0 {
+		s.upgrades = rate.NewLimiter(rate.Limit(n), max(n/10, 1))
 	}
 	if s.auth, err = NewAuthenticator(base, cfg.Auth, s.log); err != nil {
 		cancel()
@@ -487,6 +495,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 		since = &n
 	}
+	if !s.upgradeTurn(w, r) {
+		return
+	}
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: s.cfg.WS.Origins, Subprotocols: []string{SubprotocolBatch, Subprotocol}})
 	if err != nil {
 		s.log.Info("websocket upgrade failed", zap.String("remote", r.RemoteAddr), zap.Error(err))
@@ -508,6 +519,30 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// The reader gets a goroutine of its own: the handler's, deep in
 	// net/http's, would keep that stack for the connection's life.
 	go s.runConn(c, sess, id.Role)
+}
+
+// upgradeTurn waits for the upgrade's turn under limits.upgradespercpu, and
+// answers 503 when that turn is more than limits.upgradewait away. It comes
+// after the token check, so that upgrades without a valid token cannot take
+// the turns of agents reconnecting after a node failure. The pace keeps such
+// a storm from crowding out the agents already on this node: thousands of
+// handshakes at once made the collector run while they grew the heap, and
+// the others' commands waited behind them (docs/benchmarks.md).
+func (s *Server) upgradeTurn(w http.ResponseWriter, r *http.Request) bool {
+	if s.upgrades == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Limits.UpgradeWait)
+	defer cancel()
+	if err := s.upgrades.Wait(ctx); err != nil {
+		if r.Context().Err() == nil { // else the client went away while it waited
+			s.metrics.UpgradeRefused()
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(s.cfg.Limits.UpgradeWait.Seconds()))))
+			writeError(w, protocol.CodeUnavailable, "too many connections opening; retry later")
+		}
+		return false
+	}
+	return true
 }
 
 // runConn reads the connection until it ends.

@@ -209,12 +209,38 @@ func dial(ctx context.Context, rawURL string, i, sources int, query string, batc
 	if batch {
 		opts.Subprotocols = []string{SubprotocolBatch, Subprotocol}
 	}
-	ws, _, err := websocket.Dial(ctx, rawURL+"?"+query, opts)
-	if err != nil {
-		return nil, err
+	for {
+		ws, resp, err := websocket.Dial(ctx, rawURL+"?"+query, opts)
+		if err == nil {
+			ws.SetReadLimit(1 << 22)
+			return &conn{ws: ws, batch: ws.Subprotocol() == SubprotocolBatch}, nil
+		}
+		// A broker that paces its upgrades (limits.upgradespercpu) answers
+		// 503 with Retry-After when the queue is long: come back then, as a
+		// desktop does.
+		wait, ok := retryAfter(resp)
+		if !ok {
+			return nil, err
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil, err
+		}
 	}
-	ws.SetReadLimit(1 << 22)
-	return &conn{ws: ws, batch: ws.Subprotocol() == SubprotocolBatch}, nil
+}
+
+// retryAfter is how long a 503 answer asks to wait before a retry (1 s when
+// it does not say, at most a minute); false for any other answer.
+func retryAfter(resp *http.Response) (time.Duration, bool) {
+	if resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		return 0, false
+	}
+	n, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+	if err != nil || n < 1 {
+		n = 1
+	}
+	return time.Duration(min(n, 60)) * time.Second, true
 }
 
 // next returns the next message. It is valid until the next call: frames

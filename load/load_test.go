@@ -3,9 +3,15 @@ package load
 import (
 	"bytes"
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/coder/websocket"
 )
 
 func TestScanEvent(t *testing.T) {
@@ -120,4 +126,58 @@ func FuzzScanEvent(f *testing.F) {
 			t.Fatalf("parseInt(%q) = %d, %v; strconv: %d, %v", b, n, ok, want, err)
 		}
 	})
+}
+
+func TestRetryAfter(t *testing.T) {
+	tests := []struct {
+		status int
+		header string
+		want   time.Duration
+		ok     bool
+	}{
+		{http.StatusServiceUnavailable, "3", 3 * time.Second, true},
+		{http.StatusServiceUnavailable, "", time.Second, true},
+		{http.StatusServiceUnavailable, "soon", time.Second, true},
+		{http.StatusServiceUnavailable, "-5", time.Second, true},
+		{http.StatusServiceUnavailable, "100000", time.Minute, true},
+		{http.StatusUnauthorized, "3", 0, false},
+	}
+	for _, tt := range tests {
+		resp := &http.Response{StatusCode: tt.status, Header: http.Header{"Retry-After": {tt.header}}}
+		if got, ok := retryAfter(resp); got != tt.want || ok != tt.ok {
+			t.Errorf("%d Retry-After %q: %v %v, want %v %v", tt.status, tt.header, got, ok, tt.want, tt.ok)
+		}
+	}
+	if _, ok := retryAfter(nil); ok {
+		t.Error("no response (the connection failed) is not a 503")
+	}
+}
+
+// A 503 with Retry-After (a broker pacing its upgrades) is retried then.
+func TestDialRetriesAfter503(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "too many connections opening", http.StatusServiceUnavailable)
+			return
+		}
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		_ = ws.Close(websocket.StatusNormalClosure, "")
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	c, err := dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/", 0, 1, "", false)
+	if err != nil {
+		t.Fatalf("dial after a 503: %v", err)
+	}
+	c.ws.CloseNow()
+	if n, took := calls.Load(), time.Since(start); n != 2 || took < time.Second {
+		t.Fatalf("%d requests in %v: want the second one after Retry-After's second", n, took)
+	}
 }

@@ -25,6 +25,7 @@ type Metrics struct {
 	BoardLag        prometheus.Gauge
 	LiveResyncs     prometheus.Counter
 	LiveConflated   prometheus.Counter
+	UpgradesRefused prometheus.Counter
 }
 
 // latencyBuckets cover 50 µs to 5 s.
@@ -56,6 +57,8 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Supervisor watches that fell behind the change log and started again from a resync snapshot."}),
 		LiveConflated: prometheus.NewCounter(prometheus.CounterOpts{Name: "ctibroker_live_conflated_total",
 			Help: "Agent changes folded into a later one for a supervisor watch that read late."}),
+		UpgradesRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "ctibroker_upgrades_refused_total",
+			Help: "WebSocket upgrades answered 503 because their turn under limits.upgradespercpu was more than limits.upgradewait away."}),
 		AdapterDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ctibroker_adapter_call_duration_seconds",
 			Help: "CTI adapter call latency, by operation.", Buckets: latencyBuckets}, []string{"op"}),
 		AdapterErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ctibroker_adapter_errors_total",
@@ -67,6 +70,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.Connections, m.Streams, m.Commands, m.CommandDuration, m.EventsPublished, m.EventsDelivered, m.SendQueueDrops,
 		m.SlowConsumers, m.AdapterDuration, m.AdapterErrors, m.StoreDuration, m.StoreErrors, m.BoardLag, m.LiveResyncs, m.LiveConflated,
+		m.UpgradesRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -144,5 +148,12 @@ func (m *Metrics) Stream(kind string, delta float64) {
 func (m *Metrics) Connection(role string, delta float64) {
 	if m != nil {
 		m.Connections.WithLabelValues(role).Add(delta)
+	}
+}
+
+// UpgradeRefused records one WebSocket upgrade refused for its turn.
+func (m *Metrics) UpgradeRefused() {
+	if m != nil {
+		m.UpgradesRefused.Inc()
 	}
 }
