@@ -526,8 +526,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 // after the token check, so that upgrades without a valid token cannot take
 // the turns of agents reconnecting after a node failure. The pace keeps such
 // a storm from crowding out the agents already on this node: thousands of
-// handshakes at once made the collector run while they grew the heap, and
-// the others' commands waited behind them (docs/benchmarks.md).
+// handshakes at once grew the heap fast, and the collections on the way took
+// those agents' CPU (docs/benchmarks.md, sixth round).
 func (s *Server) upgradeTurn(w http.ResponseWriter, r *http.Request) bool {
 	if s.upgrades == nil {
 		return true
