@@ -55,7 +55,7 @@ var failureCodes = []FailureDoc{
 	{CodeTimeout, http.StatusGatewayTimeout, true, true, "The switch did not answer within `adapter.timeout`. Nothing changed in the broker."},
 	{CodeCTILinkDown, http.StatusServiceUnavailable, true, true, "The CTI adapter process, or its link to the switch, is down (`session.ctilink.changed` said so): the command failed at once and nothing changed. Retry once the link is back."},
 	{CodeRateLimited, http.StatusTooManyRequests, true, true, "The session receives commands faster than `limits.commandrate` (whatever its connections: reconnecting does not refill the bucket); the command was not applied."},
-	{CodeUnavailable, http.StatusServiceUnavailable, true, true, "The shared state store (Redis) is unreachable, so the change could not be stored: nothing was applied, or, if the switch had already applied it, the events follow once the store is back. Retry later."},
+	{CodeUnavailable, http.StatusServiceUnavailable, true, true, "The shared state store (Redis) is unreachable, so the change could not be stored: nothing was applied, or, if the switch had already applied it, the events follow once the store is back. Retry later. Before the WebSocket upgrade (HTTP 503 with `Retry-After`): the node holds `limits.connections`, or more upgrades wait for their turn than `limits.upgradewait` covers."},
 	{CodeInternal, http.StatusInternalServerError, true, true, "A bug in the broker or an adapter; the command was not applied and the broker keeps running."},
 	{CodeUnauthorized, http.StatusUnauthorized, false, false, "REST and the WebSocket upgrade: the token is missing, invalid or expired."},
 	{CodeTooLarge, http.StatusRequestEntityTooLarge, false, false, "REST: the request body is larger than its route allows."},
