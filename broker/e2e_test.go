@@ -14,6 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/ctibroker/ctibroker/internal/testutil"
 	"github.com/ctibroker/ctibroker/protocol"
 )
 
@@ -91,6 +92,50 @@ func TestUpgradesBeyondThePaceWaitTheirTurn(t *testing.T) {
 	}
 	if v := metricValue(b.metricsText(t), "ctibroker_upgrades_refused_total"); v != 0 {
 		t.Fatalf("ctibroker_upgrades_refused_total = %v, want 0", v)
+	}
+}
+
+// Shutdown ends the waits of upgrades beyond the pace at once (503), instead
+// of holding the HTTP server's graceful shutdown until their turns.
+func TestShutdownEndsUpgradesWaitingTheirTurn(t *testing.T) {
+	b := startBroker(t, "CTIBROKER_LIMITS__UPGRADESPERCPU=1", "CTIBROKER_LIMITS__UPGRADEWAIT=1m")
+	perSecond := runtime.GOMAXPROCS(0)
+	for i := range max(perSecond/10, 1) { // the burst
+		attach(t, b, fmt.Sprintf("agent=b%d", i))
+	}
+	// Their turns span waiting seconds (20 s on 2 CPUs).
+	waiting := min(20*perSecond, 400)
+	results := make(chan int, waiting)
+	for i := range waiting {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			ws, resp, err := websocket.Dial(ctx, "ws://"+b.addr+fmt.Sprintf("/v1/ws?agent=w%d", i), nil)
+			switch {
+			case err == nil:
+				ws.CloseNow()
+				results <- http.StatusSwitchingProtocols
+			case resp != nil:
+				results <- resp.StatusCode
+			default:
+				results <- 0
+			}
+		}()
+	}
+	testutil.Eventually(t, "upgrades waiting for their turn", func() bool {
+		return metricValue(b.metricsText(t), "ctibroker_upgrades_waiting") >= float64(waiting-perSecond)
+	})
+	go b.stop()
+	deadline := time.After(10 * time.Second)
+	for range waiting {
+		select {
+		case code := <-results:
+			if code != http.StatusServiceUnavailable && code != http.StatusSwitchingProtocols {
+				t.Fatalf("an upgrade waiting at shutdown got %d, want 503 (or its turn before)", code)
+			}
+		case <-deadline:
+			t.Fatal("upgrades still waiting for their turn 10 s after shutdown began")
+		}
 	}
 }
 

@@ -534,15 +534,23 @@ func (s *Server) upgradeTurn(w http.ResponseWriter, r *http.Request) bool {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Limits.UpgradeWait)
 	defer cancel()
-	if err := s.upgrades.Wait(ctx); err != nil {
-		if r.Context().Err() == nil { // else the client went away while it waited
-			s.metrics.UpgradeRefused()
-			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(s.cfg.Limits.UpgradeWait.Seconds()))))
-			writeError(w, protocol.CodeUnavailable, "too many connections opening; retry later")
-		}
-		return false
+	// At shutdown the waiting ends at once: the HTTP server's graceful
+	// shutdown waits for handlers.
+	defer context.AfterFunc(s.streams, cancel)()
+	s.metrics.UpgradeWaiting(1)
+	err := s.upgrades.Wait(ctx)
+	s.metrics.UpgradeWaiting(-1)
+	switch {
+	case err == nil:
+		return true
+	case s.draining.Load():
+		writeError(w, protocol.CodeUnavailable, "broker is shutting down")
+	case r.Context().Err() == nil: // else the client went away while it waited
+		s.metrics.UpgradeRefused()
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(s.cfg.Limits.UpgradeWait.Seconds()))))
+		writeError(w, protocol.CodeUnavailable, "too many connections opening; retry later")
 	}
-	return true
+	return false
 }
 
 // runConn reads the connection until it ends.

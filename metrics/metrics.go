@@ -26,6 +26,7 @@ type Metrics struct {
 	LiveResyncs     prometheus.Counter
 	LiveConflated   prometheus.Counter
 	UpgradesRefused prometheus.Counter
+	UpgradesWaiting prometheus.Gauge
 }
 
 // latencyBuckets cover 50 µs to 5 s.
@@ -59,6 +60,8 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Agent changes folded into a later one for a supervisor watch that read late."}),
 		UpgradesRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "ctibroker_upgrades_refused_total",
 			Help: "WebSocket upgrades answered 503 because their turn under limits.upgradespercpu was more than limits.upgradewait away."}),
+		UpgradesWaiting: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ctibroker_upgrades_waiting",
+			Help: "WebSocket upgrades waiting for their turn under limits.upgradespercpu."}),
 		AdapterDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ctibroker_adapter_call_duration_seconds",
 			Help: "CTI adapter call latency, by operation.", Buckets: latencyBuckets}, []string{"op"}),
 		AdapterErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ctibroker_adapter_errors_total",
@@ -70,7 +73,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.Connections, m.Streams, m.Commands, m.CommandDuration, m.EventsPublished, m.EventsDelivered, m.SendQueueDrops,
 		m.SlowConsumers, m.AdapterDuration, m.AdapterErrors, m.StoreDuration, m.StoreErrors, m.BoardLag, m.LiveResyncs, m.LiveConflated,
-		m.UpgradesRefused,
+		m.UpgradesRefused, m.UpgradesWaiting,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -148,6 +151,13 @@ func (m *Metrics) Stream(kind string, delta float64) {
 func (m *Metrics) Connection(role string, delta float64) {
 	if m != nil {
 		m.Connections.WithLabelValues(role).Add(delta)
+	}
+}
+
+// UpgradeWaiting counts the WebSocket upgrades waiting for their turn.
+func (m *Metrics) UpgradeWaiting(delta float64) {
+	if m != nil {
+		m.UpgradesWaiting.Add(delta)
 	}
 }
 
