@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -80,8 +79,7 @@ func TestJWTAuthentication(t *testing.T) {
 // are then admitted, as agents failing over from a dead node are.
 func TestUpgradesBeyondThePaceWaitTheirTurn(t *testing.T) {
 	b := startBroker(t, "CTIBROKER_LIMITS__UPGRADESPERCPU=1")
-	perSecond := runtime.GOMAXPROCS(0)
-	burst := max(perSecond/10, 1)
+	perSecond, burst := int(b.srv.upgrades.Limit()), b.srv.upgrades.Burst()
 	start := time.Now()
 	for i := range burst + 2 {
 		attach(t, b, fmt.Sprintf("agent=a%d", i))
@@ -99,8 +97,8 @@ func TestUpgradesBeyondThePaceWaitTheirTurn(t *testing.T) {
 // of holding the HTTP server's graceful shutdown until their turns.
 func TestShutdownEndsUpgradesWaitingTheirTurn(t *testing.T) {
 	b := startBroker(t, "CTIBROKER_LIMITS__UPGRADESPERCPU=1", "CTIBROKER_LIMITS__UPGRADEWAIT=1m")
-	perSecond := runtime.GOMAXPROCS(0)
-	for i := range max(perSecond/10, 1) { // the burst
+	perSecond := int(b.srv.upgrades.Limit())
+	for i := range b.srv.upgrades.Burst() {
 		attach(t, b, fmt.Sprintf("agent=b%d", i))
 	}
 	// Their turns span waiting seconds (20 s on 2 CPUs).

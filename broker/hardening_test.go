@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -1495,13 +1494,13 @@ func TestHardeningUpgradePacing(t *testing.T) {
 	}
 	// The burst (a tenth of a second's worth, at least one) is all there:
 	// the forged upgrades took none of it.
-	burst := max(runtime.GOMAXPROCS(0)/10, 1)
+	burst := b.srv.upgrades.Burst()
 	for i := range burst {
 		if ws, resp := upgrade(mustToken(t, fmt.Sprintf("a%d", i), RoleAgent)); ws == nil {
 			t.Fatalf("upgrade %d of the burst of %d: %v", i, burst, resp)
 		}
 	}
-	// Beyond it, a turn is 1/GOMAXPROCS s away, more than upgradewait.
+	// Beyond it, a turn is a second over the rate away, more than upgradewait.
 	var refused *http.Response
 	for i := burst; i < burst+100 && refused == nil; i++ {
 		if ws, resp := upgrade(mustToken(t, fmt.Sprintf("a%d", i), RoleAgent)); ws == nil {
