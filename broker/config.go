@@ -157,6 +157,8 @@ type LimitsConfig struct {
 	SendQueueBytes   int           `koanf:"sendqueuebytes"`
 	CommandRate      float64       `koanf:"commandrate"`
 	CommandBurst     int           `koanf:"commandburst"`
+	ConnectRate      float64       `koanf:"connectrate"`
+	ConnectBurst     int           `koanf:"connectburst"`
 	History          int           `koanf:"history"`
 	HistoryTTL       time.Duration `koanf:"historyttl"`
 	Timeline         int           `koanf:"timeline"`
@@ -521,6 +523,12 @@ func (c Config) Validate() error {
 	if c.Limits.CommandRate < 0 || c.Limits.CommandBurst < 0 {
 		return errors.New("limits.commandrate: must not be negative")
 	}
+	if c.Limits.ConnectRate < 0 || c.Limits.ConnectBurst < 0 {
+		return errors.New("limits.connectrate: must not be negative (0: no limit)")
+	}
+	if c.Limits.ConnectRate > 0 && c.Limits.ConnectBurst < 1 {
+		return errors.New("limits.connectburst: must be at least 1 when limits.connectrate is set")
+	}
 	if c.Limits.UpgradesPerCPU < 0 {
 		return errors.New("limits.upgradespercpu: must not be negative (0: no pacing)")
 	}
@@ -662,6 +670,7 @@ func (c Config) SessionOptions() session.Options {
 		HistorySize: c.Limits.History, TimelineSize: c.Limits.Timeline,
 		MaxChannels: c.Limits.Channels, MaxGroups: c.Limits.Groups,
 		CommandRate: c.Limits.CommandRate, CommandBurst: c.Limits.CommandBurst,
+		ConnectRate: c.Limits.ConnectRate, ConnectBurst: c.Limits.ConnectBurst,
 		AdapterTimeout: c.Adapter.Timeout, RequestIDTTL: c.Session.RequestIDTTL, RequestIDLimit: c.Limits.RequestIDs,
 		ACW: acw, Capacity: c.capacity(), SupervisorReason: cmp.Or(c.Supervisor.ReasonCode, protocol.ReasonSupervisor), AddressBookInterval: c.AddressBook.Interval, DefaultHandleTime: c.AddressBook.DefaultHandleTime,
 		Node: c.Node.ID, URL: c.Node.URL, LeaseTTL: c.Redis.LeaseTTL, NodeTTL: c.Redis.NodeTTL, StoreTimeout: c.Redis.Timeout, HealthInterval: c.Redis.HealthInterval,

@@ -131,6 +131,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"negative replay ttl", "limits:\n  historyttl: -1s\n", nil, "limits.historyttl"},
 		{"negative upgrade pace", "limits:\n  upgradespercpu: -1\n", nil, "limits.upgradespercpu"},
 		{"paced upgrades that never wait", "limits:\n  upgradewait: 0s\n", nil, "limits.upgradewait"},
+		{"negative connect rate", "limits:\n  connectrate: -1\n", nil, "limits.connectrate"},
+		{"connect rate without a burst", "limits:\n  connectburst: 0\n", nil, "limits.connectburst"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

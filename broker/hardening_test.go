@@ -1476,6 +1476,50 @@ func TestHardeningNodeURL(t *testing.T) {
 // agents reconnecting after a node failure. An upgrade whose turn is further
 // away than limits.upgradewait is answered 503 with Retry-After, before any
 // session is opened for it.
+// An agent whose desktop reconnects in a loop (or whose two desktops take
+// the session over from each other) is refused before the upgrade once it
+// has spent its burst, and takes neither the upgrade turns nor the
+// connections of other agents.
+func TestHardeningReconnectLoopIsRateLimited(t *testing.T) {
+	const burst = 3
+	// One connection per 10 s: however slow this machine, the refused
+	// upgrade's turn is more than 9 s away.
+	b := startBroker(t, append(jwtEnv, "CTIBROKER_LIMITS__CONNECTRATE=0.1", fmt.Sprintf("CTIBROKER_LIMITS__CONNECTBURST=%d", burst))...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	connect := func(agent string) {
+		t.Helper()
+		c, err := dial(t, b, "", bearer(mustToken(t, agent, RoleAgent)))
+		if err != nil {
+			t.Fatalf("%s: %v", agent, err)
+		}
+		// The session exists once the broker greets the connection.
+		c.until(t, isEvent(protocol.EvSessionInitialized))
+	}
+	// The first connection opens the session and is not counted; each
+	// one after it takes over and is, up to the burst.
+	for range burst + 1 {
+		connect("looping")
+	}
+	ws, refused, err := websocket.Dial(ctx, "ws://"+b.addr+"/v1/ws", &websocket.DialOptions{HTTPHeader: bearer(mustToken(t, "looping", RoleAgent))})
+	if err == nil {
+		_ = ws.CloseNow()
+		t.Fatalf("connection %d of the loop was let through (burst %d)", burst+2, burst)
+	}
+	if refused == nil {
+		t.Fatalf("connection %d of the loop: %v", burst+2, err)
+	}
+	var body struct{ Error struct{ Code string } }
+	_ = json.NewDecoder(refused.Body).Decode(&body)
+	if refused.StatusCode != http.StatusTooManyRequests || refused.Header.Get("Retry-After") != "10" || body.Error.Code != string(protocol.CodeRateLimited) {
+		t.Fatalf("refused upgrade: %d, Retry-After %q, %+v", refused.StatusCode, refused.Header.Get("Retry-After"), body)
+	}
+	connect("other")
+	if v := metricValue(b.metricsText(t), "ctibroker_connects_limited_total"); v != 1 {
+		t.Fatalf("ctibroker_connects_limited_total = %v, want 1", v)
+	}
+}
+
 func TestHardeningUpgradePacing(t *testing.T) {
 	b := startBroker(t, append(jwtEnv, "CTIBROKER_LIMITS__UPGRADESPERCPU=1", "CTIBROKER_LIMITS__UPGRADEWAIT=1ms")...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

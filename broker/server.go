@@ -495,6 +495,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 		since = &n
 	}
+	if d := s.manager.ConnectWait(id, time.Now()); d > 0 {
+		s.metrics.ConnectLimited()
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(d.Seconds()))))
+		writeError(w, protocol.CodeRateLimited, "the agent connects faster than limits.connectrate; retry later")
+		return
+	}
 	if !s.upgradeTurn(w, r) {
 		return
 	}

@@ -26,6 +26,7 @@ type Metrics struct {
 	LiveResyncs     prometheus.Counter
 	LiveConflated   prometheus.Counter
 	UpgradesRefused prometheus.Counter
+	ConnectsLimited prometheus.Counter
 	UpgradesWaiting prometheus.Gauge
 }
 
@@ -60,6 +61,8 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Agent changes folded into a later one for a supervisor watch that read late."}),
 		UpgradesRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "ctibroker_upgrades_refused_total",
 			Help: "WebSocket upgrades answered 503 because their turn under limits.upgradespercpu was more than limits.upgradewait away."}),
+		ConnectsLimited: prometheus.NewCounter(prometheus.CounterOpts{Name: "ctibroker_connects_limited_total",
+			Help: "WebSocket upgrades answered 429 because their agent connected faster than limits.connectrate."}),
 		UpgradesWaiting: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ctibroker_upgrades_waiting",
 			Help: "WebSocket upgrades waiting for their turn under limits.upgradespercpu."}),
 		AdapterDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ctibroker_adapter_call_duration_seconds",
@@ -73,7 +76,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.Connections, m.Streams, m.Commands, m.CommandDuration, m.EventsPublished, m.EventsDelivered, m.SendQueueDrops,
 		m.SlowConsumers, m.AdapterDuration, m.AdapterErrors, m.StoreDuration, m.StoreErrors, m.BoardLag, m.LiveResyncs, m.LiveConflated,
-		m.UpgradesRefused, m.UpgradesWaiting,
+		m.UpgradesRefused, m.ConnectsLimited, m.UpgradesWaiting,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -158,6 +161,13 @@ func (m *Metrics) Connection(role string, delta float64) {
 func (m *Metrics) UpgradeWaiting(delta float64) {
 	if m != nil {
 		m.UpgradesWaiting.Add(delta)
+	}
+}
+
+// ConnectLimited records one WebSocket upgrade refused under limits.connectrate.
+func (m *Metrics) ConnectLimited() {
+	if m != nil {
+		m.ConnectsLimited.Inc()
 	}
 }
 

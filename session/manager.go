@@ -70,6 +70,11 @@ type Options struct {
 	// whatever its connections; 0: no limit.
 	CommandRate  float64
 	CommandBurst int
+	// ConnectRate (per second) and ConnectBurst bound how fast the
+	// connections of an agent whose session this node holds come; 0: no
+	// limit.
+	ConnectRate  float64
+	ConnectBurst int
 	// MaxChannels and MaxGroups bound a session's channels and groups.
 	MaxChannels int
 	MaxGroups   int
@@ -476,6 +481,26 @@ func (m *Manager) byAgentID(agent string) *Session {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.byAgent[agent]
+}
+
+// ConnectWait reports how long id must wait before connecting to this node
+// again under Options.ConnectRate, or 0 when it may connect now (the
+// connection is then counted). Only a session this node holds keeps count:
+// an agent's first connection, and a dead node's agents resuming here, never
+// wait.
+func (m *Manager) ConnectWait(id Identity, now time.Time) time.Duration {
+	m.mu.Lock()
+	s := m.byAgent[id.key()]
+	m.mu.Unlock()
+	if s == nil || s.connects == nil {
+		return 0
+	}
+	r := s.connects.ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return d
+	}
+	return 0
 }
 
 // SessionCount returns the number of live sessions.

@@ -112,8 +112,13 @@ type Session struct {
 	// limiter bounds the session's commands per second, whatever the
 	// connection: reconnecting does not refill it. Nil: no limit.
 	limiter *rate.Limiter
-	catalog *channel.Catalog
-	ab      *addressBookState // made by the first address book request
+	// connects bounds how fast the agent's connections to this node come
+	// (a desktop reconnecting in a loop, two desktops taking the session
+	// over from each other); safe for the HTTP handlers' goroutines.
+	// Nil: no limit.
+	connects *rate.Limiter
+	catalog  *channel.Catalog
+	ab       *addressBookState // made by the first address book request
 	// grace runs while no connection is attached; graceGen tells a stale
 	// expiry (the timer fired as a connection attached) from the current one.
 	grace     *time.Timer
@@ -159,6 +164,9 @@ func newSession(m *Manager, id string, ident Identity) *Session {
 		timeout: m.opts.StoreTimeout, metrics: m.opts.Metrics, log: s.logf}
 	if m.opts.CommandRate > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(m.opts.CommandRate), max(m.opts.CommandBurst, 1))
+	}
+	if m.opts.ConnectRate > 0 {
+		s.connects = rate.NewLimiter(rate.Limit(m.opts.ConnectRate), max(m.opts.ConnectBurst, 1))
 	}
 	s.setTopics()
 	return s
