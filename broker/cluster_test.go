@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/ctibroker/ctibroker/internal/redistest"
+	"github.com/ctibroker/ctibroker/internal/testutil"
 	"github.com/ctibroker/ctibroker/protocol"
 )
 
@@ -851,5 +852,40 @@ func TestClusterSupervisorActsOnAnotherNode(t *testing.T) {
 		}); m["data"].(map[string]any)["changedBy"] == nil {
 			t.Fatalf("desktop %d after the logout: %v", i+1, m)
 		}
+	}
+}
+
+// An agent whose node died and who never comes back is adopted by a
+// surviving node and logged out there after the grace period (its channels
+// deactivated on the switch), instead of staying ready in every supervisor's
+// view, and on the switch, until redis.sessionttl. An agent who came back meanwhile keeps its session.
+func TestClusterOrphanedSessionExpiresOnASurvivingNode(t *testing.T) {
+	rs := redistest.Start(t)
+	env := []string{"CTIBROKER_SESSION__GRACE=2s"}
+	a, b := startNode(t, rs, "node-a", env...), startNode(t, rs, "node-b", env...)
+	ready := func(agent, extension string) uint64 {
+		t.Helper()
+		c, sid := attach(t, a.broker(), "agent="+agent)
+		c.request(t, protocol.CmdAddChannel, sid, map[string]any{"channel": map[string]string{"id": "p", "name": extension, "type": "TELEPHONY"}})
+		c.request(t, protocol.CmdChannelActivate, sid+".p", nil)
+		if r := c.request(t, protocol.CmdChannelReady, sid+".p", nil); r["result"] != "success" {
+			t.Fatal(r)
+		}
+		return seqOf(c.until(t, isEvent(protocol.EvStateUpdated)))
+	}
+	ready("gone", "1001")
+	last := ready("back", "1002")
+	a.kill()
+	resumeOn(t, b, fmt.Sprintf("agent=back&since=%d", last), time.Now())
+
+	// The lease lapses (1s), a sweep finds it (every second with a 2s
+	// grace), the grace runs (2s): well within the wait.
+	testutil.EventuallyWithin(t, 20*time.Second, "the orphaned agent logged out", func() bool {
+		_, v := getJSON(t, b.broker().url("/v1/agents/gone"), nil)
+		return v["status"] == "logged_out"
+	})
+	code, v := getJSON(t, b.broker().url("/v1/agents/back"), nil)
+	if code != http.StatusOK || !strings.Contains(fmt.Sprint(v["channels"]), "status:ready") {
+		t.Fatalf("the agent who came back: %d %v", code, v)
 	}
 }

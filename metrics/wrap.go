@@ -249,6 +249,10 @@ func (a *adapterMetrics) Close() error { return a.next.Close() }
 // Durable is a property, not a call.
 func (s *storeMetrics) Durable() bool { return s.next.Durable() }
 
+func (s *storeMetrics) Unowned(ctx context.Context) ([]string, error) {
+	return sm(s, "unowned", func() ([]string, error) { return s.next.Unowned(ctx) })
+}
+
 func (s *storeMetrics) LiveSessions(ctx context.Context) ([]store.Record, error) {
 	return sm(s, "livesessions", func() ([]store.Record, error) { return s.next.LiveSessions(ctx) })
 }

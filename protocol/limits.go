@@ -158,6 +158,11 @@ const (
 	// reconnecting together) queues for its turn instead of crowding out
 	// the commands of the agents already there.
 	MaxOpeningPerCPU = 8
+	// MaxOrphanSweepSeconds bounds how often a node looks for sessions no
+	// node holds (their node died and their agent did not come back): every
+	// half session.grace, at least every second and at most this often.
+	// One sweep costs Redis a SMEMBERS and an EXISTS per live session.
+	MaxOrphanSweepSeconds = 30
 	// Interactions: attached data a client may set (keys, value bytes),
 	// DTMF digits per command, a dial or transfer destination's bytes, and
 	// the interactions a session holds (in progress or awaiting wrap-up).

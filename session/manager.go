@@ -1,6 +1,7 @@
 package session
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -331,6 +332,15 @@ func (m *Manager) Run(ctx context.Context) error {
 		heartbeats = t.C
 		m.heartbeat(ctx)
 	}
+	// Only a durable store outlives a node: in memory, sessions die with it.
+	var sweeps <-chan time.Time
+	if m.store.Durable() {
+		t := time.NewTicker(orphanSweep(m.opts.Grace))
+		defer t.Stop()
+		sweeps = t.C
+	}
+	sweeping := make(chan struct{}, 1)        // one sweep at a time, off this loop
+	defer func() { sweeping <- struct{}{} }() // waits for a running sweep
 	leases := time.NewTicker(max(m.opts.LeaseTTL/3, time.Millisecond))
 	defer leases.Stop()
 	renewing := make(chan struct{}, 1)        // one round at a time, off this loop
@@ -365,6 +375,15 @@ func (m *Manager) Run(ctx context.Context) error {
 				}()
 			default: // the last round is still running: the store is slow
 			}
+		case <-sweeps:
+			select {
+			case sweeping <- struct{}{}:
+				go func() {
+					defer func() { <-sweeping }()
+					m.adoptOrphans(ctx)
+				}()
+			default: // the last sweep is still running
+			}
 		case <-heartbeats:
 			m.heartbeat(ctx)
 		case <-health.C:
@@ -378,6 +397,88 @@ func (m *Manager) Run(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// orphanSweep is how often a node looks for sessions no node holds.
+func orphanSweep(grace time.Duration) time.Duration {
+	return min(max(grace/2, time.Second), protocol.MaxOrphanSweepSeconds*time.Second)
+}
+
+// adoptOrphans takes the sessions no node holds (their node died and their
+// agent has not come back to another one) and runs their grace period here:
+// an agent who never returns is then logged out of the switch and leaves
+// the supervisors' views as if its node had lived, instead of staying ready
+// on the switch until redis.sessionttl. Nodes race for an orphan's lease;
+// one wins, the others pass.
+func (m *Manager) adoptOrphans(ctx context.Context) {
+	sctx, cancel := context.WithTimeout(ctx, m.opts.StoreTimeout)
+	sids, err := m.store.Unowned(sctx)
+	cancel()
+	if err != nil {
+		m.log.Warn("cannot list the sessions no node holds", zap.Error(err))
+		return
+	}
+	for _, sid := range sids {
+		if ctx.Err() != nil {
+			return
+		}
+		if err := m.adopt(ctx, sid); err != nil {
+			m.log.Warn("cannot adopt a session no node holds", zap.String("session", sid), zap.Error(err))
+		}
+	}
+}
+
+// adopt opens the orphaned session sid here, without a connection: its
+// grace period starts, and an agent connecting to any node meanwhile takes
+// it over as from any live node.
+func (m *Manager) adopt(ctx context.Context, sid string) error {
+	sctx, cancel := context.WithTimeout(ctx, m.opts.StoreTimeout)
+	rec, found, err := m.store.Load(sctx, sid)
+	if err != nil || !found {
+		cancel()
+		return err
+	}
+	cur, err := m.store.SessionOf(sctx, rec.AgentID)
+	if err != nil || cur != sid { // ended or replaced meanwhile
+		cancel()
+		return err
+	}
+	owner, err := m.store.Acquire(sctx, sid, rec.AgentID, m.opts.Node, m.opts.LeaseTTL)
+	cancel()
+	if err != nil || owner != m.opts.Node { // another node adopted it, or its agent came back
+		return err
+	}
+	id, err := identityOf(rec)
+	if err != nil {
+		m.release(sid)
+		return err
+	}
+	octx, cancel := context.WithTimeout(ctx, m.opts.LeaseTTL+2*m.opts.StoreTimeout)
+	s, _, err := m.sessionFor(octx, id)
+	cancel()
+	if err != nil {
+		return err
+	}
+	m.log.Info("adopted a session no node held", zap.String("session", sid), zap.String("agent", id.AgentID), zap.Duration("grace", m.opts.Grace))
+	s.post(func(s *Session) {
+		if !s.ended && s.conn == nil && s.grace == nil {
+			s.startGrace()
+		}
+	})
+	return nil
+}
+
+// identityOf is who a stored session belongs to.
+func identityOf(rec store.Record) (Identity, error) {
+	var snap snapshot
+	if err := json.Unmarshal(rec.Snapshot, &snap); err != nil {
+		return Identity{}, fmt.Errorf("stored session %s does not decode: %w", rec.SessionID, err)
+	}
+	id := Identity{AgentID: snap.AgentID, Role: cmp.Or(snap.Role, RoleAgent), Teams: snap.Teams, AllTeams: snap.AllTeams}
+	if id.key() != rec.AgentID {
+		return Identity{}, fmt.Errorf("stored session %s belongs to %q, its record to %q", rec.SessionID, id.key(), rec.AgentID)
+	}
+	return id, nil
 }
 
 // renewLeases renews the lease of every live session in one store call and

@@ -204,6 +204,10 @@ type Store interface {
 	LastSeq(ctx context.Context, sid string) (uint64, error)
 	// LiveSessions returns the record of every live session.
 	LiveSessions(ctx context.Context) ([]Record, error)
+	// Unowned returns the live sessions whose lease no node holds: their
+	// node died (or was cut off longer than a lease) and their agent did
+	// not come back to another one.
+	Unowned(ctx context.Context) ([]string, error)
 	// AgentSessions returns the agent's sessions within the history
 	// retention (live or ended), oldest first, with their creation times.
 	AgentSessions(ctx context.Context, agentID string) ([]SessionRef, error)

@@ -320,6 +320,20 @@ func (m *Memory) LiveSessions(context.Context) ([]Record, error) {
 	return out, nil
 }
 
+// Unowned implements Store.
+func (m *Memory) Unowned(context.Context) ([]string, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []string
+	now := time.Now()
+	for sid := range m.sessions {
+		if l, ok := m.leases[sid]; !ok || !now.Before(l.expires) {
+			out = append(out, sid)
+		}
+	}
+	return out, nil
+}
+
 // HistoryAgents implements Store.
 func (m *Memory) HistoryAgents(context.Context) ([]string, error) {
 	m.mu.RLock()

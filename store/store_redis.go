@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -526,6 +527,34 @@ func (r *Redis) LiveSessions(ctx context.Context) ([]Record, error) {
 		}
 		v, _ := strconv.ParseUint(m["v"], 10, 64)
 		out = append(out, Record{SessionID: ids[i], AgentID: m["agent"], Version: v, Snapshot: []byte(m["snap"])})
+	}
+	return out, nil
+}
+
+// Unowned implements Store: the live set's sessions without a lease key,
+// protocol.RenewBatch per round trip (a pipeline holds Redis for the
+// others meanwhile). A sweep, not a per-command call.
+func (r *Redis) Unowned(ctx context.Context) ([]string, error) {
+	ids, err := r.c.SMembers(ctx, r.liveKey()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("live sessions: %w", err)
+	}
+	var out []string
+	for batch := range slices.Chunk(ids, protocol.RenewBatch) {
+		cmds := make([]*redis.IntCmd, len(batch))
+		if _, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, sid := range batch {
+				cmds[i] = p.Exists(ctx, r.sessKey(sid)+":lease")
+			}
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("leases of live sessions: %w", err)
+		}
+		for i, c := range cmds {
+			if c.Val() == 0 {
+				out = append(out, batch[i])
+			}
+		}
 	}
 	return out, nil
 }

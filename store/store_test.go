@@ -16,6 +16,7 @@ import (
 
 	"github.com/ctibroker/ctibroker/bus"
 	"github.com/ctibroker/ctibroker/internal/redistest"
+	"github.com/ctibroker/ctibroker/internal/testutil"
 	"github.com/ctibroker/ctibroker/protocol"
 )
 
@@ -636,6 +637,34 @@ func TestStoreOwner(t *testing.T) {
 		_ = s.Release(ctx, "s1", "A")
 		if o, _ := s.Owner(ctx, "s1"); o != "" {
 			t.Fatalf("Owner after Release = %q", o)
+		}
+	})
+}
+
+// Unowned lists the live sessions whose lease lapsed, and only those.
+func TestStoreUnowned(t *testing.T) {
+	forEach(t, func(t *testing.T, s Store, _ bus.Bus) {
+		ctx := context.Background()
+		for _, c := range []struct {
+			sid, agent string
+			lease      time.Duration
+		}{{"held", "alice", time.Minute}, {"orphan", "bob", 50 * time.Millisecond}} {
+			_, _ = s.Claim(ctx, c.agent, c.sid)
+			_, _ = s.Acquire(ctx, c.sid, c.agent, "A", c.lease)
+			if err := s.Commit(ctx, Commit{SessionID: c.sid, AgentID: c.agent, Node: "A", Snapshot: []byte("{}")}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		testutil.Eventually(t, "the orphan's lease lapsed", func() bool {
+			sids, err := s.Unowned(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return fmt.Sprint(sids) == "[orphan]"
+		})
+		_, _ = s.Acquire(ctx, "orphan", "bob", "B", time.Minute)
+		if sids, _ := s.Unowned(ctx); len(sids) != 0 {
+			t.Fatalf("Unowned after B took the orphan = %v", sids)
 		}
 	})
 }
