@@ -432,25 +432,8 @@ func (m *Manager) adoptOrphans(ctx context.Context) {
 // grace period starts, and an agent connecting to any node meanwhile takes
 // it over as from any live node.
 func (m *Manager) adopt(ctx context.Context, sid string) error {
-	sctx, cancel := context.WithTimeout(ctx, m.opts.StoreTimeout)
-	rec, found, err := m.store.Load(sctx, sid)
-	if err != nil || !found {
-		cancel()
-		return err
-	}
-	cur, err := m.store.SessionOf(sctx, rec.AgentID)
-	if err != nil || cur != sid { // ended or replaced meanwhile
-		cancel()
-		return err
-	}
-	owner, err := m.store.Acquire(sctx, sid, rec.AgentID, m.opts.Node, m.opts.LeaseTTL)
-	cancel()
-	if err != nil || owner != m.opts.Node { // another node adopted it, or its agent came back
-		return err
-	}
-	id, err := identityOf(rec)
-	if err != nil {
-		m.release(sid)
+	id, ok, err := m.claimOrphan(ctx, sid)
+	if err != nil || !ok {
 		return err
 	}
 	octx, cancel := context.WithTimeout(ctx, m.opts.LeaseTTL+2*m.opts.StoreTimeout)
@@ -466,6 +449,28 @@ func (m *Manager) adopt(ctx context.Context, sid string) error {
 		}
 	})
 	return nil
+}
+
+// claimOrphan takes the lease of the orphaned session sid for this node.
+// False: nothing to adopt: the session ended or was replaced, its node died
+// before storing it (nobody was told of it), or another node or its agent
+// took it first.
+func (m *Manager) claimOrphan(ctx context.Context, sid string) (Identity, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.opts.StoreTimeout)
+	defer cancel()
+	rec, found, err := m.store.Load(ctx, sid)
+	if err != nil || !found || len(rec.Snapshot) == 0 {
+		return Identity{}, false, err
+	}
+	id, err := identityOf(rec)
+	if err != nil {
+		return Identity{}, false, err
+	}
+	if cur, err := m.store.SessionOf(ctx, rec.AgentID); err != nil || cur != sid {
+		return Identity{}, false, err
+	}
+	owner, err := m.store.Acquire(ctx, sid, rec.AgentID, m.opts.Node, m.opts.LeaseTTL)
+	return id, err == nil && owner == m.opts.Node, err
 }
 
 // identityOf is who a stored session belongs to.
