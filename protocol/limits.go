@@ -160,8 +160,10 @@ const (
 	MaxOpeningPerCPU = 8
 	// MaxOrphanSweepSeconds bounds how often a node looks for sessions no
 	// node holds (their node died and their agent did not come back): every
-	// half session.grace, at least every second and at most this often.
-	// One sweep costs Redis a SMEMBERS and an EXISTS per live session.
+	// half session.grace, at least every second and at most this often,
+	// but never more often than redis.leasettl (a session is adopted when
+	// two sweeps in a row found it without a lease). One sweep costs Redis
+	// a SMEMBERS and an EXISTS per live session.
 	MaxOrphanSweepSeconds = 30
 	// Interactions: attached data a client may set (keys, value bytes),
 	// DTMF digits per command, a dial or transfer destination's bytes, and

@@ -271,6 +271,9 @@ type Manager struct {
 	// makes no garbage.
 	leaseMu sync.Mutex
 	leases  []store.Lease
+	// orphanSuspects are the sessions the last sweep found without a
+	// lease; owned by the sweep that runs (one at a time).
+	orphanSuspects map[string]bool
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -335,7 +338,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	// Only a durable store outlives a node: in memory, sessions die with it.
 	var sweeps <-chan time.Time
 	if m.store.Durable() {
-		t := time.NewTicker(orphanSweep(m.opts.Grace))
+		t := time.NewTicker(orphanSweep(m.opts.Grace, m.opts.LeaseTTL))
 		defer t.Stop()
 		sweeps = t.C
 	}
@@ -399,17 +402,23 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 }
 
-// orphanSweep is how often a node looks for sessions no node holds.
-func orphanSweep(grace time.Duration) time.Duration {
-	return min(max(grace/2, time.Second), protocol.MaxOrphanSweepSeconds*time.Second)
+// orphanSweep is how often a node looks for sessions no node holds: at
+// least a lease apart, so that a live owner's renewal (every third of a
+// lease) re-takes a lease that lapsed in a Redis outage before the next
+// sweep could count the session an orphan.
+func orphanSweep(grace, leaseTTL time.Duration) time.Duration {
+	return max(min(max(grace/2, time.Second), protocol.MaxOrphanSweepSeconds*time.Second), leaseTTL)
 }
 
 // adoptOrphans takes the sessions no node holds (their node died and their
 // agent has not come back to another one) and runs their grace period here:
 // an agent who never returns is then logged out of the switch and leaves
 // the supervisors' views as if its node had lived, instead of staying ready
-// on the switch until redis.sessionttl. Nodes race for an orphan's lease;
-// one wins, the others pass.
+// on the switch until redis.sessionttl. A session is adopted only when two
+// sweeps in a row found it without a lease: after a Redis outage longer than
+// a lease, every lease has lapsed, and the live owners re-take theirs
+// between the two. Nodes race for an orphan's lease; one wins, the others
+// pass.
 func (m *Manager) adoptOrphans(ctx context.Context) {
 	sctx, cancel := context.WithTimeout(ctx, m.opts.StoreTimeout)
 	sids, err := m.store.Unowned(sctx)
@@ -418,9 +427,18 @@ func (m *Manager) adoptOrphans(ctx context.Context) {
 		m.log.Warn("cannot list the sessions no node holds", zap.Error(err))
 		return
 	}
+	suspects := make(map[string]bool, len(sids))
+	for _, sid := range sids {
+		suspects[sid] = true
+	}
+	confirmed := m.orphanSuspects
+	m.orphanSuspects = suspects
 	for _, sid := range sids {
 		if ctx.Err() != nil {
 			return
+		}
+		if !confirmed[sid] {
+			continue
 		}
 		if err := m.adopt(ctx, sid); err != nil {
 			m.log.Warn("cannot adopt a session no node holds", zap.String("session", sid), zap.Error(err))
