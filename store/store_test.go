@@ -705,3 +705,44 @@ func TestBusMessage(t *testing.T) {
 		t.Fatalf("no events: %q", msg)
 	}
 }
+
+// BenchmarkRedisUnowned is one orphan sweep's listing with 10,000 live
+// sessions, a tenth of them without a lease (what a sweep costs Redis and
+// the node, every half session.grace).
+func BenchmarkRedisUnowned(b *testing.B) {
+	srv := redistest.Start(b)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	b.Cleanup(func() { _ = c.Close() })
+	s := NewRedis(c, "t:", limits)
+	ctx := context.Background()
+	const live = 10000
+	_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := range live {
+			sid := fmt.Sprintf("s%d", i)
+			p.SAdd(ctx, "t:live", sid)
+			if i%10 != 0 {
+				p.Set(ctx, "t:sess:{"+sid+"}:lease", "A", time.Hour)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The baseline: reading the live set alone, which any sweep needs.
+	b.Run("smembers", func(b *testing.B) {
+		for b.Loop() {
+			if ids, err := c.SMembers(ctx, "t:live").Result(); err != nil || len(ids) != live {
+				b.Fatalf("SMEMBERS: %d, %v", len(ids), err)
+			}
+		}
+	})
+	b.Run("unowned", func(b *testing.B) {
+		for b.Loop() {
+			sids, err := s.Unowned(ctx)
+			if err != nil || len(sids) != live/10 {
+				b.Fatalf("Unowned: %d sessions, %v", len(sids), err)
+			}
+		}
+	})
+}
