@@ -497,7 +497,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	if d := s.manager.ConnectWait(id, time.Now()); d > 0 {
 		s.metrics.ConnectLimited()
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(d.Seconds()))))
+		setRetryAfter(w, d)
 		writeError(w, protocol.CodeRateLimited, "the agent connects faster than limits.connectrate; retry later")
 		return
 	}
@@ -553,10 +553,16 @@ func (s *Server) upgradeTurn(w http.ResponseWriter, r *http.Request) bool {
 		writeError(w, protocol.CodeUnavailable, "broker is shutting down")
 	case r.Context().Err() == nil: // else the client went away while it waited
 		s.metrics.UpgradeRefused()
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(s.cfg.Limits.UpgradeWait.Seconds()))))
+		setRetryAfter(w, s.cfg.Limits.UpgradeWait)
 		writeError(w, protocol.CodeUnavailable, "too many connections opening; retry later")
 	}
 	return false
+}
+
+// setRetryAfter tells a refused client when to come back: whole seconds
+// (RFC 9110's delay-seconds), rounded up so that it does not come too soon.
+func setRetryAfter(w http.ResponseWriter, d time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(d.Seconds()))))
 }
 
 // runConn reads the connection until it ends.

@@ -458,7 +458,7 @@ func (m *Manager) adopt(ctx context.Context, sid string) error {
 	s, _, err := m.sessionFor(octx, id)
 	cancel()
 	if err != nil {
-		return err
+		return fmt.Errorf("opening the session: %w", err)
 	}
 	m.log.Info("adopted a session no node held", zap.String("session", sid), zap.String("agent", id.AgentID), zap.Duration("grace", m.opts.Grace))
 	s.post(func(s *Session) {
@@ -601,6 +601,8 @@ func (m *Manager) sessions() []*Session {
 	return out
 }
 
+// byAgentID returns this node's session of an agent key (an agent's id; a
+// supervisor's is Identity.key's), nil when it holds none.
 func (m *Manager) byAgentID(agent string) *Session {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -613,9 +615,7 @@ func (m *Manager) byAgentID(agent string) *Session {
 // an agent's first connection, and a dead node's agents resuming here, never
 // wait.
 func (m *Manager) ConnectWait(id Identity, now time.Time) time.Duration {
-	m.mu.Lock()
-	s := m.byAgent[id.key()]
-	m.mu.Unlock()
+	s := m.byAgentID(id.key())
 	if s == nil || s.connects == nil {
 		return 0
 	}
